@@ -1,0 +1,83 @@
+"""Typed configuration, built once from the environment at cold start and passed down.
+
+Nothing below this module reads ``os.environ``. The same variables are set by CDK on AWS and by
+the local cloud runner on a laptop; only the endpoint differs (``AWS_ENDPOINT_URL`` is unset on AWS).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Logical table names -> environment variable holding the physical table name.
+TABLE_ENV = {
+    "organisations": "TABLE_ORGANISATIONS",
+    "application_entities": "TABLE_APPLICATION_ENTITIES",
+    "patients": "TABLE_PATIENTS",
+    "studies": "TABLE_STUDIES",
+    "series": "TABLE_SERIES",
+    "instances": "TABLE_INSTANCES",
+    "commitments": "TABLE_COMMITMENTS",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the archive's code needs to know about where it runs."""
+
+    region: str
+    bucket: str
+    tables: Mapping[str, str]
+    endpoint_url: str | None = None
+    archive_ae_title: str = "ARCHIVE"
+    # Storage commitment: how long to wait for instances to be indexed before reporting failures,
+    # and how a report to a requester whose association is gone is retried.
+    commitment_wait_seconds: float = 60.0
+    commitment_retry_base_seconds: float = 5.0
+    commitment_max_attempts: int = 8
+    # Largest single object accepted over C-STORE (S3 single PUT limit is 5 GiB).
+    max_object_bytes: int = 4 * 1024**3
+    # Where the listener spools incoming datasets before upload (never the final store).
+    spool_dir: str = "/tmp"
+    index_queue_url: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        missing = [v for v in ("ARCHIVE_BUCKET", *TABLE_ENV.values()) if not env.get(v)]
+        if missing:
+            raise RuntimeError(f"missing configuration: {', '.join(missing)}")
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-north-1",
+            bucket=env["ARCHIVE_BUCKET"],
+            tables={name: env[var] for name, var in TABLE_ENV.items()},
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            archive_ae_title=env.get("ARCHIVE_AE_TITLE", "ARCHIVE"),
+            commitment_wait_seconds=float(env.get("COMMITMENT_WAIT_SECONDS", "60")),
+            commitment_retry_base_seconds=float(env.get("COMMITMENT_RETRY_BASE_SECONDS", "5")),
+            commitment_max_attempts=int(env.get("COMMITMENT_MAX_ATTEMPTS", "8")),
+            max_object_bytes=int(env.get("MAX_OBJECT_BYTES", str(4 * 1024**3))),
+            spool_dir=env.get("SPOOL_DIR", "/tmp"),
+            index_queue_url=env.get("INDEX_QUEUE_URL") or None,
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings (used by the local runner)."""
+        env = {
+            "AWS_REGION": self.region,
+            "ARCHIVE_BUCKET": self.bucket,
+            "ARCHIVE_AE_TITLE": self.archive_ae_title,
+            "COMMITMENT_WAIT_SECONDS": str(self.commitment_wait_seconds),
+            "COMMITMENT_RETRY_BASE_SECONDS": str(self.commitment_retry_base_seconds),
+            "COMMITMENT_MAX_ATTEMPTS": str(self.commitment_max_attempts),
+            "MAX_OBJECT_BYTES": str(self.max_object_bytes),
+            "SPOOL_DIR": self.spool_dir,
+        }
+        env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.index_queue_url:
+            env["INDEX_QUEUE_URL"] = self.index_queue_url
+        return env

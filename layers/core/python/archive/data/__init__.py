@@ -1,0 +1,1 @@
+"""Data access: the only tier that talks to DynamoDB and S3."""

@@ -1,0 +1,272 @@
+"""DynamoDB tables of the archive, as pynamodb models.
+
+These classes are the single definition of every table: the CDK construct and the local cloud both
+derive key schemas and secondary indexes from them (see ``archive.data.schema``), so the deployed
+tables and the local ones cannot drift. Table names and endpoints are bound once at start-up by
+``bind_models`` from ``Settings``, never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from archive.config import Settings
+
+
+class _Unbound:
+    """Placeholder Meta: using a model before ``bind_models`` fails loudly."""
+
+    table_name = "unbound"
+    region = "eu-north-1"
+    billing_mode = "PAY_PER_REQUEST"
+
+
+# --- configuration registry -------------------------------------------------------------------
+
+
+class Organisation(Model):
+    """A customer organisation (controller of its patients' data), identified by its OID."""
+
+    class Meta(_Unbound):
+        logical_name = "organisations"
+
+    oid = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    trusted_issuers = ListAttribute(of=UnicodeAttribute, default=list)
+    default_issuer = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+
+
+class AEByOrganisation(GlobalSecondaryIndex["ApplicationEntity"]):
+    class Meta:
+        index_name = "by_organisation"
+        projection = AllProjection()
+
+    org_oid = UnicodeAttribute(hash_key=True)
+
+
+class ApplicationEntity(Model):
+    """A DICOM node of an organisation: who may call the archive and where the archive calls back."""
+
+    class Meta(_Unbound):
+        logical_name = "application_entities"
+
+    ae_title = UnicodeAttribute(hash_key=True)
+    org_oid = UnicodeAttribute()
+    host = UnicodeAttribute()
+    port = NumberAttribute()
+    tls = BooleanAttribute(default=False)
+    roles = ListAttribute(of=UnicodeAttribute, default=list)
+    description = UnicodeAttribute(null=True)
+    by_organisation = AEByOrganisation()
+
+
+# --- index ------------------------------------------------------------------------------------
+
+
+class PatientsById(GlobalSecondaryIndex["Patient"]):
+    class Meta:
+        index_name = "by_patient_id"
+        projection = AllProjection()
+
+    patient_id = UnicodeAttribute(hash_key=True)
+
+
+class Patient(Model):
+    """A patient identity: Patient ID qualified by its issuer (assigning authority)."""
+
+    class Meta(_Unbound):
+        logical_name = "patients"
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    patient_id = UnicodeAttribute()
+    issuer = UnicodeAttribute()
+    patient_name = UnicodeAttribute(null=True)
+    birth_date = UnicodeAttribute(null=True)
+    sex = UnicodeAttribute(null=True)
+    org_oid = UnicodeAttribute(null=True)
+    # Set when this identity was merged into another one (HL7 A40); the survivor's key.
+    merged_into = UnicodeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+    by_patient_id = PatientsById()
+
+
+class StudiesByPatient(GlobalSecondaryIndex["Study"]):
+    class Meta:
+        index_name = "by_patient"
+        projection = AllProjection()
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    study_date = UnicodeAttribute(range_key=True)
+
+
+class StudiesByAccession(GlobalSecondaryIndex["Study"]):
+    class Meta:
+        index_name = "by_accession"
+        projection = AllProjection()
+
+    accession_number = UnicodeAttribute(hash_key=True)
+
+
+class Study(Model):
+    """A study with the aggregates C-FIND and XDS answer from (modalities, counts, last update)."""
+
+    class Meta(_Unbound):
+        logical_name = "studies"
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    # Claimed by the DICOM listener with the first instance (so a second patient is refused, A778).
+    patient_key = UnicodeAttribute(null=True)
+    org_oid = UnicodeAttribute(null=True)
+    patient_id = UnicodeAttribute(null=True)
+    issuer = UnicodeAttribute(null=True)
+    patient_name = UnicodeAttribute(null=True)
+    patient_birth_date = UnicodeAttribute(null=True)
+    patient_sex = UnicodeAttribute(null=True)
+    # Empty string when unknown, so that the study still appears in the by_patient index.
+    study_date = UnicodeAttribute(default="")
+    study_time = UnicodeAttribute(null=True)
+    accession_number = UnicodeAttribute(null=True)
+    accession_issuer = UnicodeAttribute(null=True)
+    study_id = UnicodeAttribute(null=True)
+    study_description = UnicodeAttribute(null=True)
+    referring_physician_name = UnicodeAttribute(null=True)
+    specific_character_set = UnicodeAttribute(null=True)
+    modalities = UnicodeSetAttribute(null=True)
+    sop_classes = UnicodeSetAttribute(null=True)
+    body_parts = UnicodeSetAttribute(null=True)
+    number_of_series = NumberAttribute(default=0)
+    number_of_instances = NumberAttribute(default=0)
+    total_bytes = NumberAttribute(default=0)
+    first_received_at = UTCDateTimeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+    by_patient = StudiesByPatient()
+    by_accession = StudiesByAccession()
+
+
+class Series(Model):
+    class Meta(_Unbound):
+        logical_name = "series"
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    series_uid = UnicodeAttribute(range_key=True)
+    modality = UnicodeAttribute(null=True)
+    series_number = UnicodeAttribute(null=True)
+    series_description = UnicodeAttribute(null=True)
+    series_date = UnicodeAttribute(null=True)
+    body_part_examined = UnicodeAttribute(null=True)
+    number_of_instances = NumberAttribute(default=0)
+    updated_at = UTCDateTimeAttribute(null=True)
+
+
+class InstancesByStudy(GlobalSecondaryIndex["Instance"]):
+    class Meta:
+        index_name = "by_study"
+        projection = AllProjection()
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    # "<series uid>/<sop instance uid>": begins_with(series uid) selects one series.
+    series_sop = UnicodeAttribute(range_key=True)
+
+
+class Instance(Model):
+    """One stored SOP instance and where its immutable bytes are."""
+
+    class Meta(_Unbound):
+        logical_name = "instances"
+
+    sop_instance_uid = UnicodeAttribute(hash_key=True)
+    sop_class_uid = UnicodeAttribute()
+    study_uid = UnicodeAttribute()
+    series_uid = UnicodeAttribute()
+    series_sop = UnicodeAttribute()
+    instance_number = UnicodeAttribute(null=True)
+    transfer_syntax_uid = UnicodeAttribute()
+    s3_key = UnicodeAttribute()
+    s3_version_id = UnicodeAttribute(null=True)
+    sha256 = UnicodeAttribute()
+    size = NumberAttribute()
+    sending_ae = UnicodeAttribute(null=True)
+    org_oid = UnicodeAttribute(null=True)
+    received_at = UTCDateTimeAttribute()
+    indexed_at = UTCDateTimeAttribute()
+    rows = NumberAttribute(null=True)
+    columns = NumberAttribute(null=True)
+    number_of_frames = NumberAttribute(null=True)
+    # Attributes that C-FIND IMAGE level and XDS-I manifests need, kept small.
+    attributes = JSONAttribute(null=True)
+    by_study = InstancesByStudy()
+
+
+# --- storage commitment -----------------------------------------------------------------------
+
+
+class PendingCommitments(GlobalSecondaryIndex["StorageCommitment"]):
+    """Sparse index: only commitments still to be reported carry ``pending``."""
+
+    class Meta:
+        index_name = "pending"
+        projection = KeysOnlyProjection()
+
+    pending = UnicodeAttribute(hash_key=True)
+    next_attempt_at = NumberAttribute(range_key=True)
+
+
+class StorageCommitment(Model):
+    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered."""
+
+    class Meta(_Unbound):
+        logical_name = "commitments"
+
+    transaction_uid = UnicodeAttribute(hash_key=True)
+    requester_ae = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    # [{"sop_class_uid": ..., "sop_instance_uid": ...}, ...] as received in the N-ACTION.
+    references = JSONAttribute()
+    state = UnicodeAttribute()  # PENDING | REPORTED | UNDELIVERABLE
+    pending = UnicodeAttribute(null=True)
+    next_attempt_at = NumberAttribute(null=True)
+    received_at = UTCDateTimeAttribute()
+    deadline_at = NumberAttribute()
+    attempts = NumberAttribute(default=0)
+    lease_owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(default=0)
+    result = JSONAttribute(null=True)
+    reported_at = UTCDateTimeAttribute(null=True)
+    reported_on = UnicodeAttribute(null=True)  # SAME_ASSOCIATION | NEW_ASSOCIATION
+    last_error = UnicodeAttribute(null=True)
+    pending_index = PendingCommitments()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    Organisation,
+    ApplicationEntity,
+    Patient,
+    Study,
+    Series,
+    Instance,
+    StorageCommitment,
+)
+
+
+def bind_models(settings: Settings, models: tuple[type[Model], ...] = ALL_MODELS) -> None:
+    """Point every model at its physical table and endpoint. Call once at start-up."""
+    for model in models:
+        meta: Any = model.Meta
+        meta.table_name = settings.tables[meta.logical_name]
+        meta.region = settings.region
+        meta.host = settings.endpoint_url
+        # pynamodb caches its connection per model; drop it so the new binding takes effect.
+        model._connection = None
