@@ -1,0 +1,121 @@
+"""Admin CLI for the configuration registry: ``python -m archive.admin``.
+
+    python -m archive.admin org add 1.2.246.10.12345678.10 "Demo Hospital" --trusted-issuer 1.2.246.21
+    python -m archive.admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
+    python -m archive.admin ae list [--org OID]
+    python -m archive.admin ae remove DEMO_PACS
+
+On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
+``--endpoint URL`` points at the local cloud and uses its table names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from archive.config import TABLE_ENV, Settings
+from archive.data.models import bind_models
+from archive.errors import ArchiveError
+from archive.registry import ROLES, AEInfo, OrganisationInfo, Registry
+
+LOCAL_TABLE_PREFIX = "archive-"
+
+
+def local_table_names() -> dict[str, str]:
+    return {name: f"{LOCAL_TABLE_PREFIX}{name}" for name in TABLE_ENV}
+
+
+def _settings(endpoint: str | None) -> Settings:
+    if endpoint:
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        return Settings(
+            region=os.environ.get("AWS_REGION", "eu-north-1"),
+            bucket="unused",
+            tables=local_table_names(),
+            endpoint_url=endpoint,
+        )
+    return Settings.from_env()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m archive.admin", description=__doc__.splitlines()[0])
+    p.add_argument("--endpoint", help="AWS endpoint (the local cloud, e.g. http://127.0.0.1:4566)")
+    sub = p.add_subparsers(dest="kind", required=True)
+
+    org = sub.add_parser("org", help="organisations").add_subparsers(dest="action", required=True)
+    add = org.add_parser("add")
+    add.add_argument("oid")
+    add.add_argument("name")
+    add.add_argument("--trusted-issuer", action="append", default=[], help="assigning authority OID")
+    add.add_argument("--default-issuer", help="issuer assumed when an image carries none")
+    add.add_argument("--replace", action="store_true")
+    org.add_parser("list")
+    rm = org.add_parser("remove")
+    rm.add_argument("oid")
+
+    ae = sub.add_parser("ae", help="application entities").add_subparsers(dest="action", required=True)
+    add = ae.add_parser("add")
+    add.add_argument("ae_title")
+    add.add_argument("org_oid")
+    add.add_argument("host")
+    add.add_argument("port", type=int)
+    add.add_argument("--role", action="append", default=[], choices=ROLES)
+    add.add_argument("--tls", action="store_true")
+    add.add_argument("--description")
+    add.add_argument("--replace", action="store_true")
+    ls = ae.add_parser("list")
+    ls.add_argument("--org")
+    rm = ae.add_parser("remove")
+    rm.add_argument("ae_title")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    bind_models(_settings(args.endpoint))
+    registry = Registry()
+    try:
+        if args.kind == "org":
+            if args.action == "add":
+                registry.add_organisation(
+                    OrganisationInfo(args.oid, args.name, tuple(args.trusted_issuer), args.default_issuer),
+                    replace=args.replace,
+                )
+            elif args.action == "list":
+                for o in registry.list_organisations():
+                    print(json.dumps(asdict(o)))
+            else:
+                registry.remove_organisation(args.oid)
+        else:
+            if args.action == "add":
+                registry.add_ae(
+                    AEInfo(
+                        args.ae_title,
+                        args.org_oid,
+                        args.host,
+                        args.port,
+                        args.tls,
+                        tuple(args.role),
+                        args.description,
+                    ),
+                    replace=args.replace,
+                )
+            elif args.action == "list":
+                for a in registry.list_aes(args.org):
+                    print(json.dumps(asdict(a)))
+            else:
+                registry.remove_ae(args.ae_title)
+    except (ArchiveError, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

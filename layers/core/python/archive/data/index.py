@@ -1,0 +1,240 @@
+"""Data access for the index: patients, studies, series and instances in DynamoDB.
+
+Every write is idempotent: an instance is recorded in one transaction that also updates the
+study and series aggregates, conditioned on the instance not being indexed yet, so a redelivered
+S3 event changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from archive.config import Settings
+from archive.data.models import Instance, Patient, Series, Study
+from archive.errors import PatientIdConflict
+
+# DynamoDB refuses empty strings in index keys; a study without a date sorts first under this value.
+STUDY_DATE_UNKNOWN = "0"
+MAX_MERGE_CHAIN = 16
+
+
+@dataclass(frozen=True)
+class IndexedInstance:
+    """Everything the index records about one stored instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    s3_key: str
+    s3_version_id: str | None
+    sha256: str
+    size: int
+    sending_ae: str | None
+    org_oid: str | None
+    patient_key: str
+    patient_id: str
+    issuer: str
+    received_at: datetime
+    attributes: dict[str, Any]
+
+
+class IndexRepository:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def _connection(self) -> Connection:
+        return Connection(region=self._settings.region, host=self._settings.endpoint_url)
+
+    # --- patients --------------------------------------------------------------------------
+
+    def resolve_patient(self, patient_key: str) -> str:
+        """Follow merges (HL7 A40) to the surviving identity's key."""
+        key = patient_key
+        for _ in range(MAX_MERGE_CHAIN):
+            try:
+                patient = Patient.get(key)
+            except DoesNotExist:
+                return key
+            if not patient.merged_into:
+                return key
+            key = patient.merged_into
+        return key
+
+    # --- studies ---------------------------------------------------------------------------
+
+    def claim_study_patient(self, study_uid: str, patient_key: str, org_oid: str) -> None:
+        """Bind a study to its patient on first sight; refuse a different patient later (A778).
+
+        Done by the listener before an instance is acknowledged, with a conditional write, so two
+        associations sending the same study for different patients cannot both succeed.
+        """
+        study = Study(study_uid)
+        try:
+            study.update(
+                actions=[
+                    Study.patient_key.set(patient_key),
+                    Study.org_oid.set(Study.org_oid | org_oid),
+                ],
+                condition=Study.patient_key.does_not_exist() | (Study.patient_key == patient_key),
+            )
+        except UpdateError as exc:
+            if _is_conditional_failure(exc):
+                current = Study.get(study_uid, consistent_read=True).patient_key
+                raise PatientIdConflict(
+                    f"study {study_uid} belongs to patient {current}, not {patient_key}"
+                ) from exc
+            raise
+
+    def get_study(self, study_uid: str) -> Study | None:
+        try:
+            return Study.get(study_uid)
+        except DoesNotExist:
+            return None
+
+    # --- instances -------------------------------------------------------------------------
+
+    def get_instance(self, sop_instance_uid: str, *, consistent: bool = True) -> Instance | None:
+        try:
+            return Instance.get(sop_instance_uid, consistent_read=consistent)
+        except DoesNotExist:
+            return None
+
+    def record_instance(self, item: IndexedInstance) -> bool:
+        """Record an instance and its aggregates; False if it was indexed already."""
+        try:
+            self._record(item, new_series=True)
+            return True
+        except TransactWriteError as exc:
+            reasons = [getattr(r, "code", None) for r in (exc.cancellation_reasons or [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return False
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                try:
+                    self._record(item, new_series=False)
+                    return True
+                except TransactWriteError as again:
+                    again_reasons = [getattr(r, "code", None) for r in (again.cancellation_reasons or [])]
+                    if again_reasons and again_reasons[0] == "ConditionalCheckFailed":
+                        return False
+                    raise
+            raise
+
+    def _record(self, item: IndexedInstance, *, new_series: bool) -> None:
+        a = item.attributes
+        now = datetime.now(UTC)
+        instance = Instance(
+            item.sop_instance_uid,
+            sop_class_uid=item.sop_class_uid,
+            study_uid=item.study_uid,
+            series_uid=item.series_uid,
+            series_sop=f"{item.series_uid}/{item.sop_instance_uid}",
+            instance_number=a.get("InstanceNumber"),
+            transfer_syntax_uid=item.transfer_syntax_uid,
+            s3_key=item.s3_key,
+            s3_version_id=item.s3_version_id,
+            sha256=item.sha256,
+            size=item.size,
+            sending_ae=item.sending_ae,
+            org_oid=item.org_oid,
+            received_at=item.received_at,
+            indexed_at=now,
+            rows=_int(a.get("Rows")),
+            columns=_int(a.get("Columns")),
+            number_of_frames=_int(a.get("NumberOfFrames")),
+            attributes={k: v for k, v in a.items() if k in ("InstanceNumber", "ContentDate", "ContentTime")},
+        )
+        series_actions = [
+            Series.number_of_instances.add(1),
+            Series.updated_at.set(now),
+            *_set_if_absent(
+                Series,
+                modality=a.get("Modality"),
+                series_number=a.get("SeriesNumber"),
+                series_description=a.get("SeriesDescription"),
+                series_date=a.get("SeriesDate"),
+                body_part_examined=a.get("BodyPartExamined"),
+            ),
+        ]
+        study_actions = [
+            Study.number_of_instances.add(1),
+            Study.total_bytes.add(item.size),
+            Study.updated_at.set(now),
+            Study.first_received_at.set(Study.first_received_at | item.received_at),
+            Study.sop_classes.add({item.sop_class_uid}),
+            Study.patient_key.set(Study.patient_key | item.patient_key),
+            Study.study_date.set(Study.study_date | (a.get("StudyDate") or STUDY_DATE_UNKNOWN)),
+            *_set_if_absent(
+                Study,
+                org_oid=item.org_oid,
+                patient_id=item.patient_id,
+                issuer=item.issuer,
+                patient_name=a.get("PatientName"),
+                patient_birth_date=a.get("PatientBirthDate"),
+                patient_sex=a.get("PatientSex"),
+                study_time=a.get("StudyTime"),
+                accession_number=a.get("AccessionNumber"),
+                accession_issuer=a.get("AccessionIssuer"),
+                study_id=a.get("StudyID"),
+                study_description=a.get("StudyDescription"),
+                referring_physician_name=a.get("ReferringPhysicianName"),
+                specific_character_set=a.get("SpecificCharacterSet"),
+            ),
+        ]
+        if a.get("Modality"):
+            study_actions.append(Study.modalities.add({a["Modality"]}))
+        if a.get("BodyPartExamined"):
+            study_actions.append(Study.body_parts.add({a["BodyPartExamined"]}))
+        if new_series:
+            study_actions.append(Study.number_of_series.add(1))
+        patient_actions = [
+            Patient.updated_at.set(now),
+            *_set_if_absent(
+                Patient,
+                patient_id=item.patient_id,
+                issuer=item.issuer,
+                org_oid=item.org_oid,
+                patient_name=a.get("PatientName"),
+                birth_date=a.get("PatientBirthDate"),
+                sex=a.get("PatientSex"),
+            ),
+        ]
+        with TransactWrite(connection=self._connection()) as tx:
+            tx.save(instance, condition=Instance.sop_instance_uid.does_not_exist())
+            tx.update(
+                Series(item.study_uid, item.series_uid),
+                actions=series_actions,
+                condition=Series.series_uid.does_not_exist() if new_series else None,
+            )
+            tx.update(Study(item.study_uid), actions=study_actions)
+            tx.update(Patient(item.patient_key), actions=patient_actions)
+
+
+def _set_if_absent(model: Any, **values: Any) -> list[Any]:
+    """SET attr = if_not_exists(attr, value) for each non-empty value: the first instance wins."""
+    actions = []
+    for name, value in values.items():
+        if value is None or value == "":
+            continue
+        attribute = getattr(model, name)
+        actions.append(attribute.set(attribute | value))
+    return actions
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_conditional_failure(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    return cause == "ConditionalCheckFailedException"

@@ -1,0 +1,204 @@
+"""The immutable object store: DICOM Part-10 files in the S3 archive bucket.
+
+Key scheme (documented in docs/storage.md): ``instances/<h>/<SOP Instance UID>.dcm`` where ``<h>`` is the
+first four hex digits of SHA-256(SOP Instance UID). One key per SOP instance makes "the same UID
+again" a conditional-write question; the hash prefix spreads load over S3 partitions, since UIDs of
+one vendor share long common prefixes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from archive.config import Settings
+from archive.errors import StorageFailure
+
+METADATA_SHA256 = "sha256"
+
+
+def instance_key(sop_instance_uid: str) -> str:
+    prefix = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()[:4]
+    return f"instances/{prefix}/{sop_instance_uid}.dcm"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    version_id: str | None
+    sha256: str  # hex
+    size: int
+    metadata: Mapping[str, str]
+
+
+class ObjectExists(Exception):
+    """A conditional PUT found the key taken (the caller decides whether that is a duplicate)."""
+
+
+def sha256_b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+def b64_to_hex(b64_digest: str) -> str:
+    return base64.b64decode(b64_digest).hex()
+
+
+class ObjectStore:
+    """Data access to the archive bucket; the only module that calls S3."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self._settings = settings
+        self._client = client
+
+    @cached_property
+    def client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        return boto3.client(
+            "s3",
+            region_name=self._settings.region,
+            endpoint_url=self._settings.endpoint_url,
+            config=Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32),
+        )
+
+    @property
+    def bucket(self) -> str:
+        return self._settings.bucket
+
+    def put_new(
+        self, key: str, body: IO[bytes], *, sha256_hex: str, size: int, metadata: Mapping[str, str]
+    ) -> StoredObject:
+        """Write ``body`` under ``key`` only if the key is free, with S3 verifying SHA-256.
+
+        Returns only after S3 acknowledged the write, with the checksum S3 computed equal to ours.
+        Raises ObjectExists when the key is taken, StorageFailure on any other failure.
+        """
+        digest = sha256_b64(sha256_hex)
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentLength=size,
+                ContentType="application/dicom",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=digest,
+                IfNoneMatch="*",
+                Metadata={METADATA_SHA256: sha256_hex, **metadata},
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise ObjectExists(key) from exc
+            raise StorageFailure(f"S3 PUT {key} failed: {code}") from exc
+        if response.get("ChecksumSHA256") != digest:
+            raise StorageFailure(f"S3 PUT {key}: checksum not confirmed")
+        return StoredObject(key, response.get("VersionId"), sha256_hex, size, dict(metadata))
+
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self.client.head_object(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageFailure(f"S3 HEAD {key} failed") from exc
+        metadata = response.get("Metadata", {})
+        checksum = response.get("ChecksumSHA256")
+        sha = b64_to_hex(checksum) if checksum else metadata.get(METADATA_SHA256, "")
+        return StoredObject(key, response.get("VersionId"), sha, response["ContentLength"], metadata)
+
+    def open(self, key: str, version_id: str | None = None, block_size: int = 64 * 1024) -> RangedReader:
+        """A seekable reader that fetches only the byte ranges actually read."""
+        return RangedReader(self, key, version_id, block_size)
+
+    def get_range(self, key: str, version_id: str | None, start: int, end: int) -> bytes:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Range": f"bytes={start}-{end}"}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        return bytes(self.client.get_object(**kwargs)["Body"].read())
+
+    def get_stream(self, key: str, version_id: str | None = None) -> Any:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        return self.client.get_object(**kwargs)["Body"]
+
+
+class RangedReader(io.RawIOBase):
+    """File-like view of an S3 object that issues ranged GETs on demand.
+
+    pydicom reads a header element by element and seeks past large values (``defer_size``), so the
+    index reads a few tens of kilobytes of a multi-megabyte image instead of the whole object.
+    """
+
+    def __init__(self, store: ObjectStore, key: str, version_id: str | None, block_size: int) -> None:
+        head = store.head(key, version_id)
+        if head is None:
+            raise FileNotFoundError(key)
+        self.size = head.size
+        self.head = head
+        self._store = store
+        self._key = key
+        self._version_id = head.version_id or version_id
+        self._block_size = block_size
+        self._pos = 0
+        self._blocks: dict[int, bytes] = {}
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._pos = offset
+        elif whence == io.SEEK_CUR:
+            self._pos += offset
+        else:
+            self._pos = self.size + offset
+        return self._pos
+
+    def _block(self, index: int) -> bytes:
+        if index not in self._blocks:
+            start = index * self._block_size
+            end = min(start + self._block_size, self.size) - 1
+            data = self._store.get_range(self._key, self._version_id, start, end)
+            self.bytes_fetched += len(data)
+            self._blocks[index] = data
+        return self._blocks[index]
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), max(0, self.size - self._pos))
+        done = 0
+        while done < wanted:
+            index, offset = divmod(self._pos, self._block_size)
+            chunk = self._block(index)[offset : offset + wanted - done]
+            view[done : done + len(chunk)] = chunk
+            done += len(chunk)
+            self._pos += len(chunk)
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.size - self._pos
+        buffer = bytearray(max(0, min(size, self.size - self._pos)))
+        n = self.readinto(buffer)
+        return bytes(buffer[:n])

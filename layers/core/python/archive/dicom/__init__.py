@@ -1,0 +1,1 @@
+"""DICOM codecs and checks that need no AWS."""

@@ -1,0 +1,143 @@
+"""What the archive needs to know about one SOP instance, read from its header.
+
+``read_header`` parses up to (not including) the pixel data; ``InstanceHeader.from_dataset`` turns
+the dataset into the typed facts that validation, the object metadata and the index use.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from archive.errors import DatasetDoesNotMatchSOPClass, InvalidDataset
+
+ISSUER_TYPE_ISO = "ISO"
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    """Patient ID qualified by its assigning authority (an OID, or a namespace where there is none)."""
+
+    patient_id: str
+    issuer: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.patient_id}^^^{self.issuer}"
+
+    @classmethod
+    def from_key(cls, key: str) -> PatientIdentity:
+        patient_id, _, issuer = key.partition("^^^")
+        return cls(patient_id, issuer)
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    patient_id: str | None
+    # Issuer as sent: Issuer of Patient ID, or the Universal Entity ID of its qualifiers (type ISO).
+    issuer: str | None
+    has_pixel_data: bool
+    is_image: bool
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset, *, has_pixel_data: bool = False) -> InstanceHeader:
+        uids = {}
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            value = _text(ds, keyword)
+            if not value:
+                raise DatasetDoesNotMatchSOPClass(f"{keyword} missing")
+            if not UID(value).is_valid:
+                raise DatasetDoesNotMatchSOPClass(f"{keyword} {value!r} is not a valid UID")
+            uids[keyword] = value
+        issuer = _text(ds, "IssuerOfPatientID")
+        qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
+        if qualifiers:
+            item = qualifiers[0]
+            if _text(item, "UniversalEntityID") and _text(item, "UniversalEntityIDType") == ISSUER_TYPE_ISO:
+                issuer = _text(item, "UniversalEntityID")
+        return cls(
+            sop_class_uid=uids["SOPClassUID"],
+            sop_instance_uid=uids["SOPInstanceUID"],
+            study_uid=uids["StudyInstanceUID"],
+            series_uid=uids["SeriesInstanceUID"],
+            patient_id=_text(ds, "PatientID"),
+            issuer=issuer,
+            has_pixel_data=has_pixel_data,
+            is_image="Rows" in ds and "Columns" in ds,
+            attributes=index_attributes(ds),
+        )
+
+
+def index_attributes(ds: Dataset) -> dict[str, Any]:
+    """The attributes the index keeps (C-FIND return keys, XDS-I metadata), as plain strings."""
+    keywords = (
+        "SpecificCharacterSet",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDate",
+        "BodyPartExamined",
+        "InstanceNumber",
+        "ContentDate",
+        "ContentTime",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+    )
+    out: dict[str, Any] = {}
+    for keyword in keywords:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        if isinstance(value, pydicom.multival.MultiValue):
+            out[keyword] = "\\".join(str(v) for v in value)
+        else:
+            out[keyword] = str(value)
+    accession_issuer = ds.get("IssuerOfAccessionNumberSequence")
+    if accession_issuer and _text(accession_issuer[0], "UniversalEntityID"):
+        out["AccessionIssuer"] = _text(accession_issuer[0], "UniversalEntityID")
+    return out
+
+
+def read_header(fp: IO[bytes] | BinaryIO, *, has_pixel_data: bool = False) -> InstanceHeader:
+    """Parse a Part-10 file's header (stopping before pixel data) into an InstanceHeader.
+
+    Large values are skipped by seeking (``defer_size``), so on a ranged S3 reader only the header
+    bytes are fetched.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size="64 KB")
+            return InstanceHeader.from_dataset(ds, has_pixel_data=has_pixel_data)
+    except (DatasetDoesNotMatchSOPClass, InvalidDataset):
+        raise
+    except (InvalidDicomError, ValueError, KeyError, OSError, EOFError, TypeError, AttributeError) as exc:
+        raise InvalidDataset(f"cannot parse dataset: {exc}") from exc

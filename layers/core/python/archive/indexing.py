@@ -1,0 +1,51 @@
+"""Indexing a stored object: read its header from S3 (ranged reads only) and record it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import unquote
+
+from archive.data.index import IndexedInstance, IndexRepository
+from archive.data.objects import ObjectStore
+from archive.dicom.instance import PatientIdentity, read_header
+
+INSTANCE_PREFIX = "instances/"
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    key: str
+    indexed: bool  # False: not an instance object, or indexed before (a redelivery)
+    bytes_read: int = 0
+
+
+def index_object(
+    key: str, version_id: str | None, objects: ObjectStore, index: IndexRepository
+) -> IndexOutcome:
+    if not key.startswith(INSTANCE_PREFIX):
+        return IndexOutcome(key, indexed=False)
+    reader = objects.open(key, version_id)
+    header = read_header(reader)  # type: ignore[arg-type]  # RangedReader is a RawIOBase
+    metadata = reader.head.metadata
+    patient = PatientIdentity.from_key(unquote(metadata["patient-key"]))
+    received = metadata.get("received-at")
+    item = IndexedInstance(
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        study_uid=header.study_uid,
+        series_uid=header.series_uid,
+        transfer_syntax_uid=metadata.get("transfer-syntax", ""),
+        s3_key=key,
+        s3_version_id=reader.head.version_id,
+        sha256=reader.head.sha256,
+        size=reader.size,
+        sending_ae=unquote(metadata.get("sending-ae", "")) or None,
+        org_oid=metadata.get("org-oid"),
+        patient_key=patient.key,
+        patient_id=patient.patient_id,
+        issuer=patient.issuer,
+        received_at=datetime.fromisoformat(received) if received else datetime.now(UTC),
+        attributes=header.attributes,
+    )
+    return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched)

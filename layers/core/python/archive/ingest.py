@@ -1,0 +1,156 @@
+"""Storing one received SOP instance: validate, bind to its patient, make it durable in S3.
+
+The caller (the DICOM listener's C-STORE handler) maps the exceptions raised here to DICOM statuses.
+A success is returned only after S3 acknowledged the object with the SHA-256 we computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO
+from urllib.parse import quote
+
+from archive.data.index import IndexRepository
+from archive.data.objects import ObjectExists, ObjectStore, StoredObject, instance_key
+from archive.dicom.instance import InstanceHeader, PatientIdentity, read_header
+from archive.dicom.structure import check_structure
+from archive.errors import (
+    DatasetDoesNotMatchSOPClass,
+    InstanceConflict,
+    ObjectTooLarge,
+    UntrustedPatientId,
+)
+from archive.registry import OrganisationInfo
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    header: InstanceHeader
+    patient: PatientIdentity
+    stored: StoredObject
+    duplicate: bool
+
+
+def sha256_of(fp: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    fp.seek(0)
+    while chunk := fp.read(CHUNK):
+        digest.update(chunk)
+    fp.seek(0)
+    return digest.hexdigest()
+
+
+def patient_identity(header: InstanceHeader, org: OrganisationInfo) -> PatientIdentity:
+    """The Patient ID qualified by a trusted issuer, or UntrustedPatientId (A777)."""
+    if not header.patient_id:
+        raise UntrustedPatientId("Patient ID missing")
+    issuer = header.issuer or org.default_issuer
+    if not issuer:
+        raise UntrustedPatientId("no Issuer of Patient ID and the organisation has no default issuer")
+    trusted = set(org.trusted_issuers) | ({org.default_issuer} if org.default_issuer else set())
+    if issuer not in trusted:
+        raise UntrustedPatientId(f"issuer {issuer!r} is not a trusted assigning authority of {org.oid}")
+    return PatientIdentity(header.patient_id, issuer)
+
+
+class _StudyClaims:
+    """Remembers which study this process has already bound to which patient (bounded LRU)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, study_uid: str, patient_key: str) -> bool:
+        with self._lock:
+            if self._items.get(study_uid) == patient_key:
+                self._items.move_to_end(study_uid)
+                return True
+            return False
+
+    def remember(self, study_uid: str, patient_key: str) -> None:
+        with self._lock:
+            self._items[study_uid] = patient_key
+            self._items.move_to_end(study_uid)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class StoreService:
+    def __init__(self, objects: ObjectStore, index: IndexRepository, *, max_object_bytes: int) -> None:
+        self._objects = objects
+        self._index = index
+        self._max_object_bytes = max_object_bytes
+        self._claims = _StudyClaims()
+
+    def store(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        transfer_syntax: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        calling_ae: str,
+        org: OrganisationInfo,
+    ) -> StoreOutcome:
+        """Validate and durably store the Part-10 file at ``path``.
+
+        Raises InvalidDataset (C000), DatasetDoesNotMatchSOPClass (A900), UntrustedPatientId (A777),
+        PatientIdConflict (A778), InstanceConflict (0124), ObjectTooLarge / StorageFailure (A700).
+        """
+        size = os.path.getsize(path)
+        if size > self._max_object_bytes:
+            raise ObjectTooLarge(f"{size} bytes exceeds the limit of {self._max_object_bytes}")
+        with open(path, "rb") as fp:
+            has_pixels = check_structure(fp, size, transfer_syntax)
+            fp.seek(0)
+            header = read_header(fp, has_pixel_data=has_pixels)
+            self._check_sop(header, sop_class_uid, sop_instance_uid)
+            patient = PatientIdentity.from_key(self._index.resolve_patient(patient_identity(header, org).key))
+            if not self._claims.known(header.study_uid, patient.key):
+                self._index.claim_study_patient(header.study_uid, patient.key, org.oid)
+                self._claims.remember(header.study_uid, patient.key)
+            sha = sha256_of(fp)
+            key = instance_key(header.sop_instance_uid)
+            metadata = {
+                "sending-ae": quote(calling_ae),
+                "org-oid": org.oid,
+                "received-at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "transfer-syntax": transfer_syntax,
+                "sop-class-uid": header.sop_class_uid,
+                "study-uid": header.study_uid,
+                "series-uid": header.series_uid,
+                "patient-key": quote(patient.key),
+            }
+            try:
+                stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
+                return StoreOutcome(header, patient, stored, duplicate=False)
+            except ObjectExists:
+                existing = self._objects.head(key)
+                if existing is not None and existing.sha256 == sha:
+                    return StoreOutcome(header, patient, existing, duplicate=True)
+                raise InstanceConflict(
+                    f"SOP Instance {header.sop_instance_uid} is archived with different content; "
+                    "stored objects are immutable: reject it with an IOCM rejection note and send the "
+                    "corrected object under a new SOP Instance UID"
+                ) from None
+
+    @staticmethod
+    def _check_sop(header: InstanceHeader, sop_class_uid: str, sop_instance_uid: str) -> None:
+        if header.sop_class_uid != sop_class_uid:
+            raise DatasetDoesNotMatchSOPClass(
+                f"dataset SOP Class {header.sop_class_uid} differs from the request's {sop_class_uid}"
+            )
+        if header.sop_instance_uid != sop_instance_uid:
+            raise DatasetDoesNotMatchSOPClass(
+                f"dataset SOP Instance {header.sop_instance_uid} differs from the request's {sop_instance_uid}"
+            )
+        if header.is_image and not header.has_pixel_data:
+            raise DatasetDoesNotMatchSOPClass("image attributes present but no Pixel Data")

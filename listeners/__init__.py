@@ -1,0 +1,1 @@
+"""Long-running network listeners (Fargate containers; threads in the local cloud)."""

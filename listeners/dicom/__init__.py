@@ -1,0 +1,1 @@
+"""The DICOM listener: C-ECHO, C-STORE, Storage Commitment."""

@@ -1,0 +1,32 @@
+"""Entry point of the DICOM listener container: ``python -m listeners.dicom``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from archive.config import Settings
+
+from .app import build
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    service = build(
+        settings,
+        host=os.environ.get("DICOM_HOST", "0.0.0.0"),
+        port=int(os.environ.get("DICOM_PORT", "11112")),
+    )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    service.start()
+    stopped.wait()
+    service.stop()
+
+
+if __name__ == "__main__":
+    main()

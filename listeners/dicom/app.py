@@ -1,0 +1,57 @@
+"""Composition root of the DICOM listener: builds it and its commitment worker from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archive.config import Settings
+from archive.data.commitments import CommitmentRepository
+from archive.data.index import IndexRepository
+from archive.data.models import bind_models
+from archive.data.objects import ObjectStore
+from archive.ingest import StoreService
+from archive.registry import CachedRegistry, Registry
+
+from .commitment_worker import CommitmentWorker
+from .server import DicomListener, ListenerDeps
+
+
+@dataclass
+class DicomService:
+    listener: DicomListener
+    worker: CommitmentWorker
+
+    def start(self) -> None:
+        self.listener.start()
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.listener.stop()
+        self.worker.stop()
+
+
+def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> DicomService:
+    bind_models(settings)
+    objects = ObjectStore(settings)
+    index = IndexRepository(settings)
+    registry = CachedRegistry(Registry())
+    commitments = CommitmentRepository()
+    deps = ListenerDeps(
+        registry=registry,
+        store=StoreService(objects, index, max_object_bytes=settings.max_object_bytes),
+        commitments=commitments,
+        commitment_wait_seconds=settings.commitment_wait_seconds,
+        archive_ae_title=settings.archive_ae_title,
+    )
+    listener = DicomListener(deps, host=host, port=port, spool_dir=settings.spool_dir)
+    worker = CommitmentWorker(
+        repository=commitments,
+        index=index,
+        objects=objects,
+        registry=registry,
+        live=listener.live,
+        archive_ae_title=settings.archive_ae_title,
+        retry_base_seconds=settings.commitment_retry_base_seconds,
+        max_attempts=settings.commitment_max_attempts,
+    )
+    return DicomService(listener, worker)

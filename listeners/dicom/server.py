@@ -1,0 +1,241 @@
+"""The archive's DICOM listener (pynetdicom): C-ECHO, C-STORE and Storage Commitment.
+
+Runs on Fargate behind an NLB and, unchanged, in the local cloud. Each expected failure is mapped
+to its DICOM status by exception type; a C-STORE success is sent only after S3 has the object.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from archive.commitment import CommitmentRequest
+from archive.data.commitments import CommitmentRepository
+from archive.errors import (
+    ArchiveError,
+    DatasetDoesNotMatchSOPClass,
+    InstanceConflict,
+    InvalidDataset,
+    ObjectTooLarge,
+    PatientIdConflict,
+    StorageFailure,
+    UntrustedPatientId,
+)
+from archive.ingest import StoreService
+from archive.registry import AEInfo, CachedRegistry
+from pydicom.dataset import Dataset
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
+
+LOG = logging.getLogger("archive.dicom")
+
+# Never hold a whole dataset in memory: pynetdicom writes each C-STORE to a spool file as it arrives.
+_config.STORE_RECV_CHUNKED_DATASET = True
+
+STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
+    (InvalidDataset, 0xC000),
+    (DatasetDoesNotMatchSOPClass, 0xA900),
+    (UntrustedPatientId, 0xA777),
+    (PatientIdConflict, 0xA778),
+    (InstanceConflict, 0x0124),
+    (ObjectTooLarge, 0xA700),
+    (StorageFailure, 0xA700),
+)
+STATUS_NOT_AUTHORISED = 0x0124
+STATUS_OUT_OF_RESOURCES = 0xA700
+# A-ASSOCIATE-RJ: rejected-permanent, service-user, calling AE title not recognised
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+
+
+def status_for(exc: Exception) -> int:
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    return STATUS_OUT_OF_RESOURCES
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        # Error Comment is LO: 64 characters at most.
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+@dataclass
+class ListenerDeps:
+    registry: CachedRegistry
+    store: StoreService
+    commitments: CommitmentRepository
+    commitment_wait_seconds: float
+    archive_ae_title: str
+
+
+class LiveAssociations:
+    """Associations still open, by Transaction UID, so a report can go back on the same one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_transaction: dict[str, Any] = {}
+
+    def add(self, transaction_uid: str, assoc: Any) -> None:
+        with self._lock:
+            self._by_transaction[transaction_uid] = assoc
+
+    def pop(self, transaction_uid: str) -> Any | None:
+        with self._lock:
+            assoc = self._by_transaction.pop(transaction_uid, None)
+        if assoc is not None and assoc.is_established:
+            return assoc
+        return None
+
+    def forget(self, assoc: Any) -> None:
+        with self._lock:
+            for uid in [u for u, a in self._by_transaction.items() if a is assoc]:
+                del self._by_transaction[uid]
+
+
+class DicomListener:
+    def __init__(self, deps: ListenerDeps, *, host: str, port: int, spool_dir: str | None = None) -> None:
+        self.deps = deps
+        self.host = host
+        self.port = port
+        self.live = LiveAssociations()
+        if spool_dir:
+            tempfile.tempdir = spool_dir
+        self.ae = self._build_ae()
+        self._server: Any = None
+
+    def _build_ae(self) -> AE:
+        ae = AE(ae_title=self.deps.archive_ae_title)
+        ae.require_called_aet = True
+        ae.maximum_associations = 64
+        ae.maximum_pdu_size = 0  # no limit on what peers may send per PDU
+        ae.network_timeout = 60
+        ae.dimse_timeout = 120
+        transfer_syntaxes = list(AllTransferSyntaxes)
+        for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
+            ae.add_supported_context(context.abstract_syntax, transfer_syntaxes)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(StorageCommitmentPushModel)
+        return ae
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_RELEASED, self._on_closed),
+            (evt.EVT_ABORTED, self._on_closed),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+            (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_N_ACTION, self._on_commitment_request),
+        ]
+
+    def start(self) -> None:
+        self._server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=self.handlers())
+        self.port = self._server.server_address[1]
+        LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # --- association -----------------------------------------------------------------------
+
+    def _calling_ae(self, event: Any) -> AEInfo | None:
+        return self.deps.registry.find_ae(event.assoc.requestor.ae_title.strip())
+
+    def _on_requested(self, event: Any) -> None:
+        calling = event.assoc.requestor.primitive.calling_ae_title.strip()
+        if self.deps.registry.find_ae(calling) is None:
+            LOG.warning("rejecting association from unregistered AE %r", calling)
+            event.assoc.acse.send_reject(*REJECT_CALLING_AE)
+            evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+            event.assoc.kill()
+
+    def _on_closed(self, event: Any) -> None:
+        self.live.forget(event.assoc)
+
+    # --- C-STORE ---------------------------------------------------------------------------
+
+    def _on_store(self, event: Any) -> Dataset:
+        calling = self._calling_ae(event)
+        if calling is None or "store" not in calling.roles:
+            return _status(STATUS_NOT_AUTHORISED, "calling AE may not store")
+        request = event.request
+        try:
+            org = self.deps.registry.organisation(calling.org_oid)
+            outcome = self.deps.store.store(
+                event.dataset_path,
+                transfer_syntax=str(event.context.transfer_syntax),
+                sop_class_uid=str(request.AffectedSOPClassUID),
+                sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                calling_ae=calling.ae_title,
+                org=org,
+            )
+        except ArchiveError as exc:
+            status = status_for(exc)
+            LOG.warning("C-STORE from %s refused 0x%04X: %s", calling.ae_title, status, exc)
+            return _status(status, str(exc))
+        except Exception as exc:  # any other failure: nothing acknowledged, sender may retry
+            LOG.exception("C-STORE from %s failed", calling.ae_title)
+            return _status(STATUS_OUT_OF_RESOURCES, f"processing failure: {type(exc).__name__}")
+        LOG.info(
+            "stored %s from %s%s",
+            outcome.header.sop_instance_uid,
+            calling.ae_title,
+            " (duplicate, identical)" if outcome.duplicate else "",
+        )
+        return _status(0x0000)
+
+    # --- Storage Commitment ----------------------------------------------------------------
+
+    def _on_commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
+        calling = self._calling_ae(event)
+        if calling is None:
+            return STATUS_NOT_AUTHORISED, None
+        request = event.request
+        if str(request.RequestedSOPClassUID) != StorageCommitmentPushModel:
+            return 0x0118, None  # No such SOP Class
+        if request.ActionTypeID != 1:
+            return 0x0123, None  # No such action
+        try:
+            commitment = CommitmentRequest.from_action_information(event.action_information)
+        except (ValueError, AttributeError) as exc:
+            LOG.warning("N-ACTION from %s malformed: %s", calling.ae_title, exc)
+            return 0x0115, None  # Invalid argument value
+        now = time.time()
+        created = self.deps.commitments.create(
+            commitment,
+            requester_ae=calling.ae_title,
+            org_oid=calling.org_oid,
+            now=now,
+            deadline=now + self.deps.commitment_wait_seconds,
+        )
+        if created:
+            self.live.add(commitment.transaction_uid, event.assoc)
+        LOG.info(
+            "commitment %s for %d instances from %s%s",
+            commitment.transaction_uid,
+            len(commitment.references),
+            calling.ae_title,
+            "" if created else " (repeated Transaction UID)",
+        )
+        return 0x0000, None
+
+
+def set_nodelay(event: Any) -> None:
+    """Without TCP_NODELAY every DIMSE exchange stalls ~40 ms on delayed ACKs."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,62 @@
+"""``make run``: start the whole archive locally and print where everything listens."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from .cloud import DEMO_AES, DEMO_ORG, LocalCloud
+
+
+def banner(cloud: LocalCloud) -> str:
+    assert cloud.settings is not None
+    aes = "\n".join(
+        f"      {ae.ae_title:<10} {ae.host}:{ae.port}  ({', '.join(ae.roles)})" for ae in DEMO_AES
+    )
+    return f"""
+==========================================================================
+ National imaging archive: local cloud is up
+--------------------------------------------------------------------------
+ DICOM listener     127.0.0.1:{cloud.dicom_port}   AE title {cloud.settings.archive_ae_title}
+ AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS)
+ Lambda handlers    {", ".join(p.function.name for p in cloud.pollers)} (fed from SQS)
+ Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
+{aes}
+ Logs               {cloud.log_dir}/
+
+ Try:  /usr/bin/storescu -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_port} FILES
+ Admin: python -m archive.admin --endpoint {cloud.endpoint} org list
+ Ctrl-C stops everything. Data lives in memory and is gone after a stop.
+==========================================================================
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the archive locally")
+    parser.add_argument("--dicom-port", type=int, default=11112)
+    parser.add_argument("--moto-port", type=int, default=4566)
+    parser.add_argument("--commitment-wait", type=float, default=30.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cloud = LocalCloud(
+        moto_port=args.moto_port,
+        dicom_port=args.dicom_port,
+        settings_overrides={"commitment_wait_seconds": args.commitment_wait},
+    )
+    try:
+        cloud.start()
+        print(banner(cloud), flush=True)
+        stop.wait()
+        print("stopping ...", flush=True)
+    finally:
+        cloud.stop()
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The local cloud: the whole archive on one machine, offline.
+
+- moto in server mode (its own process) stands in for S3, DynamoDB and SQS, reached over HTTP
+  exactly as AWS is;
+- the resources are provisioned from the same definitions as the CDK stack;
+- the DICOM listener runs as its own process (``python -m listeners.dicom``), as on Fargate;
+- queue pollers play Lambda's event source mappings and call the deployed handler modules.
+
+Used by ``make run`` and by the integration tests alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from archive.config import Settings
+from archive.registry import AEInfo, OrganisationInfo, Registry
+
+from .resources import QueueInfo, client, provision
+from .runner import FUNCTIONS, QueuePoller
+
+LOG = logging.getLogger("archive.local")
+ROOT = Path(__file__).resolve().parent.parent
+
+DEMO_ORG = OrganisationInfo(
+    oid="1.2.246.10.12345678.10",
+    name="Demo Hospital",
+    trusted_issuers=("1.2.246.21", "1.2.246.10.12345678.22.2026"),
+    # Images without Issuer of Patient ID get the hospital's own temporary-ID namespace.
+    default_issuer="1.2.246.10.12345678.22.2026",
+)
+DEMO_AES = (
+    AEInfo(
+        "DEMO_MOD", DEMO_ORG.oid, "127.0.0.1", 11114, roles=("store", "commitment"), description="modality"
+    ),
+    AEInfo(
+        "DEMO_PACS",
+        DEMO_ORG.oid,
+        "127.0.0.1",
+        11113,
+        roles=("store", "query", "retrieve", "commitment", "ian", "move-destination"),
+        description="PACS",
+    ),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(
+    host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class LocalCloud:
+    moto_port: int = 0
+    dicom_port: int = 11112
+    start_dicom: bool = True
+    register_demo: bool = True
+    retention_days: int = 1
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    log_dir: Path | None = ROOT / ".local-cloud"
+
+    endpoint: str = ""
+    settings: Settings | None = None
+    queues: dict[str, QueueInfo] = field(default_factory=dict)
+    pollers: list[QueuePoller] = field(default_factory=list)
+    _moto: subprocess.Popen[bytes] | None = None
+    dicom_process: subprocess.Popen[bytes] | None = None
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LocalCloud:
+        self.moto_port = self.moto_port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.moto_port}"
+        self._moto = self._spawn(
+            "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
+        )
+        self._wait_http(f"{self.endpoint}/moto-api/")
+        # Handler modules and the pynamodb models read credentials and settings from the environment.
+        os.environ.update(self.base_env())
+        self.settings, self.queues = provision(
+            self.endpoint, retention_days=self.retention_days, **self.settings_overrides
+        )
+        os.environ.update(self.settings.as_env())
+        if self.register_demo:
+            self.register(DEMO_ORG, *DEMO_AES)
+        self.start_pollers()
+        if self.start_dicom:
+            self.start_dicom_listener()
+        return self
+
+    def stop(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers.clear()
+        self.stop_dicom_listener()
+        if self._moto is not None:
+            self._moto.terminate()
+            self._moto.wait(10)
+            self._moto = None
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> LocalCloud:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "eu-north-1",
+            "AWS_REGION": "eu-north-1",
+            "POWERTOOLS_SERVICE_NAME": "archive-local",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "core" / "python"), str(ROOT)]),
+        }
+
+    def env(self) -> dict[str, str]:
+        """The environment of a listener process (what the Fargate task definition sets)."""
+        assert self.settings is not None
+        return {**os.environ, **self.base_env(), **self.settings.as_env()}
+
+    def start_pollers(self) -> None:
+        sqs = client("sqs", self.endpoint)
+        for function in FUNCTIONS:
+            queue = self.queues[function.queue]
+            poller = QueuePoller(function, sqs, queue.url, queue.arn)
+            poller.start()
+            self.pollers.append(poller)
+
+    def start_dicom_listener(self) -> subprocess.Popen[bytes]:
+        env = {**self.env(), "DICOM_HOST": "127.0.0.1", "DICOM_PORT": str(self.dicom_port)}
+        self.dicom_process = self._spawn("dicom", [sys.executable, "-m", "listeners.dicom"], env=env)
+        wait_for_port("127.0.0.1", self.dicom_port, process=self.dicom_process)
+        return self.dicom_process
+
+    def stop_dicom_listener(self, *, kill: bool = False) -> None:
+        process = self.dicom_process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            process.wait(15)
+        self.dicom_process = None
+
+    def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
+        registry = Registry()
+        registry.add_organisation(org, replace=True)
+        for ae in aes:
+            registry.add_ae(ae, replace=True)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every queue the pollers read is empty (all S3 events handled)."""
+        sqs = client("sqs", self.endpoint)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = 0
+            for function in FUNCTIONS:
+                attrs = sqs.get_queue_attributes(
+                    QueueUrl=self.queues[function.queue].url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )["Attributes"]
+                pending += int(attrs["ApproximateNumberOfMessages"]) + int(
+                    attrs["ApproximateNumberOfMessagesNotVisible"]
+                )
+            if pending == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("queues did not drain")
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        stdout: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(log)
+            stdout = log
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env or {**os.environ, **self.base_env()},
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout else None,
+        )
+
+    @staticmethod
+    def _wait_http(url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback moto endpoint
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{url} did not answer")

@@ -1,0 +1,114 @@
+"""The local stand-in's resources: the same bucket, tables and queues as the CDK stack.
+
+Tables come from the pynamodb models (the single definition CDK also reads); the bucket gets
+versioning, Object Lock and the ObjectCreated -> SQS notification, as deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from archive.admin import local_table_names
+from archive.config import Settings
+from archive.data.models import ALL_MODELS, bind_models
+
+REGION = "eu-north-1"
+BUCKET = "archive-local-images"
+QUEUES = {
+    # logical name -> (fifo, maxReceiveCount before the DLQ)
+    "index": (False, 5),
+}
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    url: str
+    arn: str
+    dlq_url: str
+
+
+def client(service: str, endpoint: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
+    )
+
+
+def local_settings(endpoint: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "region": REGION,
+        "bucket": BUCKET,
+        "tables": local_table_names(),
+        "endpoint_url": endpoint,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def create_queues(endpoint: str) -> dict[str, QueueInfo]:
+    sqs = client("sqs", endpoint)
+    out = {}
+    for name, (fifo, max_receive) in QUEUES.items():
+        suffix = ".fifo" if fifo else ""
+        fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
+        dlq_url = sqs.create_queue(QueueName=f"archive-{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        url = sqs.create_queue(
+            QueueName=f"archive-{name}{suffix}",
+            Attributes={
+                **fifo_attrs,
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive}"}}',
+            },
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        out[name] = QueueInfo(name, url, arn, dlq_url)
+    return out
+
+
+def create_bucket(endpoint: str, index_queue_arn: str, retention_days: int) -> None:
+    s3 = client("s3", endpoint)
+    s3.create_bucket(
+        Bucket=BUCKET,
+        ObjectLockEnabledForBucket=True,
+        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
+    )
+    s3.put_object_lock_configuration(
+        Bucket=BUCKET,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            # GOVERNANCE for a developer's machine; production stacks use COMPLIANCE (see CDK).
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": retention_days}},
+        },
+    )
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": index_queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+
+
+def create_tables(settings: Settings) -> None:
+    bind_models(settings)
+    for model in ALL_MODELS:
+        if not model.exists():
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+
+
+def provision(
+    endpoint: str, *, retention_days: int = 1, **overrides: Any
+) -> tuple[Settings, dict[str, QueueInfo]]:
+    queues = create_queues(endpoint)
+    create_bucket(endpoint, queues["index"].arn, retention_days)
+    settings = local_settings(endpoint, index_queue_url=queues["index"].url, **overrides)
+    create_tables(settings)
+    return settings, queues

@@ -1,0 +1,135 @@
+"""Plays Lambda's SQS event source mapping locally: polls a queue, calls the handler with a batch.
+
+The handler module is the one deployed to Lambda, loaded from its file with the same environment
+variables CDK sets. Messages the handler reports as failed (batchItemFailures) are left on the
+queue, so they come back after the visibility timeout and reach the DLQ after maxReceiveCount,
+exactly as with the real event source mapping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+LOG = logging.getLogger("archive.local.runner")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LocalFunction:
+    """A Lambda function as the local cloud runs it: handler file and the queue that feeds it."""
+
+    name: str
+    handler_file: str  # relative to the repository root
+    queue: str  # logical queue name in local.resources.QUEUES
+    batch_size: int = 10
+
+
+FUNCTIONS = (LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),)
+
+
+class LambdaContext:
+    """The attributes of the Lambda context object that powertools and handlers use."""
+
+    def __init__(self, name: str, timeout_s: float = 60.0) -> None:
+        self.function_name = name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:eu-north-1:000000000000:function:{name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_handler(function: LocalFunction) -> ModuleType:
+    path = ROOT / function.handler_file
+    spec = importlib.util.spec_from_file_location(f"lambda_{function.name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda builds from an SQS batch."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "eu-north-1",
+            }
+            for m in messages
+        ]
+    }
+
+
+class QueuePoller:
+    def __init__(self, function: LocalFunction, sqs: Any, queue_url: str, queue_arn: str) -> None:
+        self.function = function
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.module = load_handler(function)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lambda-{function.name}", daemon=True)
+        self.invocations = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once(wait_seconds=1)
+            except Exception:
+                LOG.exception("poll of %s failed", self.function.name)
+                self._stop.wait(1)
+
+    def poll_once(self, wait_seconds: int = 0) -> int:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.function.batch_size,
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        event = sqs_event(messages, self.queue_arn)
+        self.invocations += 1
+        try:
+            result = self.module.handler(event, LambdaContext(self.function.name)) or {}
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except Exception:
+            LOG.exception("%s raised; the whole batch will be retried", self.function.name)
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return len(messages)
