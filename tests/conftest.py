@@ -1,0 +1,34 @@
+"""Fixtures shared by every suite. The integration suites run against one LocalCloud per session:
+moto in its own process, the DICOM listener in its own process, the Lambda handlers fed from SQS.
+Tests keep out of each other's way by using fresh UIDs and patient IDs, not by resetting state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.cloud import LocalCloud, free_port
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    logs = tmp_path_factory.mktemp("cloud-logs")
+    instance = LocalCloud(
+        dicom_port=free_port(),
+        log_dir=logs,
+        settings_overrides={"commitment_wait_seconds": 8.0, "commitment_retry_base_seconds": 0.5},
+    )
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        print(f"local cloud logs in {logs}")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

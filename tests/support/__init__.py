@@ -1,0 +1,1 @@
+"""Shared helpers for the test suites: the local cloud fixture and DICOM test data."""

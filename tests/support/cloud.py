@@ -1,0 +1,62 @@
+"""Helpers over a running LocalCloud for integration tests: AWS clients, DICOM peers, waits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from local.cloud import LocalCloud
+from local.resources import client
+
+DCMTK = Path("/usr/bin")
+T = TypeVar("T")
+
+
+def dcmtk(
+    tool: str, *args: str, timeout: float = 120, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool by full path (pynetdicom installs same-named apps into the venv)."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    return subprocess.run(
+        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=timeout, env=env, check=check
+    )
+
+
+def storescu(
+    cloud: LocalCloud, files: list[Path] | list[str], *, aet: str = "DEMO_MOD", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    return dcmtk(
+        "storescu",
+        "-v",
+        "-aet",
+        aet,
+        "-aec",
+        "ARCHIVE",
+        *extra,
+        "127.0.0.1",
+        str(cloud.dicom_port),
+        *map(str, files),
+    )
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def s3(cloud: LocalCloud) -> Any:
+    return client("s3", cloud.endpoint)
+
+
+def dynamodb(cloud: LocalCloud) -> Any:
+    return client("dynamodb", cloud.endpoint)
