@@ -1,0 +1,114 @@
+"""A pynetdicom SCU playing a modality: C-STORE, then Storage Commitment (N-ACTION), receiving the
+N-EVENT-REPORT on the same association or, as the requester's SCP, on a new one."""
+
+from __future__ import annotations
+
+import queue
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
+
+from tests.support.dicom import new_uid
+
+COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+@dataclass
+class Report:
+    event_type: int
+    info: Dataset
+    same_association: bool
+
+
+def _nodelay(event: Any) -> None:
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def action_information(refs: Iterable[tuple[str, str]], transaction_uid: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.TransactionUID = transaction_uid or new_uid()
+    items = []
+    for sop_class, sop_instance in refs:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        items.append(item)
+    ds.ReferencedSOPSequence = items
+    return ds
+
+
+class Modality:
+    """One SCU association to the archive with storage and commitment contexts."""
+
+    def __init__(self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE") -> None:
+        self.reports: queue.Queue[Report] = queue.Queue()
+        ae = AE(ae_title=ae_title)
+        ae.network_timeout = 30
+        ae.dimse_timeout = 60
+        for cx in AllStoragePresentationContexts[:120]:
+            ae.add_requested_context(cx.abstract_syntax)  # type: ignore[arg-type]
+        ae.add_requested_context(StorageCommitmentPushModel)
+        ae.add_requested_context(Verification)
+        self.assoc = ae.associate(
+            "127.0.0.1",
+            port,
+            ae_title=called,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+        )
+
+    def _on_report(self, event: Any) -> tuple[int, None]:
+        self.reports.put(Report(event.request.EventTypeID, event.event_information, True))
+        return 0x0000, None
+
+    def store(self, dataset: Dataset | Path) -> int:
+        status = self.assoc.send_c_store(dataset)
+        return int(status.Status) if "Status" in status else -1
+
+    def status_dataset(self, dataset: Dataset | Path) -> Dataset:
+        return self.assoc.send_c_store(dataset)
+
+    def request_commitment(self, info: Dataset) -> int:
+        status, _ = self.assoc.send_n_action(info, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        return int(status.Status)
+
+    def wait_report(self, timeout: float = 30.0) -> Report:
+        return self.reports.get(timeout=timeout)
+
+    def release(self) -> None:
+        if self.assoc.is_established:
+            self.assoc.release()
+
+
+class CommitmentReceiver:
+    """The requester's own SCP: accepts the archive's new association and its N-EVENT-REPORT."""
+
+    def __init__(self, ae_title: str, port: int = 0) -> None:
+        self.reports: queue.Queue[Report] = queue.Queue()
+        self.ae = AE(ae_title=ae_title)
+        self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        self.ae.add_supported_context(Verification)
+        self.server = self.ae.start_server(
+            ("127.0.0.1", port),
+            block=False,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+        )
+        self.port = int(self.server.server_address[1])
+
+    def _on_report(self, event: Any) -> tuple[int, None]:
+        self.reports.put(Report(event.request.EventTypeID, event.event_information, False))
+        return 0x0000, None
+
+    def wait_report(self, timeout: float = 60.0) -> Report:
+        return self.reports.get(timeout=timeout)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+__all__ = ["CommitmentReceiver", "Modality", "Report", "action_information", "build_role"]
