@@ -20,6 +20,7 @@ def banner(cloud: LocalCloud) -> str:
  National imaging archive: local cloud is up
 --------------------------------------------------------------------------
  DICOM listener     127.0.0.1:{cloud.dicom_port}   AE title {cloud.settings.archive_ae_title}
+ HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31)
  AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS)
  Lambda handlers    {", ".join(p.function.name for p in cloud.pollers)} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
@@ -27,6 +28,7 @@ def banner(cloud: LocalCloud) -> str:
  Logs               {cloud.log_dir}/
 
  Try:  /usr/bin/storescu -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_port} FILES
+ HL7:  .venv/bin/mllp_send --loose -p {cloud.hl7_port} 127.0.0.1 < MESSAGE.hl7
  Admin: python -m archive.admin --endpoint {cloud.endpoint} org list
  Ctrl-C stops everything. Data lives in memory and is gone after a stop.
 ==========================================================================
@@ -37,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the archive locally")
     parser.add_argument("--dicom-port", type=int, default=11112)
     parser.add_argument("--moto-port", type=int, default=4566)
+    parser.add_argument("--hl7-port", type=int, default=2575)
     parser.add_argument("--commitment-wait", type=float, default=30.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -46,6 +49,7 @@ def main() -> None:
     cloud = LocalCloud(
         moto_port=args.moto_port,
         dicom_port=args.dicom_port,
+        hl7_port=args.hl7_port,
         settings_overrides={"commitment_wait_seconds": args.commitment_wait},
     )
     try:

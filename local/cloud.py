@@ -4,6 +4,7 @@
   exactly as AWS is;
 - the resources are provisioned from the same definitions as the CDK stack;
 - the DICOM listener runs as its own process (``python -m listeners.dicom``), as on Fargate;
+- so does the HL7 MLLP listener (``python -m listeners.hl7``);
 - queue pollers play Lambda's event source mappings and call the deployed handler modules.
 
 Used by ``make run`` and by the integration tests alike.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from archive.config import Settings
+from archive.data.patients import FacilityInfo, FacilityRepository
 from archive.registry import AEInfo, OrganisationInfo, Registry
 
 from .resources import QueueInfo, client, provision
@@ -53,6 +55,12 @@ DEMO_AES = (
     ),
 )
 
+# The demo hospital's patient administration system sends HL7 as facility XYZ_RADIOLOGY (the name
+# the public test messages use); its namespace-only authority ADT1 stands for the temporary IDs.
+DEMO_HL7_FACILITIES = (
+    FacilityInfo("XYZ_RADIOLOGY", DEMO_ORG.oid, {"ADT1": "1.2.246.10.12345678.22.2026"}),
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -80,6 +88,9 @@ class LocalCloud:
     moto_port: int = 0
     dicom_port: int = 11112
     start_dicom: bool = True
+    hl7_port: int = 0  # 0: any free port (tests); ``make run`` uses 2575
+    start_hl7: bool = True
+    hl7_settings: dict[str, str] = field(default_factory=dict)
     register_demo: bool = True
     retention_days: int = 1
     settings_overrides: dict[str, Any] = field(default_factory=dict)
@@ -91,12 +102,14 @@ class LocalCloud:
     pollers: list[QueuePoller] = field(default_factory=list)
     _moto: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
+    hl7_process: subprocess.Popen[bytes] | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> LocalCloud:
         self.moto_port = self.moto_port or free_port()
+        self.hl7_port = self.hl7_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.moto_port}"
         self._moto = self._spawn(
             "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
@@ -110,9 +123,13 @@ class LocalCloud:
         os.environ.update(self.settings.as_env())
         if self.register_demo:
             self.register(DEMO_ORG, *DEMO_AES)
+            for facility in DEMO_HL7_FACILITIES:
+                FacilityRepository().add(facility, replace=True)
         self.start_pollers()
         if self.start_dicom:
             self.start_dicom_listener()
+        if self.start_hl7:
+            self.start_hl7_listener()
         return self
 
     def stop(self) -> None:
@@ -120,6 +137,7 @@ class LocalCloud:
             poller.stop()
         self.pollers.clear()
         self.stop_dicom_listener()
+        self.stop_hl7_listener()
         if self._moto is not None:
             self._moto.terminate()
             self._moto.wait(10)
@@ -174,6 +192,27 @@ class LocalCloud:
             process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             process.wait(15)
         self.dicom_process = None
+
+    def start_hl7_listener(self) -> subprocess.Popen[bytes]:
+        env = {
+            **self.env(),
+            "HL7_HOST": "127.0.0.1",
+            "HL7_PORT": str(self.hl7_port),
+            "PATIENT_UPDATE_QUEUE_URL": self.queues["patient-updates"].url,
+            **self.hl7_settings,
+        }
+        self.hl7_process = self._spawn("hl7", [sys.executable, "-m", "listeners.hl7"], env=env)
+        wait_for_port("127.0.0.1", self.hl7_port, process=self.hl7_process)
+        return self.hl7_process
+
+    def stop_hl7_listener(self) -> None:
+        process = self.hl7_process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(15)
+        self.hl7_process = None
 
     def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
         registry = Registry()

@@ -19,6 +19,8 @@ BUCKET = "archive-local-images"
 QUEUES = {
     # logical name -> (fifo, maxReceiveCount before the DLQ)
     "index": (False, 5),
+    # HL7 patient changes from the MLLP listener: FIFO, ordered per patient, deduplicated per message.
+    "patient-updates": (True, 5),
 }
 
 

@@ -32,7 +32,10 @@ class LocalFunction:
     batch_size: int = 10
 
 
-FUNCTIONS = (LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),)
+FUNCTIONS = (
+    LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
+    LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates"),
+)
 
 
 class LambdaContext:

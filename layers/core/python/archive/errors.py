@@ -53,3 +53,68 @@ class ObjectTooLarge(ArchiveError):
 
 class StorageFailure(ArchiveError):
     """The object could not be made durable (0xA700 Out of resources)."""
+
+
+# --- HL7 v2 patient administration (ADT) ------------------------------------------------------
+# The MLLP listener maps these types to ACK codes and HL7 table 0357 error codes.
+
+
+class HL7MessageError(ArchiveError):
+    """An HL7 message the archive cannot accept as sent; ``location`` is an ERR-2 location
+    (``SEG^seq^field^rep^comp``) when one field is to blame."""
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class MalformedMessage(HL7MessageError):
+    """Not a parseable HL7 v2 message (no MSH, broken encoding characters, too large)."""
+
+
+class UnsupportedMessageType(HL7MessageError):
+    """MSH-9.1 is not a message type the archive accepts (HL7 error 200)."""
+
+
+class UnsupportedTriggerEvent(HL7MessageError):
+    """MSH-9.2 is not a trigger event the archive accepts (HL7 error 201)."""
+
+
+class RequiredFieldMissing(HL7MessageError):
+    """A field the event needs is empty (HL7 error 101)."""
+
+
+class UnsupportedCharacterSet(HL7MessageError):
+    """MSH-18 names a character set the archive does not decode, or the bytes do not match it."""
+
+
+class UnknownSendingFacility(HL7MessageError, ConfigurationError):
+    """MSH-4 is neither a registered organisation OID nor a registered HL7 facility (HL7 error 103)."""
+
+
+class PatientUpdateRefused(ArchiveError):
+    """A patient merge, identifier change or demographics update that would corrupt the index."""
+
+
+class PatientMerged(PatientUpdateRefused):
+    """The identifier was merged into another patient and no longer takes updates (HL7 error 204)."""
+
+
+class DuplicatePatient(PatientUpdateRefused):
+    """The new identifier of an identifier change is in use already (HL7 error 205)."""
+
+
+class InvalidMerge(PatientUpdateRefused):
+    """A merge of a patient with itself (HL7 error 207)."""
+
+
+class QueueFailure(ArchiveError):
+    """A message could not be durably queued; nothing was acknowledged (HL7 error 207)."""
+
+
+class UnknownAssigningAuthority(HL7MessageError):
+    """PID-3.4/MRG-1.4 is neither a trusted issuer OID nor a namespace mapped to one (HL7 error 103)."""
+
+
+class MessageTooLarge(HL7MessageError):
+    """An MLLP frame larger than the listener accepts; the connection is closed after the ACK."""

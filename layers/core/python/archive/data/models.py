@@ -100,6 +100,10 @@ class Patient(Model):
     # Set when this identity was merged into another one (HL7 A40); the survivor's key.
     merged_into = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    # DICOM Specific Character Set that retrieval must declare for ``patient_name`` when it was set
+    # from HL7 (ISO_IR 100 for MSH-18 8859/1, ISO_IR 192 for UNICODE UTF-8); None for plain ASCII.
+    name_charset = UnicodeAttribute(null=True)
+    merged_at = UTCDateTimeAttribute(null=True)
     by_patient_id = PatientsById()
 
 
@@ -250,6 +254,51 @@ class StorageCommitment(Model):
     pending_index = PendingCommitments()
 
 
+# --- HL7 patient administration ---------------------------------------------------------------
+
+
+class HL7Facility(Model):
+    """A sending facility (MSH-4) registered to an organisation, with its identifier namespaces.
+
+    MSH-4 is looked up here by key when it is not itself a registered organisation OID. The
+    namespaces map namespace-only assigning authorities (PID-3.4 ``^^^ADT1``) to issuer OIDs.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "hl7_facilities"
+
+    facility = UnicodeAttribute(hash_key=True)
+    org_oid = UnicodeAttribute()
+    issuer_namespaces = JSONAttribute(default=dict)
+    created_at = UTCDateTimeAttribute()
+
+
+class PatientChange(Model):
+    """Append-only history of every HL7 change to a patient identity (never updated or deleted).
+
+    One item per affected identity per message: a merge is recorded under the prior and under the
+    surviving key, so the history of either shows it. ``change_id`` sorts by receipt time.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "patient_history"
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    change_id = UnicodeAttribute(range_key=True)  # "<received at, UTC ISO>#<message id>"
+    event = UnicodeAttribute()  # A40 | A47 | A08 | A31
+    outcome = UnicodeAttribute()  # APPLIED | UNCHANGED | REFUSED
+    message_control_id = UnicodeAttribute()
+    sender = UnicodeAttribute()  # "<MSH-3>|<MSH-4>"
+    org_oid = UnicodeAttribute()
+    received_at = UTCDateTimeAttribute()
+    applied_at = UTCDateTimeAttribute()
+    before = JSONAttribute(null=True)
+    after = JSONAttribute(null=True)
+    related_key = UnicodeAttribute(null=True)  # the other identity of a merge or identifier change
+    reason = UnicodeAttribute(null=True)
+    message = UnicodeAttribute()  # the HL7 message as received (decoded)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organisation,
     ApplicationEntity,
@@ -258,6 +307,8 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Series,
     Instance,
     StorageCommitment,
+    HL7Facility,
+    PatientChange,
 )
 
 

@@ -1,0 +1,51 @@
+"""Lambda: apply queued HL7 patient changes (SQS FIFO, one message group per patient -> here).
+
+Thin by design: parse each record, call ``PatientService.apply``, report partial failures. The FIFO
+processor stops at the first failure so later messages of the batch are retried after it, in order.
+A refusal (the change would corrupt the index) is a result, recorded in the patient's history, not
+a failure to retry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from archive.config import Settings
+from archive.data.models import bind_models
+from archive.data.patients import PatientRepository
+from archive.patients import PatientChangeRequest, PatientService
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger(service="patient-update")
+settings = Settings.from_env()
+bind_models(settings)
+service = PatientService(PatientRepository(settings))
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+
+def record_handler(record: SQSRecord) -> None:
+    request = PatientChangeRequest.from_json(json.loads(record.body))
+    result = service.apply(request)
+    logger.info(
+        "patient change",
+        extra={
+            "event": request.event.value,
+            "message_control_id": request.message_control_id,
+            "patient": request.patient.key,
+            "prior": request.prior.key if request.prior else None,
+            "outcome": result.outcome.value,
+            "reason": result.reason,
+            "studies_updated": result.studies_updated,
+        },
+    )
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

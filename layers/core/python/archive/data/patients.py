@@ -1,0 +1,306 @@
+"""Data access for patient administration: identities, their studies, the change history, the
+HL7 facility directory and the FIFO queue between the MLLP listener and the patient_update Lambda.
+
+Every write that changes an identity is one DynamoDB transaction that also appends its history
+items, each conditioned on not existing yet, so a redelivered message changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from archive.config import Settings
+from archive.data.models import HL7Facility, Patient, PatientChange, Study
+from archive.dicom.instance import PatientIdentity
+from archive.errors import ArchiveError, DuplicateEntry, QueueFailure, UnknownSendingFacility
+
+
+class ChangeConflict(ArchiveError):
+    """A conditional write lost against a concurrent change; the caller re-reads and decides again."""
+
+
+@dataclass(frozen=True)
+class PatientState:
+    """A patient identity as the index holds it (the before/after of the history)."""
+
+    patient_key: str
+    patient_id: str
+    issuer: str
+    patient_name: str | None = None
+    name_charset: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    merged_into: str | None = None
+    org_oid: str | None = None
+
+    @property
+    def identity(self) -> PatientIdentity:
+        return PatientIdentity(self.patient_id, self.issuer)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ChangeEntry:
+    """One history item: what one message did (or was refused to do) to one identity."""
+
+    patient_key: str
+    change_id: str
+    event: str
+    outcome: str
+    message_control_id: str
+    sender: str
+    org_oid: str
+    received_at: datetime
+    message: str
+    before: PatientState | None = None
+    after: PatientState | None = None
+    related_key: str | None = None
+    reason: str | None = None
+
+    def item(self, applied_at: datetime) -> PatientChange:
+        return PatientChange(
+            self.patient_key,
+            self.change_id,
+            event=self.event,
+            outcome=self.outcome,
+            message_control_id=self.message_control_id,
+            sender=self.sender,
+            org_oid=self.org_oid,
+            received_at=self.received_at,
+            applied_at=applied_at,
+            before=self.before.as_json() if self.before else None,
+            after=self.after.as_json() if self.after else None,
+            related_key=self.related_key,
+            reason=self.reason,
+            message=self.message,
+        )
+
+
+def _state(item: Patient) -> PatientState:
+    return PatientState(
+        patient_key=item.patient_key,
+        patient_id=item.patient_id,
+        issuer=item.issuer,
+        patient_name=item.patient_name,
+        name_charset=item.name_charset,
+        birth_date=item.birth_date,
+        sex=item.sex,
+        merged_into=item.merged_into,
+        org_oid=item.org_oid,
+    )
+
+
+def _demographic_actions(state: PatientState) -> list[Any]:
+    """SET the demographics of ``state``; REMOVE those it has not (HL7 null or never known)."""
+    actions: list[Any] = []
+    for name in ("patient_name", "name_charset", "birth_date", "sex"):
+        attribute = getattr(Patient, name)
+        value = getattr(state, name)
+        actions.append(attribute.set(value) if value else attribute.remove())
+    return actions
+
+
+class PatientRepository:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def _connection(self) -> Connection:
+        return Connection(region=self._settings.region, host=self._settings.endpoint_url)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def get(self, patient_key: str) -> PatientState | None:
+        try:
+            return _state(Patient.get(patient_key, consistent_read=True))
+        except DoesNotExist:
+            return None
+
+    def change_recorded(self, patient_key: str, change_id: str) -> bool:
+        try:
+            PatientChange.get(patient_key, change_id, consistent_read=True)
+            return True
+        except DoesNotExist:
+            return False
+
+    def history(self, patient_key: str) -> list[dict[str, Any]]:
+        """The identity's history, oldest first, as plain JSON-able dicts."""
+        out = []
+        for item in PatientChange.query(patient_key, consistent_read=True):
+            record = {
+                "patient_key": item.patient_key,
+                "change_id": item.change_id,
+                "event": item.event,
+                "outcome": item.outcome,
+                "message_control_id": item.message_control_id,
+                "sender": item.sender,
+                "org_oid": item.org_oid,
+                "received_at": item.received_at.isoformat(),
+                "applied_at": item.applied_at.isoformat(),
+                "before": item.before,
+                "after": item.after,
+                "related_key": item.related_key,
+                "reason": item.reason,
+                "message": item.message,
+            }
+            out.append({k: v for k, v in record.items() if v is not None})
+        return out
+
+    def study_uids(self, patient_key: str) -> list[str]:
+        return [s.study_uid for s in Study.by_patient.query(patient_key)]
+
+    # --- identity changes ------------------------------------------------------------------
+
+    def write(
+        self,
+        *,
+        changes: Iterable[tuple[PatientState | None, PatientState, bool]],
+        entries: Iterable[ChangeEntry],
+        now: datetime | None = None,
+    ) -> None:
+        """Apply identity changes and append their history in one transaction.
+
+        ``changes`` are (before, after, must_be_new): each identity is written only if it is not
+        merged away (and, with ``must_be_new``, only if it does not exist), so a concurrent merge or
+        identifier change cannot slip under this one. Raises ChangeConflict if a condition failed.
+        """
+        now = now or datetime.now(UTC)
+        try:
+            with TransactWrite(connection=self._connection()) as tx:
+                for before, after, must_be_new in changes:
+                    actions = [
+                        Patient.patient_id.set(after.patient_id),
+                        Patient.issuer.set(after.issuer),
+                        Patient.updated_at.set(now),
+                        *_demographic_actions(after),
+                    ]
+                    if after.org_oid:
+                        actions.append(Patient.org_oid.set(Patient.org_oid | after.org_oid))
+                    if after.merged_into:
+                        actions += [Patient.merged_into.set(after.merged_into), Patient.merged_at.set(now)]
+                    condition = Patient.merged_into.does_not_exist()
+                    if must_be_new or before is None:
+                        condition = condition & Patient.patient_key.does_not_exist()
+                    tx.update(Patient(after.patient_key), actions=actions, condition=condition)
+                for entry in entries:
+                    tx.save(entry.item(now), condition=PatientChange.change_id.does_not_exist())
+        except TransactWriteError as exc:
+            reasons = [getattr(r, "code", None) for r in (exc.cancellation_reasons or [])]
+            if "ConditionalCheckFailed" in reasons:
+                raise ChangeConflict(f"a concurrent change won: {reasons}") from exc
+            raise
+
+    def record(self, entries: Iterable[ChangeEntry], now: datetime | None = None) -> None:
+        """Append history items that change no identity (refusals, no-ops); idempotent."""
+        now = now or datetime.now(UTC)
+        for entry in entries:
+            try:
+                entry.item(now).save(condition=PatientChange.change_id.does_not_exist())
+            except PutError as exc:
+                if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+                    raise
+
+    # --- studies ---------------------------------------------------------------------------
+
+    def update_studies(self, from_key: str, patient: PatientState) -> int:
+        """Point every study of ``from_key`` at ``patient`` (its key, ID, issuer, demographics).
+
+        Each study is updated only while it still belongs to ``from_key`` (or already to the
+        patient), so a rerun after a crash finishes the job and changes nothing twice.
+        """
+        count = 0
+        for study_uid in self.study_uids(from_key):
+            actions: list[Any] = [
+                Study.patient_key.set(patient.patient_key),
+                Study.patient_id.set(patient.patient_id),
+                Study.issuer.set(patient.issuer),
+            ]
+            for study_attr, value in (
+                (Study.patient_name, patient.patient_name),
+                (Study.patient_birth_date, patient.birth_date),
+                (Study.patient_sex, patient.sex),
+            ):
+                actions.append(study_attr.set(value) if value else study_attr.remove())
+            try:
+                Study(study_uid).update(
+                    actions=actions,
+                    condition=(Study.patient_key == from_key) | (Study.patient_key == patient.patient_key),
+                )
+                count += 1
+            except UpdateError as exc:
+                if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+                    raise
+        return count
+
+
+@dataclass(frozen=True)
+class FacilityInfo:
+    facility: str
+    org_oid: str
+    issuer_namespaces: Mapping[str, str]
+
+
+class FacilityRepository:
+    """HL7 sending facilities (MSH-4) and the identifier namespaces each one uses."""
+
+    def add(self, info: FacilityInfo, *, replace: bool = False) -> None:
+        item = HL7Facility(
+            info.facility,
+            org_oid=info.org_oid,
+            issuer_namespaces=dict(info.issuer_namespaces),
+            created_at=datetime.now(UTC),
+        )
+        try:
+            item.save(condition=None if replace else HL7Facility.facility.does_not_exist())
+        except PutError as exc:
+            raise DuplicateEntry(f"HL7 facility {info.facility} exists") from exc
+
+    def get(self, facility: str) -> FacilityInfo | None:
+        try:
+            item = HL7Facility.get(facility)
+        except DoesNotExist:
+            return None
+        return FacilityInfo(item.facility, item.org_oid, dict(item.issuer_namespaces or {}))
+
+    def list(self) -> list[FacilityInfo]:
+        # Admin listing of a small configuration table; never on a request path.
+        return [
+            FacilityInfo(i.facility, i.org_oid, dict(i.issuer_namespaces or {})) for i in HL7Facility.scan()
+        ]
+
+    def remove(self, facility: str) -> None:
+        try:
+            HL7Facility.get(facility).delete()
+        except DoesNotExist as exc:
+            raise UnknownSendingFacility(facility) from exc
+
+
+class PatientUpdateQueue:
+    """The SQS FIFO queue from the MLLP listener to the patient_update Lambda."""
+
+    def __init__(self, settings: Settings, queue_url: str) -> None:
+        self._url = queue_url
+        self._sqs = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
+
+    def put(self, body: Mapping[str, Any], *, group_id: str, deduplication_id: str) -> str:
+        """Returns once SQS has the message durably; raises QueueFailure otherwise."""
+        try:
+            response = self._sqs.send_message(
+                QueueUrl=self._url,
+                MessageBody=json.dumps(body, ensure_ascii=False),
+                MessageGroupId=group_id,
+                MessageDeduplicationId=deduplication_id,
+            )
+        except Exception as exc:  # botocore's errors are many; any of them means "not queued"
+            raise QueueFailure(f"could not queue the message: {exc}") from exc
+        return str(response["MessageId"])

@@ -1,0 +1,316 @@
+"""Patient administration: merging identities (A40), changing an identifier (A47) and updating
+demographics (A08/A31), as the index sees them.
+
+The MLLP listener calls ``PatientService.check`` before it acknowledges a message, so the sender
+learns at once about a merged (204) or duplicate (205) identifier; the patient_update Lambda calls
+``PatientService.apply``, which decides again on consistent reads and writes with conditions, so
+concurrent or repeated messages cannot corrupt the index: the same message twice is recorded once,
+the same merge twice is a no-op, and a reversed merge is refused rather than making a loop.
+
+Stored objects are never touched. A merge points the prior identity at the survivor
+(``Patient.merged_into``; the DICOM listener follows it for later images) and re-points the prior
+identity's studies at the survivor, so C-FIND by the surviving ID finds them; retrieval coerces the
+patient attributes from the current Patient record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from archive.data.patients import ChangeConflict, ChangeEntry, PatientRepository, PatientState
+from archive.dicom.instance import PatientIdentity
+from archive.errors import DuplicatePatient, InvalidMerge, PatientMerged, PatientUpdateRefused
+
+MAX_ATTEMPTS = 4
+
+
+class PatientEvent(StrEnum):
+    MERGE = "A40"
+    CHANGE_ID = "A47"
+    UPDATE = "A08"
+    UPDATE_PERSON = "A31"
+
+    @property
+    def moves_identity(self) -> bool:
+        return self in (PatientEvent.MERGE, PatientEvent.CHANGE_ID)
+
+
+class Outcome(StrEnum):
+    APPLIED = "APPLIED"
+    UNCHANGED = "UNCHANGED"
+    REFUSED = "REFUSED"
+    DUPLICATE = "DUPLICATE"  # this very message was applied before (not recorded again)
+
+
+@dataclass(frozen=True)
+class NewDemographics:
+    """Demographics a message sets. None = leave as is; "" = remove (HL7 null)."""
+
+    patient_name: str | None = None
+    name_charset: str | None = None  # DICOM Specific Character Set the name needs, if non-ASCII
+    birth_date: str | None = None
+    sex: str | None = None
+
+    def applied_to(self, state: PatientState) -> PatientState:
+        values: dict[str, Any] = {}
+        if self.patient_name is not None:
+            values["patient_name"] = self.patient_name or None
+            values["name_charset"] = self.name_charset if self.patient_name else None
+        if self.birth_date is not None:
+            values["birth_date"] = self.birth_date or None
+        if self.sex is not None:
+            values["sex"] = self.sex or None
+        return replace(state, **values)
+
+
+@dataclass(frozen=True)
+class PatientChangeRequest:
+    """One accepted HL7 message, as queued for the patient_update Lambda."""
+
+    event: PatientEvent
+    patient: PatientIdentity  # PID-3: the survivor (A40), the new ID (A47), the patient (A08/A31)
+    prior: PatientIdentity | None  # MRG-1 (A40/A47)
+    demographics: NewDemographics
+    org_oid: str
+    sender: str
+    message_control_id: str
+    received_at: datetime
+    message: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str:
+        """Sender + MSH-10: the same message sent twice has the same id (SQS deduplication)."""
+        return hashlib.sha256(f"{self.sender}\x00{self.message_control_id}".encode()).hexdigest()
+
+    @property
+    def change_id(self) -> str:
+        return f"{self.received_at.astimezone(UTC).isoformat(timespec='milliseconds')}#{self.message_id[:20]}"
+
+    @property
+    def group_id(self) -> str:
+        """FIFO order is per patient: the identity the message changes (the prior one of a merge)."""
+        key = (self.prior or self.patient).key
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.event.value,
+            "patient": {"patient_id": self.patient.patient_id, "issuer": self.patient.issuer},
+            "prior": (
+                {"patient_id": self.prior.patient_id, "issuer": self.prior.issuer} if self.prior else None
+            ),
+            "demographics": {
+                k: v
+                for k, v in (
+                    ("patient_name", self.demographics.patient_name),
+                    ("name_charset", self.demographics.name_charset),
+                    ("birth_date", self.demographics.birth_date),
+                    ("sex", self.demographics.sex),
+                )
+                if v is not None
+            },
+            "org_oid": self.org_oid,
+            "sender": self.sender,
+            "message_control_id": self.message_control_id,
+            "received_at": self.received_at.astimezone(UTC).isoformat(),
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PatientChangeRequest:
+        prior = data.get("prior")
+        return cls(
+            event=PatientEvent(data["event"]),
+            patient=PatientIdentity(data["patient"]["patient_id"], data["patient"]["issuer"]),
+            prior=PatientIdentity(prior["patient_id"], prior["issuer"]) if prior else None,
+            demographics=NewDemographics(**data.get("demographics", {})),
+            org_oid=data["org_oid"],
+            sender=data["sender"],
+            message_control_id=data["message_control_id"],
+            received_at=datetime.fromisoformat(data["received_at"]),
+            message=data["message"],
+        )
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    outcome: Outcome
+    reason: str | None = None
+    studies_updated: int = 0
+
+
+def _blank(identity: PatientIdentity, org_oid: str) -> PatientState:
+    return PatientState(identity.key, identity.patient_id, identity.issuer, org_oid=org_oid)
+
+
+class PatientService:
+    def __init__(self, repository: PatientRepository) -> None:
+        self._repository = repository
+
+    # --- before acknowledging --------------------------------------------------------------
+
+    def check(self, request: PatientChangeRequest) -> None:
+        """Refuse now what ``apply`` would refuse (PatientMerged, DuplicatePatient, InvalidMerge)."""
+        patient = self._repository.get(request.patient.key)
+        prior = self._repository.get(request.prior.key) if request.prior else None
+        self._decide(request, patient, prior)
+
+    def _decide(
+        self, request: PatientChangeRequest, patient: PatientState | None, prior: PatientState | None
+    ) -> bool:
+        """Raise if the request must be refused; True if it changes nothing (done before)."""
+        if request.prior is None:
+            if patient is not None and patient.merged_into:
+                raise PatientMerged(f"patient {patient.patient_key} was merged into {patient.merged_into}")
+            return False
+        if request.prior.key == request.patient.key:
+            raise InvalidMerge(f"cannot merge patient {request.patient.key} with itself")
+        if prior is not None and prior.merged_into == request.patient.key:
+            return True  # the same merge again (perhaps with another MSH-10): nothing to do
+        if prior is not None and prior.merged_into:
+            raise PatientMerged(f"prior patient {prior.patient_key} was merged into {prior.merged_into}")
+        if patient is not None and patient.merged_into:
+            raise PatientMerged(
+                f"patient {patient.patient_key} was merged into {patient.merged_into}; "
+                "a merge the other way round would make a loop"
+            )
+        if request.event is PatientEvent.CHANGE_ID and patient is not None:
+            raise DuplicatePatient(f"the new identifier {patient.patient_key} is in use already")
+        return False
+
+    # --- in the Lambda ---------------------------------------------------------------------
+
+    def apply(self, request: PatientChangeRequest) -> ChangeResult:
+        """Apply the request once; idempotent and safe against concurrent requests."""
+        main_key = request.patient.key
+        if self._repository.change_recorded(main_key, request.change_id):
+            return self._finish(request, Outcome.DUPLICATE)
+        for _ in range(MAX_ATTEMPTS):
+            patient = self._repository.get(main_key)
+            prior = self._repository.get(request.prior.key) if request.prior else None
+            try:
+                unchanged = self._decide(request, patient, prior)
+            except PatientUpdateRefused as exc:
+                self._repository.record([self._entry(request, main_key, Outcome.REFUSED, reason=str(exc))])
+                return ChangeResult(Outcome.REFUSED, str(exc))
+            try:
+                if unchanged:
+                    self._record_unchanged(request, patient, prior)
+                    return self._finish(request, Outcome.UNCHANGED)
+                if request.prior is not None:
+                    self._move(request, patient, prior)
+                else:
+                    self._update(request, patient)
+            except ChangeConflict:
+                if self._repository.change_recorded(main_key, request.change_id):
+                    return self._finish(request, Outcome.DUPLICATE)
+                continue  # someone else changed one of the identities: decide again
+            return self._finish(request, Outcome.APPLIED)
+        raise ChangeConflict(f"{request.event} {request.message_control_id}: too many concurrent changes")
+
+    def _finish(self, request: PatientChangeRequest, outcome: Outcome) -> ChangeResult:
+        """Bring the studies in line with the identity (again, after a crash or redelivery)."""
+        patient = self._repository.get(request.patient.key)
+        if patient is None or patient.merged_into:
+            return ChangeResult(outcome)
+        studies = 0
+        if request.prior is not None:
+            studies += self._repository.update_studies(request.prior.key, patient)
+        studies += self._repository.update_studies(patient.patient_key, patient)
+        return ChangeResult(outcome, studies_updated=studies)
+
+    def _move(
+        self, request: PatientChangeRequest, patient: PatientState | None, prior: PatientState | None
+    ) -> None:
+        assert request.prior is not None
+        prior_before = prior or _blank(request.prior, request.org_oid)
+        prior_after = replace(prior_before, merged_into=request.patient.key)
+        base = patient or _blank(request.patient, request.org_oid)
+        if request.event is PatientEvent.CHANGE_ID:
+            # The new identifier carries the person's demographics over, unless the message has new ones.
+            base = replace(
+                base,
+                patient_name=prior_before.patient_name,
+                name_charset=prior_before.name_charset,
+                birth_date=prior_before.birth_date,
+                sex=prior_before.sex,
+                org_oid=prior_before.org_oid or request.org_oid,
+            )
+        patient_after = request.demographics.applied_to(base)
+        self._repository.write(
+            changes=[
+                (prior, prior_after, False),
+                (patient, patient_after, request.event is PatientEvent.CHANGE_ID),
+            ],
+            entries=[
+                self._entry(
+                    request,
+                    prior_before.patient_key,
+                    Outcome.APPLIED,
+                    prior,
+                    prior_after,
+                    request.patient.key,
+                ),
+                self._entry(
+                    request,
+                    patient_after.patient_key,
+                    Outcome.APPLIED,
+                    patient,
+                    patient_after,
+                    request.prior.key,
+                ),
+            ],
+        )
+
+    def _update(self, request: PatientChangeRequest, patient: PatientState | None) -> None:
+        before = patient or _blank(request.patient, request.org_oid)
+        after = request.demographics.applied_to(before)
+        outcome = Outcome.APPLIED if after != before or patient is None else Outcome.UNCHANGED
+        self._repository.write(
+            changes=[(patient, after, False)],
+            entries=[self._entry(request, after.patient_key, outcome, patient, after)],
+        )
+
+    def _record_unchanged(
+        self, request: PatientChangeRequest, patient: PatientState | None, prior: PatientState | None
+    ) -> None:
+        entries = [self._entry(request, request.patient.key, Outcome.UNCHANGED, patient, patient)]
+        if request.prior is not None:
+            entries.append(
+                self._entry(request, request.prior.key, Outcome.UNCHANGED, prior, prior, request.patient.key)
+            )
+        self._repository.record(entries)
+
+    @staticmethod
+    def _entry(
+        request: PatientChangeRequest,
+        key: str,
+        outcome: Outcome,
+        before: PatientState | None = None,
+        after: PatientState | None = None,
+        related_key: str | None = None,
+        reason: str | None = None,
+    ) -> ChangeEntry:
+        return ChangeEntry(
+            patient_key=key,
+            change_id=request.change_id,
+            event=request.event.value,
+            outcome=outcome.value,
+            message_control_id=request.message_control_id,
+            sender=request.sender,
+            org_oid=request.org_oid,
+            received_at=request.received_at,
+            message=request.message,
+            before=before,
+            after=after,
+            related_key=related_key
+            if related_key
+            else (request.prior.key if request.prior and key != request.prior.key else None),
+            reason=reason,
+        )

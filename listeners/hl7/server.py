@@ -1,0 +1,163 @@
+"""The MLLP listener (asyncio): frames in, original-mode ACKs out, one connection at a time each.
+
+Runs on Fargate behind an NLB (which terminates TLS) and, unchanged, in the local cloud. Messages
+on one connection are answered in order. An AA is sent only after ``AdtIntake.accept`` returned,
+that is after SQS has the message; every expected failure is mapped by exception type to an ACK
+code and an HL7 error code (table 0357), anything else is AE 207 (the sender may retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+
+from archive.errors import (
+    ArchiveError,
+    DuplicatePatient,
+    InvalidMerge,
+    MalformedMessage,
+    MessageTooLarge,
+    PatientMerged,
+    QueueFailure,
+    RequiredFieldMissing,
+    UnknownAssigningAuthority,
+    UnknownSendingFacility,
+    UnsupportedCharacterSet,
+    UnsupportedMessageType,
+    UnsupportedTriggerEvent,
+)
+from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack
+from archive.hl7.adt import AdtIntake
+from archive.hl7.message import MessageHeader, parse_header
+from archive.hl7.mllp import Frame, FrameDecoder, OversizedFrame, encode_frame
+
+LOG = logging.getLogger("archive.hl7")
+
+ACK_BY_ERROR: tuple[tuple[type[ArchiveError], AckCode, ErrorCode], ...] = (
+    (MessageTooLarge, AckCode.REJECT, ErrorCode.APPLICATION_ERROR),
+    (MalformedMessage, AckCode.REJECT, ErrorCode.SEGMENT_SEQUENCE),
+    (UnsupportedMessageType, AckCode.REJECT, ErrorCode.UNSUPPORTED_MESSAGE_TYPE),
+    (UnsupportedTriggerEvent, AckCode.REJECT, ErrorCode.UNSUPPORTED_EVENT),
+    (UnsupportedCharacterSet, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (UnknownSendingFacility, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (RequiredFieldMissing, AckCode.ERROR, ErrorCode.REQUIRED_FIELD_MISSING),
+    (UnknownAssigningAuthority, AckCode.ERROR, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (PatientMerged, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
+    (DuplicatePatient, AckCode.ERROR, ErrorCode.DUPLICATE_KEY),
+    (InvalidMerge, AckCode.ERROR, ErrorCode.APPLICATION_ERROR),
+    (QueueFailure, AckCode.ERROR, ErrorCode.APPLICATION_ERROR),
+)
+READ_CHUNK = 64 * 1024
+
+
+def ack_for(exc: Exception) -> tuple[AckCode, AckError]:
+    """The ACK code and ERR for an exception raised while accepting a message."""
+    location = getattr(exc, "location", None)
+    for error_type, ack_code, error_code in ACK_BY_ERROR:
+        if isinstance(exc, error_type):
+            return ack_code, AckError(error_code, str(exc), location)
+    return AckCode.ERROR, AckError(ErrorCode.APPLICATION_ERROR, "internal error; please retry")
+
+
+def peek_header(payload: bytes) -> MessageHeader | None:
+    """MSH read leniently (latin-1 never fails), only to address the ACK."""
+    try:
+        return parse_header(payload.lstrip().decode("latin-1").replace("\n", "\r"))
+    except MalformedMessage:
+        return None
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    max_message_bytes: int = 1024 * 1024
+    idle_timeout_seconds: float = 300.0
+
+
+class MllpListener:
+    def __init__(self, intake: AdtIntake, *, host: str, port: int, limits: ListenerLimits) -> None:
+        self._intake = intake
+        self._host = host
+        self._port = port
+        self._limits = limits
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port, reuse_address=True)
+        LOG.info("HL7 MLLP listener on %s:%d", self._host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        decoder = FrameDecoder(self._limits.max_message_bytes)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self._limits.idle_timeout_seconds)
+                except TimeoutError:
+                    LOG.info("closing idle connection from %s", peer)
+                    return
+                if not data:
+                    return
+                for event in decoder.feed(data):
+                    if isinstance(event, OversizedFrame):
+                        header = peek_header(event.head)
+                        error = MessageTooLarge(
+                            f"the message exceeds {self._limits.max_message_bytes} bytes; closing the connection"
+                        )
+                        code, err = ack_for(error)
+                        LOG.warning("oversized message from %s; closing", peer)
+                        writer.write(encode_frame(encode_ack(build_ack(header, code, err), header)))
+                        await writer.drain()
+                        return
+                    assert isinstance(event, Frame)
+                    writer.write(encode_frame(await self._answer(event.payload, peer)))
+                    await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            LOG.info("connection from %s lost: %s", peer, exc)
+        finally:
+            if decoder.garbage_bytes:
+                LOG.warning("dropped %d bytes outside MLLP frames from %s", decoder.garbage_bytes, peer)
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, payload: bytes, peer: object) -> bytes:
+        header = peek_header(payload)
+        try:
+            request = await asyncio.to_thread(self._intake.accept, payload)
+        except Exception as exc:
+            code, error = ack_for(exc)
+            if isinstance(exc, ArchiveError):
+                LOG.info("%s %s from %s: %s %s", code, error.code, peer, type(exc).__name__, exc)
+            else:
+                LOG.exception("unexpected failure on a message from %s", peer)
+            return encode_ack(build_ack(header, code, error), header)
+        LOG.info("queued %s %s from %s (%s)", request.event, request.message_control_id, request.sender, peer)
+        return encode_ack(build_ack(header, AckCode.ACCEPT), header)
