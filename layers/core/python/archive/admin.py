@@ -4,6 +4,8 @@
     python -m archive.admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
     python -m archive.admin ae list [--org OID]
     python -m archive.admin ae remove DEMO_PACS
+    python -m archive.admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
+    python -m archive.admin patient history 020516C903K --issuer 1.2.246.21
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -20,6 +22,8 @@ from dataclasses import asdict
 
 from archive.config import TABLE_ENV, Settings
 from archive.data.models import bind_models
+from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
+from archive.dicom.instance import PatientIdentity
 from archive.errors import ArchiveError
 from archive.registry import ROLES, AEInfo, OrganisationInfo, Registry
 
@@ -73,15 +77,63 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--org")
     rm = ae.add_parser("remove")
     rm.add_argument("ae_title")
+
+    hl7 = sub.add_parser("hl7-facility", help="HL7 sending facilities (MSH-4) of organisations")
+    hl7_actions = hl7.add_subparsers(dest="action", required=True)
+    add = hl7_actions.add_parser("add")
+    add.add_argument("facility", help="MSH-4 as sent (namespace ID or universal ID)")
+    add.add_argument("org_oid")
+    add.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE=OID",
+        help="a namespace-only assigning authority (PID-3.4) and the issuer OID it stands for",
+    )
+    add.add_argument("--replace", action="store_true")
+    hl7_actions.add_parser("list")
+    rm = hl7_actions.add_parser("remove")
+    rm.add_argument("facility")
+
+    patient = sub.add_parser("patient", help="patient identities").add_subparsers(
+        dest="action", required=True
+    )
+    history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
+    history.add_argument("patient_id")
+    history.add_argument("--issuer", required=True, help="assigning authority OID")
     return p
+
+
+def _hl7_facility(args: argparse.Namespace) -> None:
+    facilities = FacilityRepository()
+    if args.action == "add":
+        Registry().get_organisation(args.org_oid)
+        namespaces = dict(item.split("=", 1) for item in args.namespace)
+        facilities.add(FacilityInfo(args.facility, args.org_oid, namespaces), replace=args.replace)
+    elif args.action == "list":
+        for facility in facilities.list():
+            print(json.dumps(asdict(facility)))
+    else:
+        facilities.remove(args.facility)
+
+
+def _patient(args: argparse.Namespace, settings: Settings) -> None:
+    key = PatientIdentity(args.patient_id, args.issuer).key
+    for change in PatientRepository(settings).history(key):
+        print(json.dumps(change, ensure_ascii=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    bind_models(_settings(args.endpoint))
+    settings = _settings(args.endpoint)
+    bind_models(settings)
     registry = Registry()
     try:
-        if args.kind == "org":
+        if args.kind == "hl7-facility":
+            _hl7_facility(args)
+        elif args.kind == "patient":
+            _patient(args, settings)
+        elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(
                     OrganisationInfo(args.oid, args.name, tuple(args.trusted_issuer), args.default_issuer),
