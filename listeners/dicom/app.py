@@ -5,15 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archive.config import Settings
+from archive.data.access_log import AccessLog
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
+from archive.data.query_index import QueryIndex
 from archive.ingest import StoreService
+from archive.query.find import QueryService
+from archive.query.retrieve import RetrieveService
 from archive.registry import CachedRegistry, Registry
 
 from .commitment_worker import CommitmentWorker
-from .server import DicomListener, ListenerDeps
+from .query_retrieve import QueryRetrieveSCP
+from .server import DicomListener, ListenerDeps, set_nodelay
 
 
 @dataclass
@@ -36,12 +41,22 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
     index = IndexRepository(settings)
     registry = CachedRegistry(Registry())
     commitments = CommitmentRepository()
+    query_index = QueryIndex(index)
+    queries = QueryService(query_index, settings.archive_ae_title)
+    query_retrieve = QueryRetrieveSCP(
+        registry,
+        queries,
+        RetrieveService(query_index, queries, objects),
+        AccessLog(),
+        on_conn_open=set_nodelay,
+    )
     deps = ListenerDeps(
         registry=registry,
         store=StoreService(objects, index, max_object_bytes=settings.max_object_bytes),
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,
         archive_ae_title=settings.archive_ae_title,
+        query_retrieve=query_retrieve,
     )
     listener = DicomListener(deps, host=host, port=port, spool_dir=settings.spool_dir)
     worker = CommitmentWorker(

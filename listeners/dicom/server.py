@@ -33,6 +33,8 @@ from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
+from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
+
 LOG = logging.getLogger("archive.dicom")
 
 # Never hold a whole dataset in memory: pynetdicom writes each C-STORE to a spool file as it arrives.
@@ -76,6 +78,7 @@ class ListenerDeps:
     commitments: CommitmentRepository
     commitment_wait_seconds: float
     archive_ae_title: str
+    query_retrieve: QueryRetrieveSCP | None = None
 
 
 class LiveAssociations:
@@ -123,9 +126,12 @@ class DicomListener:
         transfer_syntaxes = list(AllTransferSyntaxes)
         for context in AllStoragePresentationContexts:
             assert context.abstract_syntax is not None
-            ae.add_supported_context(context.abstract_syntax, transfer_syntaxes)
+            # Both roles accepted as proposed: SCP role lets a C-GET requester receive on this association.
+            ae.add_supported_context(context.abstract_syntax, transfer_syntaxes, scu_role=True, scp_role=True)
         ae.add_supported_context(Verification)
         ae.add_supported_context(StorageCommitmentPushModel)
+        for model in QUERY_RETRIEVE_MODELS:
+            ae.add_supported_context(model)
         return ae
 
     def handlers(self) -> list[Any]:
@@ -138,6 +144,7 @@ class DicomListener:
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_N_ACTION, self._on_commitment_request),
+            *(self.deps.query_retrieve.handlers() if self.deps.query_retrieve else []),
         ]
 
     def start(self) -> None:

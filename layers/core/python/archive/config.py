@@ -19,6 +19,7 @@ TABLE_ENV = {
     "series": "TABLE_SERIES",
     "instances": "TABLE_INSTANCES",
     "commitments": "TABLE_COMMITMENTS",
+    "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
 }

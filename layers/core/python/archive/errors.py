@@ -118,3 +118,26 @@ class UnknownAssigningAuthority(HL7MessageError):
 
 class MessageTooLarge(HL7MessageError):
     """An MLLP frame larger than the listener accepts; the connection is closed after the ACK."""
+
+
+# --- query/retrieve (C-FIND, C-MOVE, C-GET) ---------------------------------------------------
+
+
+class NotAuthorised(ArchiveError):
+    """The calling AE lacks the role the operation needs (0x0124 Refused: Not authorised)."""
+
+
+class QueryRefused(ArchiveError):
+    """The identifier cannot be served (0xA900 Identifier does not match SOP Class)."""
+
+
+class CountryWideQuery(QueryRefused):
+    """No patient, study or accession key: a search over every patient in the country is refused."""
+
+
+class UnknownMoveDestination(ArchiveError):
+    """The Move Destination is not an AE of the caller's organisation with role move-destination (0xA801)."""
+
+
+class TranscodingImpossible(ArchiveError):
+    """The receiver accepts no transfer syntax the stored object can be sent or converted in."""

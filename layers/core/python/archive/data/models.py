@@ -84,6 +84,16 @@ class PatientsById(GlobalSecondaryIndex["Patient"]):
     patient_id = UnicodeAttribute(hash_key=True)
 
 
+class PatientsByMergedInto(GlobalSecondaryIndex["Patient"]):
+    """Sparse: identities merged into a survivor, so a query for it also finds their studies."""
+
+    class Meta:
+        index_name = "by_merged_into"
+        projection = KeysOnlyProjection()
+
+    merged_into = UnicodeAttribute(hash_key=True)
+
+
 class Patient(Model):
     """A patient identity: Patient ID qualified by its issuer (assigning authority)."""
 
@@ -105,6 +115,7 @@ class Patient(Model):
     name_charset = UnicodeAttribute(null=True)
     merged_at = UTCDateTimeAttribute(null=True)
     by_patient_id = PatientsById()
+    by_merged_into = PatientsByMergedInto()
 
 
 class StudiesByPatient(GlobalSecondaryIndex["Study"]):
@@ -254,6 +265,50 @@ class StorageCommitment(Model):
     pending_index = PendingCommitments()
 
 
+# --- access record (start of the disclosure log; see docs/disclosure-log.md) ------------------
+
+
+class AccessRecordsByOrganisation(GlobalSecondaryIndex["AccessRecord"]):
+    """What one organisation read, in time order (supervision, the controller's own audit)."""
+
+    class Meta:
+        index_name = "by_organisation"
+        projection = AllProjection()
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    at_event = UnicodeAttribute(range_key=True)
+
+
+class AccessRecord(Model):
+    """One patient's part of one C-FIND, C-MOVE or C-GET. Append-only: written once, never updated.
+
+    Keyed by patient so that "who has read this patient's data" is one Query (the disclosure log's
+    main question); ``at_event`` = "<UTC ISO time>#<event id>#<part>" keeps parts of an event apart.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "access_log"
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    at_event = UnicodeAttribute(range_key=True)
+    event_id = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    operation = UnicodeAttribute()  # C-FIND | C-MOVE | C-GET
+    calling_ae = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    # Organisation whose register the data belongs to; differs from org_oid on a disclosure.
+    controller_oid = UnicodeAttribute(null=True)
+    disclosure = BooleanAttribute(default=False)
+    destination_ae = UnicodeAttribute(null=True)
+    level = UnicodeAttribute(null=True)
+    query_keys = JSONAttribute(null=True)
+    study_uid = UnicodeAttribute(null=True)
+    instances = ListAttribute(of=UnicodeAttribute, null=True)
+    number_of_instances = NumberAttribute(default=0)
+    outcome = UnicodeAttribute(null=True)
+    by_organisation = AccessRecordsByOrganisation()
+
+
 # --- HL7 patient administration ---------------------------------------------------------------
 
 
@@ -307,6 +362,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Series,
     Instance,
     StorageCommitment,
+    AccessRecord,
     HL7Facility,
     PatientChange,
 )

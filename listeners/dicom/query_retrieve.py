@@ -1,0 +1,343 @@
+"""Query/Retrieve SCP of the DICOM listener: C-FIND, C-MOVE and C-GET (Patient and Study Root).
+
+Handlers only translate between DIMSE and the core: the core plans lookups (``archive.query.find``),
+prepares datasets (``archive.query.retrieve``) and the access record is written for every request,
+refused ones included (``archive.data.access_log``). Expected failures map to statuses by type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from archive.data.access_log import AccessEvent, AccessLog, Disclosed
+from archive.errors import (
+    ArchiveError,
+    CountryWideQuery,
+    NotAuthorised,
+    QueryRefused,
+    TranscodingImpossible,
+    UnknownMoveDestination,
+)
+from archive.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
+from archive.query.retrieve import RetrieveItem, RetrieveService
+from archive.registry import AEInfo, CachedRegistry
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+LOG = logging.getLogger("archive.dicom.qr")
+
+QUERY_RETRIEVE_MODELS = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+PATIENT_ROOT_MODELS = frozenset(
+    {
+        PatientRootQueryRetrieveInformationModelFind,
+        PatientRootQueryRetrieveInformationModelMove,
+        PatientRootQueryRetrieveInformationModelGet,
+    }
+)
+ROLE_QUERY = "query"
+ROLE_RETRIEVE = "retrieve"
+ROLE_MOVE_DESTINATION = "move-destination"
+MAX_PRESENTATION_CONTEXTS = 128
+
+PENDING = 0xFF00
+CANCEL = 0xFE00
+STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
+    (NotAuthorised, 0x0124),  # Refused: Not authorised
+    (CountryWideQuery, 0xA900),  # Identifier does not match SOP Class (see the conformance doc)
+    (QueryRefused, 0xA900),
+    (UnknownMoveDestination, 0xA801),
+)
+STATUS_UNABLE_TO_PROCESS = 0xC000
+
+
+def status_for(exc: Exception) -> int:
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    return STATUS_UNABLE_TO_PROCESS
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]  # LO
+    return ds
+
+
+def _unsendable(item: RetrieveItem) -> Dataset:
+    """A sub-operation that must fail: without SOP Class UID pynetdicom sends nothing and counts
+    a failed sub-operation with this SOP Instance UID in the Failed SOP Instance UID List."""
+    ds = Dataset()
+    ds.SOPInstanceUID = item.sop_instance_uid
+    return ds
+
+
+def accepts(assoc: Any, sop_class_uid: str, transfer_syntax: str) -> bool:
+    """Whether ``assoc`` has an accepted context in which the archive can send this as SCU."""
+    return any(
+        cx.abstract_syntax == sop_class_uid and cx.transfer_syntax[0] == transfer_syntax and cx.as_scu
+        for cx in assoc.accepted_contexts
+    )
+
+
+def move_contexts(items: list[RetrieveItem]) -> list[PresentationContext]:
+    """Per SOP class: the stored syntaxes (each alone, so the receiver can take them) and an
+    uncompressed fallback, within the 128 presentation contexts an association can carry."""
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for item in items:
+        if item.transfer_syntax_uid not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            wanted[(item.sop_class_uid, (item.transfer_syntax_uid,))] = None
+    fallback = {
+        (item.sop_class_uid, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)): None for item in items
+    }
+    ordered = list(fallback) + list(wanted)  # fallbacks first: every SOP class stays sendable
+    return [build_context(sop, list(syntaxes)) for sop, syntaxes in ordered[:MAX_PRESENTATION_CONTEXTS]]
+
+
+@dataclass
+class _Operation:
+    """Book-keeping of one request for its access record."""
+
+    name: str
+    calling: AEInfo | None
+    calling_title: str
+    request: QueryRequest | None = None
+    destination: str | None = None
+    outcome: str = "SUCCESS"
+    disclosed: list[Disclosed] = field(default_factory=list)
+
+
+class QueryRetrieveSCP:
+    def __init__(
+        self,
+        registry: CachedRegistry,
+        queries: QueryService,
+        retrievals: RetrieveService,
+        access_log: AccessLog,
+        *,
+        on_conn_open: Callable[[Any], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._queries = queries
+        self._retrievals = retrievals
+        self._access_log = access_log
+        self._on_conn_open = on_conn_open
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_C_GET, self.on_get),
+        ]
+
+    # --- common ----------------------------------------------------------------------------
+
+    def _begin(self, event: Any, name: str, role: str) -> _Operation:
+        title = event.assoc.requestor.ae_title.strip()
+        calling = self._registry.find_ae(title)
+        operation = _Operation(name, calling, title)
+        if calling is None or role not in calling.roles:
+            raise NotAuthorised(f"{title} lacks role {role}")
+        root = PATIENT_ROOT if event.context.abstract_syntax in PATIENT_ROOT_MODELS else STUDY_ROOT
+        try:
+            identifier = event.identifier
+        except Exception as exc:  # pynetdicom decodes lazily; any decoding failure is the peer's
+            raise QueryRefused(f"identifier cannot be decoded: {type(exc).__name__}") from exc
+        operation.request = QueryRequest.from_identifier(identifier, root)
+        return operation
+
+    def _record(self, operation: _Operation) -> None:
+        calling = operation.calling
+        request = operation.request
+        event = AccessEvent(
+            operation=operation.name,
+            calling_ae=operation.calling_title,
+            org_oid=calling.org_oid if calling else "unknown",
+            level=request.level if request else None,
+            query=request.summary() if request else {},
+            outcome=operation.outcome,
+            destination_ae=operation.destination,
+        )
+        try:
+            self._access_log.record(event, operation.disclosed)
+        except Exception:
+            # The disclosure already happened; losing its record is an operational alarm.
+            LOG.exception("ACCESS RECORD LOST: %s by %s", operation.name, operation.calling_title)
+
+    def _refused(self, operation: _Operation | None, name: str, event: Any, exc: Exception) -> Dataset:
+        status = status_for(exc)
+        LOG.warning("%s from %s refused 0x%04X: %s", name, event.assoc.requestor.ae_title, status, exc)
+        if operation is not None:
+            operation.outcome = f"REFUSED 0x{status:04X}: {exc}"
+        return _status(status, str(exc))
+
+    # --- C-FIND ----------------------------------------------------------------------------
+
+    def on_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        operation = _Operation("C-FIND", None, event.assoc.requestor.ae_title.strip())
+        try:
+            operation = self._begin(event, "C-FIND", ROLE_QUERY)
+            assert operation.calling is not None and operation.request is not None
+            for match in self._queries.find(operation.request, operation.calling.org_oid):
+                if event.is_cancelled:
+                    operation.outcome = "CANCELLED"
+                    yield CANCEL, None
+                    return
+                operation.disclosed.append(
+                    Disclosed(
+                        match.patient_key,
+                        match.controller_oid,
+                        match.study_uid,
+                        list(match.sop_instance_uids),
+                    )
+                )
+                yield PENDING, match.identifier
+        except ArchiveError as exc:
+            yield self._refused(operation, "C-FIND", event, exc), None
+        except Exception as exc:
+            LOG.exception("C-FIND failed")
+            operation.outcome = f"FAILED: {type(exc).__name__}"
+            yield _status(STATUS_UNABLE_TO_PROCESS, f"processing failure: {type(exc).__name__}"), None
+        finally:
+            self._record(operation)
+
+    # --- C-MOVE ----------------------------------------------------------------------------
+
+    def on_move(self, event: Any) -> Iterator[Any]:
+        name = "C-MOVE"
+        operation = _Operation(name, None, event.assoc.requestor.ae_title.strip())
+        operation.destination = str(event.request.MoveDestination or "").strip()
+        try:
+            try:
+                destination_title = operation.destination
+                operation = self._begin(event, name, ROLE_RETRIEVE)
+                operation.destination = destination_title
+                destination = self._destination(operation)
+                assert operation.calling is not None and operation.request is not None
+                items = self._retrievals.plan(operation.request, operation.calling.org_oid)
+            except UnknownMoveDestination as exc:
+                self._refused(operation, name, event, exc)
+                yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
+                return
+            except ArchiveError as exc:
+                # pynetdicom's C-MOVE SCP takes no status before the destination: raising here makes
+                # it answer 0xC514 (Failure: Unable to process); the reason is in the access record.
+                self._refused(operation, name, event, exc)
+                raise
+            store: dict[str, Any] = {}
+            handlers: list[Any] = [(evt.EVT_ACCEPTED, lambda e: store.__setitem__("assoc", e.assoc))]
+            if self._on_conn_open is not None:
+                handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
+            yield (
+                destination.host,
+                destination.port,
+                {"contexts": move_contexts(items), "evt_handlers": handlers},
+            )
+            yield len(items)
+
+            def accepted(sop_class_uid: str, transfer_syntax: str) -> bool:
+                return "assoc" in store and accepts(store["assoc"], sop_class_uid, transfer_syntax)
+
+            yield from self._sub_operations(event, operation, items, accepted)
+        finally:
+            self._record(operation)
+
+    def _destination(self, operation: _Operation) -> AEInfo:
+        assert operation.calling is not None
+        title = operation.destination or ""
+        destination = self._registry.find_ae(title)
+        if (
+            destination is None
+            or destination.org_oid != operation.calling.org_oid
+            or ROLE_MOVE_DESTINATION not in destination.roles
+        ):
+            raise UnknownMoveDestination(
+                f"{title!r} is not a move destination of {operation.calling.org_oid}"
+            )
+        return destination
+
+    # --- C-GET -----------------------------------------------------------------------------
+
+    def on_get(self, event: Any) -> Iterator[Any]:
+        name = "C-GET"
+        operation = _Operation(name, None, event.assoc.requestor.ae_title.strip())
+        try:
+            try:
+                operation = self._begin(event, name, ROLE_RETRIEVE)
+                assert operation.calling is not None and operation.request is not None
+                items = self._retrievals.plan(operation.request, operation.calling.org_oid)
+            except ArchiveError as exc:
+                # C-GET takes a count first; one failed "sub-operation" carries the refusal status.
+                status = self._refused(operation, name, event, exc)
+                yield 1
+                yield status, None
+                return
+            yield len(items)
+            yield from self._sub_operations(
+                event, operation, items, lambda sop, ts: accepts(event.assoc, sop, ts)
+            )
+        finally:
+            self._record(operation)
+
+    # --- sub-operations --------------------------------------------------------------------
+
+    def _sub_operations(
+        self,
+        event: Any,
+        operation: _Operation,
+        items: list[RetrieveItem],
+        accepted: Callable[[str, str], bool],
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        failed = 0
+        prepared_items = self._retrievals.prepared(items, accepted)
+        try:
+            for prepared in prepared_items:
+                if event.is_cancelled:
+                    operation.outcome = "CANCELLED"
+                    yield CANCEL, None
+                    return
+                item = prepared.item
+                operation.disclosed.append(
+                    Disclosed(
+                        item.patient.patient_key, item.controller_oid, item.study_uid, [item.sop_instance_uid]
+                    )
+                )
+                if prepared.dataset is None:
+                    failed += 1
+                    kind = "transfer syntax" if isinstance(prepared.error, TranscodingImpossible) else "read"
+                    LOG.warning(
+                        "%s sub-operation %s fails (%s): %s",
+                        operation.name,
+                        item.sop_instance_uid,
+                        kind,
+                        prepared.error,
+                    )
+                    yield PENDING, _unsendable(item)
+                else:
+                    yield PENDING, prepared.dataset
+        finally:
+            prepared_items.close()
+        operation.outcome = (
+            f"COMPLETED ({failed} of {len(items)} failed before sending)" if failed else "COMPLETED"
+        )
