@@ -43,7 +43,11 @@ def test_published_messages_as_published_get_their_acks_and_effects(cloud: Local
     assert Patient.get(temp("PID_1").key).patient_name == "Smith^Lucy^Mark"
     assert Patient.get(temp("OLD_PID_1").key).merged_into == temp("NEW_PID_1").key
     survivor = Patient.get(temp("NEW_PID_1").key)
-    assert (survivor.patient_name, survivor.birth_date, survivor.sex) == ("New_Smith^Lucy^Mark", "20141014", "F")
+    assert (survivor.patient_name, survivor.birth_date, survivor.sex) == (
+        "New_Smith^Lucy^Mark",
+        "20141014",
+        "F",
+    )
     assert survivor.merged_into is None
     # And the history of the prior identity shows the merge and then the no-op identifier change
     assert cloud.settings is not None
@@ -66,9 +70,9 @@ def test_a31_and_a08_update_the_name_and_keep_the_history(cloud: LocalCloud, wor
     assert (patient.patient_name, patient.birth_date, patient.sex) == ("Smith^Shadow", "20141014", "F")
     # And the admin CLI shows both changes with sender, time and before/after
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
+    history_args = ("patient", "history", pid, "--issuer", TEMP_ISSUER)
     result = subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint]
-        + ["patient", "history", pid, "--issuer", TEMP_ISSUER],
+        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *history_args],
         capture_output=True,
         text=True,
         env=env,

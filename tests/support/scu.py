@@ -5,18 +5,57 @@ from __future__ import annotations
 
 import queue
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+    StorageCommitmentPushModel,
+    Verification,
+)
 
 from tests.support.dicom import new_uid
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+@contextmanager
+def raw_sending() -> Iterator[None]:
+    """Make pynetdicom send a file's dataset bytes exactly as they are in the file (no re-encoding),
+    under the SOP Class, Instance and syntax its file meta names."""
+    previous = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        yield
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = previous
+
+
+def part10(
+    meta_sop_class: str, meta_sop_instance: str, transfer_syntax: str, dataset_bytes: bytes, path: Path
+) -> Path:
+    """Write a Part-10 file with the given meta and arbitrary (possibly broken) dataset bytes."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = meta_sop_class
+    meta.MediaStorageSOPInstanceUID = meta_sop_instance
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1394.1"
+    with open(path, "wb") as fp:
+        fp.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fp, meta)  # type: ignore[arg-type]
+        fp.write(dataset_bytes)
+    return path
 
 
 @dataclass
@@ -51,8 +90,10 @@ class Modality:
         ae = AE(ae_title=ae_title)
         ae.network_timeout = 30
         ae.dimse_timeout = 60
-        for cx in AllStoragePresentationContexts[:120]:
-            ae.add_requested_context(cx.abstract_syntax)  # type: ignore[arg-type]
+        # One context per syntax, so raw sends of Explicit and Implicit VR files both find theirs.
+        for sop_class in (CTImageStorage, MRImageStorage, SecondaryCaptureImageStorage):
+            for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+                ae.add_requested_context(sop_class, syntax)
         ae.add_requested_context(StorageCommitmentPushModel)
         ae.add_requested_context(Verification)
         self.assoc = ae.associate(

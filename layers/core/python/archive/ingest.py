@@ -53,10 +53,10 @@ def patient_identity(header: InstanceHeader, org: OrganisationInfo) -> PatientId
         raise UntrustedPatientId("Patient ID missing")
     issuer = header.issuer or org.default_issuer
     if not issuer:
-        raise UntrustedPatientId("no Issuer of Patient ID and the organisation has no default issuer")
+        raise UntrustedPatientId("no Issuer of Patient ID and no default issuer for the sender")
     trusted = set(org.trusted_issuers) | ({org.default_issuer} if org.default_issuer else set())
     if issuer not in trusted:
-        raise UntrustedPatientId(f"issuer {issuer!r} is not a trusted assigning authority of {org.oid}")
+        raise UntrustedPatientId(f"untrusted issuer {issuer} (organisation {org.oid})")
     return PatientIdentity(header.patient_id, issuer)
 
 
@@ -107,7 +107,7 @@ class StoreService:
         """
         size = os.path.getsize(path)
         if size > self._max_object_bytes:
-            raise ObjectTooLarge(f"{size} bytes exceeds the limit of {self._max_object_bytes}")
+            raise ObjectTooLarge(f"object too large: {size} > {self._max_object_bytes} bytes")
         with open(path, "rb") as fp:
             has_pixels = check_structure(fp, size, transfer_syntax)
             fp.seek(0)
@@ -137,20 +137,19 @@ class StoreService:
                 if existing is not None and existing.sha256 == sha:
                     return StoreOutcome(header, patient, existing, duplicate=True)
                 raise InstanceConflict(
-                    f"SOP Instance {header.sop_instance_uid} is archived with different content; "
-                    "stored objects are immutable: reject it with an IOCM rejection note and send the "
-                    "corrected object under a new SOP Instance UID"
+                    "different content archived under this UID (immutable; use IOCM): "
+                    f"{header.sop_instance_uid}"
                 ) from None
 
     @staticmethod
     def _check_sop(header: InstanceHeader, sop_class_uid: str, sop_instance_uid: str) -> None:
         if header.sop_class_uid != sop_class_uid:
             raise DatasetDoesNotMatchSOPClass(
-                f"dataset SOP Class {header.sop_class_uid} differs from the request's {sop_class_uid}"
+                f"SOP Class differs from the request: {header.sop_class_uid} vs {sop_class_uid}"
             )
         if header.sop_instance_uid != sop_instance_uid:
             raise DatasetDoesNotMatchSOPClass(
-                f"dataset SOP Instance {header.sop_instance_uid} differs from the request's {sop_instance_uid}"
+                f"SOP Instance differs from the request: {header.sop_instance_uid} vs {sop_instance_uid}"
             )
         if header.is_image and not header.has_pixel_data:
             raise DatasetDoesNotMatchSOPClass("image attributes present but no Pixel Data")

@@ -89,7 +89,7 @@ class IndexRepository:
             if _is_conditional_failure(exc):
                 current = Study.get(study_uid, consistent_read=True).patient_key
                 raise PatientIdConflict(
-                    f"study {study_uid} belongs to patient {current}, not {patient_key}"
+                    f"Study belongs to another Patient ID: {current}, not {patient_key}"
                 ) from exc
             raise
 

@@ -38,8 +38,11 @@ MAX_INFLATED_BYTES = 1024**3
 
 
 class _Walker:
-    def __init__(self, fp: IO[bytes], end: int, *, implicit: bool, little: bool) -> None:
+    def __init__(
+        self, fp: IO[bytes], end: int, *, implicit: bool, little: bool, encapsulated: bool = False
+    ) -> None:
         self.fp = fp
+        self.encapsulated = encapsulated
         self.end = end
         self.implicit = implicit
         self.prefix = "<" if little else ">"
@@ -104,6 +107,9 @@ class _Walker:
             vr, length = self.header(tag, implicit)
             if depth == 0 and tag in PIXEL_TAGS:
                 self.has_pixel_data = True
+                if tag == PIXEL_DATA and self.encapsulated and length != UNDEFINED:
+                    # PS3.5 A.4: compressed pixel data is always encapsulated (undefined length).
+                    raise self.fail("native pixel data under an encapsulated transfer syntax")
             if length != UNDEFINED:
                 if vr == b"SQ":
                     self.sequence(self.fp.tell() + length, implicit=implicit, depth=depth, defined=True)
@@ -183,7 +189,7 @@ def check_structure(fp: IO[bytes], size: int, transfer_syntax: str) -> bool:
         stream, end = BytesIO(data), len(data)
     implicit = ts == ImplicitVRLittleEndian
     little = ts != ExplicitVRBigEndian
-    walker = _Walker(stream, end, implicit=implicit, little=little)
+    walker = _Walker(stream, end, implicit=implicit, little=little, encapsulated=ts.is_encapsulated)
     if stream.tell() == end:
         raise InvalidDataset("empty dataset")
     walker.dataset(end, implicit=implicit, depth=0, until_item_end=False)

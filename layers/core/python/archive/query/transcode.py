@@ -61,5 +61,8 @@ def convert(ds: Dataset, stored: str, target: str) -> Dataset:
             ds.decompress(generate_instance_uid=False)
         except (RuntimeError, ValueError, NotImplementedError, AttributeError) as exc:
             raise TranscodingImpossible(f"cannot decode {UID(stored).name}: {exc}") from exc
-    ds.file_meta.TransferSyntaxUID = UID(target)
+    target_uid = UID(target)
+    ds.file_meta.TransferSyntaxUID = target_uid
+    # The encoding the dataset will be written in; pynetdicom checks it against the context.
+    ds.set_original_encoding(target_uid.is_implicit_VR, target_uid.is_little_endian)
     return ds

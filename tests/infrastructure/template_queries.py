@@ -1,0 +1,89 @@
+"""Finding resources in a synthesized template by what they are, never by their logical IDs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk.assertions import Match, Template
+
+Resource = dict[str, Any]
+
+
+def resources(template: Template, resource_type: str, properties: Any = None) -> dict[str, Resource]:
+    """Logical ID -> resource, for every resource of a type (whose properties match, if given)."""
+    found: dict[str, Resource] = template.find_resources(
+        resource_type, {"Properties": properties} if properties is not None else None
+    )
+    return found
+
+
+def only(template: Template, resource_type: str, properties: Any = None) -> tuple[str, Resource]:
+    """The single resource of a type matching ``properties``; fails if there are none or several."""
+    found = resources(template, resource_type, properties)
+    assert len(found) == 1, f"expected one {resource_type} matching {properties}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def archive_bucket(template: Template) -> tuple[str, Resource]:
+    """The bucket that stores DICOM objects: the one with Object Lock."""
+    return only(template, "AWS::S3::Bucket", Match.object_like({"ObjectLockEnabled": True}))
+
+
+def index_function(template: Template) -> tuple[str, Resource]:
+    """The Lambda function behind the handler of functions/index_instance."""
+    return only(template, "AWS::Lambda::Function", Match.object_like({"Handler": "handler.handler"}))
+
+
+def dicom_task_definition(template: Template) -> tuple[str, Resource]:
+    container = Match.object_like({"PortMappings": [Match.object_like({"ContainerPort": 11112})]})
+    return only(
+        template, "AWS::ECS::TaskDefinition", Match.object_like({"ContainerDefinitions": [container]})
+    )
+
+
+def ref(logical_id: str) -> dict[str, str]:
+    return {"Ref": logical_id}
+
+
+def arn_of(logical_id: str) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def statements_of_role(template: Template, role_logical_id: str) -> list[dict[str, Any]]:
+    """Every statement of the inline policies attached to a role."""
+    policies = resources(
+        template, "AWS::IAM::Policy", Match.object_like({"Roles": Match.array_with([ref(role_logical_id)])})
+    )
+    return [
+        statement
+        for policy in policies.values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def actions_on(statements: list[dict[str, Any]], resource: Any) -> set[str]:
+    """The actions the statements allow on ``resource`` (compared as CloudFormation values)."""
+    allowed: set[str] = set()
+    for statement in statements:
+        if statement.get("Effect") != "Allow":
+            continue
+        targets = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
+        if resource in targets:
+            actions = statement["Action"]
+            allowed.update([actions] if isinstance(actions, str) else actions)
+    return allowed
+
+
+def all_actions(statements: list[dict[str, Any]]) -> set[str]:
+    allowed: set[str] = set()
+    for statement in statements:
+        actions = statement["Action"]
+        allowed.update([actions] if isinstance(actions, str) else actions)
+    return allowed
+
+
+def objects_of(bucket_logical_id: str) -> dict[str, Any]:
+    """``<bucket ARN>/*`` as CDK renders it."""
+    return {"Fn::Join": ["", [arn_of(bucket_logical_id), "/*"]]}

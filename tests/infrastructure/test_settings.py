@@ -1,0 +1,88 @@
+"""What an operator may choose per stack, and what is refused before anything is synthesized."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk import App
+
+from infrastructure.settings import DeploymentSettings, ObjectLockMode
+
+
+def test_defaults_are_production_grade() -> None:
+    # Given no context at all
+    # When the settings are read
+    settings = DeploymentSettings.from_context(App().node)
+
+    # Then the stack is a production one with ten years of COMPLIANCE retention
+    assert settings.stage == "production"
+    assert settings.object_lock_mode is ObjectLockMode.COMPLIANCE
+    assert settings.retention_days == 3650
+    assert not settings.is_dev
+    assert settings.dicom_certificate_arn is None
+
+
+def test_context_values_given_with_dash_c_arrive_as_strings_and_are_parsed() -> None:
+    # Given context as `cdk deploy -c key=value` passes it
+    app = App(
+        context={
+            "stage": "dev-alice",
+            "objectLockMode": "governance",
+            "retentionDays": "7",
+            "clientCidrs": "192.0.2.0/24, 10.20.0.0/16",
+        }
+    )
+
+    # When the settings are read
+    settings = DeploymentSettings.from_context(app.node)
+
+    # Then they are typed
+    assert settings.object_lock_mode is ObjectLockMode.GOVERNANCE
+    assert settings.retention_days == 7
+    assert settings.client_cidrs == ("192.0.2.0/24", "10.20.0.0/16")
+    assert settings.stack_name == "ImagingArchive-dev-alice"
+
+
+@pytest.mark.parametrize("stage", ["production", "staging", "developer"])
+def test_governance_retention_is_refused_for_anything_but_dev_stacks(stage: str) -> None:
+    # Given a stack that is not a dev stack
+    # When GOVERNANCE retention is asked for
+    # Then synth stops before building anything
+    with pytest.raises(ValueError, match="GOVERNANCE is only allowed for dev stacks"):
+        DeploymentSettings(stage=stage, object_lock_mode=ObjectLockMode.GOVERNANCE)
+
+
+@pytest.mark.parametrize("stage", ["dev", "dev-bob"])
+def test_governance_retention_is_allowed_for_dev_stacks(stage: str) -> None:
+    settings = DeploymentSettings(stage=stage, object_lock_mode=ObjectLockMode.GOVERNANCE)
+    assert settings.is_dev
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("retention_days", 0),
+        ("stage", "Prod_1"),
+        ("client_cidrs", ("10.0.0.1/16",)),
+        ("vpc_cidr", "not-a-network"),
+    ],
+)
+def test_invalid_values_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValueError):
+        DeploymentSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_unknown_object_lock_mode_is_refused() -> None:
+    with pytest.raises(ValueError):
+        DeploymentSettings.from_context(App(context={"objectLockMode": "LEGAL_HOLD"}).node)
+
+
+def test_load_balancers_face_the_internet_only_when_a_public_network_may_connect() -> None:
+    # Given client networks that are all private (VPN / Transit Gateway)
+    private = DeploymentSettings(client_cidrs=("10.20.0.0/16", "172.16.0.0/12"))
+    # And one that includes a public range
+    public = DeploymentSettings(client_cidrs=("10.20.0.0/16", "198.51.100.0/24"))
+
+    # Then only the second is internet-facing, and both always admit the VPC itself
+    assert not private.listeners_internet_facing
+    assert public.listeners_internet_facing
+    assert public.listener_client_cidrs[0] == public.vpc_cidr

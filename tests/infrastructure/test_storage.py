@@ -1,0 +1,177 @@
+"""The archive bucket, its index queue and the alarm on dead letters."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match
+
+from tests.infrastructure.conftest import Synthesized
+from tests.infrastructure.template_queries import archive_bucket, arn_of, only, ref, resources
+
+
+def test_archive_bucket_is_versioned_locked_encrypted_private_and_kept(production: Synthesized) -> None:
+    # Given the production stack
+    # When we look at the bucket that holds the DICOM objects
+    _, bucket = archive_bucket(production.template)
+    props = bucket["Properties"]
+
+    # Then it is versioned, Object-Locked, KMS-encrypted, closed to the public and never deleted
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert bucket["UpdateReplacePolicy"] == "Retain"
+
+
+def test_archive_bucket_key_rotates(production: Synthesized) -> None:
+    _, bucket = archive_bucket(production.template)
+    (encryption,) = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    key_id = encryption["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]["Fn::GetAtt"][0]
+
+    key = production.template.to_json()["Resources"][key_id]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+
+
+def test_production_retention_is_compliance_for_ten_years(production: Synthesized) -> None:
+    _, bucket = archive_bucket(production.template)
+    assert bucket["Properties"]["ObjectLockConfiguration"]["Rule"]["DefaultRetention"] == {
+        "Mode": "COMPLIANCE",
+        "Days": 3650,
+    }
+
+
+def test_dev_retention_follows_context(dev_with_tls: Synthesized) -> None:
+    # Given a dev stack synthesized with objectLockMode=GOVERNANCE and retentionDays=30
+    # When we look at the archive bucket
+    _, bucket = archive_bucket(dev_with_tls.template)
+
+    # Then its default retention is what the context asked for
+    assert bucket["Properties"]["ObjectLockConfiguration"]["Rule"]["DefaultRetention"] == {
+        "Mode": "GOVERNANCE",
+        "Days": 30,
+    }
+
+
+def test_archive_bucket_refuses_requests_without_tls(production: Synthesized) -> None:
+    bucket_id, _ = archive_bucket(production.template)
+    _, policy = only(
+        production.template, "AWS::S3::BucketPolicy", Match.object_like({"Bucket": ref(bucket_id)})
+    )
+
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert {
+        "Action": "s3:*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Resource": [arn_of(bucket_id), {"Fn::Join": ["", [arn_of(bucket_id), "/*"]]}],
+    } in statements
+
+
+def test_server_access_logs_go_to_a_separate_private_bucket(production: Synthesized) -> None:
+    # Given the archive bucket's logging configuration
+    bucket_id, bucket = archive_bucket(production.template)
+    logs_ref = bucket["Properties"]["LoggingConfiguration"]["DestinationBucketName"]
+
+    # Then the destination is another bucket of the stack, SSE-S3 (the only kind S3 logs to),
+    # closed to the public and kept
+    assert logs_ref != ref(bucket_id)
+    logs_bucket = production.template.to_json()["Resources"][logs_ref["Ref"]]
+    (encryption,) = logs_bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert logs_bucket["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    assert logs_bucket["DeletionPolicy"] == "Retain"
+
+
+def _index_queue(synthesized: Synthesized) -> tuple[str, dict]:  # type: ignore[type-arg]
+    """The queue the bucket notifies: the one with a redrive policy."""
+    return only(
+        synthesized.template, "AWS::SQS::Queue", Match.object_like({"RedrivePolicy": Match.any_value()})
+    )
+
+
+def test_object_created_events_go_to_the_index_queue(production: Synthesized) -> None:
+    # Given the archive bucket and the index queue
+    bucket_id, _ = archive_bucket(production.template)
+    queue_id, _ = _index_queue(production)
+
+    # Then every ObjectCreated event of the bucket is sent to that queue
+    production.template.has_resource_properties(
+        "Custom::S3BucketNotifications",
+        {
+            "BucketName": ref(bucket_id),
+            "NotificationConfiguration": {
+                "QueueConfigurations": [{"Events": ["s3:ObjectCreated:*"], "QueueArn": arn_of(queue_id)}]
+            },
+        },
+    )
+
+
+def test_index_queue_dead_letters_after_five_receives(production: Synthesized) -> None:
+    _, queue = _index_queue(production)
+    redrive = queue["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == 5
+
+    dlq_id = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    dlq = production.template.to_json()["Resources"][dlq_id]
+    assert dlq["Type"] == "AWS::SQS::Queue"
+
+
+def test_queues_are_kms_encrypted_and_tls_only(production: Synthesized) -> None:
+    queues = resources(production.template, "AWS::SQS::Queue")
+    assert len(queues) >= 2
+    for queue_id, queue in queues.items():
+        assert "KmsMasterKeyId" in queue["Properties"], queue_id
+        production.template.has_resource_properties(
+            "AWS::SQS::QueuePolicy",
+            {
+                "Queues": [ref(queue_id)],
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                            )
+                        ]
+                    )
+                },
+            },
+        )
+
+
+def test_every_dead_letter_queue_has_an_alarm_to_an_encrypted_topic(production: Synthesized) -> None:
+    # Given every queue that some other queue dead-letters into
+    dead_letter_queues = {
+        queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for queue in resources(production.template, "AWS::SQS::Queue").values()
+        if "RedrivePolicy" in queue["Properties"]
+    }
+    assert dead_letter_queues
+
+    # Then each has an alarm on its first visible message, which notifies an encrypted SNS topic
+    for dlq_id in dead_letter_queues:
+        _, alarm = only(
+            production.template,
+            "AWS::CloudWatch::Alarm",
+            Match.object_like(
+                {
+                    "Namespace": "AWS/SQS",
+                    "MetricName": "ApproximateNumberOfMessagesVisible",
+                    "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}],
+                }
+            ),
+        )
+        props = alarm["Properties"]
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["Threshold"] == 0
+        (action,) = props["AlarmActions"]
+        topic = production.template.to_json()["Resources"][action["Ref"]]
+        assert topic["Type"] == "AWS::SNS::Topic"
+        assert "KmsMasterKeyId" in topic["Properties"]

@@ -1,0 +1,148 @@
+"""The cost model's arithmetic, checked against hand-computed figures for simple workloads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.cost_model import (
+    GB,
+    Assumptions,
+    Prices,
+    Workload,
+    estimate_healthimaging,
+    estimate_ours,
+    instances_per_study,
+    listener_tasks,
+    parse_prices,
+    render,
+)
+
+# 1 GiB study of 1,024 instances of 1 MiB-ish, one year, no retrievals: easy numbers by hand.
+ONE_GIB_MB = GB / 1e6
+
+
+def line(estimate_lines: list, item: str) -> float:  # type: ignore[type-arg]
+    matches = [entry.usd for entry in estimate_lines if entry.item == item]
+    assert len(matches) == 1, item
+    return matches[0]
+
+
+def workload(**overrides: float) -> Workload:
+    values = {
+        "studies_per_day": 100.0,
+        "study_mb": ONE_GIB_MB,
+        "retention_years": 1.0,
+        "retrievals_per_study": 0.0,
+        "instance_kb": ONE_GIB_MB * 1000 / 1024,
+    }
+    values.update(overrides)
+    return Workload(**values)  # type: ignore[arg-type]
+
+
+def test_instances_per_study_is_size_over_instance_size() -> None:
+    # Given a 150 MB study of 512 KB instances, when counted, then about 293 instances
+    assert instances_per_study(workload(study_mb=150, instance_kb=512)) == pytest.approx(292.97, abs=0.01)
+    # And never fewer than one
+    assert instances_per_study(workload(study_mb=0.001, instance_kb=512)) == 1.0
+
+
+def test_storage_follows_the_lifecycle_standard_then_glacier_ir() -> None:
+    # Given a 1 GiB study kept 12 months, 30 days in Standard
+    prices = Prices()
+    est = estimate_ours(workload(), prices, Assumptions())
+    hot = 30 / (365 / 12)
+    # Then Standard is billed for the hot months and Glacier IR for the rest, per GiB-month
+    assert line(est.per_study, "S3 Standard storage") == pytest.approx(hot * prices.s3_standard_gb_month)
+    assert line(est.per_study, "S3 Glacier IR storage") == pytest.approx(
+        (12 - hot) * prices.s3_glacier_ir_gb_month
+    )
+    # And each of the 1,024 objects is transitioned once
+    assert line(est.per_study, "S3 lifecycle transitions") == pytest.approx(
+        1024 / 1000 * prices.s3_transition_glacier_ir_per_1000
+    )
+
+
+def test_small_objects_stay_in_standard_for_life() -> None:
+    # Given instances of 64 KB (under the 128 KiB lifecycle minimum)
+    est = estimate_ours(workload(instance_kb=64), Prices(), Assumptions())
+    # Then nothing is in Glacier IR and nothing is transitioned
+    assert line(est.per_study, "S3 Glacier IR storage") == 0.0
+    assert line(est.per_study, "S3 lifecycle transitions") == 0.0
+    assert line(est.per_study, "S3 Standard storage") == pytest.approx(12 * Prices().s3_standard_gb_month)
+
+
+def test_requests_dynamodb_lambda_scale_with_instances() -> None:
+    prices = Prices()
+    a = Assumptions()
+    est = estimate_ours(workload(), prices, a)
+    n = 1024
+    assert line(est.per_study, "S3 PUT (C-STORE)") == pytest.approx(n / 1000 * prices.s3_put_per_1000)
+    wru = n * a.wru_per_instance + a.wru_per_study
+    assert line(est.per_study, "DynamoDB writes") == pytest.approx(
+        wru / 1e6 * prices.dynamodb_wru_per_million
+    )
+    gb_s = n * a.lambda_ms_per_instance / 1000 * a.lambda_memory_gb
+    assert line(est.per_study, "Lambda (index)") == pytest.approx(
+        gb_s * prices.lambda_gb_second + n / a.lambda_batch / 1e6 * prices.lambda_per_million_requests
+    )
+
+
+def test_retrievals_from_glacier_pay_the_retrieval_fee_and_egress() -> None:
+    # Given two retrievals, none while the study is hot
+    prices = Prices()
+    a = Assumptions(retrievals_while_hot=0.0)
+    est = estimate_ours(workload(retrievals_per_study=2), prices, a)
+    n = 1024
+    expected = 2 * (n / 1000 * prices.s3_glacier_ir_get_per_1000 + 1.0 * prices.s3_glacier_ir_retrieval_gb)
+    assert line(est.per_study, "S3 GET + retrieval fee (C-MOVE/C-GET)") == pytest.approx(expected)
+    assert line(est.per_study, "Data transfer out (retrievals)") == pytest.approx(2 * prices.egress_gb)
+
+
+def test_listener_tasks_cover_the_peak_and_never_drop_below_the_minimum() -> None:
+    # Given 100 studies/day of 1,024 instances in 10 working hours, peak x2, 200 CPU-s per 1,000
+    a = Assumptions(listener_cpu_s_per_1000=200.0)
+    peak = 100 * 1024 / 36000 * 2  # instances/s
+    expected = math.ceil(peak * 0.2 / 0.6)
+    assert listener_tasks(workload(), a) == max(2, expected)
+    # And a tiny workload still gets the minimum (one task per AZ)
+    assert listener_tasks(workload(studies_per_day=1), a) == 2
+
+
+def test_monthly_steady_state_is_intake_times_lifetime_cost_plus_fixed() -> None:
+    est = estimate_ours(workload(), Prices(), Assumptions())
+    assert est.monthly_steady_state == pytest.approx(
+        100 * 365 / 12 * est.per_study_total + est.monthly_fixed_total
+    )
+
+
+def test_healthimaging_tiers_minimum_size_and_api_calls() -> None:
+    prices = Prices()
+    a = Assumptions(retrievals_while_hot=0.0)
+    # Given a 1 GiB study retrieved once from the archive tier
+    est = estimate_healthimaging(workload(retrievals_per_study=1), prices, a)
+    # Then 1 month (import) + 1 month (after the retrieval) in Frequent Access, the rest archived
+    assert line(est.per_study, "Frequent Access storage") == pytest.approx(2 * prices.ahi_frequent_gb_month)
+    assert line(est.per_study, "Archive Instant Access storage") == pytest.approx(
+        10 * prices.ahi_archive_gb_month
+    )
+    assert line(est.per_study, "API calls") == pytest.approx(1024 / 1000 * prices.ahi_api_per_1000)
+    # And a 1 MB study is billed as 5 MB
+    small = estimate_healthimaging(workload(study_mb=1, instance_kb=512), prices, a)
+    assert line(small.per_study, "Frequent Access storage") == pytest.approx(
+        5e6 / GB * 1 * prices.ahi_frequent_gb_month
+    )
+
+
+def test_price_overrides_are_applied_and_unknown_names_refused() -> None:
+    assert parse_prices(["egress_gb=0.05"]).egress_gb == 0.05
+    with pytest.raises(ValueError, match="unknown price"):
+        parse_prices(["no_such_price=1"])
+
+
+def test_render_lists_both_options_and_every_price() -> None:
+    text = render(workload(), Prices(), Assumptions())
+    assert "AWS HealthImaging" in text
+    for name in ("s3_glacier_ir_gb_month", "ahi_archive_gb_month", "fargate_vcpu_hour"):
+        assert f"| {name} |" in text
