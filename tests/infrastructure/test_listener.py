@@ -1,0 +1,192 @@
+"""The DICOM listener on Fargate behind a Network Load Balancer, and the network it runs in."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from archive.config import TABLE_ENV
+from aws_cdk.assertions import Annotations, Match
+
+from infrastructure.listener_service import NO_CERTIFICATE_WARNING_ID
+from infrastructure.settings import REPO_ROOT
+from tests.infrastructure.conftest import CERTIFICATE_ARN, Synthesized
+from tests.infrastructure.template_queries import (
+    actions_on,
+    all_actions,
+    archive_bucket,
+    arn_of,
+    dicom_task_definition,
+    objects_of,
+    only,
+    ref,
+    resources,
+    statements_of_role,
+)
+
+DICOM_PORT = 11112
+
+
+def _listener(synthesized: Synthesized) -> dict[str, Any]:
+    _, listener = only(synthesized.template, "AWS::ElasticLoadBalancingV2::Listener")
+    return listener
+
+
+def _load_balancer(synthesized: Synthesized) -> dict[str, Any]:
+    _, load_balancer = only(
+        synthesized.template,
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        Match.object_like({"Type": "network"}),
+    )
+    return load_balancer
+
+
+def _container(synthesized: Synthesized) -> dict[str, Any]:
+    _, task = dicom_task_definition(synthesized.template)
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    return container  # type: ignore[no-any-return]
+
+
+def test_with_a_certificate_the_load_balancer_terminates_tls(dev_with_tls: Synthesized) -> None:
+    # Given a stack synthesized with dicomCertificateArn
+    # When we look at the load balancer's listener
+    props = _listener(dev_with_tls)["Properties"]
+
+    # Then it speaks TLS on the DICOM port with that certificate and a TLS 1.2+ policy
+    assert props["Protocol"] == "TLS"
+    assert props["Port"] == DICOM_PORT
+    assert props["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
+    assert props["SslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-2")
+
+
+def test_without_a_certificate_the_listener_is_plain_tcp_and_synth_warns(production: Synthesized) -> None:
+    props = _listener(production)["Properties"]
+
+    assert props["Protocol"] == "TCP"
+    assert props["Port"] == DICOM_PORT
+    Annotations.from_stack(production.stack).has_warning(
+        "*",
+        Match.string_like_regexp(
+            f"No certificate for the dicom listener.*\\[ack: {NO_CERTIFICATE_WARNING_ID}\\]"
+        ),
+    )
+
+
+def test_forwards_to_the_tasks_and_health_checks_them_over_tcp(production: Synthesized) -> None:
+    (target_group_ref,) = [a["TargetGroupArn"] for a in _listener(production)["Properties"]["DefaultActions"]]
+    target_group = production.template.to_json()["Resources"][target_group_ref["Ref"]]["Properties"]
+
+    assert target_group["Protocol"] == "TCP"
+    assert target_group["Port"] == DICOM_PORT
+    assert target_group["TargetType"] == "ip"
+    assert target_group["HealthCheckProtocol"] == "TCP"
+
+
+def test_load_balancer_is_internal_unless_public_networks_may_connect(
+    production: Synthesized, dev_with_tls: Synthesized
+) -> None:
+    # Given a stack with no client networks and one that admits a public range
+    # Then the first load balancer is internal and the second internet-facing
+    assert _load_balancer(production)["Properties"]["Scheme"] == "internal"
+    assert _load_balancer(dev_with_tls)["Properties"]["Scheme"] == "internet-facing"
+
+
+def test_only_the_vpc_and_the_configured_client_networks_may_connect(dev_with_tls: Synthesized) -> None:
+    # Given the load balancer's security group
+    (group_id,) = [g["Fn::GetAtt"][0] for g in _load_balancer(dev_with_tls)["Properties"]["SecurityGroups"]]
+    ingress = dev_with_tls.template.to_json()["Resources"][group_id]["Properties"]["SecurityGroupIngress"]
+
+    # Then it admits exactly the VPC and the clientCidrs, on the DICOM port only
+    assert {rule["CidrIp"] for rule in ingress} == {"10.60.0.0/16", "198.51.100.0/24"}
+    assert {(rule["FromPort"], rule["ToPort"], rule["IpProtocol"]) for rule in ingress} == {
+        (DICOM_PORT, DICOM_PORT, "tcp")
+    }
+
+
+def test_service_runs_on_fargate_in_private_subnets_and_scales_on_cpu(production: Synthesized) -> None:
+    service_id, service = only(production.template, "AWS::ECS::Service")
+    props = service["Properties"]
+
+    assert props["LaunchType"] == "FARGATE"
+    assert props["DesiredCount"] >= 2  # one task per availability zone at least
+    assert props["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
+    assert props["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert props["LoadBalancers"] == [Match.object_like({"ContainerPort": DICOM_PORT})] or (
+        props["LoadBalancers"][0]["ContainerPort"] == DICOM_PORT
+    )
+
+    _, policy = only(production.template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert (
+        config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+    )
+    _, target = only(production.template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert service_id in json.dumps(target["Properties"]["ResourceId"])
+    assert target["Properties"]["MaxCapacity"] > target["Properties"]["MinCapacity"] >= 2
+
+
+def test_container_gets_the_archive_environment_and_logs_to_cloudwatch(production: Synthesized) -> None:
+    bucket_id, _ = archive_bucket(production.template)
+    container = _container(production)
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+
+    assert env["ARCHIVE_BUCKET"] == ref(bucket_id)
+    assert env["ARCHIVE_AE_TITLE"] == "ARCHIVE"
+    assert set(TABLE_ENV.values()) <= set(env)
+    assert env["SPOOL_DIR"] == "/tmp"
+    assert env["COMMITMENT_WAIT_SECONDS"] == "60"
+    assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+    log_group_ref = container["LogConfiguration"]["Options"]["awslogs-group"]
+    log_group = production.template.to_json()["Resources"][log_group_ref["Ref"]]
+    assert log_group["Properties"]["RetentionInDays"] > 0
+
+
+def test_task_may_store_and_read_objects_but_not_delete_them(production: Synthesized) -> None:
+    bucket_id, _ = archive_bucket(production.template)
+    _, task = dicom_task_definition(production.template)
+    role_id = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    statements = statements_of_role(production.template, role_id)
+
+    assert actions_on(statements, objects_of(bucket_id)) >= {"s3:PutObject", "s3:GetObject"}
+    assert not {a for a in all_actions(statements) if "Delete" in a and a.startswith("s3:")}
+    assert not {a for a in all_actions(statements) if a.startswith("s3:") and "Retention" in a}
+    for table_id in resources(production.template, "AWS::DynamoDB::Table"):
+        assert {"dynamodb:PutItem", "dynamodb:Query"} <= actions_on(statements, arn_of(table_id)), table_id
+
+
+def test_image_is_built_from_the_dicom_dockerfile_for_the_task_platform(production: Synthesized) -> None:
+    # Given the cloud assembly's asset manifest
+    manifest_path = Path(production.app.outdir) / f"{production.stack.artifact_id}.assets.json"
+    (image,) = json.loads(manifest_path.read_text())["dockerImages"].values()
+
+    # Then the image is built with the repository as context and the DICOM Dockerfile,
+    # for the CPU the task runs on
+    assert image["source"]["dockerFile"] == "listeners/dicom/Dockerfile"
+    assert image["source"]["platform"] == "linux/amd64"
+    _, task = dicom_task_definition(production.template)
+    assert task["Properties"]["RuntimePlatform"]["CpuArchitecture"] == "X86_64"
+    staged = Path(production.app.outdir) / image["source"]["directory"]
+    assert (staged / "listeners" / "dicom" / "__main__.py").exists()
+    assert (staged / "layers" / "core" / "python" / "archive").is_dir()
+    assert not (staged / ".venv").exists()
+    assert not (staged / "tests").exists()
+
+
+def test_dockerfile_runs_the_listener_as_a_non_root_user_on_the_dicom_port() -> None:
+    dockerfile = (REPO_ROOT / "listeners" / "dicom" / "Dockerfile").read_text()
+
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(rf"^EXPOSE\s+{DICOM_PORT}\b", dockerfile, flags=re.MULTILINE)
+    assert '"-m", "listeners.dicom"' in dockerfile
+
+
+def test_network_has_private_subnets_with_nat_and_gateway_endpoints(production: Synthesized) -> None:
+    assert resources(production.template, "AWS::EC2::NatGateway")
+    endpoints = resources(production.template, "AWS::EC2::VPCEndpoint")
+    services = json.dumps([e["Properties"]["ServiceName"] for e in endpoints.values()])
+    assert "s3" in services
+    assert "dynamodb" in services
+    production.template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})

@@ -1,0 +1,52 @@
+"""Storage commitment messages: parsing N-ACTION information and building the N-EVENT-REPORT."""
+
+from __future__ import annotations
+
+import pytest
+from archive.commitment import CommitmentRequest, CommitmentResult, Reference, event_report
+
+from tests.support.scu import action_information
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def test_request_is_read_from_action_information() -> None:
+    info = action_information([(CT, "1.2.3.1"), (CT, "1.2.3.2")], transaction_uid="1.2.3.99")
+    request = CommitmentRequest.from_action_information(info)
+    assert request.transaction_uid == "1.2.3.99"
+    assert request.references == (Reference(CT, "1.2.3.1"), Reference(CT, "1.2.3.2"))
+
+
+def test_item_without_instance_uid_is_refused() -> None:
+    info = action_information([(CT, "1.2.3.1")])
+    del info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    with pytest.raises(ValueError, match="lacks"):
+        CommitmentRequest.from_action_information(info)
+
+
+def test_all_committed_is_event_type_1_without_failed_sequence() -> None:
+    result = CommitmentResult(committed=[Reference(CT, "1.2.3.1")])
+    event_type, ds = event_report("1.2.3.99", result, "ARCHIVE")
+    assert event_type == 1
+    assert ds.TransactionUID == "1.2.3.99"
+    assert ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == "1.2.3.1"
+    assert ds.RetrieveAETitle == "ARCHIVE"
+    assert "FailedSOPSequence" not in ds
+
+
+def test_failures_are_event_type_2_with_reasons() -> None:
+    result = CommitmentResult(committed=[], failed=[(Reference(CT, "1.2.3.2"), 0x0112)])
+    event_type, ds = event_report("1.2.3.99", result, "ARCHIVE")
+    assert event_type == 2
+    assert "ReferencedSOPSequence" not in ds
+    assert ds.FailedSOPSequence[0].FailureReason == 0x0112
+
+
+def test_result_survives_its_json_form() -> None:
+    result = CommitmentResult(committed=[Reference(CT, "1")], failed=[(Reference(CT, "2"), 0x0119)])
+    again = CommitmentResult.from_json(result.as_json())
+    assert again.committed == result.committed and again.failed == result.failed
+
+
+def test_unsettled_result_is_not_settled() -> None:
+    assert not CommitmentResult(unsettled=[Reference(CT, "1")]).settled
