@@ -78,7 +78,7 @@ def store_study(cloud: LocalCloud, c: Customer, files: list[Path], extra: tuple[
     result = storescu(cloud, files, aet=c.scu, extra=extra)
     assert result.returncode == 0, result.stderr
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    wait_until(lambda: (s := Study.get(study_uid)) and s.number_of_instances == len(files))
+    wait_until(lambda: (s := Study.get(study_uid)) and s.number_of_instances == len(files), timeout=90)
     return study_uid
 
 
