@@ -101,7 +101,13 @@ def test_merge_shows_in_find_and_get_and_stored_objects_stay_unchanged(
     assert before == {sop: Instance.get(sop).sha256 for sop in before}
     # When the PAS merges the temporary ID into the personal identity code (A40, simple-hl7)
     message = adt(
-        "A40", pid, authority=HETU_AUTHORITY, name="Virtanen^Matti", prior_id=temp, control_id=f"M{temp}"
+        "A40",
+        pid,
+        authority=HETU_AUTHORITY,
+        name="Virtanen^Matti",
+        prior_id=temp,
+        prior_authority="ADT1",
+        control_id=f"M{temp}",
     )
     [ack] = simple_hl7_send(cloud, [message], workdir)
     assert ack.code == "AA", ack.text

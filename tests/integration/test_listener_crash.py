@@ -90,3 +90,41 @@ def test_sigkill_mid_study_loses_nothing_acknowledged(cloud: LocalCloud, workdir
     assert set(failed) == set(sops.values()) - stored
     assert set(failed.values()) == {0x0112}
     assert report.event_type == 2
+
+
+def test_pending_commitment_survives_a_listener_restart(cloud: LocalCloud) -> None:
+    # Given a requester with its own SCP, and a commitment request for an instance not yet sent
+    from archive.registry import AEInfo
+
+    from local.cloud import DEMO_ORG, free_port
+    from tests.support.dicom import ct_dataset
+    from tests.support.scu import CommitmentReceiver
+
+    receiver = CommitmentReceiver("RESTART_SCU", port=free_port())
+    cloud.register(
+        DEMO_ORG,
+        AEInfo("RESTART_SCU", DEMO_ORG.oid, "127.0.0.1", receiver.port, roles=("store", "commitment")),
+    )
+    try:
+        ds = ct_dataset()
+        modality = Modality(cloud.dicom_port, ae_title="RESTART_SCU")
+        info = action_information([(CTImageStorage, ds.SOPInstanceUID)])
+        assert modality.request_commitment(info) == 0x0000
+        modality.release()
+        # When the listener is killed and replaced before the instance arrives
+        assert cloud.dicom_process is not None
+        cloud.dicom_process.send_signal(signal.SIGKILL)
+        cloud.dicom_process.wait(10)
+        cloud.dicom_process = None
+        cloud.start_dicom_listener()
+        modality = Modality(cloud.dicom_port, ae_title="RESTART_SCU")
+        try:
+            assert modality.store(ds) == 0x0000
+        finally:
+            modality.release()
+        # Then the new listener finds the transaction in DynamoDB and reports it on a new association
+        report = receiver.wait_report(timeout=60)
+    finally:
+        receiver.stop()
+    assert report.event_type == 1
+    assert {str(i.ReferencedSOPInstanceUID) for i in report.info.ReferencedSOPSequence} == {ds.SOPInstanceUID}
