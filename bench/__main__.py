@@ -1,0 +1,335 @@
+"""``make bench``: our archive and Orthanc on this machine, in the same run, side by side.
+
+Re-executes itself in a private network namespace (see ``bench.netns``), starts both archives,
+runs ingest, retrieve and query, profiles our listener, and writes bench/results/report.md with
+PNG charts and the raw figures (results.json). Benchmarks report; they never assert time limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from local.cloud import DEMO_ORG
+
+from .data import StudyFiles, query_corpus
+from .environment import MODALITY_AE, RECEIVER_AE, BenchEnvironment
+from .ingest import Workload, ingest_once
+from .measure import ProcessMeter
+from .netns import in_private_namespace, reexec_in_private_namespace
+from .profile import (
+    FIND_RULES,
+    LAMBDA_RULES,
+    LISTENER_CPU_RULES,
+    LISTENER_RULES,
+    MOTO_RULES,
+    breakdown,
+    read_folded,
+    start_recording,
+)
+from .query import measure_find, query_values, seed_orthanc, seed_ours
+from .report import Results, write_report
+from .retrieve import RetrieveSample, retrieve_once
+
+LOG = logging.getLogger("bench")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs per configuration (median)")
+    parser.add_argument("--small-instances", type=int, default=500)
+    parser.add_argument("--small-size", type=int, default=512, help="rows = columns of the CT images")
+    parser.add_argument("--large-instances", type=int, default=20)
+    parser.add_argument("--associations", default="1,4", help="parallel associations to compare")
+    parser.add_argument("--query-studies", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=200, help="C-FINDs per kind and archive")
+    parser.add_argument("--retrieve-runs", type=int, default=3)
+    parser.add_argument("--skip", default="", help="comma-separated: ingest,retrieve,query,profile")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/archive-bench"))
+    parser.add_argument(
+        "--quick", action="store_true", help="a small smoke run (50 + 4 instances, 1 run, 500 studies)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.small_instances, args.large_instances = 1, 50, 4
+        args.query_studies, args.queries, args.retrieve_runs = 500, 20, 1
+    return args
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    dcmtk = subprocess.run(["/usr/bin/storescu", "--version"], capture_output=True, text=True).stdout
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": f"{memory_gb:.1f} GiB",
+        "kernel": platform.release(),
+        "os": _os_release(),
+        "dcmtk": (dcmtk.splitlines() or ["?"])[0].strip(),
+    }
+
+
+def _os_release() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results) -> StudyFiles | None:
+    """Throughput runs (index runner paused, events discarded), then one commitment run per
+    workload with everything running, profiled. Returns the committed CT study for retrieval."""
+    workloads = [
+        Workload(
+            "ct-500",
+            f"{args.small_instances} CT images {args.small_size}x{args.small_size}",
+            args.small_instances,
+            args.small_size,
+            args.small_size,
+        ),
+        Workload(
+            "large-20",
+            f"{args.large_instances} images of 20 MiB (4096x2560)",
+            args.large_instances,
+            4096,
+            2560,
+        ),
+    ]
+    results.workloads = {w.name: w.label for w in workloads}
+    associations = [int(a) for a in str(args.associations).split(",") if a]
+    scratch = args.work_dir / "data"
+    targets = env.targets()
+    committed: StudyFiles | None = None
+    for workload in workloads:
+        env.pause_indexing()
+        for n_assoc in associations:
+            for run in range(args.runs):
+                study = workload.generate(scratch / "ingest", f"{workload.name[:2]}{n_assoc}{run}", seed=run)
+                order = targets if run % 2 == 0 else list(reversed(targets))
+                for target in order:
+                    results.ingest.append(
+                        ingest_once(
+                            target,
+                            workload,
+                            study,
+                            associations=n_assoc,
+                            run=run,
+                            calling_ae=MODALITY_AE,
+                            helpers={},
+                        )
+                    )
+                    if target.name == "ours":
+                        env.discard_index_events()
+                shutil.rmtree(scratch / "ingest", ignore_errors=True)
+        # The commitment run: the index Lambda runs alongside, as deployed; our processes profiled.
+        env.resume_indexing()
+        study = workload.generate(scratch / f"commit-{workload.name}", f"{workload.name[:2]}C", seed=99)
+        for target in targets:
+            helpers = env.helper_meters(target)
+            recordings = []
+            if target.name == "ours" and "profile" not in args.skip:
+                prof = args.work_dir / "profiles"
+                prof.mkdir(parents=True, exist_ok=True)
+                assert env.cloud is not None and env.cloud._moto is not None
+                recordings = [
+                    start_recording(
+                        "listener", target.pid, prof / f"{workload.name}-listener.txt", idle=True
+                    ),
+                    start_recording("lambda", os.getpid(), prof / f"{workload.name}-lambda.txt", idle=True),
+                    start_recording(
+                        "moto", env.cloud._moto.pid, prof / f"{workload.name}-moto.txt", idle=False
+                    ),
+                ]
+                time.sleep(1.0)  # let py-spy attach before the first C-STORE
+            sample = ingest_once(
+                target,
+                workload,
+                study,
+                associations=1,
+                run=0,
+                calling_ae=MODALITY_AE,
+                helpers=helpers,
+                requester=env.requester,
+            )
+            results.ingest.append(sample)
+            for recording in recordings:
+                recording.stop()
+            if recordings:
+                prof = args.work_dir / "profiles"
+                results.profiles[workload.name] = [
+                    breakdown(
+                        "listener: whole process, CPU only",
+                        read_folded(prof / f"{workload.name}-listener-cpu.txt"),
+                        LISTENER_CPU_RULES,
+                        ("archive/", "listeners/"),
+                    ),
+                    breakdown(
+                        "listener: C-STORE handler threads",
+                        read_folded(prof / f"{workload.name}-listener.txt", only="_on_store"),
+                        LISTENER_RULES,
+                        ("archive/", "listeners/"),
+                    ),
+                    breakdown(
+                        "index Lambda: handler time",
+                        read_folded(prof / f"{workload.name}-lambda.txt", only="process_partial_response"),
+                        LAMBDA_RULES,
+                        ("archive/", "functions/"),
+                    ),
+                    breakdown(
+                        "moto: CPU by emulated service",
+                        read_folded(prof / f"{workload.name}-moto.txt"),
+                        MOTO_RULES,
+                        ("moto/",),
+                    ),
+                ]
+        if workload.name == "ct-500":
+            committed = study
+        else:
+            shutil.rmtree(study.files[0].parent, ignore_errors=True)
+    return committed
+
+
+def run_retrieve(
+    env: BenchEnvironment, args: argparse.Namespace, results: Results, study: StudyFiles
+) -> None:
+    for run in range(args.retrieve_runs):
+        for operation in ("C-GET", "C-MOVE"):
+            order = env.targets() if run % 2 == 0 else list(reversed(env.targets()))
+            for target in order:
+                sample: RetrieveSample = retrieve_once(
+                    target,
+                    operation,
+                    study.study_uid,
+                    calling_ae=RECEIVER_AE,
+                    receiver_port=env.receiver_port,
+                    instances=len(study.files),
+                    total_bytes=study.total_bytes,
+                    run=run,
+                )
+                LOG.info(
+                    "retrieve %-7s %s run %d: %.1f inst/s (%d received, rc %d)",
+                    target.name,
+                    operation,
+                    run,
+                    sample.instances_per_second,
+                    sample.received,
+                    sample.returncode,
+                )
+                results.retrieve.append(sample)
+
+
+def run_query(env: BenchEnvironment, args: argparse.Namespace, results: Results) -> None:
+    assert env.orthanc is not None and env.ours is not None and env.theirs is not None
+    records = list(query_corpus(args.query_studies))
+    env.pause_indexing()  # nothing to index; keeps the local runner's polling out of the latencies
+    results.seeding.append(seed_ours(records, DEMO_ORG.oid))
+    results.seeding.append(seed_orthanc(env.orthanc, records))
+    for seed in results.seeding:
+        LOG.info(
+            "seeded %s with %d studies in %.1fs (%s)", seed.system, seed.studies, seed.seconds, seed.method
+        )
+    values = query_values(records, args.queries)
+    prof = args.work_dir / "profiles"
+    prof.mkdir(parents=True, exist_ok=True)
+    for kind, keys in values.items():
+        for target in (env.ours, env.theirs):
+            recordings = []
+            if target.name == "ours" and kind == "PatientID" and "profile" not in args.skip:
+                assert env.cloud is not None and env.cloud._moto is not None
+                recordings = [
+                    start_recording("listener", target.pid, prof / "find-listener.txt", idle=True),
+                    start_recording("moto", env.cloud._moto.pid, prof / "find-moto.txt", idle=False),
+                ]
+                time.sleep(1.0)
+            with ProcessMeter(target.pid) as meter:
+                latency = measure_find(target, RECEIVER_AE, kind, keys)
+            for recording in recordings:
+                recording.stop()
+            if recordings:
+                results.profiles["C-FIND by PatientID"] = [
+                    breakdown(
+                        "listener: C-FIND handler threads",
+                        read_folded(prof / "find-listener.txt", only="on_find"),
+                        FIND_RULES,
+                        ("archive/", "listeners/"),
+                    ),
+                    breakdown(
+                        "moto: CPU by emulated service",
+                        read_folded(prof / "find-moto.txt"),
+                        MOTO_RULES,
+                        ("moto/",),
+                    ),
+                ]
+            results.query.append(latency)
+            results.query_usage[f"{target.name}/{kind}"] = meter.usage
+            LOG.info(
+                "C-FIND %-7s by %-15s p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures)",
+                target.name,
+                kind,
+                latency.p50_ms,
+                latency.p99_ms,
+                latency.matches_per_query,
+                latency.failures,
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not in_private_namespace():
+        reexec_in_private_namespace(argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("botocore", "urllib3", "pynetdicom", "archive", "pynamodb"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    results = Results(started=datetime.now(UTC).isoformat(timespec="seconds"), load_before=load())
+    results.machine = machine()
+    started = time.monotonic()
+    with BenchEnvironment(args.work_dir) as env:
+        results.versions = env.versions()
+        committed = None
+        if "ingest" not in args.skip:
+            committed = run_ingest(env, args, results)
+        if "retrieve" not in args.skip and committed is not None:
+            run_retrieve(env, args, results, committed)
+        if "query" not in args.skip:
+            run_query(env, args, results)
+    results.load_after = load()
+    results.wall_seconds = time.monotonic() - started
+    results.parameters = {k: str(v) for k, v in vars(args).items() if k not in ("out", "work_dir")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(asdict(results), indent=1, default=str))
+    report = write_report(results, args.out)
+    shutil.rmtree(args.work_dir / "data", ignore_errors=True)
+    print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Starts both archives side by side in the benchmark's network namespace and tears them down."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archive.registry import AEInfo
+
+from local.cloud import DEMO_ORG, LocalCloud, free_port
+from local.resources import client
+
+from .commitment import CommitmentRequester
+from .measure import ProcessMeter
+from .orthanc import Orthanc
+from .peers import Target
+
+LOG = logging.getLogger("bench.env")
+MODALITY_AE = "BENCH_MOD"  # sends images and asks for storage commitment
+RECEIVER_AE = "BENCH_RECV"  # queries and retrieves; C-MOVE destination
+
+
+@dataclass
+class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
+    work_dir: Path
+    cloud: LocalCloud | None = None
+    orthanc: Orthanc | None = None
+    requester: CommitmentRequester | None = None
+    receiver_port: int = 0
+    ours: Target | None = None
+    theirs: Target | None = None
+    _extra: list[Any] = field(default_factory=list)
+
+    def __enter__(self) -> BenchEnvironment:
+        if self.work_dir.exists():
+            shutil.rmtree(self.work_dir)
+        self.work_dir.mkdir(parents=True)
+        self.requester = CommitmentRequester(MODALITY_AE, free_port())
+        self.receiver_port = free_port()
+        self.cloud = LocalCloud(
+            dicom_port=free_port(),
+            log_dir=self.work_dir / "cloud-logs",
+            # Indexing 500 instances through moto takes a while; a commitment must not time out
+            # into failures while it is merely slow. The report says how long it took.
+            settings_overrides={"commitment_wait_seconds": 900.0, "spool_dir": str(self.work_dir)},
+        )
+        self.cloud.start()
+        self.cloud.register(
+            DEMO_ORG,
+            AEInfo(
+                MODALITY_AE, DEMO_ORG.oid, "127.0.0.1", self.requester.port, roles=("store", "commitment")
+            ),
+            AEInfo(
+                RECEIVER_AE,
+                DEMO_ORG.oid,
+                "127.0.0.1",
+                self.receiver_port,
+                roles=("store", "query", "retrieve", "move-destination"),
+            ),
+        )
+        assert self.cloud.dicom_process is not None and self.cloud._moto is not None
+        self.ours = Target(
+            "ours",
+            "127.0.0.1",
+            self.cloud.dicom_port,
+            "ARCHIVE",
+            self.cloud.dicom_process.pid,
+            helper_pids={"moto": self.cloud._moto.pid},
+        )
+        self.orthanc = Orthanc(
+            self.work_dir / "orthanc",
+            dicom_port=free_port(),
+            http_port=free_port(),
+            modalities={
+                MODALITY_AE: ("127.0.0.1", self.requester.port),
+                RECEIVER_AE: ("127.0.0.1", self.receiver_port),
+            },
+        ).start()
+        self.theirs = Target("orthanc", "127.0.0.1", self.orthanc.dicom_port, "ORTHANC", self.orthanc.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.requester is not None:
+            self.requester.stop()
+        if self.orthanc is not None:
+            self.orthanc.stop()
+        if self.cloud is not None:
+            self.cloud.stop()
+
+    def targets(self) -> list[Target]:
+        assert self.ours is not None and self.theirs is not None
+        return [self.ours, self.theirs]
+
+    # --- the local Lambda runner (index function) ------------------------------------------
+
+    def pause_indexing(self) -> None:
+        """Stop the local event source mapping: on AWS the index Lambda runs on its own capacity,
+        here it would share the two cores with the listener while throughput is measured."""
+        assert self.cloud is not None
+        for poller in self.cloud.pollers:
+            poller.stop()
+        self.cloud.pollers.clear()
+
+    def resume_indexing(self) -> None:
+        assert self.cloud is not None
+        if not self.cloud.pollers:
+            self.cloud.start_pollers()
+
+    def discard_index_events(self) -> None:
+        """Drop the S3 events of a throughput run (those instances are not queried later)."""
+        assert self.cloud is not None
+        sqs = client("sqs", self.cloud.endpoint)
+        url = self.cloud.queues["index"].url
+        # Receive-and-delete rather than PurgeQueue, which allows one purge a minute.
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+
+    def lambda_thread_ids(self) -> list[int]:
+        assert self.cloud is not None
+        return [t for p in self.cloud.pollers if (t := p._thread.native_id) is not None]
+
+    def helper_meters(self, target: Target) -> dict[str, ProcessMeter]:
+        """For our archive: moto (stand-in for AWS) and the Lambda handler threads of the runner."""
+        if target.name != "ours":
+            return {}
+        import os
+
+        return {
+            "moto": ProcessMeter(target.helper_pids["moto"]),
+            "lambda": ProcessMeter(os.getpid(), thread_ids=self.lambda_thread_ids()),
+        }
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata as md
+
+        out = {"python": sys.version.split()[0]}
+        for package in ("pynetdicom", "pydicom", "moto", "boto3", "pynamodb"):
+            out[package] = md.version(package)
+        assert self.orthanc is not None
+        out["orthanc"] = self.orthanc.version()
+        return out

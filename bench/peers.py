@@ -1,0 +1,76 @@
+"""The two archives under test, seen the same way by the benchmarks: where to call, what to meter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DCMTK = Path("/usr/bin")
+
+
+@dataclass
+class Target:
+    """A DICOM archive under test."""
+
+    name: str  # "ours" | "orthanc"
+    host: str
+    port: int
+    ae_title: str
+    pid: int  # the process that does the DICOM work (what a Fargate task / a VM would bill)
+    # Other processes of ours that take part, metered for context (moto, the local Lambda runner).
+    helper_pids: dict[str, int] = field(default_factory=dict)
+
+
+def dcmtk_env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+@dataclass(frozen=True)
+class SendResult:
+    seconds: float
+    returncodes: tuple[int, ...]
+    errors: str
+
+
+def storescu_parallel(
+    target: Target, files: Sequence[Path], *, calling_ae: str, associations: int
+) -> SendResult:
+    """Send ``files`` with ``associations`` DCMTK storescu processes at once, one association each.
+
+    Files are dealt round-robin, so each association carries the same mix. The clock runs from the
+    first process start to the last exit (each exits after its last C-STORE response and release).
+    """
+    chunks = [list(files[i::associations]) for i in range(associations)]
+    start = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [
+                str(DCMTK / "storescu"),
+                "-R",
+                "-aet",
+                calling_ae,
+                "-aec",
+                target.ae_title,
+                target.host,
+                str(target.port),
+                *map(str, chunk),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=dcmtk_env(),
+        )
+        for chunk in chunks
+        if chunk
+    ]
+    errors = []
+    codes = []
+    for process in processes:
+        _, err = process.communicate(timeout=1800)
+        codes.append(process.returncode)
+        if err:
+            errors.append(err.decode(errors="replace")[-2000:])
+    return SendResult(time.monotonic() - start, tuple(codes), "\n".join(errors))

@@ -1,0 +1,723 @@
+"""The benchmark report: markdown with PNG charts, every figure beside Orthanc's and the ratio."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ingest import IngestSample
+from .measure import Usage, median, ratio
+from .profile import Breakdown
+from .query import QueryLatency, SeedResult
+from .retrieve import RetrieveSample
+
+OURS, THEIRS = "ours", "orthanc"
+COLOURS = {OURS: "#1f77b4", THEIRS: "#ff7f0e"}
+
+
+@dataclass
+class Results:
+    started: str
+    load_before: str
+    load_after: str = ""
+    wall_seconds: float = 0.0
+    machine: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+    workloads: dict[str, str] = field(default_factory=dict)
+    ingest: list[IngestSample] = field(default_factory=list)
+    retrieve: list[RetrieveSample] = field(default_factory=list)
+    seeding: list[SeedResult] = field(default_factory=list)
+    query: list[QueryLatency] = field(default_factory=list)
+    query_usage: dict[str, Usage] = field(default_factory=dict)
+    profiles: dict[str, list[Breakdown]] = field(default_factory=dict)
+
+
+# --- aggregation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Median figures of one archive over the runs of one configuration."""
+
+    runs: int
+    ips: float
+    mbs: float
+    seconds: float
+    failed: int
+    cpu_per_1000: float
+    cpu_per_gb: float
+    peak_rss_mb: float
+    received: int = 0
+    instances: int = 0
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str  # workload or operation
+    associations: int
+    ours: Figures
+    theirs: Figures
+
+
+def _figures(picked: Sequence[IngestSample] | Sequence[RetrieveSample]) -> Figures:
+    return Figures(
+        runs=len(picked),
+        ips=median([s.instances_per_second for s in picked]),
+        mbs=median([s.megabytes_per_second for s in picked]),
+        seconds=median([s.seconds for s in picked]),
+        failed=sum(getattr(s, "failed_associations", 0) for s in picked),
+        cpu_per_1000=median([s.usage.cpu_seconds / s.instances * 1000 for s in picked]),
+        cpu_per_gb=median([s.usage.cpu_seconds / (s.bytes / 1e9) for s in picked]),
+        peak_rss_mb=max((s.usage.peak_rss_bytes / 1e6 for s in picked), default=math.nan),
+        received=min((getattr(s, "received", 0) for s in picked), default=0),
+        instances=max((s.instances for s in picked), default=0),
+    )
+
+
+def throughput_rows(results: Results) -> list[Row]:
+    """Median figures per (workload, associations), ours and Orthanc, throughput runs only."""
+    rows = []
+    keys = sorted({(s.workload, s.associations) for s in results.ingest if s.kind == "throughput"})
+    for workload, n_assoc in keys:
+
+        def pick(system: str, workload: str = workload, n_assoc: int = n_assoc) -> list[IngestSample]:
+            return [
+                s
+                for s in results.ingest
+                if s.kind == "throughput"
+                and s.system == system
+                and s.workload == workload
+                and s.associations == n_assoc
+            ]
+
+        rows.append(Row(workload, n_assoc, _figures(pick(OURS)), _figures(pick(THEIRS))))
+    return rows
+
+
+def commitment_samples(results: Results, workload: str) -> dict[str, IngestSample]:
+    return {
+        s.system: s
+        for s in results.ingest
+        if s.kind == "commitment" and s.workload == workload and s.commitment is not None
+    }
+
+
+def retrieve_rows(results: Results) -> list[Row]:
+    rows = []
+    for operation in ("C-GET", "C-MOVE"):
+        ours = [s for s in results.retrieve if s.system == OURS and s.operation == operation]
+        theirs = [s for s in results.retrieve if s.system == THEIRS and s.operation == operation]
+        if ours or theirs:
+            rows.append(Row(operation, 1, _figures(ours), _figures(theirs)))
+    return rows
+
+
+def query_rows(results: Results) -> list[tuple[str, QueryLatency, QueryLatency]]:
+    """(kind, ours, Orthanc) per kind of C-FIND key."""
+    rows = []
+    for kind in sorted({q.kind for q in results.query}, reverse=True):
+        by_system = {q.system: q for q in results.query if q.kind == kind}
+        if OURS in by_system and THEIRS in by_system:
+            rows.append((kind, by_system[OURS], by_system[THEIRS]))
+    return rows
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_ratio(ours: float, theirs: float) -> str:
+    r = ratio(ours, theirs)
+    return "n/a" if math.isnan(r) else f"**{r:.2f}x**"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(marks) + " |",
+        *["| " + " | ".join(r) + " |" for r in rows],
+    ]
+
+
+# --- charts -----------------------------------------------------------------------------------
+
+
+def _bars(
+    path: Path,
+    title: str,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    ylabel: str,
+    *,
+    log: bool = False,
+) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
+        clean = [0.0 if math.isnan(v) else v for v in values]
+        bars = ax.bar(xs, clean, width, label=name, color=COLOURS.get(name))
+        for bar, value in zip(bars, values, strict=True):
+            if not math.isnan(value):
+                ax.annotate(
+                    f"{value:.3g}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def _profile_chart(path: Path, breakdowns: Sequence[Breakdown]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.7 * len(breakdowns)), dpi=110)
+    cmap = plt.get_cmap("tab10")
+    categories: list[str] = []
+    for b in breakdowns:
+        for category, _ in b.shares:
+            if category not in categories:
+                categories.append(category)
+    for row, b in enumerate(breakdowns):
+        left = 0.0
+        for category, share in b.shares:
+            colour = cmap(categories.index(category) % 10)
+            ax.barh(row, share * 100, left=left, color=colour, label=category)
+            if share > 0.06:
+                ax.text(left + share * 50, row, f"{share:.0%}", ha="center", va="center", fontsize=7)
+            left += share * 100
+    ax.set_yticks(range(len(breakdowns)), [b.name for b in breakdowns], fontsize=8)
+    ax.set_xlabel("% of samples")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(
+        unique.values(), unique.keys(), fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2
+    )
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path.name
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def write_report(results: Results, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    lines: list[str] = [
+        "# Benchmark: this archive (local cloud) vs Orthanc, same machine, same run",
+        "",
+        f"Run started {results.started} UTC, took {results.wall_seconds / 60:.1f} min. "
+        f"Load average (1/5/15 min) before: {results.load_before}, after: {results.load_after}.",
+        "",
+        "Read every figure as *this archive on its local stand-in for AWS* (moto in one Python "
+        "process on the same cores) against Orthanc 1.10 (C++, SQLite index, files on local disk). "
+        "Ratios are ours / Orthanc: above 1 is better for us on throughput, worse for us on "
+        "latency, CPU and memory.",
+        "",
+    ]
+    lines += _summary(results)
+    lines += _machine(results)
+    lines += _ingest(results, out)
+    lines += _cost_per_work(results, out)
+    lines += _retrieve(results, out)
+    lines += _query(results, out)
+    lines += _profiles(results, out)
+    lines += _method(results)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _summary(results: Results) -> list[str]:
+    rows: list[list[str]] = []
+    for r in throughput_rows(results):
+        if r.label == "ct-500":
+            rows.append(
+                [
+                    f"ingest {r.label}, {r.associations} assoc (instances/s)",
+                    fmt(r.ours.ips),
+                    fmt(r.theirs.ips),
+                    fmt_ratio(r.ours.ips, r.theirs.ips),
+                ]
+            )
+        else:
+            rows.append(
+                [
+                    f"ingest {r.label}, {r.associations} assoc (MB/s)",
+                    fmt(r.ours.mbs),
+                    fmt(r.theirs.mbs),
+                    fmt_ratio(r.ours.mbs, r.theirs.mbs),
+                ]
+            )
+    for workload in results.workloads:
+        c = commitment_samples(results, workload)
+        if OURS in c and THEIRS in c:
+            o, t = _commit_seconds(c[OURS]), _commit_seconds(c[THEIRS])
+            rows.append(
+                [f"last C-STORE to commitment report, {workload} (s)", fmt(o, 2), fmt(t, 2), fmt_ratio(o, t)]
+            )
+    for r in throughput_rows(results):
+        if r.label == "ct-500" and r.associations == 1:
+            rows.append(
+                [
+                    "CPU-s per 1,000 instances stored (DICOM process)",
+                    fmt(r.ours.cpu_per_1000),
+                    fmt(r.theirs.cpu_per_1000),
+                    fmt_ratio(r.ours.cpu_per_1000, r.theirs.cpu_per_1000),
+                ]
+            )
+            rows.append(
+                [
+                    "peak RSS while storing (MB)",
+                    fmt(r.ours.peak_rss_mb, 0),
+                    fmt(r.theirs.peak_rss_mb, 0),
+                    fmt_ratio(r.ours.peak_rss_mb, r.theirs.peak_rss_mb),
+                ]
+            )
+    for r in retrieve_rows(results):
+        rows.append(
+            [
+                f"{r.label} of the CT study (instances/s)",
+                fmt(r.ours.ips),
+                fmt(r.theirs.ips),
+                fmt_ratio(r.ours.ips, r.theirs.ips),
+            ]
+        )
+    for kind, mine, orthanc in query_rows(results):
+        for label, a, b in (("p50", mine.p50_ms, orthanc.p50_ms), ("p99", mine.p99_ms, orthanc.p99_ms)):
+            rows.append([f"C-FIND by {kind}, {label} (ms)", fmt(a, 2), fmt(b, 2), fmt_ratio(a, b)])
+    if not rows:
+        return []
+    return [
+        "## Headline: ratios first",
+        "",
+        *_table(["figure", "ours", "Orthanc", "ours / Orthanc"], rows),
+        "",
+    ]
+
+
+def _commit_seconds(sample: IngestSample) -> float:
+    return sample.commitment.seconds if sample.commitment is not None else math.nan
+
+
+def _machine(results: Results) -> list[str]:
+    m, v = results.machine, results.versions
+    return [
+        "## Machine and versions",
+        "",
+        f"- CPU: {m.get('cpu')}, {m.get('cores')} cores; memory {m.get('memory')}; "
+        f"{m.get('os')}, kernel {m.get('kernel')}",
+        f"- Orthanc {v.get('orthanc')} (Debian package), {m.get('dcmtk')}",
+        f"- Python {v.get('python')}, pynetdicom {v.get('pynetdicom')}, pydicom {v.get('pydicom')}, "
+        f"moto {v.get('moto')}, boto3 {v.get('boto3')}, pynamodb {v.get('pynamodb')}",
+        "- Parameters: " + ", ".join(f"{k}={val}" for k, val in sorted(results.parameters.items())),
+        "",
+    ]
+
+
+def _ingest(results: Results, out: Path) -> list[str]:
+    rows = throughput_rows(results)
+    if not rows:
+        return []
+    labels = [f"{r.label}\n{r.associations} assoc" for r in rows]
+    chart_ips = _bars(
+        out / "ingest_instances_per_s.png",
+        "Ingest throughput (median of runs)",
+        labels,
+        {OURS: [r.ours.ips for r in rows], THEIRS: [r.theirs.ips for r in rows]},
+        "instances/s",
+        log=True,
+    )
+    chart_mbs = _bars(
+        out / "ingest_mb_per_s.png",
+        "Ingest throughput (median of runs)",
+        labels,
+        {OURS: [r.ours.mbs for r in rows], THEIRS: [r.theirs.mbs for r in rows]},
+        "MB/s",
+    )
+    lines = [
+        "## Ingest (DCMTK storescu, TCP_NODELAY)",
+        "",
+        "Fresh files (new UIDs) for every run, the same files to both archives, the order of the two "
+        "alternating between runs. Throughput runs: the local Lambda runner (index function) is paused "
+        "while storescu sends, since on AWS it does not share the listener's CPU; its S3 events are then "
+        "discarded. Orthanc indexes inside its C-STORE, so its figure includes its index; ours does not "
+        "(the commitment run below has everything running).",
+        "",
+        *_table(
+            [
+                "workload",
+                "assoc",
+                "ours inst/s",
+                "Orthanc inst/s",
+                "ratio",
+                "ours MB/s",
+                "Orthanc MB/s",
+                "ratio",
+                "runs",
+                "failed assoc (ours/Orthanc)",
+            ],
+            [
+                [
+                    r.label,
+                    str(r.associations),
+                    fmt(r.ours.ips),
+                    fmt(r.theirs.ips),
+                    fmt_ratio(r.ours.ips, r.theirs.ips),
+                    fmt(r.ours.mbs),
+                    fmt(r.theirs.mbs),
+                    fmt_ratio(r.ours.mbs, r.theirs.mbs),
+                    f"{r.ours.runs}/{r.theirs.runs}",
+                    f"{r.ours.failed}/{r.theirs.failed}",
+                ]
+                for r in rows
+            ],
+            "llrrrrrrrr",
+        ),
+        "",
+        f"![instances per second]({chart_ips})",
+        "",
+        f"![MB per second]({chart_mbs})",
+        "",
+        "### Storage commitment: last C-STORE to the N-EVENT-REPORT",
+        "",
+        "One more study per workload, sent on one association with everything running (the index "
+        "Lambda alongside, as deployed; our processes under py-spy at 50 Hz). Right after storescu's "
+        "last C-STORE response a pynetdicom SCU opens an association, sends the N-ACTION for every "
+        "instance and waits for the report: on that association, or on a new one to its own SCP "
+        "(Orthanc always opens a new one; ours does when the requester's association has gone idle "
+        "past the listener's 60 s network timeout).",
+        "",
+    ]
+    rows_c = []
+    names: list[str] = []
+    series: dict[str, list[float]] = {OURS: [], THEIRS: []}
+    for workload in results.workloads:
+        c = commitment_samples(results, workload)
+        if OURS not in c or THEIRS not in c:
+            continue
+        o, t = c[OURS], c[THEIRS]
+        names.append(workload)
+        series[OURS].append(_commit_seconds(o))
+        series[THEIRS].append(_commit_seconds(t))
+        rows_c.append(
+            [
+                workload,
+                fmt(_commit_seconds(o), 2),
+                fmt(_commit_seconds(t), 2),
+                fmt_ratio(_commit_seconds(o), _commit_seconds(t)),
+                _committed(o),
+                _committed(t),
+                fmt(o.instances_per_second),
+                fmt(t.instances_per_second),
+            ]
+        )
+    if rows_c:
+        chart = _bars(
+            out / "commitment.png", "Last C-STORE to commitment report", names, series, "seconds", log=True
+        )
+        lines += _table(
+            [
+                "workload",
+                "ours (s)",
+                "Orthanc (s)",
+                "ratio",
+                "ours committed",
+                "Orthanc committed",
+                "ours inst/s in this run",
+                "Orthanc inst/s in this run",
+            ],
+            rows_c,
+        )
+        lines += ["", f"![commitment]({chart})", ""]
+    return lines
+
+
+def _committed(sample: IngestSample) -> str:
+    c = sample.commitment
+    if c is None or c.event_type == 0:
+        return "no report"
+    where = "same" if c.same_association else "new"
+    return f"{c.committed}/{sample.instances}, {c.failed} failed ({where} assoc)"
+
+
+def _cost_per_work(results: Results, out: Path) -> list[str]:
+    rows = throughput_rows(results)
+    if not rows:
+        return []
+    lines = [
+        "## Cost per work: CPU and memory of the DICOM process (what Fargate bills)",
+        "",
+        "CPU seconds (user + system) of our listener process and of Orthanc's process over each "
+        "throughput run, per 1,000 instances and per GB; peak RSS is the kernel's high-water mark over "
+        "the run (reset before it). Orthanc's process also does its indexing; ours hands that to the "
+        "index Lambda and to S3/DynamoDB, shown below from the commitment run.",
+        "",
+        *_table(
+            [
+                "workload",
+                "assoc",
+                "ours CPU-s/1000",
+                "Orthanc CPU-s/1000",
+                "ratio",
+                "ours CPU-s/GB",
+                "Orthanc CPU-s/GB",
+                "ours peak RSS MB",
+                "Orthanc peak RSS MB",
+                "ratio",
+            ],
+            [
+                [
+                    r.label,
+                    str(r.associations),
+                    fmt(r.ours.cpu_per_1000),
+                    fmt(r.theirs.cpu_per_1000),
+                    fmt_ratio(r.ours.cpu_per_1000, r.theirs.cpu_per_1000),
+                    fmt(r.ours.cpu_per_gb),
+                    fmt(r.theirs.cpu_per_gb),
+                    fmt(r.ours.peak_rss_mb, 0),
+                    fmt(r.theirs.peak_rss_mb, 0),
+                    fmt_ratio(r.ours.peak_rss_mb, r.theirs.peak_rss_mb),
+                ]
+                for r in rows
+            ],
+            "llrrrrrrrr",
+        ),
+        "",
+    ]
+    chart = _bars(
+        out / "cpu_per_1000.png",
+        "CPU seconds per 1,000 instances stored (DICOM process)",
+        [f"{r.label}\n{r.associations} assoc" for r in rows],
+        {OURS: [r.ours.cpu_per_1000 for r in rows], THEIRS: [r.theirs.cpu_per_1000 for r in rows]},
+        "CPU-s / 1000 instances",
+        log=True,
+    )
+    lines += [f"![CPU per 1000]({chart})", ""]
+    commit_rows = []
+    for workload in results.workloads:
+        c = commitment_samples(results, workload)
+        if OURS not in c or THEIRS not in c:
+            continue
+        o, t = c[OURS], c[THEIRS]
+        per = 1000 / o.instances
+        lam, moto = o.helpers.get("lambda"), o.helpers.get("moto")
+        commit_rows.append(
+            [
+                workload,
+                fmt(o.usage.cpu_seconds * per),
+                fmt(lam.cpu_seconds * per if lam else math.nan),
+                fmt(moto.cpu_seconds * per if moto else math.nan),
+                fmt(t.usage.cpu_seconds * 1000 / t.instances),
+                fmt(o.usage.peak_rss_bytes / 1e6, 0),
+                fmt(moto.peak_rss_bytes / 1e6 if moto else math.nan, 0),
+                fmt(t.usage.peak_rss_bytes / 1e6, 0),
+            ]
+        )
+    if commit_rows:
+        lines += [
+            "Whole pipeline in the commitment run (store, index, commitment), CPU-s per 1,000 instances. "
+            "moto is the local stand-in for S3/DynamoDB/SQS: not compute we would pay for on AWS, shown "
+            "because it shares the two cores here.",
+            "",
+            *_table(
+                [
+                    "workload",
+                    "ours listener",
+                    "ours index Lambda",
+                    "moto (stand-in)",
+                    "Orthanc",
+                    "ours listener peak RSS MB",
+                    "moto peak RSS MB",
+                    "Orthanc peak RSS MB",
+                ],
+                commit_rows,
+            ),
+            "",
+        ]
+    return lines
+
+
+def _retrieve(results: Results, out: Path) -> list[str]:
+    rows = retrieve_rows(results)
+    if not rows:
+        return ["## Retrieve", "", "Not run (it needs the committed CT study of the ingest part).", ""]
+    chart = _bars(
+        out / "retrieve.png",
+        "Retrieve the CT study (median of runs)",
+        [r.label for r in rows],
+        {OURS: [r.ours.ips for r in rows], THEIRS: [r.theirs.ips for r in rows]},
+        "instances/s",
+    )
+    return [
+        "## Retrieve (DCMTK getscu / movescu, study level)",
+        "",
+        "The committed CT study, whole, from each archive; the clients discard what they receive "
+        "(`--ignore`). C-MOVE's destination is movescu's own storage SCP (AE BENCH_RECV), registered "
+        "in both archives at 127.0.0.1 inside the benchmark's network namespace.",
+        "",
+        *_table(
+            [
+                "operation",
+                "ours (s)",
+                "Orthanc (s)",
+                "ours inst/s",
+                "Orthanc inst/s",
+                "ratio",
+                "ours MB/s",
+                "Orthanc MB/s",
+                "received ours, Orthanc",
+                "ours CPU-s/1000",
+                "Orthanc CPU-s/1000",
+                "runs",
+            ],
+            [
+                [
+                    r.label,
+                    fmt(r.ours.seconds, 2),
+                    fmt(r.theirs.seconds, 2),
+                    fmt(r.ours.ips),
+                    fmt(r.theirs.ips),
+                    fmt_ratio(r.ours.ips, r.theirs.ips),
+                    fmt(r.ours.mbs),
+                    fmt(r.theirs.mbs),
+                    f"{r.ours.received}/{r.ours.instances}, {r.theirs.received}/{r.theirs.instances}",
+                    fmt(r.ours.cpu_per_1000),
+                    fmt(r.theirs.cpu_per_1000),
+                    f"{r.ours.runs}/{r.theirs.runs}",
+                ]
+                for r in rows
+            ],
+        ),
+        "",
+        f"![retrieve]({chart})",
+        "",
+    ]
+
+
+def _query(results: Results, out: Path) -> list[str]:
+    rows = query_rows(results)
+    if not rows:
+        return []
+    lines = [
+        "## Query: C-FIND at STUDY level with 10,000 studies indexed",
+        "",
+        *[
+            f"- Seeding {s.system}: {s.studies:,} studies in {s.seconds:.1f} s by {s.method}."
+            for s in results.seeding
+        ],
+        "- Then one association per archive (pynetdicom, TCP_NODELAY), Study Root, the same random keys "
+        "for both; 5 warm-up queries not counted; each latency from the request to the final response.",
+        "",
+        *_table(
+            [
+                "key",
+                "queries",
+                "matches/query ours, Orthanc",
+                "ours p50 ms",
+                "Orthanc p50 ms",
+                "ratio",
+                "ours p99 ms",
+                "Orthanc p99 ms",
+                "ratio",
+                "failed ours/Orthanc",
+            ],
+            [
+                [
+                    kind,
+                    str(o.queries),
+                    f"{o.matches_per_query:.1f}, {t.matches_per_query:.1f}",
+                    fmt(o.p50_ms, 2),
+                    fmt(t.p50_ms, 2),
+                    fmt_ratio(o.p50_ms, t.p50_ms),
+                    fmt(o.p99_ms, 2),
+                    fmt(t.p99_ms, 2),
+                    fmt_ratio(o.p99_ms, t.p99_ms),
+                    f"{o.failures}/{t.failures}",
+                ]
+                for kind, o, t in rows
+            ],
+        ),
+    ]
+    labels = [f"by {kind}" for kind, _, _ in rows]
+    p50 = {OURS: [o.p50_ms for _, o, _ in rows], THEIRS: [t.p50_ms for _, _, t in rows]}
+    p99 = {OURS: [o.p99_ms for _, o, _ in rows], THEIRS: [t.p99_ms for _, _, t in rows]}
+    chart50 = _bars(out / "cfind_p50.png", "C-FIND latency p50", labels, p50, "ms", log=True)
+    chart99 = _bars(out / "cfind_p99.png", "C-FIND latency p99", labels, p99, "ms", log=True)
+    return [*lines, "", f"![C-FIND p50]({chart50})", "", f"![C-FIND p99]({chart99})", ""]
+
+
+def _profiles(results: Results, out: Path) -> list[str]:
+    if not results.profiles:
+        return []
+    lines = [
+        "## Where the time goes (py-spy, commitment run)",
+        "",
+        "py-spy sampled our listener process and the Lambda runner's threads (waiting included) and "
+        "moto's process (CPU only) during the commitment run. Each bar splits the samples of the named "
+        'threads into categories; "waiting for moto" is time our code spent blocked on the local '
+        "stand-in's answer: on AWS that is S3/DynamoDB latency, not our CPU.",
+        "",
+    ]
+    for workload, breakdowns in results.profiles.items():
+        chart = _profile_chart(out / f"profile_{workload}.png", breakdowns)
+        lines += [f"### {workload}", "", f"![profile {workload}]({chart})", ""]
+        for b in breakdowns:
+            lines.append(
+                f"- **{b.name}** ({b.samples} samples): " + "; ".join(f"{c} {s:.0%}" for c, s in b.shares)
+            )
+            if b.top_own_frames:
+                lines.append(
+                    "  - hottest frames (inclusive): "
+                    + "; ".join(f"`{f}` {s:.0%}" for f, s in b.top_own_frames[:5])
+                )
+        lines.append("")
+    return lines
+
+
+def _method(results: Results) -> list[str]:
+    return [
+        "## How the run is set up",
+        "",
+        "- `make bench` runs `python -m bench`, which re-executes itself in a private network namespace "
+        "(`unshare --net`, loopback only). Orthanc 1.10 cannot bind loopback only; inside the namespace "
+        "every server (moto, our listener, Orthanc, movescu's receiver) is reachable only from the "
+        "namespace, and all of them talk over the same 127.0.0.1.",
+        "- Our archive is the local cloud (`local.cloud.LocalCloud`): moto server for S3/DynamoDB/SQS, "
+        "the DICOM listener process, the index Lambda handler fed from SQS by an in-process poller.",
+        "- Orthanc runs from the Debian package with its own config and storage folder, plugins off, "
+        "TCP_NODELAY set, and its default SQLite index and file storage.",
+        "- Figures are medians over the runs; ratios are ours / Orthanc; nothing is asserted.",
+        "",
+    ]
