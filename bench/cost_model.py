@@ -1,0 +1,381 @@
+"""What a workload costs on the deployed architecture, beside AWS HealthImaging for the same workload.
+
+    python -m bench.cost_model --studies-per-day 3000 --study-mb 150 --retention-years 12 \\
+        --retrievals-per-study 2
+
+The model prices one study over its whole life (ingest, storage through the lifecycle for the
+retention time, retrievals) and, for a steady flow of studies, the monthly bill once the archive
+holds ``retention-years`` of data (then the monthly bill = studies per month x lifetime cost per
+study, plus the fixed monthly costs). Every price and assumption is printed with the result;
+override any price with ``--price NAME=VALUE``.
+
+Prices: USD, public list prices as known for eu-north-1 (Stockholm) in 2025; values marked "~" are
+the us-east-1 list price used where the Stockholm price was not known to the author (they differ by
+a few per cent at most). AWS HealthImaging prices are the published us-east-1 examples (the service
+is not offered in eu-north-1): storage $0.105/GB-month Frequent Access, $0.006/GB-month Archive
+Instant Access (after 30 days without access), $0.005 per 1,000 API calls, imports free, each
+image set billed at 5 MB minimum. Check both against the current price pages before quoting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+
+GB = 1024**3  # S3, DynamoDB and HealthImaging bill binary gigabytes
+HOURS_PER_MONTH = 730.0
+DAYS_PER_MONTH = 365.0 / 12
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Unit prices in USD. Names are the CLI's ``--price`` keys."""
+
+    # S3 storage, per GB-month
+    s3_standard_gb_month: float = 0.023
+    s3_glacier_ir_gb_month: float = 0.004  # ~
+    # S3 requests, per 1,000
+    s3_put_per_1000: float = 0.005
+    s3_get_per_1000: float = 0.0004
+    s3_glacier_ir_get_per_1000: float = 0.01  # ~
+    s3_transition_glacier_ir_per_1000: float = 0.02  # ~ lifecycle transition request
+    # S3 Glacier Instant Retrieval data retrieval, per GB
+    s3_glacier_ir_retrieval_gb: float = 0.03  # ~
+    # DynamoDB on-demand
+    dynamodb_wru_per_million: float = 0.625  # ~ (after the November 2024 price cut)
+    dynamodb_rru_per_million: float = 0.125  # ~
+    dynamodb_gb_month: float = 0.25  # ~
+    # Lambda (x86), per GB-second and per million requests
+    lambda_gb_second: float = 0.0000166667
+    lambda_per_million_requests: float = 0.20
+    # SQS standard queue, per million requests
+    sqs_per_million: float = 0.40
+    # Fargate (Linux/x86), per hour
+    fargate_vcpu_hour: float = 0.04048  # ~
+    fargate_gb_hour: float = 0.004445  # ~
+    # Network Load Balancer
+    nlb_hour: float = 0.0225  # ~
+    nlb_lcu_hour: float = 0.006  # ~ one LCU = 1 GB processed in the hour for TCP
+    # Data transfer out to the internet (first 10 TB/month tier), per GB; paid by both options
+    egress_gb: float = 0.09
+    # AWS HealthImaging (us-east-1 published examples)
+    ahi_frequent_gb_month: float = 0.105
+    ahi_archive_gb_month: float = 0.006
+    ahi_api_per_1000: float = 0.005
+
+
+@dataclass(frozen=True)
+class Workload:
+    studies_per_day: float
+    study_mb: float  # average study size, decimal MB as modalities report it
+    retention_years: float
+    retrievals_per_study: float  # over the study's whole retention time
+    instance_kb: float = 512.0  # average instance size (a CT slice is ~513 KB)
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """How the deployed architecture uses AWS per unit of work (see docs/benchmarks.md)."""
+
+    # S3 lifecycle: Standard for this many days, then Glacier Instant Retrieval until the end.
+    standard_days: float = 30.0
+    # S3 lifecycle does not transition objects under 128 KiB by default (since 2024): they stay in
+    # Standard for life.
+    min_transition_bytes: int = 128 * 1024
+    # Share of retrievals that happen while a study is still in Standard (priors for a new study).
+    retrievals_while_hot: float = 0.3
+    # DynamoDB per instance stored: the index transaction writes Instance, Series, Study and
+    # Patient (4 items < 1 KB, x2 for a transaction); the listener reads the patient (0.5 RRU) and
+    # storage commitment reads the instance (1 RRU, consistent) and HEADs the object.
+    wru_per_instance: float = 8.0
+    rru_per_instance: float = 1.5
+    wru_per_study: float = 4.0  # study claim + commitment transaction item writes
+    rru_per_instance_retrieved: float = 0.25  # by_study query, ~1 KB items, 4 KB per RRU (eventual)
+    index_bytes_per_instance: float = 2200.0  # Instance item + its by_study GSI copy
+    # Lambda: the index function, batch of 10 S3 events, 512 MB, ms of duration per instance.
+    lambda_memory_gb: float = 0.5
+    lambda_ms_per_instance: float = 60.0
+    lambda_batch: int = 10
+    # SQS requests per instance: the S3 event, its share of a receive and a delete batch.
+    sqs_requests_per_instance: float = 1.2
+    sqs_idle_requests_per_month: float = 650_000.0  # long polls of the event source mapping
+    # Fargate DICOM listener: always at least this many tasks (one per AZ), this size.
+    listener_min_tasks: int = 2
+    listener_task_vcpu: float = 1.0
+    listener_task_gb: float = 2.0
+    # CPU-seconds a listener spends per 1,000 instances stored (measured by `make bench`; the
+    # default is a round figure from the local run, where botocore talks to moto over HTTP).
+    listener_cpu_s_per_1000: float = 200.0
+    # Daily volume arrives within this many hours, with this peak-to-average factor; tasks run at
+    # this CPU utilisation at peak.
+    working_hours: float = 10.0
+    peak_factor: float = 2.0
+    target_utilisation: float = 0.6
+    # AWS HealthImaging: stored size relative to ours (HTJ2K lossless can make it smaller: < 1).
+    ahi_size_ratio: float = 1.0
+    ahi_min_image_set_mb: float = 5.0
+    ahi_api_calls_per_instance_stored: float = 0.0  # imports are free
+    ahi_api_calls_per_instance_retrieved: float = 1.0  # one GetImageFrame / WADO-RS per instance
+
+
+@dataclass
+class CostLine:
+    item: str
+    usd: float
+    note: str = ""
+
+
+@dataclass
+class Estimate:
+    """Lifetime cost of one study, and the monthly bill at steady state."""
+
+    per_study: list[CostLine] = field(default_factory=list)
+    monthly_fixed: list[CostLine] = field(default_factory=list)
+    studies_per_month: float = 0.0
+
+    @property
+    def per_study_total(self) -> float:
+        return sum(line.usd for line in self.per_study)
+
+    @property
+    def monthly_fixed_total(self) -> float:
+        return sum(line.usd for line in self.monthly_fixed)
+
+    @property
+    def monthly_steady_state(self) -> float:
+        return self.studies_per_month * self.per_study_total + self.monthly_fixed_total
+
+
+def instances_per_study(workload: Workload) -> float:
+    return max(1.0, workload.study_mb * 1000.0 / workload.instance_kb)
+
+
+def study_gb(workload: Workload) -> float:
+    """Study size in binary GB (what storage is billed in)."""
+    return workload.study_mb * 1e6 / GB
+
+
+def retention_months(workload: Workload) -> float:
+    return workload.retention_years * 12.0
+
+
+def listener_tasks(workload: Workload, a: Assumptions) -> int:
+    """Listener tasks needed for the peak ingest rate, never fewer than the minimum."""
+    instances_per_day = workload.studies_per_day * instances_per_study(workload)
+    peak_per_second = instances_per_day / (a.working_hours * 3600.0) * a.peak_factor
+    vcpu_needed = peak_per_second * a.listener_cpu_s_per_1000 / 1000.0
+    by_cpu = math.ceil(vcpu_needed / (a.listener_task_vcpu * a.target_utilisation))
+    return max(a.listener_min_tasks, by_cpu)
+
+
+def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
+    n = instances_per_study(workload)
+    gb = study_gb(workload)
+    months = retention_months(workload)
+    hot_months = min(months, a.standard_days / DAYS_PER_MONTH)
+    transitions = workload.instance_kb * 1000 >= a.min_transition_bytes
+    cold_months = months - hot_months if transitions else 0.0
+    standard_months = months - cold_months
+    retrieved_gb = gb * workload.retrievals_per_study
+    cold_retrievals = workload.retrievals_per_study * (1 - a.retrievals_while_hot) if transitions else 0.0
+    est = Estimate(studies_per_month=workload.studies_per_day * DAYS_PER_MONTH)
+    add = est.per_study.append
+    add(
+        CostLine(
+            "S3 Standard storage",
+            gb * standard_months * p.s3_standard_gb_month,
+            f"{standard_months:.1f} months",
+        )
+    )
+    add(
+        CostLine(
+            "S3 Glacier IR storage", gb * cold_months * p.s3_glacier_ir_gb_month, f"{cold_months:.1f} months"
+        )
+    )
+    add(CostLine("S3 PUT (C-STORE)", n / 1000 * p.s3_put_per_1000))
+    add(
+        CostLine(
+            "S3 lifecycle transitions",
+            (n / 1000 * p.s3_transition_glacier_ir_per_1000) if transitions else 0.0,
+            "" if transitions else "objects under 128 KiB stay in Standard",
+        )
+    )
+    # Indexing reads the header with ranged GETs; commitment HEADs each object once.
+    add(CostLine("S3 GET/HEAD (index, commitment)", 2 * n / 1000 * p.s3_get_per_1000))
+    hot_retrievals = workload.retrievals_per_study - cold_retrievals
+    add(
+        CostLine(
+            "S3 GET + retrieval fee (C-MOVE/C-GET)",
+            hot_retrievals * n / 1000 * p.s3_get_per_1000
+            + cold_retrievals * (n / 1000 * p.s3_glacier_ir_get_per_1000 + gb * p.s3_glacier_ir_retrieval_gb),
+            f"{cold_retrievals:.2f} of {workload.retrievals_per_study:g} retrievals from Glacier IR",
+        )
+    )
+    wru = n * a.wru_per_instance + a.wru_per_study
+    rru = n * a.rru_per_instance + workload.retrievals_per_study * n * a.rru_per_instance_retrieved
+    add(CostLine("DynamoDB writes", wru / 1e6 * p.dynamodb_wru_per_million, f"{wru:.0f} WRU"))
+    add(CostLine("DynamoDB reads", rru / 1e6 * p.dynamodb_rru_per_million, f"{rru:.0f} RRU"))
+    index_gb = n * a.index_bytes_per_instance / GB
+    add(CostLine("DynamoDB storage", index_gb * months * p.dynamodb_gb_month, f"{index_gb * 1e6:.0f} KB"))
+    gb_seconds = n * a.lambda_ms_per_instance / 1000 * a.lambda_memory_gb
+    invocations = n / a.lambda_batch
+    add(
+        CostLine(
+            "Lambda (index)",
+            gb_seconds * p.lambda_gb_second + invocations / 1e6 * p.lambda_per_million_requests,
+            f"{gb_seconds:.1f} GB-s",
+        )
+    )
+    add(CostLine("SQS", n * a.sqs_requests_per_instance / 1e6 * p.sqs_per_million))
+    add(CostLine("NLB data processed", (gb + retrieved_gb) * p.nlb_lcu_hour, "1 LCU-hour per GB"))
+    add(CostLine("Data transfer out (retrievals)", retrieved_gb * p.egress_gb, "same for both options"))
+
+    tasks = listener_tasks(workload, a)
+    task_hour = a.listener_task_vcpu * p.fargate_vcpu_hour + a.listener_task_gb * p.fargate_gb_hour
+    est.monthly_fixed.append(
+        CostLine(
+            "Fargate DICOM listener",
+            tasks * task_hour * HOURS_PER_MONTH,
+            f"{tasks} x {a.listener_task_vcpu:g} vCPU / {a.listener_task_gb:g} GB, always on",
+        )
+    )
+    est.monthly_fixed.append(CostLine("NLB hours", p.nlb_hour * HOURS_PER_MONTH))
+    est.monthly_fixed.append(
+        CostLine("SQS idle polling", a.sqs_idle_requests_per_month / 1e6 * p.sqs_per_million)
+    )
+    return est
+
+
+def estimate_healthimaging(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
+    """The same workload on AWS HealthImaging: one image set per study, intelligent tiering.
+
+    A study is in Frequent Access for its first 30 days and for 30 days after each retrieval that
+    happens while it is archived; otherwise in Archive Instant Access. Structured metadata storage
+    is billed by HealthImaging too but has no published example price; it is left out (in its favour).
+    """
+    n = instances_per_study(workload)
+    billed_gb = max(study_gb(workload) * a.ahi_size_ratio, a.ahi_min_image_set_mb * 1e6 / GB)
+    months = retention_months(workload)
+    frequent_months = min(months, 1.0 + workload.retrievals_per_study * (1 - a.retrievals_while_hot))
+    archive_months = months - frequent_months
+    retrieved_gb = study_gb(workload) * workload.retrievals_per_study
+    est = Estimate(studies_per_month=workload.studies_per_day * DAYS_PER_MONTH)
+    add = est.per_study.append
+    add(
+        CostLine(
+            "Frequent Access storage",
+            billed_gb * frequent_months * p.ahi_frequent_gb_month,
+            f"{frequent_months:.1f} months",
+        )
+    )
+    add(
+        CostLine(
+            "Archive Instant Access storage",
+            billed_gb * archive_months * p.ahi_archive_gb_month,
+            f"{archive_months:.1f} months",
+        )
+    )
+    calls = n * (
+        a.ahi_api_calls_per_instance_stored
+        + workload.retrievals_per_study * a.ahi_api_calls_per_instance_retrieved
+    )
+    add(CostLine("API calls", calls / 1000 * p.ahi_api_per_1000, f"{calls:.0f} calls"))
+    add(CostLine("Data transfer out (retrievals)", retrieved_gb * p.egress_gb, "same for both options"))
+    return est
+
+
+def parse_prices(overrides: Sequence[str], base: Prices | None = None) -> Prices:
+    """Apply ``NAME=VALUE`` overrides to the default prices; unknown names are an error."""
+    prices = base or Prices()
+    known = {f.name for f in fields(Prices)}
+    changes: dict[str, float] = {}
+    for override in overrides:
+        name, sep, value = override.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"unknown price {name!r}; known: {', '.join(sorted(known))}")
+        changes[name] = float(value)
+    return replace(prices, **changes)
+
+
+def render(workload: Workload, prices: Prices, assumptions: Assumptions) -> str:
+    """The estimate as markdown: both options side by side, then every price and assumption."""
+    ours = estimate_ours(workload, prices, assumptions)
+    ahi = estimate_healthimaging(workload, prices, assumptions)
+    lines = [
+        "## Cost model",
+        "",
+        f"Workload: {workload.studies_per_day:g} studies/day of {workload.study_mb:g} MB "
+        f"({instances_per_study(workload):.0f} instances of {workload.instance_kb:g} KB), kept "
+        f"{workload.retention_years:g} years, retrieved {workload.retrievals_per_study:g} times each.",
+        "",
+        "| | this archive | AWS HealthImaging | ratio |",
+        "|---|---:|---:|---:|",
+        f"| per study, whole life (USD) | {ours.per_study_total:.4f} | {ahi.per_study_total:.4f} | "
+        f"{_ratio(ours.per_study_total, ahi.per_study_total)} |",
+        f"| fixed per month (USD) | {ours.monthly_fixed_total:,.0f} | {ahi.monthly_fixed_total:,.0f} | |",
+        f"| per month at steady state (USD) | {ours.monthly_steady_state:,.0f} | "
+        f"{ahi.monthly_steady_state:,.0f} | {_ratio(ours.monthly_steady_state, ahi.monthly_steady_state)} |",
+        "",
+        "Steady state: the archive holds the whole retention window; the monthly bill is then the "
+        "studies per month times the lifetime cost of one study, plus the fixed costs.",
+        "",
+        "| this archive, per study | USD | note |",
+        "|---|---:|---|",
+        *[f"| {line.item} | {line.usd:.5f} | {line.note} |" for line in ours.per_study],
+        *[f"| {line.item} (per month) | {line.usd:,.2f} | {line.note} |" for line in ours.monthly_fixed],
+        "",
+        "| AWS HealthImaging, per study | USD | note |",
+        "|---|---:|---|",
+        *[f"| {line.item} | {line.usd:.5f} | {line.note} |" for line in ahi.per_study],
+        "",
+        "Prices (USD; `~` in bench/cost_model.py marks a us-east-1 list price used for eu-north-1):",
+        "",
+        "| price | value |",
+        "|---|---:|",
+        *[f"| {name} | {value:g} |" for name, value in asdict(prices).items()],
+        "",
+        "Assumptions:",
+        "",
+        "| assumption | value |",
+        "|---|---:|",
+        *[f"| {name} | {value:g} |" for name, value in asdict(assumptions).items()],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs else "n/a"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--studies-per-day", type=float, default=3000.0)
+    parser.add_argument("--study-mb", type=float, default=150.0, help="average study size (MB)")
+    parser.add_argument("--retention-years", type=float, default=12.0)
+    parser.add_argument("--retrievals-per-study", type=float, default=2.0)
+    parser.add_argument("--instance-kb", type=float, default=512.0, help="average instance size (KB)")
+    parser.add_argument(
+        "--listener-cpu-s-per-1000",
+        type=float,
+        default=Assumptions.listener_cpu_s_per_1000,
+        help="listener CPU-seconds per 1,000 instances (from `make bench`)",
+    )
+    parser.add_argument("--price", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    workload = Workload(
+        studies_per_day=args.studies_per_day,
+        study_mb=args.study_mb,
+        retention_years=args.retention_years,
+        retrievals_per_study=args.retrievals_per_study,
+        instance_kb=args.instance_kb,
+    )
+    assumptions = Assumptions(listener_cpu_s_per_1000=args.listener_cpu_s_per_1000)
+    print(render(workload, parse_prices(args.price), assumptions))
+
+
+if __name__ == "__main__":
+    main()
