@@ -14,6 +14,7 @@ from .app import build
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     settings = Settings.from_env()
     service = build(
         settings,
