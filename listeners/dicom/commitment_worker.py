@@ -37,6 +37,7 @@ SAME_ASSOCIATION = "SAME_ASSOCIATION"
 NEW_ASSOCIATION = "NEW_ASSOCIATION"
 LEASE_SECONDS = 30.0
 RECHECK_SECONDS = 0.5
+IDLE_POLL_SECONDS = 2.0
 
 
 class DeliveryFailed(Exception):
@@ -80,12 +81,17 @@ class CommitmentWorker:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        # Poll fast while there is work, back off to IDLE_POLL_SECONDS when there is none: an idle
+        # listener then costs a few DynamoDB queries a second, not dozens.
+        wait = self.poll_seconds
         while not self._stop.is_set():
             try:
-                self.run_once()
+                busy = self.run_once() > 0
             except Exception:
                 LOG.exception("commitment worker pass failed")
-            self._stop.wait(self.poll_seconds)
+                busy = False
+            wait = self.poll_seconds if busy else min(wait * 2, IDLE_POLL_SECONDS)
+            self._stop.wait(wait)
 
     def run_once(self, now: float | None = None) -> int:
         """Work every due transaction once; returns how many were looked at."""
