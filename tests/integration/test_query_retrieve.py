@@ -14,10 +14,11 @@ import pydicom
 from archive.data.models import AccessRecord, Patient, Study
 from archive.registry import AEInfo, OrganisationInfo
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -581,3 +582,55 @@ def test_cancel_stops_move_with_counts(cloud: LocalCloud, workdir: Path) -> None
     assert final.Status == 0xFE00, final
     assert final.NumberOfRemainingSuboperations > 0
     assert final.NumberOfCompletedSuboperations < 30
+
+
+def test_get_partial_failure_when_receiver_takes_no_usable_syntax(cloud: LocalCloud, workdir: Path) -> None:
+    # Given a study of a CT and an MR image, and a C-GET requester that takes CT only
+    c = customer(cloud)
+    files = study(sub(workdir, "p"), 2, patient_id=hetu())
+    mr = pydicom.dcmread(files[1])
+    mr.SOPClassUID = mr.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    mr.save_as(files[1], enforce_file_format=True)
+    study_uid = store_study(cloud, c, files)
+    ae = _scu(c.scu, get=True)
+    ae.add_requested_context(MRImageStorage, [JPEG2000Lossless])  # MR only in a syntax we cannot make
+    assoc = ae.associate(
+        "127.0.0.1", cloud.dicom_port, ae_title="ARCHIVE",
+        ext_neg=[build_role(CTImageStorage, scp_role=True), build_role(MRImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)],
+    )  # fmt: skip
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    # When it sends C-GET for the study
+    responses = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    # Then the CT was sent, the MR sub-operation failed, and the final status says so
+    final, identifier = responses[-1]
+    assert final.Status == 0xB000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (1, 1)
+    assert identifier.FailedSOPInstanceUIDList == mr.SOPInstanceUID
+
+
+def test_retrieve_without_retrieve_role_is_refused(cloud: LocalCloud, workdir: Path) -> None:
+    # Given a study and an AE of the same organisation that may only query
+    c = customer(cloud)
+    study_uid = store_study(cloud, c, study(sub(workdir, "q"), 1, patient_id=hetu()))
+    querier = f"{c.scu[:12]}_Q"
+    cloud.register(c.org, AEInfo(querier, c.org.oid, "127.0.0.1", free_port(), roles=("query",)))
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    # When it tries C-GET and C-MOVE
+    ae = _scu(querier, get=True)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", cloud.dicom_port, ae_title="ARCHIVE",
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)])  # fmt: skip
+    get = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    move = list(assoc.send_c_move(query, c.dest, StudyRootQueryRetrieveInformationModelMove))
+    assoc.release()
+    # Then both are refused and nothing was sent
+    assert get[-1][0].Status == 0x0124 and "retrieve" in get[-1][0].ErrorComment
+    assert get[-1][0].get("NumberOfCompletedSuboperations", 0) == 0
+    assert move[-1][0].Status == 0xC514
