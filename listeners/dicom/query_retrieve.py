@@ -124,7 +124,8 @@ class _Operation:
     calling_title: str
     request: QueryRequest | None = None
     destination: str | None = None
-    outcome: str = "SUCCESS"
+    # Stays INCOMPLETE if the peer or the move destination goes away before the end.
+    outcome: str = "INCOMPLETE"
     disclosed: list[Disclosed] = field(default_factory=list)
 
 
@@ -213,6 +214,7 @@ class QueryRetrieveSCP:
                     )
                 )
                 yield PENDING, match.identifier
+            operation.outcome = "COMPLETED"
         except ArchiveError as exc:
             yield self._refused(operation, "C-FIND", event, exc), None
         except Exception as exc:

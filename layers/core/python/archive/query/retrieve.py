@@ -59,13 +59,23 @@ class Prepared:
 
 class RetrieveService:
     def __init__(
-        self, index: QueryIndex, queries: QueryService, objects: ObjectStore, *, prefetch: int = 4
+        self,
+        index: QueryIndex,
+        queries: QueryService,
+        objects: ObjectStore,
+        *,
+        prefetch: int = 4,
+        workers: int = 16,
     ) -> None:
         self._index = index
         self._queries = queries
         self._objects = objects
+        # Each retrieval keeps ``prefetch`` reads in flight; the pool is shared by the listener's
+        # concurrent associations, so it is sized for several of them.
         self._prefetch = max(1, prefetch)
-        self._pool = ThreadPoolExecutor(max_workers=self._prefetch, thread_name_prefix="retrieve-read")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(workers, self._prefetch), thread_name_prefix="retrieve-read"
+        )
 
     # --- which instances -------------------------------------------------------------------
 
