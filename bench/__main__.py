@@ -186,8 +186,8 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                 prof = args.work_dir / "profiles"
                 results.profiles[workload.name] = [
                     breakdown(
-                        "listener: whole process, CPU only",
-                        read_folded(prof / f"{workload.name}-listener-cpu.txt"),
+                        "listener: whole process, running (not blocked) samples",
+                        read_folded(prof / f"{workload.name}-listener.txt", active=True),
                         LISTENER_CPU_RULES,
                         ("archive/", "listeners/"),
                     ),

@@ -16,7 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WAIT_LEAVES = ("readinto", "recv_into", "select (", "poll (", "do_poll", "wait (", "accept (", "sleep")
+# Leaf frames of a thread that is blocked, not running: socket reads, select/poll, lock waits, and
+# pynetdicom's reactor loops, whose own line is a 1 ms time.sleep (C code, so it is the leaf).
+WAIT_LEAVES = (
+    "readinto",
+    "recv_into",
+    "select (",
+    "poll (",
+    "do_poll",
+    "wait (",
+    "accept (",
+    "sleep",
+    "run_reactor (",
+    "service_actions (",
+    "AssociationSocket.ready (",
+    "_wait_for_tstate_lock",
+)
 
 
 def py_spy() -> str | None:
@@ -60,8 +75,9 @@ def start_recording(
     return recording
 
 
-def read_folded(path: Path, *, only: str | None = None) -> list[tuple[list[str], int]]:
-    """Folded stacks from a raw py-spy file, optionally only those passing through ``only``."""
+def read_folded(path: Path, *, only: str | None = None, active: bool = False) -> list[tuple[list[str], int]]:
+    """Folded stacks from a raw py-spy file, optionally only those passing through ``only``, and
+    with ``active`` only those not blocked (leaf not a socket read, select, poll, wait or sleep)."""
     if not path.exists():
         return []
     out = []
@@ -71,7 +87,10 @@ def read_folded(path: Path, *, only: str | None = None) -> list[tuple[list[str],
             continue
         if only and only not in stack:
             continue
-        out.append((stack.split(";"), int(count)))
+        frames = stack.split(";")
+        if active and any(w in frames[-1] for w in WAIT_LEAVES):
+            continue
+        out.append((frames, int(count)))
     return out
 
 
