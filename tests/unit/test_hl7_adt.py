@@ -1,0 +1,106 @@
+"""From an HL7 identifier to the archive's patient identity, and the queued request's identity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from archive.data.patients import PatientState
+from archive.dicom.instance import PatientIdentity
+from archive.errors import RequiredFieldMissing, UnknownAssigningAuthority
+from archive.hl7.adt import SendingFacility, patient_identity
+from archive.hl7.message import HierarchicDesignator, PatientIdentifier
+from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent
+from archive.registry import OrganisationInfo
+
+ORG = OrganisationInfo(
+    "1.2.246.10.1", "Hospital", ("1.2.246.21", "1.2.246.10.1.22.2026"), "1.2.246.10.1.22.2026"
+)
+SENDER = SendingFacility(ORG, {"ADT1": "1.2.246.10.1.22.2026", "OTHER": "9.9.9"})
+
+
+def cx(pid: str, namespace: str = "", oid: str = "", kind: str = "") -> PatientIdentifier:
+    return PatientIdentifier(pid, HierarchicDesignator(namespace, oid, kind), "PID^1^3^1")
+
+
+@pytest.mark.parametrize(
+    ("identifier", "issuer"),
+    [
+        (cx("020516C903K", oid="1.2.246.21", kind="ISO"), "1.2.246.21"),
+        (cx("T1", namespace="ADT1"), "1.2.246.10.1.22.2026"),
+        (cx("T1"), "1.2.246.10.1.22.2026"),  # no authority: the organisation's default issuer
+    ],
+)
+def test_identifiers_map_to_trusted_issuers(identifier: PatientIdentifier, issuer: str) -> None:
+    assert patient_identity((identifier,), SENDER, "PID-3", "PID^1^3") == PatientIdentity(
+        identifier.id, issuer
+    )
+
+
+def test_the_first_trusted_repetition_wins() -> None:
+    ids = (cx("X", namespace="zxcv"), cx("T9", namespace="ADT1"))
+    assert patient_identity(ids, SENDER, "PID-3", "PID^1^3") == PatientIdentity("T9", "1.2.246.10.1.22.2026")
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [cx("X", namespace="zxcv"), cx("X", namespace="OTHER"), cx("X", oid="1.2.3", kind="ISO")],
+    ids=["unmapped namespace", "mapped to an untrusted issuer", "untrusted OID"],
+)
+def test_unknown_or_untrusted_authorities_are_refused_at_pid_3_4(identifier: PatientIdentifier) -> None:
+    with pytest.raises(UnknownAssigningAuthority) as caught:
+        patient_identity((identifier,), SENDER, "PID-3", "PID^1^3")
+    assert caught.value.location == "PID^1^3^1^4"
+
+
+def test_no_identifier_is_a_missing_required_field() -> None:
+    with pytest.raises(RequiredFieldMissing) as caught:
+        patient_identity((), SENDER, "MRG-1", "MRG^1^1")
+    assert caught.value.location == "MRG^1^1"
+
+
+def request(control_id: str = "M1", received: datetime | None = None) -> PatientChangeRequest:
+    return PatientChangeRequest(
+        event=PatientEvent.MERGE,
+        patient=PatientIdentity("020516C903K", "1.2.246.21"),
+        prior=PatientIdentity("T1", "1.2.246.10.1.22.2026"),
+        demographics=NewDemographics("Äärelä^Åsa", "ISO_IR 100", "19160502", ""),
+        org_oid=ORG.oid,
+        sender="PAS|HOSP",
+        message_control_id=control_id,
+        received_at=received or datetime(2026, 1, 1, tzinfo=UTC),
+        message="MSH|...",
+    )
+
+
+def test_a_request_survives_the_queue_unchanged() -> None:
+    original = request()
+    assert PatientChangeRequest.from_json(original.to_json()) == original
+
+
+def test_the_same_message_has_the_same_deduplication_id_and_another_one_not() -> None:
+    later = request(received=datetime(2026, 1, 2, tzinfo=UTC))
+    assert request().message_id == later.message_id
+    assert request().message_id != request("M2").message_id
+    assert len(request().message_id) <= 128 and len(request().group_id) <= 128
+
+
+def test_a_merge_is_ordered_with_the_prior_identity() -> None:
+    merge = request()
+    update = PatientChangeRequest(
+        **{**merge.__dict__, "event": PatientEvent.UPDATE, "patient": merge.prior, "prior": None}
+    )
+    assert merge.group_id == update.group_id
+
+
+def test_hl7_null_clears_and_absent_keeps() -> None:
+    state = PatientState(
+        "k", "T1", "i", patient_name="Old", name_charset="ISO_IR 100", birth_date="1916", sex="M"
+    )
+    after = NewDemographics(patient_name="New^Name", sex="").applied_to(state)
+    assert (after.patient_name, after.name_charset, after.birth_date, after.sex) == (
+        "New^Name",
+        None,
+        "1916",
+        None,
+    )
