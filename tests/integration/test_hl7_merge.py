@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from archive.data.index import IndexRepository
 from archive.data.models import Instance, Patient, Study
 from archive.data.patients import PatientRepository
 from archive.dicom.instance import PatientIdentity
@@ -245,3 +246,23 @@ def test_a_merge_and_its_reversal_sent_together_make_no_loop(cloud: LocalCloud, 
     # And there is no loop
     assert Patient.get(d_id.key).merged_into == e_id.key
     assert Patient.get(e_id.key).merged_into is None
+
+
+def test_a_study_claimed_but_not_yet_indexed_during_a_merge_still_takes_images(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    # Given a study the DICOM listener has bound to temporary ID P (first image received, not
+    # indexed yet, so no merge can see it by patient)
+    p, s = fresh_id(), fresh_id()
+    p_key, s_key = PatientIdentity(p, TEMP_ISSUER).key, PatientIdentity(s, TEMP_ISSUER).key
+    study_uid = new_uid()
+    IndexRepository(cloud.settings).claim_study_patient(study_uid, p_key, "1.2.246.10.12345678.10")
+    # When P is merged into S
+    [ack] = simple_hl7_send(cloud, [adt("A40", s, prior_id=p, control_id=f"R{p}")], workdir)
+    assert ack.code == "AA", ack.text
+    wait_for_change(cloud, PatientIdentity(p, TEMP_ISSUER), f"R{p}")
+    # Then the study's next image, still sent under P, is stored (no A778) and the study is S's
+    files = study(workdir / "r", 1, patient_id=p, issuer=TEMP_ISSUER, study_uid=study_uid)
+    store(cloud, files)
+    assert Study.get(study_uid).patient_key == s_key

@@ -88,9 +88,25 @@ class IndexRepository:
         except UpdateError as exc:
             if _is_conditional_failure(exc):
                 current = Study.get(study_uid, consistent_read=True).patient_key
+                if current and self.resolve_patient(current) == patient_key:
+                    # The study's patient was merged into this one (HL7 A40) before the merge
+                    # re-pointed the study: the same person, so re-point it now.
+                    self._repoint_study(study_uid, current, patient_key)
+                    return
                 raise PatientIdConflict(
                     f"Study belongs to another Patient ID: {current}, not {patient_key}"
                 ) from exc
+            raise
+
+    def _repoint_study(self, study_uid: str, from_key: str, to_key: str) -> None:
+        try:
+            Study(study_uid).update(
+                actions=[Study.patient_key.set(to_key)],
+                condition=(Study.patient_key == from_key) | (Study.patient_key == to_key),
+            )
+        except UpdateError as exc:
+            if _is_conditional_failure(exc):
+                raise PatientIdConflict(f"study {study_uid} changed patient concurrently") from exc
             raise
 
     def get_study(self, study_uid: str) -> Study | None:
