@@ -17,9 +17,9 @@ from tests.support.orthanc import DICOM_PORT, Orthanc
 
 
 def test_move_whole_study_to_orthanc(cloud: LocalCloud, workdir: Path) -> None:
-    # Given a stored study of 20 instances and Orthanc registered as the customer's move destination
+    # Given a stored study of 10 instances and Orthanc registered as the customer's move destination
     c = customer(cloud)
-    files = study(sub(workdir, "study"), 20, patient_id=hetu())
+    files = study(sub(workdir, "study"), 10, patient_id=hetu())
     study_uid = store_study(cloud, c, files)
     sent = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(f) for f in files)}
     with Orthanc(sub(workdir, "orthanc"), ae_title=f"ORTHANC{c.dest[-4:]}") as orthanc:
