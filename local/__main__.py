@@ -28,7 +28,7 @@ def banner(cloud: LocalCloud) -> str:
  Logs               {cloud.log_dir}/
 
  Try:  /usr/bin/storescu -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_port} FILES
- HL7:  .venv/bin/mllp_send --loose -p {cloud.hl7_port} 127.0.0.1 < MESSAGE.hl7
+ HL7:  .venv/bin/mllp_send --loose -f MESSAGE.hl7 -p {cloud.hl7_port} 127.0.0.1
  Admin: python -m archive.admin --endpoint {cloud.endpoint} org list
  Ctrl-C stops everything. Data lives in memory and is gone after a stop.
 ==========================================================================
