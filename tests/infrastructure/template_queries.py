@@ -11,10 +11,10 @@ Resource = dict[str, Any]
 
 def resources(template: Template, resource_type: str, properties: Any = None) -> dict[str, Resource]:
     """Logical ID -> resource, for every resource of a type (whose properties match, if given)."""
-    found: dict[str, Resource] = template.find_resources(
+    found = template.find_resources(
         resource_type, {"Properties": properties} if properties is not None else None
     )
-    return found
+    return {logical_id: dict(resource) for logical_id, resource in found.items()}
 
 
 def only(template: Template, resource_type: str, properties: Any = None) -> tuple[str, Resource]:

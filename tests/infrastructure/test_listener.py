@@ -134,6 +134,7 @@ def test_container_gets_the_archive_environment_and_logs_to_cloudwatch(productio
     assert env["ARCHIVE_AE_TITLE"] == "ARCHIVE"
     assert set(TABLE_ENV.values()) <= set(env)
     assert env["SPOOL_DIR"] == "/tmp"
+    assert env["DICOM_PORT"] == str(DICOM_PORT)
     assert env["COMMITMENT_WAIT_SECONDS"] == "60"
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     log_group_ref = container["LogConfiguration"]["Options"]["awslogs-group"]
@@ -188,3 +189,13 @@ def test_network_has_private_subnets_with_nat_and_gateway_endpoints(production: 
     assert "s3" in services
     assert "dynamodb" in services
     production.template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})
+
+
+def test_stack_outputs_the_load_balancer_dns_name(production: Synthesized) -> None:
+    load_balancer_id, _ = only(
+        production.template,
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        Match.object_like({"Type": "network"}),
+    )
+    outputs = production.template.find_outputs("*", {"Value": {"Fn::GetAtt": [load_balancer_id, "DNSName"]}})
+    assert len(outputs) == 1

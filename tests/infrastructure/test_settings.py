@@ -29,6 +29,7 @@ def test_context_values_given_with_dash_c_arrive_as_strings_and_are_parsed() -> 
             "objectLockMode": "governance",
             "retentionDays": "7",
             "clientCidrs": "192.0.2.0/24, 10.20.0.0/16",
+            "dicomCertificateArn": "arn:aws:acm:eu-north-1:111122223333:certificate/0f6c1f4e",
         }
     )
 
@@ -76,13 +77,25 @@ def test_unknown_object_lock_mode_is_refused() -> None:
         DeploymentSettings.from_context(App(context={"objectLockMode": "LEGAL_HOLD"}).node)
 
 
+CERTIFICATE = "arn:aws:acm:eu-north-1:111122223333:certificate/0f6c1f4e"
+
+
 def test_load_balancers_face_the_internet_only_when_a_public_network_may_connect() -> None:
     # Given client networks that are all private (VPN / Transit Gateway)
     private = DeploymentSettings(client_cidrs=("10.20.0.0/16", "172.16.0.0/12"))
     # And one that includes a public range
-    public = DeploymentSettings(client_cidrs=("10.20.0.0/16", "198.51.100.0/24"))
+    public = DeploymentSettings(
+        client_cidrs=("10.20.0.0/16", "198.51.100.0/24"), dicom_certificate_arn=CERTIFICATE
+    )
 
     # Then only the second is internet-facing, and both always admit the VPC itself
     assert not private.listeners_internet_facing
     assert public.listeners_internet_facing
     assert public.listener_client_cidrs[0] == public.vpc_cidr
+
+
+def test_public_client_networks_need_a_tls_certificate() -> None:
+    # Given a public client network and no certificate
+    # Then plain DICOM would cross the internet, and synth refuses
+    with pytest.raises(ValueError, match="DICOM without TLS"):
+        DeploymentSettings(client_cidrs=("198.51.100.0/24",))

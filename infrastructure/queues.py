@@ -1,0 +1,54 @@
+"""A work queue whose poison messages end up in a dead-letter queue instead of being lost."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infrastructure.settings import DLQ_RETENTION
+
+
+class DeadLetteredQueue(Construct):
+    """An encrypted, TLS-only SQS queue with a dead-letter queue after ``max_receive_count`` tries."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        purpose: str,
+        visibility_timeout: Duration,
+        max_receive_count: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # A customer managed key (not the aws/sqs managed key), so S3 can be allowed to encrypt
+        # the event notifications it sends.
+        self.key = kms.Key(
+            self,
+            "Key",
+            description=f"Encrypts the {purpose} queue and its dead-letter queue",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=DLQ_RETENTION,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            visibility_timeout=visibility_timeout,
+            retention_period=DLQ_RETENTION,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=max_receive_count
+            ),
+        )

@@ -1,0 +1,226 @@
+"""Names and defaults of a deployment, in one place.
+
+Operators choose a handful of things per stack through CDK context (``-c key=value`` or cdk.json);
+everything else is a constant here. ``DeploymentSettings.from_context`` reads the context once and
+validates it, so a wrong combination (a production stack with GOVERNANCE retention) fails at synth,
+before anything is deployed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Node
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Used when the CLI has no region from the operator's profile (offline synth). Load balancer
+# access logs need a concrete region at synth time.
+DEFAULT_REGION = "eu-north-1"
+
+# --- what the code expects (the env var names match archive.config.Settings.from_env) -----------
+ENV_BUCKET = "ARCHIVE_BUCKET"
+ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
+ENV_SPOOL_DIR = "SPOOL_DIR"
+ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
+ENV_DICOM_PORT = "DICOM_PORT"  # read by listeners/dicom/__main__.py
+ARCHIVE_AE_TITLE = "ARCHIVE"
+POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
+
+# --- source folders (relative to the repository root) --------------------------------------------
+CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"
+DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
+INDEX_FUNCTION_DIR = REPO_ROOT / "functions" / "index_instance"
+INDEX_FUNCTION_HANDLER = "handler.handler"
+DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
+# What a listener image never needs; keeping it out of the build context also keeps the image's
+# asset hash stable when only tests or docs change.
+CONTAINER_CONTEXT_EXCLUDES = (
+    ".git",
+    ".venv",
+    "node_modules",
+    "cdk.out",
+    "tests",
+    "bench",
+    "docs",
+    "functions",
+    "layers/deps",
+    ".local-cloud",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "**/__pycache__",
+)
+ASSET_EXCLUDES = ("**/__pycache__", "**/*.pyc")
+
+# --- runtimes and sizing ---------------------------------------------------------------------------
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_11
+# Graviton: cheaper per GB-second; the deps layer is built from aarch64 wheels to match.
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
+INDEX_FUNCTION_MEMORY_MB = 512
+INDEX_BATCH_SIZE = 10
+INDEX_MAX_RECEIVE_COUNT = 5
+DLQ_RETENTION = Duration.days(14)
+DICOM_CONTAINER_PORT = 11112
+COMMITMENT_WAIT_SECONDS = 60
+LISTENER_SPOOL_DIR = "/tmp"
+NAT_GATEWAYS = 2
+MAX_AZS = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerSizing:
+    """Task size and scaling of one TCP listener service."""
+
+    cpu: int = 1024
+    memory_limit_mib: int = 2048
+    # Spool space for datasets in flight (SPOOL_DIR); Fargate allows 21-200 GiB.
+    ephemeral_storage_gib: int = 50
+    # At least one task per availability zone, so one zone failing leaves the listener up.
+    min_tasks: int = MAX_AZS
+    max_tasks: int = 10
+    cpu_target_percent: int = 60
+    # Time to finish open associations or messages after SIGTERM (scale-in, deploys); also the
+    # load balancer's deregistration delay. Fargate allows at most 120 s.
+    stop_timeout_seconds: int = 120
+
+
+def powertools_env(service: str) -> dict[str, str]:
+    """Powertools configuration of one service (Lambda function or listener)."""
+    return {
+        "POWERTOOLS_SERVICE_NAME": service,
+        "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        # Events carry patient data; never log them whole.
+        "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+    }
+
+
+# --- context -------------------------------------------------------------------------------------
+CTX_STAGE = "stage"
+CTX_OBJECT_LOCK_MODE = "objectLockMode"
+CTX_RETENTION_DAYS = "retentionDays"
+CTX_DICOM_CERTIFICATE_ARN = "dicomCertificateArn"
+CTX_CLIENT_CIDRS = "clientCidrs"
+CTX_VPC_CIDR = "vpcCidr"
+CTX_ALARM_EMAIL = "alarmEmail"
+
+_STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+
+
+class ObjectLockMode(StrEnum):
+    COMPLIANCE = "COMPLIANCE"
+    GOVERNANCE = "GOVERNANCE"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentSettings:
+    """What an operator may choose per stack. Defaults are production-grade."""
+
+    stage: str = "production"
+    object_lock_mode: ObjectLockMode = ObjectLockMode.COMPLIANCE
+    retention_days: int = 3650
+    dicom_certificate_arn: str | None = None
+    # The VPC's address range; choose one that does not overlap customers' networks reached by VPN.
+    vpc_cidr: str = "10.60.0.0/16"
+    # Networks allowed to reach the listeners besides the VPC itself. Any public range makes the
+    # load balancers internet-facing; private ranges only (VPN, Transit Gateway) keep them internal.
+    client_cidrs: tuple[str, ...] = ()
+    alarm_email: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _STAGE_PATTERN.match(self.stage):
+            raise ValueError(f"{CTX_STAGE} must match {_STAGE_PATTERN.pattern}, got {self.stage!r}")
+        if self.retention_days < 1:
+            raise ValueError(f"{CTX_RETENTION_DAYS} must be at least 1, got {self.retention_days}")
+        if self.object_lock_mode is ObjectLockMode.GOVERNANCE and not self.is_dev:
+            # GOVERNANCE retention can be lifted by anyone with s3:BypassGovernanceRetention; an
+            # archive whose images must stay unaltered for the legal time cannot allow that.
+            raise ValueError(
+                f"{CTX_OBJECT_LOCK_MODE}=GOVERNANCE is only allowed for dev stacks "
+                f"({CTX_STAGE}=dev or dev-<name>); stage {self.stage!r} needs COMPLIANCE"
+            )
+        for cidr in (self.vpc_cidr, *self.client_cidrs):
+            ipaddress.ip_network(cidr)  # raises ValueError on a typo or host bits set
+        if self.listeners_internet_facing and not self.dicom_certificate_arn:
+            raise ValueError(
+                f"{CTX_CLIENT_CIDRS} includes public networks: give {CTX_DICOM_CERTIFICATE_ARN} too; "
+                "DICOM without TLS must not cross the internet"
+            )
+
+    @property
+    def listener_client_cidrs(self) -> tuple[str, ...]:
+        return (self.vpc_cidr, *self.client_cidrs)
+
+    @property
+    def listeners_internet_facing(self) -> bool:
+        return not all(_is_internal(cidr) for cidr in self.client_cidrs)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.stage == "dev" or self.stage.startswith("dev-")
+
+    @property
+    def stack_name(self) -> str:
+        return f"ImagingArchive-{self.stage}"
+
+    @classmethod
+    def from_context(cls, node: Node) -> DeploymentSettings:
+        """Read the operator's choices; values given with ``-c`` arrive as strings."""
+        defaults = cls()
+
+        def get(key: str) -> Any:
+            value = node.try_get_context(key)
+            return None if value in (None, "") else value
+
+        mode = get(CTX_OBJECT_LOCK_MODE)
+        days = get(CTX_RETENTION_DAYS)
+        return cls(
+            stage=str(get(CTX_STAGE) or defaults.stage),
+            object_lock_mode=ObjectLockMode(str(mode).upper()) if mode else defaults.object_lock_mode,
+            retention_days=int(days) if days is not None else defaults.retention_days,
+            dicom_certificate_arn=get(CTX_DICOM_CERTIFICATE_ARN),
+            vpc_cidr=str(get(CTX_VPC_CIDR) or defaults.vpc_cidr),
+            client_cidrs=_string_list(get(CTX_CLIENT_CIDRS)),
+            alarm_email=get(CTX_ALARM_EMAIL),
+        )
+
+
+# Address space reachable only through private connections (RFC 1918, and RFC 6598 shared space
+# that Transit Gateway and VPN set-ups often use).
+_INTERNAL_NETWORKS = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+
+
+def _is_internal(cidr: str) -> bool:
+    network = ipaddress.ip_network(cidr)
+    return isinstance(network, ipaddress.IPv4Network) and any(
+        network.subnet_of(internal) for internal in _INTERNAL_NETWORKS
+    )
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    """A list from cdk.json, or a comma-separated string from ``-c key=a,b``."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(part) for part in value)
+
+
+def cdk_json_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:
+    """The context in cdk.json (feature flags), so ``python app.py`` and the tests synthesize
+    the same template as ``cdk synth``, which passes it on by itself."""
+    context: dict[str, Any] = json.loads(path.read_text()).get("context", {})
+    return context

@@ -1,0 +1,112 @@
+"""The archive's stack: composes one construct per capability and wires who may do what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archive.config import TABLE_ENV
+from archive.data.schema import table_specs
+from aws_cdk import Duration, Stack
+from constructs import Construct
+
+from infrastructure import settings as s
+from infrastructure.alarms import OperatorAlarms
+from infrastructure.archive_bucket import ArchiveBucket
+from infrastructure.layers import ArchiveLayers
+from infrastructure.listener_service import TcpListenerService
+from infrastructure.network import ArchiveNetwork
+from infrastructure.queue_consumer import QueueConsumerFunction
+from infrastructure.queues import DeadLetteredQueue
+from infrastructure.tables import ArchiveTables
+
+
+class ArchiveStack(Stack):
+    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, deployment: s.DeploymentSettings, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        storage = ArchiveBucket(
+            self,
+            "Archive",
+            object_lock_mode=deployment.object_lock_mode,
+            retention_days=deployment.retention_days,
+        )
+        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=TABLE_ENV)
+        index_queue = DeadLetteredQueue(
+            self,
+            "IndexQueue",
+            purpose="index",
+            # Six times the function timeout, as AWS recommends for Lambda event sources.
+            visibility_timeout=Duration.seconds(6 * s.INDEX_FUNCTION_TIMEOUT.to_seconds()),
+            max_receive_count=s.INDEX_MAX_RECEIVE_COUNT,
+        )
+        storage.notify_object_created(index_queue.queue)
+
+        alarms = OperatorAlarms(self, "Alarms", email=deployment.alarm_email)
+        alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
+
+        archive_env = {
+            s.ENV_BUCKET: storage.bucket.bucket_name,
+            s.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            **tables.environment,
+        }
+
+        layers = ArchiveLayers(
+            self,
+            "Layers",
+            core_dir=s.CORE_LAYER_DIR,
+            deps_dir=s.DEPS_REQUIREMENTS_DIR,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+        )
+        index_instance = QueueConsumerFunction(
+            self,
+            "IndexInstance",
+            description="Indexes each DICOM object stored in the archive bucket",
+            code_dir=s.INDEX_FUNCTION_DIR,
+            handler=s.INDEX_FUNCTION_HANDLER,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **s.powertools_env("index-instance")},
+            queue=index_queue.queue,
+            batch_size=s.INDEX_BATCH_SIZE,
+            timeout=s.INDEX_FUNCTION_TIMEOUT,
+            memory_size=s.INDEX_FUNCTION_MEMORY_MB,
+            log_retention=s.LOG_RETENTION,
+        )
+        storage.grant_read_objects(index_instance.role)
+        tables.grant_read_write(index_instance.role)
+
+        network = ArchiveNetwork(
+            self,
+            "Network",
+            cidr=deployment.vpc_cidr,
+            max_azs=s.MAX_AZS,
+            nat_gateways=s.NAT_GATEWAYS,
+            log_retention=s.LOG_RETENTION,
+        )
+        dicom = TcpListenerService(
+            self,
+            "DicomListener",
+            name="dicom",
+            cluster=network.cluster,
+            dockerfile=s.DICOM_DOCKERFILE,
+            container_port=s.DICOM_CONTAINER_PORT,
+            environment={
+                **archive_env,
+                **s.powertools_env("dicom-listener"),
+                s.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
+                s.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
+                s.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+            },
+            certificate_arn=deployment.dicom_certificate_arn,
+            client_cidrs=deployment.listener_client_cidrs,
+            internet_facing=deployment.listeners_internet_facing,
+            access_logs_bucket=storage.access_logs_bucket,
+        )
+        storage.grant_read_write_objects(dicom.task_role)
+        tables.grant_read_write(dicom.task_role)

@@ -1,0 +1,109 @@
+"""The DynamoDB tables, built from the same pynamodb models the code and the local cloud use."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from archive.data.schema import KeySpec, TableSpec
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infrastructure.nag import acknowledge, arn_reference
+
+_ATTRIBUTE_TYPES = {
+    "S": dynamodb.AttributeType.STRING,
+    "N": dynamodb.AttributeType.NUMBER,
+    "B": dynamodb.AttributeType.BINARY,
+}
+_PROJECTIONS = {
+    "ALL": dynamodb.ProjectionType.ALL,
+    "KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY,
+}
+
+
+def _attribute(key: KeySpec | None) -> dynamodb.Attribute | None:
+    if key is None:
+        return None
+    return dynamodb.Attribute(name=key.name, type=_ATTRIBUTE_TYPES[key.type])
+
+
+class ArchiveTables(Construct):
+    """One on-demand table per spec, with PITR, a customer managed key and deletion protection.
+
+    Key schemas and indexes come only from ``specs``; nothing about a table's keys is written here.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        specs: Sequence[TableSpec],
+        env_vars: Mapping[str, str],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        missing = [spec.logical_name for spec in specs if spec.logical_name not in env_vars]
+        if missing:
+            raise ValueError(f"no environment variable for table(s): {', '.join(missing)}")
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Encrypts the archive's index and configuration tables",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.tables: dict[str, dynamodb.Table] = {}
+        self._indexed: dict[str, bool] = {}
+        for spec in specs:
+            partition_key = _attribute(spec.partition_key)
+            assert partition_key is not None
+            table = dynamodb.Table(
+                self,
+                spec.logical_name,
+                partition_key=partition_key,
+                sort_key=_attribute(spec.sort_key),
+                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                    point_in_time_recovery_enabled=True
+                ),
+                encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+                encryption_key=self.key,
+                deletion_protection=True,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+            for index in spec.indexes:
+                index_partition_key = _attribute(index.partition_key)
+                assert index_partition_key is not None
+                table.add_global_secondary_index(
+                    index_name=index.name,
+                    partition_key=index_partition_key,
+                    sort_key=_attribute(index.sort_key),
+                    projection_type=_PROJECTIONS[index.projection],
+                )
+            self.tables[spec.logical_name] = table
+            self._indexed[spec.logical_name] = bool(spec.indexes)
+        self.environment = {env_vars[name]: table.table_name for name, table in self.tables.items()}
+
+    def grant_read_write(self, grantee: iam.IRole) -> None:
+        """Item reads and writes (incl. transactions and index queries) on every table."""
+        for table in self.tables.values():
+            table.grant_read_write_data(grantee)
+        acknowledge(
+            grantee,
+            "AwsSolutions-IAM5",
+            "CDK's read/write grant on the tables' own key: the resource is that one key; the "
+            "wildcards only cover variants of the same operation.",
+            findings=("Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"),
+        )
+        indexed = [table for name, table in self.tables.items() if self._indexed[name]]
+        if indexed:
+            acknowledge(
+                grantee,
+                "AwsSolutions-IAM5",
+                "Queries go through the tables' secondary indexes, which IAM addresses only as "
+                "<table>/index/*; the grant is limited to this stack's archive tables.",
+                findings=tuple(f"Resource::{arn_reference(table)}/index/*" for table in indexed),
+            )
