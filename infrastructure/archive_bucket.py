@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from archive.indexing import INSTANCE_PREFIX
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -94,7 +95,11 @@ class ArchiveBucket(Construct):
 
     def notify_object_created(self, queue: sqs.IQueue) -> None:
         """Send every ObjectCreated event to ``queue`` (S3 notification records in SQS messages)."""
-        self.bucket.add_event_notification(s3.EventType.OBJECT_CREATED, s3n.SqsDestination(queue))
+        self.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.SqsDestination(queue),
+            s3.NotificationKeyFilter(prefix=INSTANCE_PREFIX),
+        )
         # CDK implements bucket notifications with one stack-wide custom resource Lambda.
         stack = Stack.of(self)
         handler = stack.node.try_find_child("BucketNotificationsHandler050a0587b7544547bf325f094a3db834")

@@ -13,6 +13,7 @@ import boto3
 from archive.admin import local_table_names
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
+from archive.indexing import INSTANCE_PREFIX
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
@@ -94,7 +95,13 @@ def create_bucket(endpoint: str, index_queue_arn: str, retention_days: int) -> N
     s3.put_bucket_notification_configuration(
         Bucket=BUCKET,
         NotificationConfiguration={
-            "QueueConfigurations": [{"QueueArn": index_queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+            "QueueConfigurations": [
+                {
+                    "QueueArn": index_queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": INSTANCE_PREFIX}]}},
+                }
+            ]
         },
     )
 
