@@ -57,9 +57,7 @@ DEMO_AES = (
 
 # The demo hospital's patient administration system sends HL7 as facility XYZ_RADIOLOGY (the name
 # the public test messages use); its namespace-only authority ADT1 stands for the temporary IDs.
-DEMO_HL7_FACILITIES = (
-    FacilityInfo("XYZ_RADIOLOGY", DEMO_ORG.oid, {"ADT1": "1.2.246.10.12345678.22.2026"}),
-)
+DEMO_HL7_FACILITIES = (FacilityInfo("XYZ_RADIOLOGY", DEMO_ORG.oid, {"ADT1": "1.2.246.10.12345678.22.2026"}),)
 
 
 def free_port() -> int:
