@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -85,7 +87,7 @@ def machine() -> dict[str, str]:
         "memory": f"{memory_gb:.1f} GiB",
         "kernel": platform.release(),
         "os": _os_release(),
-        "dcmtk": (dcmtk.splitlines() or ["?"])[0].strip(),
+        "dcmtk": "DCMTK " + (match.group(1) if (match := re.search(r"v(\d+\.\d+\.\d+)", dcmtk)) else "?"),
     }
 
 
@@ -102,6 +104,12 @@ def _os_release() -> str:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def _sample_load(samples: list[float], stop: threading.Event) -> None:
+    """The 1-minute load average every 10 s: the report says how busy the machine was throughout."""
+    while not stop.wait(10.0):
+        samples.append(os.getloadavg()[0])
 
 
 def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results) -> StudyFiles | None:
@@ -135,6 +143,10 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                 study = workload.generate(scratch / "ingest", f"{workload.name[:2]}{n_assoc}{run}", seed=run)
                 order = targets if run % 2 == 0 else list(reversed(targets))
                 for target in order:
+                    if target.name == "ours":
+                        env.empty_index_queue(
+                            tolerate=4 * workload.instances if workload.instances < 100 else 0
+                        )
                     results.ingest.append(
                         ingest_once(
                             target,
@@ -146,13 +158,15 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                             helpers={},
                         )
                     )
-                    if target.name == "ours":
-                        env.discard_index_events()
                 shutil.rmtree(scratch / "ingest", ignore_errors=True)
         # The commitment run: the index Lambda runs alongside, as deployed; our processes profiled.
-        env.resume_indexing()
         study = workload.generate(scratch / f"commit-{workload.name}", f"{workload.name[:2]}C", seed=99)
+        env.empty_index_queue()
+        env.resume_indexing()
+        runner_sqs = env.timed_index_receives()
         for target in targets:
+            if target.name == "ours":
+                runner_sqs.reset()
             helpers = env.helper_meters(target)
             recordings = []
             if target.name == "ours" and "profile" not in args.skip:
@@ -180,6 +194,12 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                 requester=env.requester,
             )
             results.ingest.append(sample)
+            if target.name == "ours":
+                results.runner_sqs[workload.name] = {
+                    name: {"calls": runner_sqs.calls[name], "seconds": runner_sqs.seconds[name]}
+                    for name in runner_sqs.calls
+                }
+                runner_sqs.reset()
             for recording in recordings:
                 recording.stop()
             if recordings:
@@ -312,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     results = Results(started=datetime.now(UTC).isoformat(timespec="seconds"), load_before=load())
     results.machine = machine()
     started = time.monotonic()
+    stop_sampling = threading.Event()
+    sampler = threading.Thread(target=_sample_load, args=(results.load_samples, stop_sampling), daemon=True)
+    sampler.start()
     with BenchEnvironment(args.work_dir) as env:
         results.versions = env.versions()
         committed = None
@@ -321,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
             run_retrieve(env, args, results, committed)
         if "query" not in args.skip:
             run_query(env, args, results)
+    stop_sampling.set()
     results.load_after = load()
     results.wall_seconds = time.monotonic() - started
     results.parameters = {k: str(v) for k, v in vars(args).items() if k not in ("out", "work_dir")}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,34 @@ MODALITY_AE = "BENCH_MOD"  # sends images and asks for storage commitment
 RECEIVER_AE = "BENCH_RECV"  # queries and retrieves; C-MOVE destination
 
 
+class SqsCallTimer:
+    """Wraps the local runner's SQS client and adds up the time spent in each call to moto."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
+                self.calls[name] = self.calls.get(name, 0) + 1
+
+        return timed
+
+
 @dataclass
 class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
     work_dir: Path
@@ -34,7 +63,7 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
     receiver_port: int = 0
     ours: Target | None = None
     theirs: Target | None = None
-    _extra: list[Any] = field(default_factory=list)
+    _last_purge: float = -1000.0
 
     def __enter__(self) -> BenchEnvironment:
         if self.work_dir.exists():
@@ -111,17 +140,38 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         if not self.cloud.pollers:
             self.cloud.start_pollers()
 
-    def discard_index_events(self) -> None:
-        """Drop the S3 events of a throughput run (those instances are not queried later)."""
+    def empty_index_queue(self, *, tolerate: int = 0) -> None:
+        """Drop the S3 events of throughput runs (those instances are never queried).
+
+        The queue must be empty before our next send: moto's SQS gets slower with every queued
+        message (SendMessage, which S3 notifications use on every PUT, and ReceiveMessage alike), so a
+        backlog would slow the next run's C-STOREs for reasons that do not exist on AWS. moto, like
+        SQS, allows one PurgeQueue a minute, so this may wait for the window. A backlog of up to
+        ``tolerate`` messages is left alone (a few large images barely slow moto down).
+        """
         assert self.cloud is not None
         sqs = client("sqs", self.cloud.endpoint)
         url = self.cloud.queues["index"].url
-        # Receive-and-delete rather than PurgeQueue, which allows one purge a minute.
-        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-            )
+        attributes = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=attributes)["Attributes"]
+        if sum(int(counts[a]) for a in attributes) <= tolerate:
+            return
+        wait = self._last_purge + 61.0 - time.monotonic()
+        if wait > 0:
+            LOG.info("waiting %.0fs for the PurgeQueue window", wait)
+            time.sleep(wait)
+        sqs.purge_queue(QueueUrl=url)
+        self._last_purge = time.monotonic()
+
+    def timed_index_receives(self) -> SqsCallTimer:
+        """Time the index poller's SQS calls to moto (ReceiveMessage, DeleteMessageBatch)."""
+        assert self.cloud is not None
+        for poller in self.cloud.pollers:
+            if poller.function.queue == "index":
+                if not isinstance(poller.sqs, SqsCallTimer):
+                    poller.sqs = SqsCallTimer(poller.sqs)
+                return poller.sqs
+        raise RuntimeError("no index poller running")
 
     def lambda_thread_ids(self) -> list[int]:
         assert self.cloud is not None

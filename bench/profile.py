@@ -128,7 +128,10 @@ LISTENER_CPU_RULES: list[Rule] = [
 ]
 # C-FIND handler threads of the listener (stacks through QueryRetrieveHandlers.on_find).
 FIND_RULES: list[Rule] = [
-    ("access record write (disclosure log)", _has("AccessLog.record", "_record (listeners")),
+    (
+        "access record write (disclosure log, incl. its DynamoDB call)",
+        _has("AccessLog.record", "_record (listeners"),
+    ),
     (
         "waiting for moto (DynamoDB query/get)",
         lambda f: any(w in f[-1] for w in WAIT_LEAVES) and _has("pynamodb", "botocore")(f),
