@@ -21,6 +21,7 @@ class DeadLetteredQueue(Construct):
         purpose: str,
         visibility_timeout: Duration,
         max_receive_count: int,
+        fifo: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         # A customer managed key (not the aws/sqs managed key), so S3 can be allowed to encrypt
@@ -32,9 +33,15 @@ class DeadLetteredQueue(Construct):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # A FIFO queue (ordered per message group, deduplicated by the sender's id) needs a FIFO
+        # dead-letter queue; None keeps a standard queue exactly as before.
+        fifo_flag = True if fifo else None
+        content_dedup = False if fifo else None
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetters",
+            fifo=fifo_flag,
+            content_based_deduplication=content_dedup,
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=self.key,
             enforce_ssl=True,
@@ -43,6 +50,8 @@ class DeadLetteredQueue(Construct):
         self.queue = sqs.Queue(
             self,
             "Queue",
+            fifo=fifo_flag,
+            content_based_deduplication=content_dedup,
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=self.key,
             enforce_ssl=True,

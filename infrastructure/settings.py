@@ -32,6 +32,11 @@ ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
 ENV_SPOOL_DIR = "SPOOL_DIR"
 ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
 ENV_DICOM_PORT = "DICOM_PORT"  # read by listeners/dicom/__main__.py
+# read by listeners/hl7/app.py (HL7ListenerSettings.from_env)
+ENV_HL7_PORT = "HL7_PORT"
+ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
+ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
+ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
 
@@ -41,6 +46,9 @@ DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
 INDEX_FUNCTION_DIR = REPO_ROOT / "functions" / "index_instance"
 INDEX_FUNCTION_HANDLER = "handler.handler"
 DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
+PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / "functions" / "patient_update"
+PATIENT_UPDATE_FUNCTION_HANDLER = "handler.handler"
+HL7_DOCKERFILE = "listeners/hl7/Dockerfile"
 # What a listener image never needs; keeping it out of the build context also keeps the image's
 # asset hash stable when only tests or docs change.
 CONTAINER_CONTEXT_EXCLUDES = (
@@ -75,6 +83,14 @@ DICOM_CONTAINER_PORT = 11112
 COMMITMENT_WAIT_SECONDS = 60
 LISTENER_SPOOL_DIR = "/tmp"
 NAT_GATEWAYS = 2
+# HL7 patient administration: MLLP listener -> FIFO queue -> patient_update Lambda.
+HL7_CONTAINER_PORT = 2575
+HL7_MAX_MESSAGE_BYTES = 1024 * 1024
+HL7_IDLE_TIMEOUT_SECONDS = 300
+PATIENT_UPDATE_FUNCTION_TIMEOUT = Duration.seconds(60)
+PATIENT_UPDATE_FUNCTION_MEMORY_MB = 256
+PATIENT_UPDATE_BATCH_SIZE = 10
+PATIENT_UPDATE_MAX_RECEIVE_COUNT = 5
 MAX_AZS = 2
 
 
@@ -95,6 +111,11 @@ class ListenerSizing:
     stop_timeout_seconds: int = 120
 
 
+# ADT messages are small and few (hundreds a day per hospital): the smallest Fargate task does;
+# nothing is spooled to disk.
+HL7_LISTENER_SIZING = ListenerSizing(cpu=256, memory_limit_mib=512, ephemeral_storage_gib=21, max_tasks=4)
+
+
 def powertools_env(service: str) -> dict[str, str]:
     """Powertools configuration of one service (Lambda function or listener)."""
     return {
@@ -111,6 +132,7 @@ CTX_STAGE = "stage"
 CTX_OBJECT_LOCK_MODE = "objectLockMode"
 CTX_RETENTION_DAYS = "retentionDays"
 CTX_DICOM_CERTIFICATE_ARN = "dicomCertificateArn"
+CTX_HL7_CERTIFICATE_ARN = "hl7CertificateArn"
 CTX_CLIENT_CIDRS = "clientCidrs"
 CTX_VPC_CIDR = "vpcCidr"
 CTX_ALARM_EMAIL = "alarmEmail"
@@ -131,6 +153,8 @@ class DeploymentSettings:
     object_lock_mode: ObjectLockMode = ObjectLockMode.COMPLIANCE
     retention_days: int = 3650
     dicom_certificate_arn: str | None = None
+    # The HL7 (MLLP) listener's certificate; without one it uses the DICOM listener's.
+    hl7_certificate_arn: str | None = None
     # The VPC's address range; choose one that does not overlap customers' networks reached by VPN.
     vpc_cidr: str = "10.60.0.0/16"
     # Networks allowed to reach the listeners besides the VPC itself. Any public range makes the
@@ -157,6 +181,10 @@ class DeploymentSettings:
                 f"{CTX_CLIENT_CIDRS} includes public networks: give {CTX_DICOM_CERTIFICATE_ARN} too; "
                 "DICOM without TLS must not cross the internet"
             )
+
+    @property
+    def hl7_certificate(self) -> str | None:
+        return self.hl7_certificate_arn or self.dicom_certificate_arn
 
     @property
     def listener_client_cidrs(self) -> tuple[str, ...]:
@@ -190,6 +218,7 @@ class DeploymentSettings:
             object_lock_mode=ObjectLockMode(str(mode).upper()) if mode else defaults.object_lock_mode,
             retention_days=int(days) if days is not None else defaults.retention_days,
             dicom_certificate_arn=get(CTX_DICOM_CERTIFICATE_ARN),
+            hl7_certificate_arn=get(CTX_HL7_CERTIFICATE_ARN),
             vpc_cidr=str(get(CTX_VPC_CIDR) or defaults.vpc_cidr),
             client_cidrs=_string_list(get(CTX_CLIENT_CIDRS)),
             alarm_email=get(CTX_ALARM_EMAIL),

@@ -110,3 +110,54 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_write_objects(dicom.task_role)
         tables.grant_read_write(dicom.task_role)
+
+        # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
+        patient_updates = DeadLetteredQueue(
+            self,
+            "PatientUpdateQueue",
+            purpose="patient update",
+            visibility_timeout=Duration.seconds(6 * s.PATIENT_UPDATE_FUNCTION_TIMEOUT.to_seconds()),
+            max_receive_count=s.PATIENT_UPDATE_MAX_RECEIVE_COUNT,
+            fifo=True,
+        )
+        alarms.alarm_on_dead_letters(patient_updates.dead_letter_queue, purpose="patient update")
+        patient_update = QueueConsumerFunction(
+            self,
+            "PatientUpdate",
+            description="Applies HL7 patient merges, identifier changes and name updates to the index",
+            code_dir=s.PATIENT_UPDATE_FUNCTION_DIR,
+            handler=s.PATIENT_UPDATE_FUNCTION_HANDLER,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **s.powertools_env("patient-update")},
+            queue=patient_updates.queue,
+            batch_size=s.PATIENT_UPDATE_BATCH_SIZE,
+            timeout=s.PATIENT_UPDATE_FUNCTION_TIMEOUT,
+            memory_size=s.PATIENT_UPDATE_FUNCTION_MEMORY_MB,
+            log_retention=s.LOG_RETENTION,
+        )
+        tables.grant_read_write(patient_update.role)
+        hl7 = TcpListenerService(
+            self,
+            "Hl7Listener",
+            name="hl7",
+            cluster=network.cluster,
+            dockerfile=s.HL7_DOCKERFILE,
+            container_port=s.HL7_CONTAINER_PORT,
+            environment={
+                **archive_env,
+                **s.powertools_env("hl7-listener"),
+                s.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
+                s.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
+                s.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
+                s.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
+            },
+            certificate_arn=deployment.hl7_certificate,
+            client_cidrs=deployment.listener_client_cidrs,
+            internet_facing=deployment.listeners_internet_facing,
+            access_logs_bucket=storage.access_logs_bucket,
+            sizing=s.HL7_LISTENER_SIZING,
+        )
+        patient_updates.queue.grant_send_messages(hl7.task_role)
+        tables.grant_read_write(hl7.task_role)

@@ -31,7 +31,23 @@ def archive_bucket(template: Template) -> tuple[str, Resource]:
 
 def index_function(template: Template) -> tuple[str, Resource]:
     """The Lambda function behind the handler of functions/index_instance."""
-    return only(template, "AWS::Lambda::Function", Match.object_like({"Handler": "handler.handler"}))
+    service = Match.object_like(
+        {"Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": "index-instance"})}
+    )
+    return only(
+        template,
+        "AWS::Lambda::Function",
+        Match.object_like({"Handler": "handler.handler", "Environment": service}),
+    )
+
+
+def index_queue(template: Template) -> tuple[str, Resource]:
+    """The queue the bucket notifies: the standard (not FIFO) queue with a redrive policy."""
+    return only(
+        template,
+        "AWS::SQS::Queue",
+        Match.object_like({"RedrivePolicy": Match.any_value(), "FifoQueue": Match.absent()}),
+    )
 
 
 def dicom_task_definition(template: Template) -> tuple[str, Resource]:

@@ -16,6 +16,7 @@ from tests.infrastructure.template_queries import (
     archive_bucket,
     arn_of,
     index_function,
+    index_queue,
     objects_of,
     only,
     ref,
@@ -53,9 +54,7 @@ def test_environment_names_the_bucket_every_table_and_the_ae_title(production: S
 def test_is_fed_by_the_index_queue_in_batches_with_partial_failures(production: Synthesized) -> None:
     # Given the index function and the queue the bucket notifies
     function_id, _ = index_function(production.template)
-    queue_id, _ = only(
-        production.template, "AWS::SQS::Queue", Match.object_like({"RedrivePolicy": Match.any_value()})
-    )
+    queue_id, _ = index_queue(production.template)
 
     # Then one event source mapping connects them, reporting failed records one by one
     _, mapping = only(

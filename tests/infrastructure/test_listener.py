@@ -30,16 +30,23 @@ DICOM_PORT = 11112
 
 
 def _listener(synthesized: Synthesized) -> dict[str, Any]:
-    _, listener = only(synthesized.template, "AWS::ElasticLoadBalancingV2::Listener")
+    """The load balancer listener on the DICOM port (the HL7 listener has its own)."""
+    _, listener = only(
+        synthesized.template, "AWS::ElasticLoadBalancingV2::Listener", Match.object_like({"Port": DICOM_PORT})
+    )
     return listener
 
 
+def _load_balancer_id(synthesized: Synthesized) -> str:
+    load_balancer_id: str = _listener(synthesized)["Properties"]["LoadBalancerArn"]["Ref"]
+    return load_balancer_id
+
+
 def _load_balancer(synthesized: Synthesized) -> dict[str, Any]:
-    _, load_balancer = only(
-        synthesized.template,
-        "AWS::ElasticLoadBalancingV2::LoadBalancer",
-        Match.object_like({"Type": "network"}),
-    )
+    load_balancer: dict[str, Any] = synthesized.template.to_json()["Resources"][
+        _load_balancer_id(synthesized)
+    ]
+    assert load_balancer["Properties"]["Type"] == "network"
     return load_balancer
 
 
@@ -106,7 +113,11 @@ def test_only_the_vpc_and_the_configured_client_networks_may_connect(dev_with_tl
 
 
 def test_service_runs_on_fargate_in_private_subnets_and_scales_on_cpu(production: Synthesized) -> None:
-    service_id, service = only(production.template, "AWS::ECS::Service")
+    service_id, service = only(
+        production.template,
+        "AWS::ECS::Service",
+        Match.object_like({"LoadBalancers": [Match.object_like({"ContainerPort": DICOM_PORT})]}),
+    )
     props = service["Properties"]
 
     assert props["LaunchType"] == "FARGATE"
@@ -115,13 +126,23 @@ def test_service_runs_on_fargate_in_private_subnets_and_scales_on_cpu(production
     assert props["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert [target["ContainerPort"] for target in props["LoadBalancers"]] == [DICOM_PORT]
 
-    _, policy = only(production.template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    (target_id, target), *others = [
+        (target_id, target)
+        for target_id, target in resources(
+            production.template, "AWS::ApplicationAutoScaling::ScalableTarget"
+        ).items()
+        if service_id in json.dumps(target["Properties"]["ResourceId"])
+    ]
+    assert not others
+    _, policy = only(
+        production.template,
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        Match.object_like({"ScalingTargetId": ref(target_id)}),
+    )
     config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
     assert (
         config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
     )
-    _, target = only(production.template, "AWS::ApplicationAutoScaling::ScalableTarget")
-    assert service_id in json.dumps(target["Properties"]["ResourceId"])
     assert target["Properties"]["MaxCapacity"] > target["Properties"]["MinCapacity"] >= 2
 
 
@@ -158,7 +179,11 @@ def test_task_may_store_and_read_objects_but_not_delete_them(production: Synthes
 def test_image_is_built_from_the_dicom_dockerfile_for_the_task_platform(production: Synthesized) -> None:
     # Given the cloud assembly's asset manifest
     manifest_path = Path(production.app.outdir) / f"{production.stack.artifact_id}.assets.json"
-    (image,) = json.loads(manifest_path.read_text())["dockerImages"].values()
+    (image,) = [
+        image
+        for image in json.loads(manifest_path.read_text())["dockerImages"].values()
+        if image["source"]["dockerFile"] == "listeners/dicom/Dockerfile"
+    ]
 
     # Then the image is built with the repository as context and the DICOM Dockerfile,
     # for the CPU the task runs on
@@ -192,10 +217,6 @@ def test_network_has_private_subnets_with_nat_and_gateway_endpoints(production: 
 
 
 def test_stack_outputs_the_load_balancer_dns_name(production: Synthesized) -> None:
-    load_balancer_id, _ = only(
-        production.template,
-        "AWS::ElasticLoadBalancingV2::LoadBalancer",
-        Match.object_like({"Type": "network"}),
-    )
+    load_balancer_id = _load_balancer_id(production)
     outputs = production.template.find_outputs("*", {"Value": {"Fn::GetAtt": [load_balancer_id, "DNSName"]}})
     assert len(outputs) == 1
