@@ -74,6 +74,8 @@ def peek_header(payload: bytes) -> MessageHeader | None:
 class ListenerLimits:
     max_message_bytes: int = 1024 * 1024
     idle_timeout_seconds: float = 300.0
+    # On SIGTERM, how long a message being handled may take to be answered before its connection is cut.
+    stop_grace_seconds: float = 30.0
 
 
 class MllpListener:
@@ -84,6 +86,9 @@ class MllpListener:
         self._limits = limits
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        # Connections in the middle of a message: on stop they may finish it and send its ACK.
+        self._busy: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -95,8 +100,14 @@ class MllpListener:
         LOG.info("HL7 MLLP listener on %s:%d", self._host, self.port)
 
     async def stop(self) -> None:
+        """Stop accepting; answer the messages being handled (within the grace time); close."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
+        for task in self._connections - self._busy:
+            task.cancel()
+        if self._busy:
+            await asyncio.wait(set(self._busy), timeout=self._limits.stop_grace_seconds)
         for task in list(self._connections):
             task.cancel()
         for task in list(self._connections):
@@ -136,8 +147,14 @@ class MllpListener:
                         await writer.drain()
                         return
                     assert isinstance(event, Frame)
-                    writer.write(encode_frame(await self._answer(event.payload, peer)))
-                    await writer.drain()
+                    self._busy.add(task)
+                    try:
+                        writer.write(encode_frame(await self._answer(event.payload, peer)))
+                        await writer.drain()
+                    finally:
+                        self._busy.discard(task)
+                if self._stopping:
+                    return
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             LOG.info("connection from %s lost: %s", peer, exc)
         finally:

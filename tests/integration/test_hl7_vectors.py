@@ -14,9 +14,17 @@ from archive.data.models import Patient
 from archive.data.patients import PatientRepository
 from archive.dicom.instance import PatientIdentity
 
-from local.cloud import ROOT, LocalCloud
+from local.cloud import DEMO_ORG, ROOT, LocalCloud
 from tests.support.cloud import wait_until
-from tests.support.hl7 import TEMP_ISSUER, fresh_id, simple_hl7_send, vector, wait_for_change
+from tests.support.hl7 import (
+    HETU_ISSUER,
+    TEMP_ISSUER,
+    adt,
+    fresh_id,
+    simple_hl7_send,
+    vector,
+    wait_for_change,
+)
 
 
 def temp(patient_id: str) -> PatientIdentity:
@@ -114,3 +122,31 @@ def test_a47_changes_the_identifier_unless_the_new_one_exists(cloud: LocalCloud,
     ack = simple_hl7_send(cloud, [again], workdir)[0]
     assert (ack.code, ack.error) == ("AE", "204"), ack.text
     wait_until(lambda: Patient.get(temp(new).key).patient_name == "Smith^Lucy^Mark")
+
+
+def test_a_facility_registered_with_the_admin_cli_or_the_organisation_oid_may_send(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    # Given a new facility of the demo organisation whose namespace NS2 stands for hetus
+    facility = fresh_id("FAC_")
+    admin = ("hl7-facility", "add", facility, DEMO_ORG.oid, "--namespace", f"NS2={HETU_ISSUER}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
+    subprocess.run(
+        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *admin], env=env, check=True
+    )
+    first, second, unknown = fresh_id(), fresh_id(), fresh_id()
+    messages = [
+        # When it sends with its namespace, the organisation sends with its OID as MSH-4 (HD with
+        # universal ID), and an unregistered facility sends
+        adt("A31", first, authority="NS2", facility=facility, control_id=f"F{first}"),
+        adt("A31", second, authority="", facility=f"^{DEMO_ORG.oid}^ISO", control_id=f"F{second}"),
+        adt("A31", unknown, facility="NOT_REGISTERED"),
+    ]
+    acks = simple_hl7_send(cloud, messages, workdir)
+    # Then the first two are accepted (the namespace standing for the hetu issuer; no authority for
+    # the organisation's default issuer), and the last is rejected
+    assert [(a.code, a.error) for a in acks] == [("AA", None), ("AA", None), ("AR", "103")], [
+        a.text for a in acks
+    ]
+    wait_for_change(cloud, PatientIdentity(first, HETU_ISSUER), f"F{first}")
+    wait_for_change(cloud, temp(second), f"F{second}")
