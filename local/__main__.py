@@ -22,7 +22,7 @@ def banner(cloud: LocalCloud) -> str:
  DICOM listener     127.0.0.1:{cloud.dicom_port}   AE title {cloud.settings.archive_ae_title}
  HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31)
  AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS)
- Lambda handlers    {", ".join(p.function.name for p in cloud.pollers)} (fed from SQS)
+ Lambda handlers    {", ".join(dict.fromkeys(p.function.name for p in cloud.pollers))} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
  Logs               {cloud.log_dir}/

@@ -172,9 +172,10 @@ class LocalCloud:
         sqs = client("sqs", self.endpoint)
         for function in FUNCTIONS:
             queue = self.queues[function.queue]
-            poller = QueuePoller(function, sqs, queue.url, queue.arn)
-            poller.start()
-            self.pollers.append(poller)
+            for _ in range(function.concurrency):
+                poller = QueuePoller(function, sqs, queue.url, queue.arn)
+                poller.start()
+                self.pollers.append(poller)
 
     def start_dicom_listener(self) -> subprocess.Popen[bytes]:
         env = {**self.env(), "DICOM_HOST": "127.0.0.1", "DICOM_PORT": str(self.dicom_port)}

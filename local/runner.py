@@ -30,10 +30,14 @@ class LocalFunction:
     handler_file: str  # relative to the repository root
     queue: str  # logical queue name in local.resources.QUEUES
     batch_size: int = 10
+    # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
+    # loads its own copy of the handler module, as separate execution environments would. FIFO
+    # queues keep 1 here: ordering per message group is the point of them.
+    concurrency: int = 1
 
 
 FUNCTIONS = (
-    LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
+    LocalFunction("index_instance", "functions/index_instance/handler.py", "index", concurrency=4),
     LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates"),
 )
 
@@ -93,6 +97,7 @@ class QueuePoller:
         self.module = load_handler(function)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lambda-{function.name}", daemon=True)
+        # A poller is one execution environment: its module (and the handler's state) is its own.
         self.invocations = 0
 
     def start(self) -> None:
