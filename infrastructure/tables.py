@@ -18,6 +18,14 @@ _ATTRIBUTE_TYPES = {
     "N": dynamodb.AttributeType.NUMBER,
     "B": dynamodb.AttributeType.BINARY,
 }
+APPEND_ONLY_ACTIONS = (
+    "dynamodb:PutItem",
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DescribeTable",
+)
 _PROJECTIONS = {
     "ALL": dynamodb.ProjectionType.ALL,
     "KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY,
@@ -57,6 +65,7 @@ class ArchiveTables(Construct):
         )
         self.tables: dict[str, dynamodb.Table] = {}
         self._indexed: dict[str, bool] = {}
+        self._append_only: set[str] = {spec.logical_name for spec in specs if spec.append_only}
         for spec in specs:
             partition_key = _attribute(spec.partition_key)
             assert partition_key is not None
@@ -88,9 +97,15 @@ class ArchiveTables(Construct):
         self.environment = {env_vars[name]: table.table_name for name, table in self.tables.items()}
 
     def grant_read_write(self, grantee: iam.IRole) -> None:
-        """Item reads and writes (incl. transactions and index queries) on every table."""
-        for table in self.tables.values():
-            table.grant_read_write_data(grantee)
+        """Item reads and writes (incl. transactions and index queries) on every table; on an
+        append-only table (access log, change history) reads and PutItem only, so no role that
+        runs the archive can alter or delete an entry."""
+        for name, table in self.tables.items():
+            if name in self._append_only:
+                table.grant(grantee, *APPEND_ONLY_ACTIONS)
+                self.key.grant_encrypt_decrypt(grantee)
+            else:
+                table.grant_read_write_data(grantee)
         acknowledge(
             grantee,
             "AwsSolutions-IAM5",

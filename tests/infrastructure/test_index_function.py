@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from archive.config import TABLE_ENV
+from archive.data.schema import table_specs
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match
 
@@ -97,13 +98,15 @@ def test_may_read_and_write_every_table(production: Synthesized) -> None:
     role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
     statements = statements_of_role(production.template, role_id)
 
+    variables = function["Properties"]["Environment"]["Variables"]
+    append_only = {
+        variables[TABLE_ENV[spec.logical_name]]["Ref"] for spec in table_specs() if spec.append_only
+    }
     for table_id in resources(production.template, "AWS::DynamoDB::Table"):
-        assert {
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:Query",
-            "dynamodb:UpdateItem",
-        } <= actions_on(statements, arn_of(table_id)), table_id
+        granted = actions_on(statements, arn_of(table_id))
+        assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"} <= granted, table_id
+        # Append-only tables (access log, change history): no update, no delete.
+        assert ("dynamodb:UpdateItem" in granted) is (table_id not in append_only), table_id
 
 
 def test_logs_to_its_own_log_group_with_retention(production: Synthesized) -> None:

@@ -70,3 +70,26 @@ def test_table_is_on_demand_recoverable_encrypted_and_protected(
     assert props["SSESpecification"]["SSEType"] == "KMS"
     assert props["DeletionProtectionEnabled"] is True
     assert table["DeletionPolicy"] == "Retain"
+
+
+def test_append_only_tables_grant_no_update_or_delete(production: Synthesized) -> None:
+    # Given the tables the models mark append-only (the access log, the patient change history)
+    append_only = [spec for spec in SPECS if spec.append_only]
+    assert {"access_log", "patient_history"} <= {spec.logical_name for spec in append_only}
+    _, function = index_function(production.template)
+    variables = function["Properties"]["Environment"]["Variables"]
+    table_ids = {variables[TABLE_ENV[spec.logical_name]]["Ref"] for spec in append_only}
+    # Then no IAM statement on them allows changing or deleting an item, yet some allow PutItem
+    puts = 0
+    policies = production.template.to_json()["Resources"]
+    for policy in (r for r in policies.values() if r["Type"] == "AWS::IAM::Policy"):
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            resources = statement.get("Resource", [])
+            if not any(table_id in str(resources) for table_id in table_ids):
+                continue
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert not {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"} & set(
+                actions
+            )
+            puts += "dynamodb:PutItem" in actions
+    assert puts > 0

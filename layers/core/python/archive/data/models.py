@@ -288,6 +288,8 @@ class AccessRecord(Model):
 
     class Meta(_Unbound):
         logical_name = "access_log"
+        # Written once per item, never updated or deleted: writers get PutItem, not UpdateItem/DeleteItem.
+        append_only = True
 
     patient_key = UnicodeAttribute(hash_key=True)
     at_event = UnicodeAttribute(range_key=True)
@@ -337,6 +339,7 @@ class PatientChange(Model):
 
     class Meta(_Unbound):
         logical_name = "patient_history"
+        append_only = True  # the change history is evidence: put once, never changed
 
     patient_key = UnicodeAttribute(hash_key=True)
     change_id = UnicodeAttribute(range_key=True)  # "<received at, UTC ISO>#<message id>"

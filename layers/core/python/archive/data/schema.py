@@ -35,6 +35,8 @@ class TableSpec:
     partition_key: KeySpec
     sort_key: KeySpec | None
     indexes: tuple[IndexSpec, ...]
+    # Items are only ever put (conditionally), never updated or deleted; IAM grants follow that.
+    append_only: bool = False
 
 
 def _keys(attrs: dict[str, Any]) -> tuple[KeySpec, KeySpec | None]:
@@ -56,7 +58,14 @@ def table_spec(model: type[Model]) -> TableSpec:
             kind = "KEYS_ONLY" if isinstance(projection, KeysOnlyProjection) else "ALL"
             assert isinstance(projection, (AllProjection, KeysOnlyProjection))
             indexes.append(IndexSpec(value.Meta.index_name, ipk, isk, kind))
-    return TableSpec(model.Meta.logical_name, pk, sk, tuple(indexes))  # type: ignore[attr-defined]
+    meta = model.Meta
+    return TableSpec(
+        meta.logical_name,  # type: ignore[attr-defined]
+        pk,
+        sk,
+        tuple(indexes),
+        append_only=bool(getattr(meta, "append_only", False)),
+    )
 
 
 def table_specs() -> list[TableSpec]:
