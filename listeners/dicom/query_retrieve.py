@@ -37,6 +37,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from . import statuses
+
 LOG = logging.getLogger("archive.dicom.qr")
 
 QUERY_RETRIEVE_MODELS = (
@@ -71,18 +73,10 @@ STATUS_UNABLE_TO_PROCESS = 0xC000
 
 
 def status_for(exc: Exception) -> int:
-    for error_type, status in STATUS_BY_ERROR:
-        if isinstance(exc, error_type):
-            return status
-    return STATUS_UNABLE_TO_PROCESS
+    return statuses.status_for(exc, STATUS_BY_ERROR, STATUS_UNABLE_TO_PROCESS)
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]  # LO
-    return ds
+_status = statuses.status_dataset
 
 
 def _unsendable(item: RetrieveItem) -> Dataset:

@@ -33,6 +33,7 @@ from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
+from . import statuses
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
 
 LOG = logging.getLogger("archive.dicom")
@@ -56,19 +57,10 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
 
 def status_for(exc: Exception) -> int:
-    for error_type, status in STATUS_BY_ERROR:
-        if isinstance(exc, error_type):
-            return status
-    return STATUS_OUT_OF_RESOURCES
+    return statuses.status_for(exc, STATUS_BY_ERROR, STATUS_OUT_OF_RESOURCES)
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        # Error Comment is LO: 64 characters at most.
-        ds.ErrorComment = comment[:64]
-    return ds
+_status = statuses.status_dataset
 
 
 @dataclass
