@@ -35,7 +35,8 @@ def store(cloud: LocalCloud, files: list[Path]) -> str:
     result = storescu(cloud, files, aet=SCU)
     assert result.returncode == 0, result.stderr
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    wait_until(lambda: (s := Study.get(study_uid)) and s.number_of_instances == len(files))
+    # generous: indexing is asynchronous and slow on a loaded machine; the bound is not the test
+    wait_until(lambda: (s := Study.get(study_uid)) and s.number_of_instances == len(files), timeout=120)
     return study_uid
 
 

@@ -168,7 +168,7 @@ def wait_for_change(cloud: LocalCloud, identity: PatientIdentity, control_id: st
             (h for h in repository.history(identity.key) if h["message_control_id"] == control_id), None
         )
 
-    return wait_until(handled, timeout=60)
+    return wait_until(handled, timeout=120)
 
 
 @contextmanager
