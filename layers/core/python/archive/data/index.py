@@ -7,6 +7,8 @@ S3 event changes nothing.
 
 from __future__ import annotations
 
+import random
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from archive.errors import PatientIdConflict
 STUDY_DATE_UNKNOWN = "0"
 MAX_MERGE_CHAIN = 16
 KNOWN_SERIES_CACHE = 10_000
+MAX_CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class IndexRepository:
         """
         series = (item.study_uid, item.series_uid)
         new_series = series not in self._known_series
+        conflicts = 0
         while True:
             try:
                 self._record(item, new_series=new_series)
@@ -158,6 +162,12 @@ class IndexRepository:
                     return False
                 if new_series and len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                     new_series = False  # another instance created the series first
+                    continue
+                if "TransactionConflict" in reasons and conflicts < MAX_CONFLICT_RETRIES:
+                    # Concurrent Lambdas updating the same study: back off briefly and try again
+                    # rather than waiting a whole visibility timeout for the redelivery.
+                    conflicts += 1
+                    time.sleep(random.uniform(0, 0.05 * 2**conflicts))  # noqa: S311 - jitter, not crypto
                     continue
                 raise
 
