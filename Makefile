@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/layers/core/python:$(CURDIR)
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: run test lint typecheck unit integration infra synth bench system-deps clean
+.PHONY: run test lint typecheck unit integration infra synth bench system-deps node-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -23,6 +23,14 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq dcmtk orthanc iproute2 >/dev/null; \
 	fi
 
+## Node packages: the pinned CDK CLI and simple-hl7, the tests' independent HL7 peer.
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json tests/integration/hl7_peer/package.json
+	npm ci --no-audit --no-fund --loglevel=error
+	cd tests/integration/hl7_peer && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+node-deps: $(NODE_STAMP)
+
 ## Start the whole archive locally: moto, the DICOM listener, the handlers. Ctrl-C stops it.
 run: $(STAMP)
 	$(PY) -m local
@@ -32,20 +40,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy layers/core/python/archive functions listeners local infrastructure app.py
+	$(VENV)/bin/mypy layers/core/python/archive functions listeners local infrastructure app.py bench
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-integration: $(STAMP) system-deps
+integration: $(STAMP) system-deps node-deps
 	$(VENV)/bin/pytest -q tests/integration
 
 infra: $(STAMP)
 	$(VENV)/bin/pytest -q tests/infrastructure
 
 ## Installs what the tests need, then lint, types and every test.
-test: $(STAMP) system-deps lint typecheck
-	$(VENV)/bin/pytest -q -ra
+test: $(STAMP) system-deps node-deps lint typecheck
+	$(VENV)/bin/pytest -q -ra --durations=15
 
 synth: $(STAMP)
 	$(PY) app.py
