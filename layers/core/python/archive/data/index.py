@@ -73,11 +73,15 @@ class IndexRepository:
     # --- patients --------------------------------------------------------------------------
 
     def resolve_patient(self, patient_key: str) -> str:
-        """Follow merges (HL7 A40) to the surviving identity's key."""
+        """Follow merges (HL7 A40) to the surviving identity's key.
+
+        Strongly consistent reads: an image that arrives a moment after a merge must attach to
+        the survivor, not to the identity the merge just retired.
+        """
         key = patient_key
         for _ in range(MAX_MERGE_CHAIN):
             try:
-                patient = Patient.get(key)
+                patient = Patient.get(key, consistent_read=True)
             except DoesNotExist:
                 return key
             if not patient.merged_into:
