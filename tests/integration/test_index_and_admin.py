@@ -102,3 +102,28 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
     assert _admin(cloud, "ae", "remove", "CLI_PACS").returncode == 0
     assert _admin(cloud, "org", "remove", oid).returncode == 0
     assert oid not in _admin(cloud, "org", "list").stdout
+
+
+def test_indexing_reads_only_the_header_of_a_large_object(cloud: LocalCloud) -> None:
+    # Given an 8 MB image stored in the archive
+    from archive.data.index import IndexRepository
+    from archive.data.objects import ObjectStore, instance_key
+    from archive.indexing import index_object
+
+    ds = ct_dataset(rows=2048, columns=2048)
+    modality = Modality(cloud.dicom_port)
+    try:
+        assert modality.store(ds) == 0
+    finally:
+        modality.release()
+    assert cloud.settings is not None
+    objects = ObjectStore(cloud.settings)
+    size = objects.head(instance_key(ds.SOPInstanceUID)).size  # type: ignore[union-attr]
+    assert size > 8_000_000
+    wait_until(lambda: (s := Study.get(ds.StudyInstanceUID)) and s.number_of_instances == 1)
+    # When the index handler's core runs on it again (a redelivery)
+    outcome = index_object(instance_key(ds.SOPInstanceUID), None, objects, IndexRepository(cloud.settings))
+    # Then it fetched one 64 KB block, not the pixel data, and changed nothing
+    assert 0 < outcome.bytes_read <= 64 * 1024
+    assert outcome.indexed is False
+    assert Study.get(ds.StudyInstanceUID).number_of_instances == 1
