@@ -344,15 +344,16 @@ def main(argv: list[str] | None = None) -> None:
             run_retrieve(env, args, results, committed)
         if "query" not in args.skip:
             run_query(env, args, results)
-    stop_sampling.set()
-    results.load_after = load()
-    results.wall_seconds = time.monotonic() - started
-    results.parameters = {k: str(v) for k, v in vars(args).items() if k not in ("out", "work_dir")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(asdict(results), indent=1, default=str))
-    report = write_report(results, args.out)
+        # Written before the archives are torn down, so a slow teardown cannot lose the figures.
+        stop_sampling.set()
+        results.load_after = load()
+        results.wall_seconds = time.monotonic() - started
+        results.parameters = {k: str(v) for k, v in vars(args).items() if k not in ("out", "work_dir")}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(asdict(results), indent=1, default=str))
+        report = write_report(results, args.out)
+        print(f"report: {report}", flush=True)
     shutil.rmtree(args.work_dir / "data", ignore_errors=True)
-    print(f"report: {report}")
 
 
 if __name__ == "__main__":

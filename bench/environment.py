@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from contextlib import AbstractContextManager
@@ -119,7 +120,17 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         if self.orthanc is not None:
             self.orthanc.stop()
         if self.cloud is not None:
-            self.cloud.stop()
+            moto = self.cloud._moto
+            try:
+                self.cloud.stop()
+            except subprocess.TimeoutExpired:
+                # moto holding gigabytes of objects can take longer than LocalCloud waits to exit.
+                LOG.warning("moto did not stop in time; killing it")
+                if moto is not None:
+                    moto.kill()
+                    moto.wait(30)
+                self.cloud._moto = None
+                self.cloud.stop()
 
     def targets(self) -> list[Target]:
         assert self.ours is not None and self.theirs is not None

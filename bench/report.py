@@ -258,6 +258,7 @@ def write_report(results: Results, out: Path) -> Path:
     lines += _retrieve(results, out)
     lines += _query(results, out)
     lines += _profiles(results, out)
+    lines += _costs(results)
     lines += _method(results)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -742,6 +743,24 @@ def _profiles(results: Results, out: Path) -> list[str]:
                 )
         lines.append("")
     return lines
+
+
+def _costs(results: Results) -> list[str]:
+    """The cost model for a national-scale default workload, with this run's listener CPU."""
+    from .cost_model import Assumptions, Prices, Workload, render
+
+    measured = [r.ours.cpu_per_1000 for r in throughput_rows(results) if r.label == "ct-500"]
+    cpu = median(measured) if measured else Assumptions.listener_cpu_s_per_1000
+    if math.isnan(cpu):
+        cpu = Assumptions.listener_cpu_s_per_1000
+    workload = Workload(studies_per_day=3000, study_mb=150, retention_years=12, retrievals_per_study=2)
+    text = render(workload, Prices(), Assumptions(listener_cpu_s_per_1000=round(cpu, 1)))
+    return [
+        text.replace("## Cost model", "## Cost model (python -m bench.cost_model, defaults)", 1),
+        f"The listener's CPU-seconds per 1,000 instances ({cpu:.1f}) are this run's median for the CT "
+        "workload, measured against moto; see docs/benchmarks.md for every other assumption.",
+        "",
+    ]
 
 
 def _method(results: Results) -> list[str]:
