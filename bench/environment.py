@@ -28,10 +28,9 @@ RECEIVER_AE = "BENCH_RECV"  # queries and retrieves; C-MOVE destination
 
 
 class SqsCallTimer:
-    """Wraps the local runner's SQS client and adds up the time spent in each call to moto."""
+    """Wraps the local runner's SQS clients and adds up the time spent in each call to moto."""
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
 
@@ -39,18 +38,28 @@ class SqsCallTimer:
         self.seconds.clear()
         self.calls.clear()
 
+    def wrap(self, inner: Any) -> Any:
+        return _TimedClient(inner, self)
+
+
+class _TimedClient:
+    def __init__(self, inner: Any, timer: SqsCallTimer) -> None:
+        self._inner = inner
+        self._timer = timer
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
         if not callable(attribute):
             return attribute
+        timer = self._timer
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.monotonic()
             try:
                 return attribute(*args, **kwargs)
             finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
-                self.calls[name] = self.calls.get(name, 0) + 1
+                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.monotonic() - start
+                timer.calls[name] = timer.calls.get(name, 0) + 1
 
         return timed
 
@@ -175,14 +184,13 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         self._last_purge = time.monotonic()
 
     def timed_index_receives(self) -> SqsCallTimer:
-        """Time the index poller's SQS calls to moto (ReceiveMessage, DeleteMessageBatch)."""
+        """Time every index poller's SQS calls to moto (ReceiveMessage, DeleteMessageBatch)."""
         assert self.cloud is not None
+        timer = SqsCallTimer()
         for poller in self.cloud.pollers:
             if poller.function.queue == "index":
-                if not isinstance(poller.sqs, SqsCallTimer):
-                    poller.sqs = SqsCallTimer(poller.sqs)
-                return poller.sqs
-        raise RuntimeError("no index poller running")
+                poller.sqs = timer.wrap(poller.sqs)
+        return timer
 
     def lambda_thread_ids(self) -> list[int]:
         assert self.cloud is not None

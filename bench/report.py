@@ -475,7 +475,7 @@ def _ingest(results: Results, out: Path) -> list[str]:
             continue
         lines.append(
             f"- {workload}: in our commitment run ({fmt(ours_sample.seconds + _commit_seconds(ours_sample), 1)} s from first "
-            f"C-STORE to report) the local runner (the stand-in for Lambda's SQS event source mapping) spent "
+            f"C-STORE to report) the local runner's index poller(s) (the stand-in for Lambda's SQS event source mapping) spent "
             f"{fmt(receive['seconds'], 1)} s in {int(receive['calls'])} ReceiveMessage calls to moto (mean "
             f"{fmt(receive['seconds'] / max(1, receive['calls']), 2)} s, including up to 1 s of long poll when "
             f"the queue was empty) and {fmt(delete.get('seconds', 0.0), 1)} s in "
