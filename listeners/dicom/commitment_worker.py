@@ -19,6 +19,7 @@ from typing import Any
 from archive.commitment import (
     STORAGE_COMMITMENT_SOP_INSTANCE,
     CommitmentResult,
+    Reference,
     evaluate,
     event_report,
 )
@@ -70,6 +71,8 @@ class CommitmentWorker:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Per pending transaction, the instances already decided (rebuilt after a restart).
+        self._settled: dict[str, dict[Reference, int]] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="commitment-worker", daemon=True)
@@ -112,13 +115,19 @@ class CommitmentWorker:
         if item.result is not None:
             result = CommitmentResult.from_json(item.result)
         else:
+            settled = self._settled.setdefault(transaction_uid, {})
             result = evaluate(
-                references_of(item), self.index, self.objects, deadline_passed=now >= item.deadline_at
+                references_of(item),
+                self.index,
+                self.objects,
+                deadline_passed=now >= item.deadline_at,
+                settled=settled,
             )
             if not result.settled:
                 self.repository.recheck_later(transaction_uid, now + RECHECK_SECONDS)
                 return
             self.repository.save_result(transaction_uid, result)
+            self._settled.pop(transaction_uid, None)
         event_type, info = event_report(transaction_uid, result, self.archive_ae_title)
         try:
             channel = self._deliver(transaction_uid, item.requester_ae, event_type, info)

@@ -89,34 +89,51 @@ class CommitmentResult:
         )
 
 
+COMMITTED = 0  # in ``settled``: the instance is committed; any other value is its Failure Reason
+
+
 def evaluate(
     references: Iterable[Reference],
     index: IndexRepository,
     objects: ObjectStore,
     *,
     deadline_passed: bool,
+    settled: dict[Reference, int] | None = None,
 ) -> CommitmentResult:
-    """Check each referenced instance against the index and S3."""
+    """Check each referenced instance against the index and S3.
+
+    ``settled`` carries the outcome of instances decided in earlier passes (a stored, indexed
+    object stays so: the bucket is Object-Locked), so each pass reads only the instances still
+    awaited, with batched index reads, and each S3 object is checked once.
+    """
+    settled = {} if settled is None else settled
+    references = list(references)
+    awaited = [ref for ref in references if ref not in settled]
+    instances = index.get_instances([ref.sop_instance_uid for ref in awaited])
     result = CommitmentResult()
-    for ref in references:
-        instance = index.get_instance(ref.sop_instance_uid)
+    for ref in awaited:
+        instance = instances.get(ref.sop_instance_uid)
         if instance is None:
-            if deadline_passed:
-                result.failed.append((ref, FAILURE_NO_SUCH_INSTANCE))
-            else:
-                result.unsettled.append(ref)
             continue
         if instance.sop_class_uid != ref.sop_class_uid:
-            result.failed.append((ref, FAILURE_CLASS_INSTANCE_CONFLICT))
+            settled[ref] = FAILURE_CLASS_INSTANCE_CONFLICT
             continue
         try:
             stored = objects.head(instance.s3_key, instance.s3_version_id)
         except StorageFailure:
             stored = None
-        if stored is None or stored.sha256 != instance.sha256:
-            result.failed.append((ref, FAILURE_PROCESSING))
-        else:
+        ok = stored is not None and stored.sha256 == instance.sha256
+        settled[ref] = COMMITTED if ok else FAILURE_PROCESSING
+    for ref in references:
+        outcome = settled.get(ref)
+        if outcome == COMMITTED:
             result.committed.append(ref)
+        elif outcome is not None:
+            result.failed.append((ref, outcome))
+        elif deadline_passed:
+            result.failed.append((ref, FAILURE_NO_SUCH_INSTANCE))
+        else:
+            result.unsettled.append(ref)
     return result
 
 

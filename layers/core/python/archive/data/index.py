@@ -144,6 +144,13 @@ class IndexRepository:
         except DoesNotExist:
             return None
 
+    def get_instances(self, sop_instance_uids: list[str]) -> dict[str, Instance]:
+        """Several instances by SOP Instance UID (BatchGetItem, 100 keys a request)."""
+        unique = list(dict.fromkeys(sop_instance_uids))
+        if not unique:
+            return {}
+        return {item.sop_instance_uid: item for item in Instance.batch_get(unique, consistent_read=True)}
+
     def record_instance(self, item: IndexedInstance) -> bool:
         """Record an instance and its aggregates; False if it was indexed already.
 
