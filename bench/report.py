@@ -202,8 +202,8 @@ def _profile_chart(path: Path, breakdowns: Sequence[Breakdown]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.7 * len(breakdowns)), dpi=110)
-    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.8 * len(breakdowns)), dpi=110)
+    cmap = plt.get_cmap("tab20")
     categories: list[str] = []
     for b in breakdowns:
         for category, _ in b.shares:
@@ -212,7 +212,7 @@ def _profile_chart(path: Path, breakdowns: Sequence[Breakdown]) -> str:
     for row, b in enumerate(breakdowns):
         left = 0.0
         for category, share in b.shares:
-            colour = cmap(categories.index(category) % 10)
+            colour = cmap(categories.index(category) % 20)
             ax.barh(row, share * 100, left=left, color=colour, label=category)
             if share > 0.06:
                 ax.text(left + share * 50, row, f"{share:.0%}", ha="center", va="center", fontsize=7)
@@ -221,10 +221,7 @@ def _profile_chart(path: Path, breakdowns: Sequence[Breakdown]) -> str:
     ax.set_xlabel("% of samples")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    ax.legend(
-        unique.values(), unique.keys(), fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2
-    )
-    fig.tight_layout()
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path.name
