@@ -138,7 +138,12 @@ class LocalCloud:
         self.stop_hl7_listener()
         if self._moto is not None:
             self._moto.terminate()
-            self._moto.wait(10)
+            try:
+                self._moto.wait(10)
+            except subprocess.TimeoutExpired:
+                # moto holding gigabytes can take long to exit; its state is in memory anyway.
+                self._moto.kill()
+                self._moto.wait(10)
             self._moto = None
         for log in self._logs:
             log.close()
