@@ -160,4 +160,5 @@ class ArchiveStack(Stack):
             sizing=s.HL7_LISTENER_SIZING,
         )
         patient_updates.queue.grant_send_messages(hl7.task_role)
-        tables.grant_read_write(hl7.task_role)
+        # The listener only reads (merged/duplicate checks before queueing); the Lambda writes.
+        tables.grant_read(hl7.task_role)

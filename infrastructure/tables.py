@@ -106,6 +106,15 @@ class ArchiveTables(Construct):
                 self.key.grant_encrypt_decrypt(grantee)
             else:
                 table.grant_read_write_data(grantee)
+        self._acknowledge_grants(grantee)
+
+    def grant_read(self, grantee: iam.IRole) -> None:
+        """Item reads and index queries only, for a role that never writes the index."""
+        for table in self.tables.values():
+            table.grant_read_data(grantee)
+        self._acknowledge_grants(grantee)
+
+    def _acknowledge_grants(self, grantee: iam.IRole) -> None:
         acknowledge(
             grantee,
             "AwsSolutions-IAM5",

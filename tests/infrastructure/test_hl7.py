@@ -120,7 +120,10 @@ def test_hl7_task_may_queue_messages_and_read_the_index_but_not_touch_images(pro
     assert "sqs:SendMessage" in actions_on(statements, arn_of(queue_id))
     assert not {a for a in all_actions(statements) if a.startswith("s3:")}
     for table_id in resources(production.template, "AWS::DynamoDB::Table"):
-        assert {"dynamodb:GetItem", "dynamodb:Query"} <= actions_on(statements, arn_of(table_id)), table_id
+        granted = actions_on(statements, arn_of(table_id))
+        assert {"dynamodb:GetItem", "dynamodb:Query"} <= granted, table_id
+        # It decides before queueing; the patient_update Lambda is what writes.
+        assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & granted, table_id
 
 
 def test_patient_updates_queue_is_fifo_without_content_deduplication_and_dead_letters_into_fifo(
