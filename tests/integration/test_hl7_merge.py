@@ -17,7 +17,7 @@ from archive.dicom.instance import PatientIdentity
 from pydicom.dataset import Dataset
 
 from local.cloud import LocalCloud
-from tests.support.cloud import dcmtk, s3, storescu, wait_until
+from tests.support.cloud import dcmtk, getscu, s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, write
 from tests.support.dicom import study as make_study
 from tests.support.hl7 import TEMP_ISSUER, adt, exchange, frame, fresh_id, simple_hl7_send, wait_for_change
@@ -71,22 +71,7 @@ def find(cloud: LocalCloud, workdir: Path, *keys: str) -> list[Dataset]:
 
 def get(cloud: LocalCloud, workdir: Path, study_uid: str) -> list[Dataset]:
     workdir.mkdir(parents=True, exist_ok=True)
-    result = dcmtk(
-        "getscu",
-        "-S",
-        "-aet",
-        SCU,
-        "-aec",
-        "ARCHIVE",
-        "-od",
-        str(workdir),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={study_uid}",
-        "127.0.0.1",
-        str(cloud.dicom_port),
-    )
+    result = getscu(cloud, SCU, study_uid, workdir)
     assert result.returncode == 0, result.stderr
     return [pydicom.dcmread(p) for p in sorted(workdir.iterdir())]
 

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from local.cloud import LocalCloud, free_port
-from tests.support.cloud import dcmtk, s3, storescu, wait_until
+from tests.support.cloud import dcmtk, getscu, movescu, s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, bundled_storage_files, new_uid, study, write
 
 ORG_ISSUER = "1.2.246.10.87654321.22.2026"
@@ -307,23 +307,7 @@ def test_move_sends_study_with_current_patient_identity(cloud: LocalCloud, workd
     }  # type: ignore[union-attr]
     # When movescu asks to move the study to the customer's destination
     with Receiver(c.dest_port, c.dest) as receiver:
-        result = dcmtk(
-            "movescu",
-            "-S",
-            "-v",
-            "-aet",
-            c.scu,
-            "-aec",
-            "ARCHIVE",
-            "-aem",
-            c.dest,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "127.0.0.1",
-            str(cloud.dicom_port),
-        )
+        result = movescu(cloud, c.scu, c.dest, study_uid)
     # Then every instance arrived, with identical pixel data and the current name and sex
     assert result.returncode == 0, result.stderr
     assert len(receiver.datasets) == 4
@@ -364,22 +348,7 @@ def test_move_follows_patient_merge(cloud: LocalCloud, workdir: Path) -> None:
         "PatientName",
     )
     with Receiver(c.dest_port, c.dest) as receiver:
-        dcmtk(
-            "movescu",
-            "-S",
-            "-aet",
-            c.scu,
-            "-aec",
-            "ARCHIVE",
-            "-aem",
-            c.dest,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "127.0.0.1",
-            str(cloud.dicom_port),
-        )
+        movescu(cloud, c.scu, c.dest, study_uid)
     # Then both carry the surviving identity
     assert [str(d.StudyInstanceUID) for d in found] == [study_uid]
     assert str(found[0].PatientName) == "Oikea^Nimi"
@@ -395,23 +364,7 @@ def test_move_to_unknown_or_foreign_destination_is_refused(cloud: LocalCloud, wo
     statuses = []
     for destination in ("NO_SUCH_AE", b.dest):
         # When A asks to move it there
-        result = dcmtk(
-            "movescu",
-            "-S",
-            "-v",
-            "-aet",
-            a.scu,
-            "-aec",
-            "ARCHIVE",
-            "-aem",
-            destination,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "127.0.0.1",
-            str(cloud.dicom_port),
-        )
+        result = movescu(cloud, a.scu, destination, study_uid)
         statuses.append(result.stderr.lower())
     # Then both are refused with A801 Move Destination unknown
     assert all("movedestinationunknown" in s for s in statuses), statuses
@@ -444,22 +397,7 @@ def test_jpeg_study_to_explicit_little_endian_only_receiver(cloud: LocalCloud, w
     study_uid = store_study(cloud, c, files, extra=("-xy",))  # stored as JPEG Baseline
     # When it is moved to a receiver that accepts Explicit VR Little Endian only
     with Receiver(c.dest_port, c.dest, [ExplicitVRLittleEndian]) as receiver:
-        result = dcmtk(
-            "movescu",
-            "-S",
-            "-aet",
-            c.scu,
-            "-aec",
-            "ARCHIVE",
-            "-aem",
-            c.dest,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "127.0.0.1",
-            str(cloud.dicom_port),
-        )
+        result = movescu(cloud, c.scu, c.dest, study_uid)
     # Then every instance arrived decompressed, with the pixels the JPEG decodes to
     assert result.returncode == 0, result.stderr
     assert receiver.syntaxes == [ExplicitVRLittleEndian] * len(files)
@@ -480,22 +418,7 @@ def test_getscu_receives_study_on_same_association(cloud: LocalCloud, workdir: P
     out = workdir / "got"
     out.mkdir()
     # When getscu retrieves it
-    result = dcmtk(
-        "getscu",
-        "-S",
-        "-aet",
-        c.scu,
-        "-aec",
-        "ARCHIVE",
-        "-od",
-        str(out),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={study_uid}",
-        "127.0.0.1",
-        str(cloud.dicom_port),
-    )
+    result = getscu(cloud, c.scu, study_uid, out)
     # Then the files arrived with the pixel data as stored
     assert result.returncode == 0, result.stderr
     got = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in out.iterdir())}

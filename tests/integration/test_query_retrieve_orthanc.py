@@ -11,7 +11,7 @@ from archive.registry import AEInfo
 
 from local.cloud import LocalCloud
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
-from tests.support.cloud import dcmtk
+from tests.support.cloud import movescu
 from tests.support.dicom import study
 from tests.support.orthanc import DICOM_PORT, Orthanc
 
@@ -28,11 +28,7 @@ def test_move_whole_study_to_orthanc(cloud: LocalCloud, workdir: Path) -> None:
             AEInfo(orthanc.ae_title, c.org.oid, orthanc.address, DICOM_PORT, roles=("move-destination",)),
         )
         # When the customer's system asks the archive to move the study to Orthanc
-        result = dcmtk(
-            "movescu", "-S", "-v", "-aet", c.scu, "-aec", "ARCHIVE", "-aem", orthanc.ae_title,
-            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-            "127.0.0.1", str(cloud.dicom_port),
-        )  # fmt: skip
+        result = movescu(cloud, c.scu, orthanc.ae_title, study_uid)
         # Then the move succeeded and Orthanc has every instance, pixel data byte for byte
         assert result.returncode == 0, result.stderr
         assert "Received Final Move Response (Success)" in result.stderr, result.stderr

@@ -43,6 +43,26 @@ def storescu(
     )
 
 
+def movescu(
+    cloud: LocalCloud, aet: str, destination: str, study_uid: str
+) -> subprocess.CompletedProcess[str]:
+    """DCMTK movescu: move one study (Study Root) from the archive to ``destination``."""
+    return dcmtk(
+        "movescu", "-S", "-v", "-aet", aet, "-aec", "ARCHIVE", "-aem", destination,
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+        "127.0.0.1", str(cloud.dicom_port),
+    )  # fmt: skip
+
+
+def getscu(cloud: LocalCloud, aet: str, study_uid: str, outdir: Path) -> subprocess.CompletedProcess[str]:
+    """DCMTK getscu: get one study (Study Root) from the archive into ``outdir``."""
+    return dcmtk(
+        "getscu", "-S", "-aet", aet, "-aec", "ARCHIVE", "-od", str(outdir),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+        "127.0.0.1", str(cloud.dicom_port),
+    )  # fmt: skip
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
     deadline = time.monotonic() + timeout
     while True:
