@@ -36,6 +36,8 @@ class StoreOutcome:
     patient: PatientIdentity
     stored: StoredObject
     duplicate: bool
+    # Irregularities of the encoding tolerated with a warning (archive.dicom.structure).
+    tolerated: tuple[str, ...] = ()
 
 
 def sha256_of(fp: IO[bytes]) -> str:
@@ -109,9 +111,9 @@ class StoreService:
         if size > self._max_object_bytes:
             raise ObjectTooLarge(f"object too large: {size} > {self._max_object_bytes} bytes")
         with open(path, "rb") as fp:
-            has_pixels = check_structure(fp, size, transfer_syntax)
+            structure = check_structure(fp, size, transfer_syntax)
             fp.seek(0)
-            header = read_header(fp, has_pixel_data=has_pixels)
+            header = read_header(fp, has_pixel_data=structure.has_pixel_data)
             self._check_sop(header, sop_class_uid, sop_instance_uid)
             patient = PatientIdentity.from_key(self._index.resolve_patient(patient_identity(header, org).key))
             if not self._claims.known(header.study_uid, patient.key):
@@ -129,13 +131,18 @@ class StoreService:
                 "series-uid": header.series_uid,
                 "patient-key": quote(patient.key),
             }
+            if structure.tolerated:
+                # Stored as received; what was irregular stays on record with the object.
+                metadata["tolerated"] = ",".join(structure.tolerated)
             try:
                 stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
-                return StoreOutcome(header, patient, stored, duplicate=False)
+                return StoreOutcome(header, patient, stored, duplicate=False, tolerated=structure.tolerated)
             except ObjectExists:
                 existing = self._objects.head(key)
                 if existing is not None and existing.sha256 == sha:
-                    return StoreOutcome(header, patient, existing, duplicate=True)
+                    return StoreOutcome(
+                        header, patient, existing, duplicate=True, tolerated=structure.tolerated
+                    )
                 raise InstanceConflict(
                     "different content archived under this UID (immutable; use IOCM): "
                     f"{header.sop_instance_uid}"
