@@ -63,23 +63,25 @@ def patient_identity(header: InstanceHeader, org: OrganisationInfo) -> PatientId
 
 
 class _StudyClaims:
-    """Remembers which study this process has already bound to which patient (bounded LRU)."""
+    """Remembers which study this process has already bound to which patient and organisation
+    (bounded LRU): a hit for the same study with another patient or organisation is a miss, so the
+    conditional write in the index decides."""
 
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
-        self._items: OrderedDict[str, str] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def known(self, study_uid: str, patient_key: str) -> bool:
+    def known(self, study_uid: str, patient_key: str, org_oid: str) -> bool:
         with self._lock:
-            if self._items.get(study_uid) == patient_key:
+            if self._items.get(study_uid) == (patient_key, org_oid):
                 self._items.move_to_end(study_uid)
                 return True
             return False
 
-    def remember(self, study_uid: str, patient_key: str) -> None:
+    def remember(self, study_uid: str, patient_key: str, org_oid: str) -> None:
         with self._lock:
-            self._items[study_uid] = patient_key
+            self._items[study_uid] = (patient_key, org_oid)
             self._items.move_to_end(study_uid)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
@@ -105,7 +107,8 @@ class StoreService:
         """Validate and durably store the Part-10 file at ``path``.
 
         Raises InvalidDataset (C000), DatasetDoesNotMatchSOPClass (A900), UntrustedPatientId (A777),
-        PatientIdConflict (A778), InstanceConflict (0124), ObjectTooLarge / StorageFailure (A700).
+        StudyOfAnotherOrganisation (0124), PatientIdConflict (A778), InstanceConflict (0124),
+        ObjectTooLarge / StorageFailure (A700).
         """
         size = os.path.getsize(path)
         if size > self._max_object_bytes:
@@ -116,9 +119,9 @@ class StoreService:
             header = read_header(fp, has_pixel_data=structure.has_pixel_data)
             self._check_sop(header, sop_class_uid, sop_instance_uid)
             patient = PatientIdentity.from_key(self._index.resolve_patient(patient_identity(header, org).key))
-            if not self._claims.known(header.study_uid, patient.key):
+            if not self._claims.known(header.study_uid, patient.key, org.oid):
                 self._index.claim_study_patient(header.study_uid, patient.key, org.oid)
-                self._claims.remember(header.study_uid, patient.key)
+                self._claims.remember(header.study_uid, patient.key, org.oid)
             sha = sha256_of(fp)
             key = instance_key(header.sop_instance_uid)
             metadata = {

@@ -7,10 +7,13 @@ GetItem per AE title per ``ttl`` seconds, whatever the traffic.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, PutError
@@ -38,6 +41,43 @@ class AEInfo:
     tls: bool = False
     roles: tuple[str, ...] = field(default_factory=tuple)
     description: str | None = None
+    # Networks (CIDR) an association from this AE may come from. Registration fills it from the
+    # addresses given, or else from ``host``, host names resolved then; empty admits no one.
+    addresses: tuple[str, ...] = ()
+
+    def admits(self, address: str) -> bool:
+        """Whether a connection from ``address`` (the peer's IP) may act as this AE."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in ipaddress.ip_network(network) for network in self.addresses)
+
+
+def resolve_networks(entries: Iterable[str]) -> tuple[str, ...]:
+    """Addresses, networks (CIDR) or host names as the operator gives them, as networks.
+
+    A host name is resolved now, at registration, to every address it has: the check at
+    association time never depends on DNS (which the caller's network may control).
+    """
+    networks: list[str] = []
+    for entry in entries:
+        entry = entry.strip()
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"cannot resolve host {entry!r}: {exc}") from exc
+        networks.extend(str(ipaddress.ip_network(info[4][0])) for info in infos)
+    if not networks:
+        raise ValueError("no address to register")
+    return tuple(dict.fromkeys(networks))
 
 
 def _org(item: Organisation) -> OrganisationInfo:
@@ -54,6 +94,7 @@ def _ae(item: ApplicationEntity) -> AEInfo:
         bool(item.tls),
         tuple(str(r) for r in item.roles or ()),
         item.description,
+        tuple(str(a) for a in item.addresses or ()),
     )
 
 
@@ -91,13 +132,15 @@ class Registry:
         except DoesNotExist as exc:
             raise UnknownOrganisation(oid) from exc
 
-    def add_ae(self, ae: AEInfo, *, replace: bool = False) -> None:
+    def add_ae(self, ae: AEInfo, *, replace: bool = False) -> AEInfo:
+        """Register ``ae``; returns it as registered (with its addresses resolved to networks)."""
         self.get_organisation(ae.org_oid)
         unknown = set(ae.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         if not 0 < len(ae.ae_title) <= 16:
             raise ValueError("AE title must be 1-16 characters")
+        ae = with_fields(ae, addresses=resolve_networks(ae.addresses or (ae.host,)))
         item = ApplicationEntity(
             ae.ae_title,
             org_oid=ae.org_oid,
@@ -106,11 +149,13 @@ class Registry:
             tls=ae.tls,
             roles=list(ae.roles),
             description=ae.description,
+            addresses=list(ae.addresses),
         )
         try:
             item.save(condition=None if replace else ApplicationEntity.ae_title.does_not_exist())
         except PutError as exc:
             raise DuplicateEntry(f"AE {ae.ae_title} exists") from exc
+        return ae
 
     def get_ae(self, ae_title: str) -> AEInfo:
         try:
