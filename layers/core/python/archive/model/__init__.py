@@ -1,0 +1,1 @@
+"""The ground floor's domain values: plain, typed, no I/O. Everything above speaks in these."""
