@@ -1,1 +1,1 @@
-"""The ground floor's domain values: plain, typed, no I/O. Everything above speaks in these."""
+"""Plain, typed domain values: no I/O, no pynamodb, no pydicom objects. The ground floor."""
