@@ -202,8 +202,10 @@ def _read_parts(
     while True:
         while len(buffer) < 2 and fill():
             pass
-        if buffer.startswith(b"--"):
-            return  # close delimiter
+        if buffer.startswith(b"--"):  # close delimiter: hand the parts over rewound
+            for part in parts.values():
+                part.seek(0)
+            return
         # Headers end at the first empty line (after the rest of the delimiter line).
         while (end := buffer.find(CRLF + CRLF)) < 0:
             if len(buffer) > limits.max_header_bytes:

@@ -67,7 +67,13 @@ def decode_imaging_request(body: etree._Element) -> ImagingRetrieveRequest:
     for study in body.findall(ns.q(ns.XDSIB, "StudyRequest")):
         series_list = []
         for series in study.findall(ns.q(ns.XDSIB, "SeriesRequest")):
-            documents = tuple(_document_request(d) for d in series.findall(ns.q(ns.XDSB, "DocumentRequest")))
+            # The XDS-I.b schema puts DocumentRequest in the RAD namespace (as zeep sends it); many
+            # senders (dcm4chee's sample among them) use the ITI one. Both are read.
+            documents = tuple(
+                _document_request(d)
+                for d in series
+                if d.tag in (ns.q(ns.XDSIB, "DocumentRequest"), ns.q(ns.XDSB, "DocumentRequest"))
+            )
             if not documents:
                 raise XdsRegistryError("SeriesRequest without DocumentRequest", location="SeriesRequest")
             series_list.append(SeriesRequest(_uid(series, "seriesInstanceUID"), documents))

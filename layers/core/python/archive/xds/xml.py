@@ -18,6 +18,10 @@ from lxml import etree
 from archive.errors import MalformedXml, UnsafeXml, XmlTooDeep, XmlTooLarge
 
 _BLOCK = 64 * 1024
+# A document type declaration in UTF-8/ASCII and in UTF-16 (either byte order): refused before
+# libxml2 even reads the declarations (it would reject a billion-laughs DTD, but only as malformed).
+_DOCTYPE = (b"<!DOCTYPE", "<!DOCTYPE".encode("utf-16-le"), "<!DOCTYPE".encode("utf-16-be"))
+_DOCTYPE_TAIL = max(len(d) for d in _DOCTYPE) - 1
 
 
 @dataclass(frozen=True)
@@ -25,10 +29,11 @@ class XmlLimits:
     """How much XML one message may have: bytes in total and element nesting depth.
 
     The defaults fit the largest legitimate messages (an ITI-42 with a thousand document entries
-    is about 5 MB and nests 10 deep; a signed SAML assertion adds 8 levels).
+    is about 5 MB and nests 10 deep; a signed SAML assertion adds 8 levels) and stay below
+    libxml2's own 10 MB text-node limit, so an oversized message is refused as too large.
     """
 
-    max_bytes: int = 16 * 1024 * 1024
+    max_bytes: int = 8 * 1024 * 1024
     max_depth: int = 64
 
 
@@ -48,6 +53,29 @@ def _parser() -> etree.XMLPullParser:
     )
 
 
+class _Progress:
+    """What the parser has seen so far: bytes, whether the root started, the current depth."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.depth = 0
+        self.started = False
+
+    def follow(self, parser: etree.XMLPullParser, limits: XmlLimits) -> None:
+        for event, element in parser.read_events():
+            if event != "start":
+                self.depth -= 1
+                continue
+            if not self.started:
+                self.started = True
+                docinfo = element.getroottree().docinfo
+                if docinfo.doctype or docinfo.internalDTD is not None:
+                    raise UnsafeXml("a document type declaration is not accepted")
+            self.depth += 1
+            if self.depth > limits.max_depth:
+                raise XmlTooDeep(f"elements nested deeper than {limits.max_depth}")
+
+
 def parse_xml(source: bytes | BinaryIO, limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
     """Parse one XML document from bytes or a binary stream and return its root element.
 
@@ -55,34 +83,28 @@ def parse_xml(source: bytes | BinaryIO, limits: XmlLimits = DEFAULT_LIMITS) -> e
     """
     stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     parser = _parser()
-    total = 0
-    depth = 0
-    checked_prolog = False
+    state = _Progress()
+    tail = b""
     try:
         while True:
             block = stream.read(_BLOCK)
             if not block:
                 break
-            total += len(block)
-            if total > limits.max_bytes:
+            state.total += len(block)
+            if state.total > limits.max_bytes:
                 raise XmlTooLarge(f"XML larger than {limits.max_bytes} bytes")
+            if not state.started:
+                window = tail + block
+                if any(d in window for d in _DOCTYPE):
+                    raise UnsafeXml("a document type declaration is not accepted")
+                tail = window[-_DOCTYPE_TAIL:]
             parser.feed(block)
-            for event, element in parser.read_events():
-                if event == "start":
-                    if not checked_prolog:
-                        checked_prolog = True
-                        docinfo = element.getroottree().docinfo
-                        if docinfo.doctype or docinfo.internalDTD is not None:
-                            raise UnsafeXml("a document type declaration is not accepted")
-                    depth += 1
-                    if depth > limits.max_depth:
-                        raise XmlTooDeep(f"elements nested deeper than {limits.max_depth}")
-                else:
-                    depth -= 1
+            state.follow(parser, limits)
         root = parser.close()
+        state.follow(parser, limits)  # a tiny document's events only come out at the end
     except etree.XMLSyntaxError as exc:
         raise MalformedXml(f"not well-formed XML: {exc}") from exc
-    if not checked_prolog:
+    if not state.started:
         raise MalformedXml("no root element")
     # Belt and braces: an entity reference can only survive parsing as an _Entity node.
     for node in root.iter(etree.Entity):
