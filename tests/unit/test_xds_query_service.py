@@ -251,3 +251,22 @@ def test_leafclass_limit_and_objectref_exemption():
     with pytest.raises(XdsTooManyResults):
         check_size(result, ReturnType.LEAF_CLASS, QueryPolicy(max_leaf_class=3))
     check_size(result, ReturnType.OBJECT_REF, QueryPolicy(max_leaf_class=3))
+
+
+def test_resource_id_must_be_the_queried_patient():
+    from archive.errors import ResourceIdMismatch
+    from archive.model.xds_query import GetDocuments
+    from archive.services.xds_query import check_resource_id, same_patient
+
+    # A namespace in the assigning authority does not make another patient
+    assert same_patient(PATIENT, "020516C903K^^^HETU&1.2.246.21&ISO")
+    assert not same_patient(PATIENT, "020516C903K^^^&1.2.246.10.1.22.2024&ISO")
+    check_resource_id(PATIENT, find())
+    with pytest.raises(ResourceIdMismatch):
+        check_resource_id(OTHER_PATIENT, find())  # refused before any lookup
+    with pytest.raises(ResourceIdMismatch):
+        check_resource_id(None, find())
+    by_id = GetDocuments(uuids=("urn:uuid:1",))
+    check_resource_id(OTHER_PATIENT, by_id)  # nothing to compare before the lookup
+    with pytest.raises(ResourceIdMismatch):
+        check_resource_id(OTHER_PATIENT, by_id, QueryResult(documents=(document(),)))

@@ -214,6 +214,10 @@ class AssertionAudienceMismatch(SecurityTokenError):
     """The AudienceRestriction does not name this archive."""
 
 
+class ResourceIdMismatch(SecurityTokenError):
+    """The assertion's resource-id is not the patient the request is about."""
+
+
 class AssertionIncomplete(SecurityTokenError):
     """A required XUA attribute (subject-id, organization-id, purposeofuse) is missing or malformed."""
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import cache
 from typing import Protocol
 
-from archive.errors import XdsResultNotSinglePatient, XdsTooManyResults
+from archive.errors import ResourceIdMismatch, XdsResultNotSinglePatient, XdsTooManyResults
 from archive.model.xds import (
     Association,
     AssociationType,
@@ -273,6 +273,42 @@ def check_single_patient(result: QueryResult) -> None:
         raise XdsResultNotSinglePatient(f"the result spans {len(patients)} patients")
 
 
+def _patient_key(cx: str) -> tuple[str, str]:
+    """(ID, assigning authority OID) of a CX: ``id^^^&OID&ISO`` and ``id^^^NS&OID&ISO`` are one patient."""
+    parts = cx.strip().split("^")
+    authority = parts[3].split("&") if len(parts) > 3 else []
+    return parts[0], authority[1] if len(authority) > 1 else (authority[0] if authority else "")
+
+
+def same_patient(a: str, b: str) -> bool:
+    return _patient_key(a) == _patient_key(b)
+
+
+def queried_patient(query: StoredQuery) -> str | None:
+    """The patient a query names in its parameters (Find*, GetAll); None for queries by identifier."""
+    if isinstance(query, FindDocuments | FindSubmissionSets | FindFolders | GetAll):
+        return query.patient_id
+    return None
+
+
+def check_resource_id(resource_id: str | None, query: StoredQuery, result: QueryResult | None = None) -> None:
+    """The XUA resource-id must be the patient asked about: before any lookup for a query by patient
+    (nothing is read for another patient), and for everything found by a query by identifier."""
+    if resource_id is None:
+        raise ResourceIdMismatch("the assertion names no patient (resource-id)")
+    patient = queried_patient(query)
+    if patient is not None and not same_patient(patient, resource_id):
+        raise ResourceIdMismatch("the query is for another patient than the assertion's resource-id")
+    if result is not None:
+        found = {
+            *(d.patient_id for d in result.documents),
+            *(s.patient_id for s in result.submission_sets),
+            *(f.patient_id for f in result.folders),
+        }
+        if any(not same_patient(p, resource_id) for p in found):
+            raise ResourceIdMismatch("the result belongs to another patient than the assertion's resource-id")
+
+
 def check_size(result: QueryResult, return_type: ReturnType, policy: QueryPolicy) -> None:
     if return_type is ReturnType.LEAF_CLASS and len(result) > policy.max_leaf_class:
         raise XdsTooManyResults(
@@ -475,13 +511,21 @@ def lookup(query: StoredQuery, registry: XdsRegistryReader) -> QueryResult:
 
 
 def run_stored_query(
-    request: StoredQueryRequest, registry: XdsRegistryReader, policy: QueryPolicy = QueryPolicy()
+    request: StoredQueryRequest,
+    registry: XdsRegistryReader,
+    *,
+    resource_id: str | None,
+    policy: QueryPolicy = QueryPolicy(),
 ) -> QueryResult:
-    """Answer an ITI-18 request: lookups, filters, composition, then the single-patient and size rules.
+    """Answer an ITI-18 request for the patient of the caller's assertion (``resource_id``): lookups,
+    filters, composition, then the patient, single-patient and size rules.
 
-    Raises XdsResultNotSinglePatient or XdsTooManyResults (the response then carries only the error).
+    Raises ResourceIdMismatch (a SOAP Fault), XdsResultNotSinglePatient or XdsTooManyResults (the
+    response then carries only the error).
     """
+    check_resource_id(resource_id, request.query)
     result = lookup(request.query, registry)
     check_single_patient(result)
+    check_resource_id(resource_id, request.query, result)
     check_size(result, request.return_type, policy)
     return result

@@ -26,6 +26,7 @@ from archive.errors import (
     AssertionUnsigned,
     MalformedXml,
     MustUnderstandHeader,
+    ResourceIdMismatch,
     SoapFaultError,
     UnsafeXml,
     UntrustedIdentityProvider,
@@ -136,6 +137,7 @@ _WSSE_FAULTS: dict[type[SoapFaultError], str] = {
     AssertionSignatureInvalid: "FailedCheck",
     UntrustedIdentityProvider: "FailedAuthentication",
     AssertionAudienceMismatch: "FailedAuthentication",
+    ResourceIdMismatch: "FailedAuthentication",
 }
 
 
