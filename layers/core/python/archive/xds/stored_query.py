@@ -289,9 +289,8 @@ def _enum(kind: Any, text: str, parameter: str) -> Any:
 class _Slots:
     """The request's slots, decoded lazily per parameter with the query's rules."""
 
-    def __init__(self, raw: dict[str, list[list[str]]], spec: dict[str, Param]) -> None:
+    def __init__(self, raw: dict[str, list[list[str]]]) -> None:
         self.raw = raw
-        self.spec = spec
 
     def given(self, name: str) -> bool:
         return name in self.raw
@@ -474,7 +473,7 @@ def decode_query_request(body: etree._Element) -> StoredQueryRequest:
             f"unknown stored query {query.get('id')!r}", location=query.get("id")
         ) from None
     spec = PARAMETERS[query_id]
-    slots = _Slots(_read_slots(query, spec), spec)
+    slots = _Slots(_read_slots(query, spec))
     if query_id in _ONE_OF:
         _exactly_one(slots, _ONE_OF[query_id])
     level_text = slots.one("$MetadataLevel")

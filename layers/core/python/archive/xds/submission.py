@@ -75,10 +75,9 @@ def _scheme(value: str | None) -> str:
 class _Reader:
     """Decodes registry objects, collecting errors instead of stopping at the first."""
 
-    def __init__(self, root: etree._Element) -> None:
+    def __init__(self) -> None:
         self.errors: list[XdsError] = []
         self.ids: dict[str, str] = {}  # submitted id -> entryUUID
-        self.root = root
 
     def error(
         self, message: str, location: str | None, kind: type[XdsError] = XdsRegistryMetadataError
@@ -238,7 +237,7 @@ def decode_submission(body: etree._Element, *, controller: str, now: datetime) -
             [XdsRegistryMetadataError("SubmitObjectsRequest without RegistryObjectList")]
         )
     objects = [o for o in object_list if isinstance(o.tag, str)]
-    r = _Reader(body)
+    r = _Reader()
 
     extrinsic = [o for o in objects if o.tag == ns.q(_R, "ExtrinsicObject")]
     packages = [o for o in objects if o.tag == ns.q(_R, "RegistryPackage")]
