@@ -22,7 +22,12 @@ QUEUES = {
     "index": (False, 5),
     # HL7 patient changes from the MLLP listener: FIFO, ordered per patient, deduplicated per message.
     "patient-updates": (True, 5),
+    # Studies to register (delayed by the stability time) and IANs to deliver (backed off per attempt;
+    # maxReceiveCount is the configured number of attempts, see provision()).
+    "registration": (False, 5),
+    "ian": (False, 10),
 }
+VISIBILITY_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,14 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def create_queues(endpoint: str) -> dict[str, QueueInfo]:
+def create_queues(
+    endpoint: str, *, max_receive: dict[str, int] | None = None, visibility: dict[str, int] | None = None
+) -> dict[str, QueueInfo]:
     sqs = client("sqs", endpoint)
     out = {}
-    for name, (fifo, max_receive) in QUEUES.items():
+    for name, (fifo, default_max_receive) in QUEUES.items():
+        max_receive_count = (max_receive or {}).get(name, default_max_receive)
+        visibility_timeout = (visibility or {}).get(name, VISIBILITY_TIMEOUT)
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
         dlq_url = sqs.create_queue(QueueName=f"archive-{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
@@ -68,8 +77,8 @@ def create_queues(endpoint: str) -> dict[str, QueueInfo]:
             QueueName=f"archive-{name}{suffix}",
             Attributes={
                 **fifo_attrs,
-                "VisibilityTimeout": "30",
-                "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive}"}}',
+                "VisibilityTimeout": str(visibility_timeout),
+                "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}',
             },
         )["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -116,8 +125,22 @@ def create_tables(settings: Settings) -> None:
 def provision(
     endpoint: str, *, retention_days: int = 1, **overrides: Any
 ) -> tuple[Settings, dict[str, QueueInfo]]:
-    queues = create_queues(endpoint)
+    defaults = Settings(region=REGION, bucket=BUCKET, tables={})
+    attempts = int(overrides.get("ian_max_attempts", defaults.ian_max_attempts))
+    timeout = float(overrides.get("ian_timeout_seconds", defaults.ian_timeout_seconds))
+    queues = create_queues(
+        endpoint,
+        max_receive={"ian": attempts},
+        # An IAN attempt (connect, associate, N-CREATE) must end before its message shows again.
+        visibility={"ian": int(3 * timeout) + 2},
+    )
     create_bucket(endpoint, queues["index"].arn, retention_days)
-    settings = local_settings(endpoint, index_queue_url=queues["index"].url, **overrides)
+    settings = local_settings(
+        endpoint,
+        index_queue_url=queues["index"].url,
+        registration_queue_url=queues["registration"].url,
+        ian_queue_url=queues["ian"].url,
+        **overrides,
+    )
     create_tables(settings)
     return settings, queues

@@ -34,6 +34,12 @@ class LocalFunction:
     # loads its own copy of the handler module, as separate execution environments would. FIFO
     # queues keep 1 here: ordering per message group is the point of them.
     concurrency: int = 1
+    # Run in a process of its own (``python -m local.lambda_process``), so a test can SIGKILL it
+    # mid-invocation as a Lambda execution environment can die.
+    own_process: bool = False
+    # ``LocalCloud.drain`` waits for this queue: work that other steps depend on (indexing, patient
+    # updates). Registration and IAN queues hold delayed and backed-off messages by design.
+    drained: bool = True
 
 
 FUNCTIONS = (
@@ -41,6 +47,8 @@ FUNCTIONS = (
     # updates get lost; seen here with 4 pollers), which real DynamoDB does not.
     LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
     LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates"),
+    LocalFunction("register_study", "functions/register_study/handler.py", "registration", drained=False),
+    LocalFunction("send_ian", "functions/send_ian/handler.py", "ian", own_process=True, drained=False),
 )
 
 

@@ -22,6 +22,10 @@ TABLE_ENV = {
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
+    "xds_registry": "TABLE_XDS_REGISTRY",
+    "registrations": "TABLE_REGISTRATIONS",
+    "ian_notifications": "TABLE_IAN_NOTIFICATIONS",
+    "registration_config": "TABLE_REGISTRATION_CONFIG",
 }
 
 
@@ -44,6 +48,14 @@ class Settings:
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # Registration of committed studies (XDS-I.b) and its confirmation (IAN); see docs/registration.md.
+    registration_queue_url: str | None = None
+    ian_queue_url: str | None = None
+    # IAN delivery: the n-th failed attempt is retried after base x 2^(n-1) s; after max_attempts
+    # the notification is FAILED and its message goes to the dead-letter queue (maxReceiveCount).
+    ian_retry_base_seconds: float = 30.0
+    ian_max_attempts: int = 10
+    ian_timeout_seconds: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,6 +76,11 @@ class Settings:
             max_object_bytes=int(env.get("MAX_OBJECT_BYTES", str(4 * 1024**3))),
             spool_dir=env.get("SPOOL_DIR", "/tmp"),
             index_queue_url=env.get("INDEX_QUEUE_URL") or None,
+            registration_queue_url=env.get("REGISTRATION_QUEUE_URL") or None,
+            ian_queue_url=env.get("IAN_QUEUE_URL") or None,
+            ian_retry_base_seconds=float(env.get("IAN_RETRY_BASE_SECONDS", "30")),
+            ian_max_attempts=int(env.get("IAN_MAX_ATTEMPTS", "10")),
+            ian_timeout_seconds=float(env.get("IAN_TIMEOUT_SECONDS", "30")),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -77,10 +94,17 @@ class Settings:
             "COMMITMENT_MAX_ATTEMPTS": str(self.commitment_max_attempts),
             "MAX_OBJECT_BYTES": str(self.max_object_bytes),
             "SPOOL_DIR": self.spool_dir,
+            "IAN_RETRY_BASE_SECONDS": str(self.ian_retry_base_seconds),
+            "IAN_MAX_ATTEMPTS": str(self.ian_max_attempts),
+            "IAN_TIMEOUT_SECONDS": str(self.ian_timeout_seconds),
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         if self.index_queue_url:
             env["INDEX_QUEUE_URL"] = self.index_queue_url
+        if self.registration_queue_url:
+            env["REGISTRATION_QUEUE_URL"] = self.registration_queue_url
+        if self.ian_queue_url:
+            env["IAN_QUEUE_URL"] = self.ian_queue_url
         return env

@@ -141,3 +141,22 @@ class UnknownMoveDestination(ArchiveError):
 
 class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
+
+
+# --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
+
+
+class RegistryConflict(ArchiveError):
+    """A registry write lost against another (a replaced entry is no longer Approved)."""
+
+
+class DuplicateUniqueId(RegistryConflict):
+    """A uniqueId of the submission is registered already (XDSRegistryDuplicateUniqueIdInMessage)."""
+
+
+class RegistrationNotConfigured(ConfigurationError):
+    """The organisation (or the archive) has no registration configuration."""
+
+
+class NotificationUndeliverable(ArchiveError):
+    """An IAN could not be delivered this time (refused association, failure status, timeout)."""

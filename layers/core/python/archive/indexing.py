@@ -18,6 +18,8 @@ class IndexOutcome:
     key: str
     indexed: bool  # False: not an instance object, or indexed before (a redelivery)
     bytes_read: int = 0
+    study_uid: str | None = None
+    org_oid: str | None = None
 
 
 def index_object(
@@ -48,4 +50,4 @@ def index_object(
         received_at=datetime.fromisoformat(received) if received else datetime.now(UTC),
         attributes=header.attributes,
     )
-    return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched)
+    return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched, item.study_uid, item.org_oid)
