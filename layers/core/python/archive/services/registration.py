@@ -384,8 +384,8 @@ class RegistrationService:
             data = self._objects.get_stream(key).read()
         return StoredManifest(sop_uid, hashlib.sha1(data).hexdigest(), len(data))  # noqa: S324 - XDS hash is SHA-1
 
+    @staticmethod
     def document_entry(
-        self,
         content: StudyContent,
         profile: RegistrationProfile,
         manifest: StoredManifest,
