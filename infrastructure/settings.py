@@ -37,6 +37,12 @@ ENV_HL7_PORT = "HL7_PORT"
 ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
 ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
+# read by archive.config.Settings: registration (XDS-I.b manifests) and IAN delivery
+ENV_REGISTRATION_QUEUE_URL = "REGISTRATION_QUEUE_URL"
+ENV_IAN_QUEUE_URL = "IAN_QUEUE_URL"
+ENV_IAN_RETRY_BASE = "IAN_RETRY_BASE_SECONDS"
+ENV_IAN_MAX_ATTEMPTS = "IAN_MAX_ATTEMPTS"
+ENV_IAN_TIMEOUT = "IAN_TIMEOUT_SECONDS"
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
 
@@ -49,6 +55,10 @@ DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
 PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / "functions" / "patient_update"
 PATIENT_UPDATE_FUNCTION_HANDLER = "handler.handler"
 HL7_DOCKERFILE = "listeners/hl7/Dockerfile"
+REGISTER_FUNCTION_DIR = REPO_ROOT / "functions" / "register_study"
+REGISTER_FUNCTION_HANDLER = "handler.handler"
+IAN_FUNCTION_DIR = REPO_ROOT / "functions" / "send_ian"
+IAN_FUNCTION_HANDLER = "handler.handler"
 # What a listener image never needs; keeping it out of the build context also keeps the image's
 # asset hash stable when only tests or docs change.
 CONTAINER_CONTEXT_EXCLUDES = (
@@ -92,6 +102,20 @@ PATIENT_UPDATE_FUNCTION_MEMORY_MB = 256
 PATIENT_UPDATE_BATCH_SIZE = 10
 PATIENT_UPDATE_MAX_RECEIVE_COUNT = 5
 MAX_AZS = 2
+# Registration: one message per study and quiet period; a manifest of a large study takes seconds.
+REGISTER_FUNCTION_TIMEOUT = Duration.seconds(120)
+REGISTER_FUNCTION_MEMORY_MB = 512
+REGISTER_BATCH_SIZE = 5
+REGISTER_MAX_RECEIVE_COUNT = 5
+# IAN: attempt n failing waits IAN_RETRY_BASE_SECONDS x 2^(n-1) (30 s ... 2 h 8 min); after
+# IAN_MAX_ATTEMPTS (about 4 h 15 min in all) the notification is FAILED and dead-lettered (alarm).
+IAN_RETRY_BASE_SECONDS = 30
+IAN_MAX_ATTEMPTS = 10
+IAN_TIMEOUT_SECONDS = 30
+# One attempt is connect + associate + N-CREATE, each bounded by IAN_TIMEOUT_SECONDS.
+IAN_FUNCTION_TIMEOUT = Duration.seconds(4 * IAN_TIMEOUT_SECONDS)
+IAN_FUNCTION_MEMORY_MB = 256
+IAN_BATCH_SIZE = 1  # each notification's backoff is its own message's visibility
 
 
 @dataclass(frozen=True, kw_only=True)
