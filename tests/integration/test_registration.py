@@ -21,9 +21,10 @@ from archive.data.xds_registry import XdsRegistry
 from archive.dicom.instance import PatientIdentity
 from archive.model.registration import FORMAT_CODE, MODALITY_SCHEME
 from archive.model.xds import AssociationType, Channel, EntryStatus
+from archive.registry import AEInfo, OrganisationInfo
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from local.cloud import DEMO_ARCHIVE, DEMO_DOMAIN, DEMO_ORG, LocalCloud
+from local.cloud import DEMO_ARCHIVE, DEMO_DOMAIN, DEMO_ORG, LocalCloud, free_port
 from tests.support.cloud import s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, write
 from tests.support.hl7 import TEMP_ISSUER, adt, fresh_id, simple_hl7_send, wait_for_change
@@ -252,3 +253,36 @@ def test_hl7_merge_registers_a_new_version_under_the_surviving_patient(
     )
     manifest = pydicom.dcmread(io.BytesIO(body))
     assert (manifest.PatientID, str(manifest.PatientName)) == (pid, "Virtanen^Matti")
+
+
+def test_an_organisation_may_register_studies_that_are_never_committed(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    # Given an organisation configured to register uncommitted studies too, with its PACS up
+    oid = f"1.2.246.10.{int(new_uid().rsplit('.', 1)[1]) % 10**8}.10"
+    port = free_port()
+    cloud.register(
+        OrganisationInfo(oid, "Uncommitted Clinic", trusted_issuers=(HETU_ISSUER,)),
+        AEInfo("UNC_MOD", oid, "127.0.0.1", free_port(), roles=("store",)),
+        AEInfo("UNC_PACS", oid, "127.0.0.1", port, roles=("ian",)),
+    )
+    cloud.configure_registration(oid, stability_seconds=1.0, register_uncommitted=True)
+    receiver = IanReceiver("UNC_PACS", port)
+    try:
+        # When it and the demo hospital (commitment mandatory) each send a study without commitment
+        demo_study = write(ct_dataset(study_uid=new_uid()), workdir)
+        assert storescu(cloud, [demo_study], aet="DEMO_MOD").returncode == 0
+        study_uid = new_uid()
+        assert (
+            storescu(cloud, [write(ct_dataset(study_uid=study_uid), workdir)], aet="UNC_MOD").returncode == 0
+        )
+        # Then the clinic's study is registered after the stability time and confirmed to its PACS
+        receiver.wait_for(study_uid, timeout=90)
+        assert registered_version(study_uid, 1).state == "REGISTERED"
+    finally:
+        receiver.stop()
+    # And the demo hospital's uncommitted study, indexed before it, is not registered
+    demo_uid = str(pydicom.dcmread(demo_study, stop_before_pixels=True).StudyInstanceUID)
+    assert Study.get(demo_uid).number_of_instances == 1
+    assert Registration.count(demo_uid) == 0
