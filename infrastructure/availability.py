@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from archive import topology as t
 from aws_cdk import Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -40,10 +41,10 @@ class AvailabilityNotifications(Construct):
         )
         self.dead_letter_alarm = alarms.alarm_on_dead_letters(self.queue.dead_letter_queue, purpose="IAN")
         self.environment = {
-            s.ENV_IAN_QUEUE_URL: self.queue.queue.queue_url,
-            s.ENV_IAN_RETRY_BASE: str(s.IAN_RETRY_BASE_SECONDS),
-            s.ENV_IAN_MAX_ATTEMPTS: str(s.IAN_MAX_ATTEMPTS),
-            s.ENV_IAN_TIMEOUT: str(s.IAN_TIMEOUT_SECONDS),
+            t.ENV_IAN_QUEUE_URL: self.queue.queue.queue_url,
+            t.ENV_IAN_RETRY_BASE: str(s.IAN_RETRY_BASE_SECONDS),
+            t.ENV_IAN_MAX_ATTEMPTS: str(s.IAN_MAX_ATTEMPTS),
+            t.ENV_IAN_TIMEOUT: str(s.IAN_TIMEOUT_SECONDS),
         }
         self.consumer = QueueConsumerFunction(
             self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from archive import topology as t
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -50,7 +51,7 @@ class StudyRegistration(Construct):
             environment={
                 **environment,
                 **s.powertools_env("register-study"),
-                s.ENV_REGISTRATION_QUEUE_URL: self.queue.queue.queue_url,
+                t.ENV_REGISTRATION_QUEUE_URL: self.queue.queue.queue_url,
             },
             queue=self.queue.queue,
             batch_size=s.REGISTER_BATCH_SIZE,
@@ -63,7 +64,7 @@ class StudyRegistration(Construct):
     @property
     def environment(self) -> dict[str, str]:
         """What a component that asks for registrations needs in its environment."""
-        return {s.ENV_REGISTRATION_QUEUE_URL: self.queue.queue.queue_url}
+        return {t.ENV_REGISTRATION_QUEUE_URL: self.queue.queue.queue_url}
 
     def grant_request(self, grantee: iam.IGrantable) -> None:
         self.queue.queue.grant_send_messages(grantee)

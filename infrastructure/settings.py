@@ -16,6 +16,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from archive.topology import (
+    INDEX_INSTANCE,
+    INDEX_QUEUE,
+    PATIENT_UPDATE,
+    PATIENT_UPDATE_QUEUE,
+    REGISTER_STUDY,
+    REGISTRATION_QUEUE,
+    SEND_IAN,
+)
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -26,39 +35,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # access logs need a concrete region at synth time.
 DEFAULT_REGION = "eu-north-1"
 
-# --- what the code expects (the env var names match archive.config.Settings.from_env) -----------
-ENV_BUCKET = "ARCHIVE_BUCKET"
-ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
-ENV_SPOOL_DIR = "SPOOL_DIR"
-ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
-ENV_DICOM_PORT = "DICOM_PORT"  # read by listeners/dicom/__main__.py
-# read by listeners/hl7/app.py (HL7ListenerSettings.from_env)
-ENV_HL7_PORT = "HL7_PORT"
-ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
-ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
-ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
-# read by archive.config.Settings: registration (XDS-I.b manifests) and IAN delivery
-ENV_REGISTRATION_QUEUE_URL = "REGISTRATION_QUEUE_URL"
-ENV_IAN_QUEUE_URL = "IAN_QUEUE_URL"
-ENV_IAN_RETRY_BASE = "IAN_RETRY_BASE_SECONDS"
-ENV_IAN_MAX_ATTEMPTS = "IAN_MAX_ATTEMPTS"
-ENV_IAN_TIMEOUT = "IAN_TIMEOUT_SECONDS"
+# Environment variable names, queues and their consumers come from archive.topology (one
+# declaration, also read by the local cloud and the code); only their AWS sizing is decided here.
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
 
 # --- source folders (relative to the repository root) --------------------------------------------
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"
 DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
-INDEX_FUNCTION_DIR = REPO_ROOT / "functions" / "index_instance"
-INDEX_FUNCTION_HANDLER = "handler.handler"
+INDEX_FUNCTION_DIR = REPO_ROOT / INDEX_INSTANCE.code_dir
+INDEX_FUNCTION_HANDLER = INDEX_INSTANCE.handler
 DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
-PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / "functions" / "patient_update"
-PATIENT_UPDATE_FUNCTION_HANDLER = "handler.handler"
+PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / PATIENT_UPDATE.code_dir
+PATIENT_UPDATE_FUNCTION_HANDLER = PATIENT_UPDATE.handler
 HL7_DOCKERFILE = "listeners/hl7/Dockerfile"
-REGISTER_FUNCTION_DIR = REPO_ROOT / "functions" / "register_study"
-REGISTER_FUNCTION_HANDLER = "handler.handler"
-IAN_FUNCTION_DIR = REPO_ROOT / "functions" / "send_ian"
-IAN_FUNCTION_HANDLER = "handler.handler"
+REGISTER_FUNCTION_DIR = REPO_ROOT / REGISTER_STUDY.code_dir
+REGISTER_FUNCTION_HANDLER = REGISTER_STUDY.handler
+IAN_FUNCTION_DIR = REPO_ROOT / SEND_IAN.code_dir
+IAN_FUNCTION_HANDLER = SEND_IAN.handler
 # What a listener image never needs; keeping it out of the build context also keeps the image's
 # asset hash stable when only tests or docs change.
 CONTAINER_CONTEXT_EXCLUDES = (
@@ -86,8 +80,8 @@ LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 INDEX_FUNCTION_MEMORY_MB = 512
-INDEX_BATCH_SIZE = 10
-INDEX_MAX_RECEIVE_COUNT = 5
+INDEX_BATCH_SIZE = INDEX_INSTANCE.batch_size
+INDEX_MAX_RECEIVE_COUNT = INDEX_QUEUE.max_receive_count
 DLQ_RETENTION = Duration.days(14)
 DICOM_CONTAINER_PORT = 11112
 COMMITMENT_WAIT_SECONDS = 60
@@ -99,14 +93,14 @@ HL7_MAX_MESSAGE_BYTES = 1024 * 1024
 HL7_IDLE_TIMEOUT_SECONDS = 300
 PATIENT_UPDATE_FUNCTION_TIMEOUT = Duration.seconds(60)
 PATIENT_UPDATE_FUNCTION_MEMORY_MB = 256
-PATIENT_UPDATE_BATCH_SIZE = 10
-PATIENT_UPDATE_MAX_RECEIVE_COUNT = 5
+PATIENT_UPDATE_BATCH_SIZE = PATIENT_UPDATE.batch_size
+PATIENT_UPDATE_MAX_RECEIVE_COUNT = PATIENT_UPDATE_QUEUE.max_receive_count
 MAX_AZS = 2
 # Registration: one message per study and quiet period; a manifest of a large study takes seconds.
 REGISTER_FUNCTION_TIMEOUT = Duration.seconds(120)
 REGISTER_FUNCTION_MEMORY_MB = 512
-REGISTER_BATCH_SIZE = 5
-REGISTER_MAX_RECEIVE_COUNT = 5
+REGISTER_BATCH_SIZE = REGISTER_STUDY.batch_size
+REGISTER_MAX_RECEIVE_COUNT = REGISTRATION_QUEUE.max_receive_count
 # IAN: attempt n failing waits IAN_RETRY_BASE_SECONDS x 2^(n-1) (30 s ... 2 h 8 min); after
 # IAN_MAX_ATTEMPTS (about 4 h 15 min in all) the notification is FAILED and dead-lettered (alarm).
 IAN_RETRY_BASE_SECONDS = 30
@@ -115,7 +109,7 @@ IAN_TIMEOUT_SECONDS = 30
 # One attempt is connect + associate + N-CREATE, each bounded by IAN_TIMEOUT_SECONDS.
 IAN_FUNCTION_TIMEOUT = Duration.seconds(4 * IAN_TIMEOUT_SECONDS)
 IAN_FUNCTION_MEMORY_MB = 256
-IAN_BATCH_SIZE = 1  # each notification's backoff is its own message's visibility
+IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,23 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from archive.admin import local_table_names
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
-from archive.indexing import INSTANCE_PREFIX
+from archive.data.objects import INSTANCE_PREFIX
+from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
-QUEUES = {
-    # logical name -> (fifo, maxReceiveCount before the DLQ)
-    "index": (False, 5),
-    # HL7 patient changes from the MLLP listener: FIFO, ordered per patient, deduplicated per message.
-    "patient-updates": (True, 5),
-    # Studies to register (delayed by the stability time) and IANs to deliver (backed off per attempt;
-    # maxReceiveCount is the configured number of attempts, see provision()).
-    "registration": (False, 5),
-    "ian": (False, 10),
-}
+LOCAL_TABLE_PREFIX = "archive-"
 VISIBILITY_TIMEOUT = 30
 
 
@@ -36,6 +27,11 @@ class QueueInfo:
     url: str
     arn: str
     dlq_url: str
+
+
+def local_table_names() -> dict[str, str]:
+    """The physical table names of the local cloud (one per logical table of the topology)."""
+    return {name: f"{LOCAL_TABLE_PREFIX}{name}" for name in TABLE_ENV}
 
 
 def client(service: str, endpoint: str) -> Any:
@@ -62,10 +58,13 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
 def create_queues(
     endpoint: str, *, max_receive: dict[str, int] | None = None, visibility: dict[str, int] | None = None
 ) -> dict[str, QueueInfo]:
+    """Every queue of the topology with its DLQ; ``max_receive`` and ``visibility`` override the
+    topology's receive counts and the default visibility timeout per queue."""
     sqs = client("sqs", endpoint)
     out = {}
-    for name, (fifo, default_max_receive) in QUEUES.items():
-        max_receive_count = (max_receive or {}).get(name, default_max_receive)
+    for queue in QUEUES:
+        name, fifo = queue.name, queue.fifo
+        max_receive_count = (max_receive or {}).get(name, queue.max_receive_count)
         visibility_timeout = (visibility or {}).get(name, VISIBILITY_TIMEOUT)
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
@@ -130,16 +129,17 @@ def provision(
     timeout = float(overrides.get("ian_timeout_seconds", defaults.ian_timeout_seconds))
     queues = create_queues(
         endpoint,
-        max_receive={"ian": attempts},
-        # An IAN attempt (connect, associate, N-CREATE) must end before its message shows again.
-        visibility={"ian": int(3 * timeout) + 2},
+        # The IAN queue dead-letters after the configured number of attempts, and an attempt
+        # (connect, associate, N-CREATE) ends before its message shows again.
+        max_receive={IAN_QUEUE.name: attempts},
+        visibility={IAN_QUEUE.name: int(3 * timeout) + 2},
     )
-    create_bucket(endpoint, queues["index"].arn, retention_days)
+    create_bucket(endpoint, queues[INDEX_QUEUE.name].arn, retention_days)
     settings = local_settings(
         endpoint,
-        index_queue_url=queues["index"].url,
-        registration_queue_url=queues["registration"].url,
-        ian_queue_url=queues["ian"].url,
+        index_queue_url=queues[INDEX_QUEUE.name].url,
+        registration_queue_url=queues[REGISTRATION_QUEUE.name].url,
+        ian_queue_url=queues[IAN_QUEUE.name].url,
         **overrides,
     )
     create_tables(settings)

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from archive.topology import CONSUMERS, REGISTER_STUDY, SEND_IAN, ConsumerSpec
+
 LOG = logging.getLogger("archive.local.runner")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +30,7 @@ class LocalFunction:
 
     name: str
     handler_file: str  # relative to the repository root
-    queue: str  # logical queue name in local.resources.QUEUES
+    queue: str  # logical queue name (archive.topology.QUEUES)
     batch_size: int = 10
     # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
     # loads its own copy of the handler module, as separate execution environments would. FIFO
@@ -42,14 +44,25 @@ class LocalFunction:
     drained: bool = True
 
 
-FUNCTIONS = (
-    # One poller: moto applies concurrent transactions on the same item without isolation (counter
-    # updates get lost; seen here with 4 pollers), which real DynamoDB does not.
-    LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
-    LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates"),
-    LocalFunction("register_study", "functions/register_study/handler.py", "registration", drained=False),
-    LocalFunction("send_ian", "functions/send_ian/handler.py", "ian", own_process=True, drained=False),
-)
+# The IAN sender runs apart so that tests can kill it in the middle of a delivery.
+OWN_PROCESS = frozenset({SEND_IAN.function})
+NOT_DRAINED = frozenset({REGISTER_STUDY.function, SEND_IAN.function})
+
+
+def local_function(consumer: ConsumerSpec) -> LocalFunction:
+    # One poller each: moto applies concurrent transactions on the same item without isolation
+    # (counter updates get lost; seen here with 4 pollers), which real DynamoDB does not.
+    return LocalFunction(
+        consumer.function,
+        consumer.handler_file,
+        consumer.queue,
+        consumer.batch_size,
+        own_process=consumer.function in OWN_PROCESS,
+        drained=consumer.function not in NOT_DRAINED,
+    )
+
+
+FUNCTIONS = tuple(local_function(consumer) for consumer in CONSUMERS)
 
 
 class LambdaContext:

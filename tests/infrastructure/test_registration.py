@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from archive.config import TABLE_ENV
+from archive import topology as t
+from archive.topology import TABLE_ENV
 from aws_cdk.assertions import Match
 
 from infrastructure import settings as s
@@ -71,8 +72,8 @@ def test_register_function_is_fed_by_its_encrypted_queue_with_dead_letters_alarm
     assert props["VisibilityTimeout"] >= 6 * function["Properties"]["Timeout"]
     _alarm_on_dead_letters_of(production, queue)
     variables = function["Properties"]["Environment"]["Variables"]
-    assert variables[s.ENV_REGISTRATION_QUEUE_URL] == ref(queue_id)
-    assert set(TABLE_ENV.values()) <= set(variables) and s.ENV_IAN_QUEUE_URL in variables
+    assert variables[t.ENV_REGISTRATION_QUEUE_URL] == ref(queue_id)
+    assert set(TABLE_ENV.values()) <= set(variables) and t.ENV_IAN_QUEUE_URL in variables
 
 
 def test_register_function_stores_manifests_requeues_itself_and_queues_ians(production: Synthesized) -> None:
@@ -83,7 +84,7 @@ def test_register_function_stores_manifests_requeues_itself_and_queues_ians(prod
     statements = statements_of_role(production.template, function["Properties"]["Role"]["Fn::GetAtt"][0])
     assert "sqs:SendMessage" in actions_on(statements, arn_of(registration_queue_id))
     assert "sqs:SendMessage" in actions_on(statements, arn_of(ian_queue_id))
-    bucket = function["Properties"]["Environment"]["Variables"][s.ENV_BUCKET]["Ref"]
+    bucket = function["Properties"]["Environment"]["Variables"][t.ENV_BUCKET]["Ref"]
     assert {"s3:PutObject", "s3:GetObject"} <= actions_on(statements, objects_of(bucket))
     assert not {a for a in all_actions(statements) if a in ("s3:DeleteObject", "s3:DeleteObjectVersion")}
     registry = function["Properties"]["Environment"]["Variables"][TABLE_ENV["xds_registry"]]["Ref"]
@@ -100,11 +101,11 @@ def test_ian_queue_dead_letters_after_the_configured_attempts_with_an_alarm(prod
     assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     _alarm_on_dead_letters_of(production, queue)
     variables = function["Properties"]["Environment"]["Variables"]
-    assert variables[s.ENV_IAN_QUEUE_URL] == ref(queue_id)
-    assert variables[s.ENV_IAN_MAX_ATTEMPTS] == str(s.IAN_MAX_ATTEMPTS)
-    assert variables[s.ENV_IAN_RETRY_BASE] == str(s.IAN_RETRY_BASE_SECONDS)
+    assert variables[t.ENV_IAN_QUEUE_URL] == ref(queue_id)
+    assert variables[t.ENV_IAN_MAX_ATTEMPTS] == str(s.IAN_MAX_ATTEMPTS)
+    assert variables[t.ENV_IAN_RETRY_BASE] == str(s.IAN_RETRY_BASE_SECONDS)
     # An attempt (connect, associate, N-CREATE, each bounded) ends before the function times out
-    assert function["Properties"]["Timeout"] > 3 * int(variables[s.ENV_IAN_TIMEOUT])
+    assert function["Properties"]["Timeout"] > 3 * int(variables[t.ENV_IAN_TIMEOUT])
     # The handler backs off by changing its message's visibility
     statements = statements_of_role(production.template, function["Properties"]["Role"]["Fn::GetAtt"][0])
     assert "sqs:ChangeMessageVisibility" in actions_on(statements, arn_of(queue_id))
@@ -134,7 +135,7 @@ def test_commitment_worker_indexer_and_patient_updates_may_ask_for_registrations
     _, patient_update = _function(production, "patient-update")
     _, task = dicom_task_definition(production.template)
     (container,) = task["Properties"]["ContainerDefinitions"]
-    assert {e["Name"]: e["Value"] for e in container["Environment"]}[s.ENV_REGISTRATION_QUEUE_URL] == ref(
+    assert {e["Name"]: e["Value"] for e in container["Environment"]}[t.ENV_REGISTRATION_QUEUE_URL] == ref(
         queue_id
     )
     for role_id in (
@@ -146,6 +147,6 @@ def test_commitment_worker_indexer_and_patient_updates_may_ask_for_registrations
             statements_of_role(production.template, role_id), arn_of(queue_id)
         )
     for function in (index, patient_update):
-        assert function["Properties"]["Environment"]["Variables"][s.ENV_REGISTRATION_QUEUE_URL] == ref(
+        assert function["Properties"]["Environment"]["Variables"][t.ENV_REGISTRATION_QUEUE_URL] == ref(
             queue_id
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydicom
 from archive.data.models import IanNotification
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from local.cloud import LocalCloud, free_port
@@ -59,7 +59,7 @@ def notification(study_uid: str) -> IanNotification | None:
 
 def admin(cloud: LocalCloud, *args: str) -> list[dict[str, object]]:
     result = subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *args],
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,10 +18,10 @@ import pytest
 from archive.data.models import Registration, Study
 from archive.data.objects import manifest_key
 from archive.data.xds_registry import XdsRegistry
-from archive.dicom.instance import PatientIdentity
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import AEInfo, OrganisationInfo
 from archive.model.registration import FORMAT_CODE, MODALITY_SCHEME
 from archive.model.xds import AssociationType, Channel, EntryStatus
-from archive.registry import AEInfo, OrganisationInfo
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from local.cloud import DEMO_ARCHIVE, DEMO_DOMAIN, DEMO_ORG, LocalCloud, free_port

@@ -108,6 +108,10 @@ class InvalidMerge(PatientUpdateRefused):
     """A merge of a patient with itself (HL7 error 207)."""
 
 
+class ChangeConflict(ArchiveError):
+    """A conditional write lost against a concurrent change; the caller re-reads and decides again."""
+
+
 class QueueFailure(ArchiveError):
     """A message could not be durably queued; nothing was acknowledged (HL7 error 207)."""
 

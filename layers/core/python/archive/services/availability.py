@@ -22,6 +22,7 @@ from archive.data.registration import (
     RegistrationConfigRepository,
     StudyContentReader,
 )
+from archive.data.registry import Registry
 from archive.dicom.ian import notification_dataset, send_notification
 from archive.errors import NotificationUndeliverable, UnknownApplicationEntity
 from archive.model.registration import (
@@ -31,7 +32,6 @@ from archive.model.registration import (
     NotificationState,
     StudyContent,
 )
-from archive.registry import Registry
 
 LOG = logging.getLogger("archive.availability")
 MAX_BACKOFF_SECONDS = 12 * 3600  # SQS: a message may stay invisible for 12 hours at most

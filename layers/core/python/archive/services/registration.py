@@ -43,6 +43,7 @@ from archive.data.registration import (
     RegistrationRepository,
     StudyContentReader,
 )
+from archive.data.registry import Registry
 from archive.data.xds_registry import XdsRegistry
 from archive.dicom.manifest import build_manifest, encode
 from archive.dicom.times import to_utc
@@ -70,7 +71,6 @@ from archive.model.xds import (
     EntryStatus,
     SubmissionSet,
 )
-from archive.registry import Registry
 
 LOG = logging.getLogger("archive.registration")
 ENTRY_NAMESPACE = uuid.UUID("6c7b3c1e-0d3a-4f57-9a59-2f0a4f1d7e10")  # entryUUIDs derived from UIDs
