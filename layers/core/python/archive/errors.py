@@ -316,3 +316,22 @@ class SubmissionRejected(ArchiveError):
     def __init__(self, errors: list[XdsError]) -> None:
         super().__init__("; ".join(f"{e.code}: {e}" for e in errors))
         self.errors = tuple(errors)
+
+
+# --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
+
+
+class RegistryConflict(ArchiveError):
+    """A registry write lost against another (a replaced entry is no longer Approved)."""
+
+
+class DuplicateUniqueId(RegistryConflict):
+    """A uniqueId of the submission is registered already (XDSRegistryDuplicateUniqueIdInMessage)."""
+
+
+class RegistrationNotConfigured(ConfigurationError):
+    """The organisation (or the archive) has no registration configuration."""
+
+
+class NotificationUndeliverable(ArchiveError):
+    """An IAN could not be delivered this time (refused association, failure status, timeout)."""
