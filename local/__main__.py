@@ -26,6 +26,8 @@ def banner(cloud: LocalCloud) -> str:
  Lambda handlers    {", ".join([*dict.fromkeys(p.function.name for p in cloud.pollers), *cloud.function_processes])} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
+ XDS (SOAP 1.2)     {cloud.xds_url}/xds/registry  /xds/repository  /xds/imaging
+ Demo IdP (XUA)     .local-cloud/demo-idp/key.pem, cert.pem (trusted); see README "XDS"
  Registration       committed studies -> XDS-I.b manifest after {cloud.registration_stability_seconds:g} s without new images
  IANs go to         {ians or "nobody (no AE has the ian role)"}; pending/failed: admin ian list
  Logs               {cloud.log_dir}/
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--dicom-port", type=int, default=11112)
     parser.add_argument("--moto-port", type=int, default=4566)
     parser.add_argument("--hl7-port", type=int, default=2575)
+    parser.add_argument("--xds-port", type=int, default=8080)
     parser.add_argument("--commitment-wait", type=float, default=30.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -55,6 +58,7 @@ def main() -> None:
         moto_port=args.moto_port,
         dicom_port=args.dicom_port,
         hl7_port=args.hl7_port,
+        xds_port=args.xds_port,
         settings_overrides={"commitment_wait_seconds": args.commitment_wait},
     )
     try:

@@ -30,6 +30,7 @@ from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
 from archive.data.registration import RegistrationConfigRepository
 from archive.data.registry import Registry
+from archive.data.xds_access import XdsAccessConfig
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 from archive.model.registration import (
     AffinityDomain,
@@ -39,6 +40,7 @@ from archive.model.registration import (
     parse_code,
 )
 
+from .demo_idp import ensure_demo_idp
 from .resources import QueueInfo, client, provision
 from .runner import FUNCTIONS, QueuePoller
 
@@ -123,6 +125,8 @@ class LocalCloud:
     hl7_port: int = 0  # 0: any free port (tests); ``make run`` uses 2575
     start_hl7: bool = True
     hl7_settings: dict[str, str] = field(default_factory=dict)
+    xds_port: int = 0  # 0: any free port (tests); ``make run`` uses 8080
+    start_xds: bool = True
     register_demo: bool = True
     # Seconds without new instances before a committed study is registered (the demo organisation's).
     registration_stability_seconds: float = 10.0
@@ -138,6 +142,7 @@ class LocalCloud:
     _moto: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
     hl7_process: subprocess.Popen[bytes] | None = None
+    xds_process: subprocess.Popen[bytes] | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -145,6 +150,7 @@ class LocalCloud:
     def start(self) -> LocalCloud:
         self.moto_port = self.moto_port or free_port()
         self.hl7_port = self.hl7_port or free_port()
+        self.xds_port = self.xds_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.moto_port}"
         self._moto = self._spawn(
             "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
@@ -161,11 +167,14 @@ class LocalCloud:
             for facility in DEMO_HL7_FACILITIES:
                 FacilityRepository().add(facility, replace=True)
             self.configure_registration(DEMO_ORG.oid, stability_seconds=self.registration_stability_seconds)
+            XdsAccessConfig().set_identity_provider(ensure_demo_idp())
         self.start_pollers()
         if self.start_dicom:
             self.start_dicom_listener()
         if self.start_hl7:
             self.start_hl7_listener()
+        if self.start_xds:
+            self.start_xds_gateway()
         return self
 
     def stop(self) -> None:
@@ -176,6 +185,7 @@ class LocalCloud:
             self.stop_function_process(name)
         self.stop_dicom_listener()
         self.stop_hl7_listener()
+        self.stop_xds_gateway()
         if self._moto is not None:
             self._moto.terminate()
             try:
@@ -305,6 +315,26 @@ class LocalCloud:
             process.send_signal(signal.SIGTERM)
             process.wait(15)
         self.hl7_process = None
+
+    def start_xds_gateway(self) -> subprocess.Popen[bytes]:
+        """API Gateway's and the load balancer's stand-in for the XDS endpoints (``local.gateway``)."""
+        env = {**self.env(), t.ENV_XDS_HOST: "127.0.0.1", t.ENV_XDS_PORT: str(self.xds_port)}
+        self.xds_process = self._spawn("xds", [sys.executable, "-m", "local.gateway"], env=env)
+        wait_for_port("127.0.0.1", self.xds_port, process=self.xds_process)
+        return self.xds_process
+
+    def stop_xds_gateway(self) -> None:
+        process = self.xds_process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(15)
+        self.xds_process = None
+
+    @property
+    def xds_url(self) -> str:
+        return f"http://127.0.0.1:{self.xds_port}"
 
     def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
         registry = Registry()

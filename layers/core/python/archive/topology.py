@@ -40,6 +40,9 @@ ENV_HL7_PORT = "HL7_PORT"
 ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
 ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
+# Read by listeners/xds_imaging (RAD-69 streaming service) and local/gateway.py:
+ENV_XDS_HOST = "XDS_HOST"
+ENV_XDS_PORT = "XDS_PORT"
 
 # --- tables: logical name -> environment variable holding the physical table name ---------------
 TABLE_ENV = {
@@ -123,3 +126,32 @@ SEND_IAN = ConsumerSpec(
     "send_ian", "functions/send_ian", "handler.handler", queue=IAN_QUEUE.name, batch_size=1
 )
 CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN)
+
+
+# --- the XDS HTTP interface (API Gateway routes -> Lambda; RAD-69 -> the streaming service) ------
+XDS_REGISTRY_PATH = "/xds/registry"
+XDS_REPOSITORY_PATH = "/xds/repository"
+XDS_IMAGING_PATH = "/xds/imaging"
+
+
+@dataclass(frozen=True)
+class HttpFunctionSpec:
+    """A Lambda function behind an API Gateway route (REST, proxy integration)."""
+
+    function: str
+    code_dir: str
+    handler: str
+    path: str
+
+    @property
+    def handler_file(self) -> str:
+        return str(PurePosixPath(self.code_dir) / f"{self.handler.rsplit('.', 1)[0]}.py")
+
+
+XDS_REGISTRY = HttpFunctionSpec(
+    "xds_registry", "functions/xds_registry", "handler.handler", XDS_REGISTRY_PATH
+)
+XDS_REPOSITORY = HttpFunctionSpec(
+    "xds_repository", "functions/xds_repository", "handler.handler", XDS_REPOSITORY_PATH
+)
+HTTP_FUNCTIONS = (XDS_REGISTRY, XDS_REPOSITORY)
