@@ -10,6 +10,10 @@
     python -m admin xds archive set --oid 1.2.246.x --uid-root 1.2.246.x.1 --repository-unique-id 1.2.246.x.2
     python -m admin xds domain set 1.2.246.21 --class-code 'CODE^SCHEME^Display' ...
     python -m admin xds org set 1.2.246.10.12345678.10 --domain 1.2.246.21 --stability-seconds 60
+    python -m admin xds-access idp-add https://idp.example/sts --cert idp.pem
+    python -m admin xds-access repository-set 1.2.246.x --repository-unique-id 1.2.246.x.5 --code classCode=X^1.2.3
+    python -m admin xds-access deny '020516C903K^^^&1.2.246.21&ISO' [--document UID]
+    python -m admin xds-access log '020516C903K^^^1.2.246.21'
     python -m admin ian list --state FAILED
     python -m admin ian resend STUDY_UID [--ae DEMO_PACS]
 
@@ -25,8 +29,10 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from archive.config import Settings
+from archive.data.access_log import AccessLog
 from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
@@ -36,6 +42,7 @@ from archive.data.registration import (
     queue_url_by_name,
 )
 from archive.data.registry import Registry
+from archive.data.xds_access import DisclosureDenials, DocumentRepository, XdsAccessConfig
 from archive.errors import ArchiveError
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
@@ -47,7 +54,9 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
+from archive.model.xua import IdentityProvider
 from archive.services.availability import AvailabilityService
+from archive.services.disclosure import normalised_patient
 
 from local.resources import local_table_names
 
@@ -166,6 +175,30 @@ def parser() -> argparse.ArgumentParser:
     _code_arguments(add)
     xds_scopes.add_parser("list", help="every registration configuration item")
 
+    access = sub.add_parser("xds-access", help="XDS callers: identity providers, repositories, denials, log")
+    access_actions = access.add_subparsers(dest="action", required=True)
+    idp = access_actions.add_parser("idp-add", help="trust an identity provider's signing certificate(s)")
+    idp.add_argument("issuer", help="the exact saml:Issuer value")
+    idp.add_argument("--cert", action="append", required=True, help="PEM file (repeat during a rollover)")
+    repo = access_actions.add_parser(
+        "repository-set", help="let an organisation's repository register (ITI-42)"
+    )
+    repo.add_argument("org_oid")
+    repo.add_argument("--repository-unique-id", action="append", required=True)
+    repo.add_argument(
+        "--code", action="append", default=[], help="ATTRIBUTE=CODE^SCHEME, e.g. classCode=X^1.2.3"
+    )
+    deny = access_actions.add_parser("deny", help="a patient denies disclosure to other organisations")
+    deny.add_argument("patient", help="CX, e.g. 020516C903K^^^&1.2.246.21&ISO")
+    deny.add_argument("--document", default="*", help="a document uniqueId (or study UID); default every one")
+    allow = access_actions.add_parser("withdraw-denial", help="withdraw a denial of disclosure")
+    allow.add_argument("patient")
+    allow.add_argument("--document", default="*")
+    log = access_actions.add_parser(
+        "log", help="every read of a patient's data (DICOM and XDS), oldest first"
+    )
+    log.add_argument("patient_key", help="<PatientID>^^^<issuer OID>")
+
     ian = sub.add_parser("ian", help="Instance Availability Notifications").add_subparsers(
         dest="action", required=True
     )
@@ -274,6 +307,29 @@ def _patient(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(change, ensure_ascii=False))
 
 
+def _xds_access(args: argparse.Namespace) -> None:
+    if args.action == "idp-add":
+        certificates = tuple(Path(c).read_text("ascii") for c in args.cert)
+        XdsAccessConfig().set_identity_provider(IdentityProvider(args.issuer, certificates))
+    elif args.action == "repository-set":
+        codes: dict[str, list[str]] = {}
+        for item in args.code:
+            attribute, _, value = item.partition("=")
+            codes.setdefault(attribute, []).append(value)
+        XdsAccessConfig().set_repository(
+            DocumentRepository(
+                args.org_oid, tuple(args.repository_unique_id), {k: tuple(v) for k, v in codes.items()}
+            )
+        )
+    elif args.action == "deny":
+        DisclosureDenials().deny(normalised_patient(args.patient), args.document)
+    elif args.action == "withdraw-denial":
+        DisclosureDenials().withdraw(normalised_patient(args.patient), args.document)
+    else:
+        for record in AccessLog().for_patient(args.patient_key):
+            print(json.dumps(record.attribute_values, default=str, ensure_ascii=False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = _settings(args.endpoint)
@@ -284,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _hl7_facility(args)
         elif args.kind == "xds":
             _xds(args)
+        elif args.kind == "xds-access":
+            _xds_access(args)
         elif args.kind == "ian":
             _ian(args, settings)
         elif args.kind == "patient":
