@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from archive import topology as t
-from aws_cdk import Duration
+from aws_cdk import CfnOutput, Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -46,6 +46,12 @@ class AvailabilityNotifications(Construct):
             t.ENV_IAN_MAX_ATTEMPTS: str(s.IAN_MAX_ATTEMPTS),
             t.ENV_IAN_TIMEOUT: str(s.IAN_TIMEOUT_SECONDS),
         }
+        CfnOutput(
+            self,
+            "IanQueueUrl",
+            value=self.queue.queue.queue_url,
+            description=f"{t.ENV_IAN_QUEUE_URL} for the operator's `python -m admin ian resend`",
+        )
         self.consumer = QueueConsumerFunction(
             self,
             "SendIan",

@@ -106,6 +106,9 @@ def test_ian_queue_dead_letters_after_the_configured_attempts_with_an_alarm(prod
     assert variables[t.ENV_IAN_RETRY_BASE] == str(s.IAN_RETRY_BASE_SECONDS)
     # An attempt (connect, associate, N-CREATE, each bounded) ends before the function times out
     assert function["Properties"]["Timeout"] > 3 * int(variables[t.ENV_IAN_TIMEOUT])
+    # The operator's resend finds the queue in the stack's outputs
+    outputs = production.template.find_outputs("*", {"Value": ref(queue_id)})
+    assert len(outputs) == 1
     # The handler backs off by changing its message's visibility
     statements = statements_of_role(production.template, function["Properties"]["Role"]["Fn::GetAtt"][0])
     assert "sqs:ChangeMessageVisibility" in actions_on(statements, arn_of(queue_id))

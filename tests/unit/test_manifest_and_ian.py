@@ -222,3 +222,20 @@ def test_configuration_checks_time_zone_and_stability() -> None:
 def test_backoff_doubles_from_the_base_up_to_twelve_hours() -> None:
     assert [backoff_seconds(n, 30) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
     assert backoff_seconds(30, 30) == 12 * 3600
+
+
+def test_the_registry_offers_every_read_the_xds_query_service_expects() -> None:
+    # The XDS stored-query service reads the registry through a Protocol; XdsRegistry implements it.
+    import inspect
+
+    from archive.data.xds_registry import XdsRegistry
+    from archive.services.xds_query import XdsRegistryReader
+
+    expected = {
+        name: list(inspect.signature(member).parameters)
+        for name, member in vars(XdsRegistryReader).items()
+        if callable(member) and not name.startswith("_")
+    }
+    assert len(expected) == 11
+    offered = {name: list(inspect.signature(getattr(XdsRegistry, name)).parameters) for name in expected}
+    assert offered == expected
