@@ -43,6 +43,8 @@ ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
 # Read by listeners/xds_imaging (RAD-69 streaming service) and local/gateway.py:
 ENV_XDS_HOST = "XDS_HOST"
 ENV_XDS_PORT = "XDS_PORT"
+# ITI-18: the most objects a LeafClass answer may hold before XDSTooManyResults.
+ENV_XDS_MAX_LEAF_CLASS = "XDS_MAX_LEAF_CLASS"
 
 # --- tables: logical name -> environment variable holding the physical table name ---------------
 TABLE_ENV = {

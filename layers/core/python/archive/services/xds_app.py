@@ -23,6 +23,7 @@ from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
 from archive.services.xds_documents import DocumentRegistryService
 from archive.services.xds_exchange import HttpAnswer, IdentityProviders, SoapEndpoint
+from archive.services.xds_query import QueryPolicy
 from archive.xds import ns
 
 
@@ -51,6 +52,7 @@ class XdsApplication:
             denials=denials,
             log=log,
             repository_unique_id=self.repository_unique_id,
+            policy=QueryPolicy(max_leaf_class=settings.xds_max_leaf_class),
         )
         self._imaging = ImagingDocumentSource(
             retrieve=RetrieveService(
