@@ -109,6 +109,16 @@ IAN_TIMEOUT_SECONDS = 30
 # One attempt is connect + associate + N-CREATE, each bounded by IAN_TIMEOUT_SECONDS.
 IAN_FUNCTION_TIMEOUT = Duration.seconds(4 * IAN_TIMEOUT_SECONDS)
 IAN_FUNCTION_MEMORY_MB = 256
+# XDS: ITI-18/42/43 as Lambdas behind API Gateway (whose integration times out at 29 s);
+# RAD-69 as a streaming service on Fargate behind its own load balancer (no answer size cap).
+XDS_FUNCTION_TIMEOUT = Duration.seconds(29)
+XDS_FUNCTION_MEMORY_MB = 1024
+XDS_MAX_LEAF_CLASS = 1000
+XDS_API_RATE_LIMIT = 50  # requests per second, steady, for the whole stage
+XDS_API_BURST_LIMIT = 100
+XDS_IMAGING_DOCKERFILE = "listeners/xds_imaging/Dockerfile"
+XDS_IMAGING_CONTAINER_PORT = 8080
+XDS_IMAGING_LISTENER_PORT = 443
 IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
@@ -128,6 +138,11 @@ class ListenerSizing:
     # load balancer's deregistration delay. Fargate allows at most 120 s.
     stop_timeout_seconds: int = 120
 
+
+# RAD-69: memory per answer in flight is about (prefetch + 2) instances (docs/conformance-xds.md),
+# so the task is sized for a few concurrent answers of large instances; the spool holds one instance
+# per answer.
+XDS_IMAGING_SIZING = ListenerSizing(cpu=1024, memory_limit_mib=4096, ephemeral_storage_gib=50, max_tasks=10)
 
 # ADT messages are small and few (hundreds a day per hospital): the smallest Fargate task does;
 # nothing is spooled to disk.
@@ -151,6 +166,7 @@ CTX_OBJECT_LOCK_MODE = "objectLockMode"
 CTX_RETENTION_DAYS = "retentionDays"
 CTX_DICOM_CERTIFICATE_ARN = "dicomCertificateArn"
 CTX_HL7_CERTIFICATE_ARN = "hl7CertificateArn"
+CTX_XDS_CERTIFICATE_ARN = "xdsCertificateArn"
 CTX_CLIENT_CIDRS = "clientCidrs"
 CTX_VPC_CIDR = "vpcCidr"
 CTX_ALARM_EMAIL = "alarmEmail"
@@ -173,6 +189,8 @@ class DeploymentSettings:
     dicom_certificate_arn: str | None = None
     # The HL7 (MLLP) listener's certificate; without one it uses the DICOM listener's.
     hl7_certificate_arn: str | None = None
+    # The RAD-69 (HTTPS) load balancer's certificate; without one it uses the DICOM listener's.
+    xds_certificate_arn: str | None = None
     # The VPC's address range; choose one that does not overlap customers' networks reached by VPN.
     vpc_cidr: str = "10.60.0.0/16"
     # Networks allowed to reach the listeners besides the VPC itself. Any public range makes the
@@ -203,6 +221,10 @@ class DeploymentSettings:
     @property
     def hl7_certificate(self) -> str | None:
         return self.hl7_certificate_arn or self.dicom_certificate_arn
+
+    @property
+    def xds_certificate(self) -> str | None:
+        return self.xds_certificate_arn or self.dicom_certificate_arn
 
     @property
     def listener_client_cidrs(self) -> tuple[str, ...]:
@@ -237,6 +259,7 @@ class DeploymentSettings:
             retention_days=int(days) if days is not None else defaults.retention_days,
             dicom_certificate_arn=get(CTX_DICOM_CERTIFICATE_ARN),
             hl7_certificate_arn=get(CTX_HL7_CERTIFICATE_ARN),
+            xds_certificate_arn=get(CTX_XDS_CERTIFICATE_ARN),
             vpc_cidr=str(get(CTX_VPC_CIDR) or defaults.vpc_cidr),
             client_cidrs=_string_list(get(CTX_CLIENT_CIDRS)),
             alarm_email=get(CTX_ALARM_EMAIL),

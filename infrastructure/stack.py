@@ -20,11 +20,13 @@ from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.tables import ArchiveTables
+from infrastructure.xds_interface import XdsApi
 
 
 class ArchiveStack(Stack):
     """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB; committed
-    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda."""
+    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda;
+    XDS: API Gateway -> registry/repository Lambdas, RAD-69 streaming service on Fargate."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, deployment: s.DeploymentSettings, **kwargs: Any
@@ -192,3 +194,35 @@ class ArchiveStack(Stack):
         patient_updates.queue.grant_send_messages(hl7.task_role)
         # The listener only reads (merged/duplicate checks before queueing); the Lambda writes.
         tables.grant_read(hl7.task_role)
+
+        # XDS: ITI-18/ITI-42 and ITI-43 through API Gateway; RAD-69 streams from Fargate behind its
+        # own load balancer, because a Lambda answer stops at 6 MB (buffered) or 200 MB (streamed).
+        xds = XdsApi(self, "Xds", layers=[layers.deps, layers.core], environment=archive_env)
+        for function in (xds.registry, xds.repository):
+            # Registry reads and ITI-42 writes, the disclosure log, identity providers and denials.
+            tables.grant_read_write(function.role)
+        storage.grant_read_objects(xds.repository.role)  # ITI-43 reads the manifests
+        imaging = TcpListenerService(
+            self,
+            "XdsImaging",
+            name="xds-imaging",
+            cluster=network.cluster,
+            dockerfile=s.XDS_IMAGING_DOCKERFILE,
+            container_port=s.XDS_IMAGING_CONTAINER_PORT,
+            listener_port=s.XDS_IMAGING_LISTENER_PORT if deployment.xds_certificate else 80,
+            environment={
+                **archive_env,
+                **s.powertools_env("xds-imaging"),
+                t.ENV_XDS_HOST: "0.0.0.0",  # every interface of its task; only the load balancer reaches it
+                t.ENV_XDS_PORT: str(s.XDS_IMAGING_CONTAINER_PORT),
+                t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
+            },
+            certificate_arn=deployment.xds_certificate,
+            client_cidrs=deployment.listener_client_cidrs,
+            internet_facing=deployment.listeners_internet_facing,
+            access_logs_bucket=storage.access_logs_bucket,
+            sizing=s.XDS_IMAGING_SIZING,
+        )
+        storage.grant_read_objects(imaging.task_role)
+        # Reads the index and registrations; writes the disclosure log.
+        tables.grant_read_write(imaging.task_role)
