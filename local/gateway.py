@@ -3,7 +3,7 @@
 
 ``/xds/registry`` and ``/xds/repository`` become API Gateway proxy events (REST API, binary
 bodies base64-encoded as API Gateway does with binary media types) for the very handler modules
-deployed to Lambda; ``/xds/imaging`` goes to the RAD-69 streaming code in this process, as the ALB
+deployed to Lambda; ``/xds/imaging`` goes to the RAD-69 streaming code in this process, as the load balancer
 sends it to the Fargate service on AWS. Bodies over API Gateway's 10 MB are refused as on AWS
 (with the SOAP Fault the gateway response is configured to give).
 """

@@ -1,4 +1,4 @@
-"""``python -m listeners.xds_imaging``: the RAD-69 streaming service (Fargate behind the ALB)."""
+"""``python -m listeners.xds_imaging``: the RAD-69 streaming service (Fargate behind its load balancer)."""
 
 from __future__ import annotations
 
