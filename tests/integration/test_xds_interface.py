@@ -145,12 +145,7 @@ def test_iti18_finds_the_manifest_and_logs_the_read(cloud: LocalCloud, study: di
     body = soap_body(response)
     SCHEMA.assertValid(body)
     assert body.get("status") == "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
-    unique_ids = {
-        e.get("value")
-        for e in body.iter(f"{{{RIM}}}ExternalIdentifier")
-        if "uniqueId" in (e.findtext(f".//{{{RIM}}}LocalizedString") or "") or True
-    }
-    assert study["manifest_uid"] in unique_ids
+    assert study["manifest_uid"] in unique_ids(body)
     envelope = etree.fromstring(response.content)
     assert envelope.findtext(f".//{{{WSA}}}RelatesTo")
     # And the read is in the log, not as a disclosure, with purpose and message id
