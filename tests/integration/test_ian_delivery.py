@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pydicom
-from archive.data.models import IanNotification
+from archive.data.models import IanNotification, Registration
+from archive.data.xds_registry import XdsRegistry
 from archive.model.organisations import AEInfo, OrganisationInfo
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
@@ -118,6 +119,14 @@ def test_ian_waits_for_a_destination_that_is_down_and_gives_up_to_the_dlq_then_r
             receiver_b.wait_for(given_up, timeout=60)
             wait_until(lambda: notification(given_up).state == "DELIVERED", timeout=30)
             assert given_up not in {n["study_uid"] for n in admin(cloud, "ian", "list", "--state", "FAILED")}
+            # And each study is registered under its own organisation's control
+            assert cloud.settings is not None
+            registry = XdsRegistry(cloud.settings)
+            for study_uid, org in ((late, org_b), (given_up, org_b), (study_c, org_c)):
+                state = Registration.get(study_uid)
+                assert state.org_oid == org.oid
+                [entry] = registry.documents_by_uuid([state.entry_uuid])
+                assert entry.controller == org.oid and org.name in entry.authors[0].institutions[0]
             # And neither organisation ever got the other's notifications
             assert study_c not in receiver_b.studies()
             assert {late, given_up}.isdisjoint(receiver_c.studies())
@@ -125,7 +134,6 @@ def test_ian_waits_for_a_destination_that_is_down_and_gives_up_to_the_dlq_then_r
             receiver_b.stop()
     finally:
         receiver_c.stop()
-    assert org_b.oid != org_c.oid
 
 
 def test_ian_arrives_although_the_sending_process_is_killed_mid_delivery(

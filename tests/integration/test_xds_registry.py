@@ -147,22 +147,33 @@ def test_a_replacement_deprecates_the_original_once(registry: XdsRegistry) -> No
 
 
 def test_submissions_over_the_transaction_limit_are_written_in_chunks(registry: XdsRegistry) -> None:
-    # Given a submission of 60 documents (a guard, an object and an association each: 180+ items)
+    # Given a submission of 25 documents: per document a uniqueId guard, the entry, its HasMember
+    # association and that association under both its ends, 127 items with the submission set
     patient = f"{uuid.uuid4().hex[:10]}^^^&1.2.246.21&ISO"
-    docs = [document(patient, at=T0 + timedelta(minutes=i)) for i in range(60)]
+    docs = [document(patient, at=T0 + timedelta(minutes=i)) for i in range(25)]
     ss = submission(patient)
     registry.register(docs, ss, associations=[has_member(ss, d.entry_uuid, patient) for d in docs])
     found = registry.documents_by_patient(patient, [EntryStatus.APPROVED])
     assert sorted(d.entry_uuid for d in found) == sorted(d.entry_uuid for d in docs)
-    # And a chunked submission whose later chunk fails leaves none of its earlier chunks behind
-    more = [document(patient) for _ in range(59)] + [
-        DocumentEntry(**{**document(patient).__dict__, "unique_id": docs[0].unique_id})
+    # And a chunked submission whose second chunk fails (its last association reuses an entryUUID
+    # registered before) leaves nothing of its first chunk behind: entries, guards, references
+    more = [
+        document(patient, refs=(f"{new_uid()}^^^^urn:ihe:iti:xds:2016:studyInstanceUID",)) for _ in range(25)
     ]
     ss2 = submission(patient)
-    with pytest.raises(DuplicateUniqueId):
-        registry.register(more, ss2, associations=[has_member(ss2, d.entry_uuid, patient) for d in more])
+    links = [has_member(ss2, d.entry_uuid, patient) for d in more]
+    first_link = registry.associations_of([docs[0].entry_uuid])[0]
+    links[-1] = Association(
+        first_link.entry_uuid, AssociationType.HAS_MEMBER, ss2.entry_uuid, more[-1].entry_uuid, patient
+    )
+    with pytest.raises(RegistryConflict):
+        registry.register(more, ss2, associations=links)
     assert registry.documents_by_uuid([d.entry_uuid for d in more]) == []
-    assert len(registry.documents_by_patient(patient, [EntryStatus.APPROVED])) == 60
+    assert registry.documents_by_unique_id([d.unique_id for d in more]) == []
+    assert registry.documents_by_reference_id(patient, [more[0].reference_ids[0]]) == []
+    assert registry.submission_sets_by_uuid([ss2.entry_uuid]) == []
+    assert registry.associations_of([docs[0].entry_uuid]) == [first_link]
+    assert len(registry.documents_by_patient(patient, [EntryStatus.APPROVED])) == 25
 
 
 def test_the_patient_index_sorts_by_status_then_utc_creation_time(registry: XdsRegistry) -> None:
