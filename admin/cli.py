@@ -6,6 +6,9 @@
     python -m admin ae remove DEMO_PACS
     python -m admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
     python -m admin patient history 020516C903K --issuer 1.2.246.21
+    python -m admin rejection show <note SOP Instance UID>
+    python -m admin rejection list --study <Study Instance UID>
+    python -m admin rejection revoke <note SOP Instance UID> --by "J. Operator" --reason "ticket 123"
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -22,12 +25,16 @@ from dataclasses import asdict
 
 from archive.config import Settings
 from archive.data.facilities import FacilityRepository
+from archive.data.index import IndexRepository
 from archive.data.models import bind_models
+from archive.data.objects import ObjectStore
 from archive.data.patients import PatientRepository
 from archive.data.registry import Registry
+from archive.data.rejections import RejectionRepository
 from archive.errors import ArchiveError
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
+from archive.services.corrections import CorrectionService
 
 from local.resources import local_table_names
 
@@ -99,7 +106,35 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+
+    rejection = sub.add_parser("rejection", help="IOCM rejection notes (docs/conformance-iocm.md)")
+    rejection_actions = rejection.add_subparsers(dest="action", required=True)
+    show = rejection_actions.add_parser("show", help="a rejection note's record")
+    show.add_argument("note_uid")
+    ls = rejection_actions.add_parser("list", help="instances of a study that rejection notes hide now")
+    ls.add_argument("--study", required=True)
+    revoke = rejection_actions.add_parser("revoke", help="show the instances a note rejected again")
+    revoke.add_argument("note_uid")
+    revoke.add_argument("--by", required=True, help="who decided the revoke")
+    revoke.add_argument("--reason", required=True, help="why (ticket, decision)")
     return p
+
+
+def _rejection(args: argparse.Namespace, settings: Settings) -> None:
+    index = IndexRepository(settings)
+    corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
+    if args.action == "show":
+        print(json.dumps(asdict(corrections.rejection(args.note_uid)), default=str))
+    elif args.action == "list":
+        for rejected in corrections.rejected_in_study(args.study):
+            print(json.dumps(asdict(rejected)))
+    else:
+        outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        print(
+            json.dumps(
+                {"note_uid": args.note_uid, "restored": outcome.restored, "state": outcome.record.state}
+            )
+        )
 
 
 def _hl7_facility(args: argparse.Namespace) -> None:
@@ -131,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _hl7_facility(args)
         elif args.kind == "patient":
             _patient(args, settings)
+        elif args.kind == "rejection":
+            _rejection(args, settings)
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(

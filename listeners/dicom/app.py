@@ -12,6 +12,8 @@ from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.data.registry import Registry
+from archive.data.rejections import RejectionRepository
+from archive.services.corrections import CorrectionService
 from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
 from archive.services.query.find import QueryService
@@ -53,7 +55,12 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
     )
     deps = ListenerDeps(
         registry=registry,
-        store=StoreService(objects, index, max_object_bytes=settings.max_object_bytes),
+        store=StoreService(
+            objects,
+            index,
+            max_object_bytes=settings.max_object_bytes,
+            corrections=CorrectionService(RejectionRepository(settings), index, objects),
+        ),
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,
         archive_ae_title=settings.archive_ae_title,

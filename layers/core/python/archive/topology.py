@@ -47,6 +47,7 @@ TABLE_ENV = {
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
+    "rejections": "TABLE_REJECTIONS",
 }
 
 

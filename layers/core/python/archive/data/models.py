@@ -165,6 +165,9 @@ class Study(Model):
     number_of_series = NumberAttribute(default=0)
     number_of_instances = NumberAttribute(default=0)
     total_bytes = NumberAttribute(default=0)
+    # Instances hidden by IOCM rejection notes (not in number_of_instances); a study whose every
+    # instance is rejected disappears from C-FIND.
+    rejected_instances = NumberAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
@@ -183,6 +186,7 @@ class Series(Model):
     series_date = UnicodeAttribute(null=True)
     body_part_examined = UnicodeAttribute(null=True)
     number_of_instances = NumberAttribute(default=0)
+    rejected_instances = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
 
 
@@ -222,7 +226,34 @@ class Instance(Model):
     number_of_frames = NumberAttribute(null=True)
     # Attributes that C-FIND IMAGE level and XDS-I manifests need, kept small.
     attributes = JSONAttribute(null=True)
+    # IOCM: set while a rejection note hides the instance (its code and the note's SOP Instance UID).
+    rejected = UnicodeAttribute(null=True)
+    rejected_by = UnicodeAttribute(null=True)
     by_study = InstancesByStudy()
+
+
+# --- IOCM corrections -------------------------------------------------------------------------
+
+
+class Rejection(Model):
+    """A received rejection note and its state; kept after a revoke, as evidence of both."""
+
+    class Meta(_Unbound):
+        logical_name = "rejections"
+
+    note_uid = UnicodeAttribute(hash_key=True)
+    code = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    sending_ae = UnicodeAttribute()
+    received_at = UTCDateTimeAttribute()
+    # [[study, series, sop class, sop instance], ...] as the note's evidence lists them.
+    references = JSONAttribute()
+    state = UnicodeAttribute()  # APPLYING | ACTIVE | REVOKED
+    s3_key = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    revoke_reason = UnicodeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -368,6 +399,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     AccessRecord,
     HL7Facility,
     PatientChange,
+    Rejection,
 )
 
 

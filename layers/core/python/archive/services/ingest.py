@@ -26,6 +26,7 @@ from archive.errors import (
 )
 from archive.model.identity import PatientIdentity, is_trusted_issuer
 from archive.model.organisations import OrganisationInfo
+from archive.services.corrections import CorrectionService
 
 CHUNK = 1024 * 1024
 
@@ -83,10 +84,18 @@ class _StudyClaims:
 
 
 class StoreService:
-    def __init__(self, objects: ObjectStore, index: IndexRepository, *, max_object_bytes: int) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        index: IndexRepository,
+        *,
+        max_object_bytes: int,
+        corrections: CorrectionService | None = None,
+    ) -> None:
         self._objects = objects
         self._index = index
         self._max_object_bytes = max_object_bytes
+        self._corrections = corrections
         self._claims = _StudyClaims()
 
     def store(
@@ -102,7 +111,8 @@ class StoreService:
         """Validate and durably store the Part-10 file at ``path``.
 
         Raises InvalidDataset (C000), DatasetDoesNotMatchSOPClass (A900), UntrustedPatientId (A777),
-        PatientIdConflict (A778), InstanceConflict (0124), ObjectTooLarge / StorageFailure (A700).
+        PatientIdConflict (A778), InstanceConflict (0124), ObjectTooLarge / StorageFailure (A700);
+        for IOCM rejection notes and rejected instances the errors of ``CorrectionService``.
         """
         size = os.path.getsize(path)
         if size > self._max_object_bytes:
@@ -113,6 +123,11 @@ class StoreService:
             header = read_header(fp, has_pixel_data=has_pixels)
             self._check_sop(header, sop_class_uid, sop_instance_uid)
             patient = PatientIdentity.from_key(self._index.resolve_patient(patient_identity(header, org).key))
+            if self._corrections is not None and (note := self._corrections.rejection_note_in(fp, header)):
+                stored = self._corrections.reject(
+                    note, fp, size=size, org=org, calling_ae=calling_ae, patient_key=patient.key
+                )
+                return StoreOutcome(header, patient, stored, duplicate=False)
             if not self._claims.known(header.study_uid, patient.key):
                 self._index.claim_study_patient(header.study_uid, patient.key, org.oid)
                 self._claims.remember(header.study_uid, patient.key)
@@ -132,6 +147,8 @@ class StoreService:
                 stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
                 return StoreOutcome(header, patient, stored, duplicate=False)
             except ObjectExists:
+                if self._corrections is not None:
+                    self._corrections.refuse_if_rejected(header.sop_instance_uid)  # A771
                 existing = self._objects.head(key)
                 if existing is not None and existing.sha256 == sha:
                     return StoreOutcome(header, patient, existing, duplicate=True)
