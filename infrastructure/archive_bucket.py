@@ -23,8 +23,10 @@ _READ_OBJECT_ACTIONS = (
     "s3:GetObjectVersionAttributes",
 )
 # PutObject also covers multipart create/upload/complete; aborting a failed multipart upload is
-# separate. There is deliberately no delete, retention or legal-hold action here.
-_WRITE_OBJECT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# separate. PutObjectRetention lets the PUT carry its retain-until date (docs/retention.md): under
+# COMPLIANCE it can only lengthen a lock, and without s3:BypassGovernanceRetention not shorten a
+# GOVERNANCE one. There is deliberately no delete or legal-hold action here.
+_WRITE_OBJECT_ACTIONS = ("s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload")
 
 
 class ArchiveBucket(Construct):

@@ -51,6 +51,7 @@ class ArchiveStack(Stack):
         archive_env = {
             t.ENV_BUCKET: storage.bucket.bucket_name,
             t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            t.ENV_OBJECT_LOCK_MODE: deployment.object_lock_mode.value,
             **tables.environment,
         }
 

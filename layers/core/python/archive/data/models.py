@@ -135,6 +135,18 @@ class StudiesByAccession(GlobalSecondaryIndex["Study"]):
     accession_number = UnicodeAttribute(hash_key=True)
 
 
+class StudiesByRetentionEnd(GlobalSecondaryIndex["Study"]):
+    """Sparse and sharded: studies with a known retention end, by that end. The destruction job
+    queries each shard for ends up to now, so its cost follows the due studies, not the archive."""
+
+    class Meta:
+        index_name = "by_retention_end"
+        projection = KeysOnlyProjection()
+
+    retention_shard = UnicodeAttribute(hash_key=True)
+    retention_end = UnicodeAttribute(range_key=True)
+
+
 class Study(Model):
     """A study with the aggregates C-FIND and XDS answer from (modalities, counts, last update)."""
 
@@ -168,10 +180,16 @@ class Study(Model):
     # Instances hidden by IOCM rejection notes (not in number_of_instances); a study whose every
     # instance is rejected disappears from C-FIND.
     rejected_instances = NumberAttribute(null=True)
+    # Retention (docs/retention.md): the latest retention end of its instances (UTC ISO time), its
+    # shard in the by_retention_end index, and how many legal holds name the study or its patient.
+    retention_end = UnicodeAttribute(null=True)
+    retention_shard = UnicodeAttribute(null=True)
+    legal_holds = NumberAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
+    by_retention_end = StudiesByRetentionEnd()
 
 
 class Series(Model):
@@ -254,6 +272,38 @@ class Rejection(Model):
     revoked_at = UTCDateTimeAttribute(null=True)
     revoked_by = UnicodeAttribute(null=True)
     revoke_reason = UnicodeAttribute(null=True)
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+class RetentionRuleItem(Model):
+    """A retention rule of the configuration registry: per organisation and study type."""
+
+    class Meta(_Unbound):
+        logical_name = "retention_rules"
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_type = UnicodeAttribute(range_key=True)  # a modality, or "*"
+    years = NumberAttribute()
+    days = NumberAttribute(default=0)
+    allow_early_destruction = BooleanAttribute(default=False)
+    updated_at = UTCDateTimeAttribute()
+
+
+class LegalHoldItem(Model):
+    """A legal hold on a study or a patient, with who placed it and why; released, never deleted."""
+
+    class Meta(_Unbound):
+        logical_name = "legal_holds"
+
+    target = UnicodeAttribute(hash_key=True)  # "study:<uid>" | "patient:<key>"
+    hold_id = UnicodeAttribute(range_key=True)
+    placed_by = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    placed_at = UTCDateTimeAttribute()
+    released_at = UTCDateTimeAttribute(null=True)
+    released_by = UnicodeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -400,6 +450,8 @@ ALL_MODELS: tuple[type[Model], ...] = (
     HL7Facility,
     PatientChange,
     Rejection,
+    RetentionRuleItem,
+    LegalHoldItem,
 )
 
 

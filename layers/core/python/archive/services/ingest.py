@@ -27,6 +27,7 @@ from archive.errors import (
 from archive.model.identity import PatientIdentity, is_trusted_issuer
 from archive.model.organisations import OrganisationInfo
 from archive.services.corrections import CorrectionService
+from archive.services.retention import RetentionService
 
 CHUNK = 1024 * 1024
 
@@ -91,11 +92,13 @@ class StoreService:
         *,
         max_object_bytes: int,
         corrections: CorrectionService | None = None,
+        retention: RetentionService | None = None,
     ) -> None:
         self._objects = objects
         self._index = index
         self._max_object_bytes = max_object_bytes
         self._corrections = corrections
+        self._retention = retention
         self._claims = _StudyClaims()
 
     def store(
@@ -143,8 +146,11 @@ class StoreService:
                 series_uid=header.series_uid,
                 patient_key=patient.key,
             ).as_object_metadata()
+            lock = self._retention.lock_for(header, org) if self._retention is not None else None
             try:
-                stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
+                stored = self._objects.put_new(
+                    key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock
+                )
                 return StoreOutcome(header, patient, stored, duplicate=False)
             except ObjectExists:
                 if self._corrections is not None:
