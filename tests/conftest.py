@@ -19,7 +19,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     instance = LocalCloud(
         dicom_port=free_port(),
         log_dir=logs,
-        settings_overrides={"commitment_wait_seconds": 8.0, "commitment_retry_base_seconds": 0.5},
+        settings_overrides={
+            "commitment_wait_seconds": 8.0,
+            "commitment_retry_base_seconds": 0.5,
+            # Objects whose retention ended already are locked this long (tests/integration/test_destruction.py).
+            "minimum_lock_seconds": 3.0,
+        },
     )
     instance.start()
     try:

@@ -188,3 +188,7 @@ class RejectionNotAuthorised(RejectionRefused):
 
 class UnknownRejection(ArchiveError):
     """An operator named a rejection note the archive has no record of."""
+
+
+class RetentionLocked(StorageFailure):
+    """S3 refused to delete an object version: its Object Lock retention or legal hold holds it."""

@@ -52,6 +52,7 @@ TABLE_ENV = {
     "rejections": "TABLE_REJECTIONS",
     "retention_rules": "TABLE_RETENTION_RULES",
     "legal_holds": "TABLE_LEGAL_HOLDS",
+    "destruction_records": "TABLE_DESTRUCTION_RECORDS",
 }
 
 
@@ -100,3 +101,24 @@ PATIENT_UPDATE = ConsumerSpec(
     batch_size=10,
 )
 CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE)
+
+
+@dataclass(frozen=True)
+class ScheduledSpec:
+    """A Lambda function run on a schedule (EventBridge Scheduler on AWS, on demand locally)."""
+
+    function: str
+    code_dir: str
+    handler: str
+    schedule: str  # an EventBridge Scheduler expression
+
+    @property
+    def handler_file(self) -> str:
+        return str(PurePosixPath(self.code_dir) / f"{self.handler.rsplit('.', 1)[0]}.py")
+
+
+# Lawful destruction of studies whose retention has ended (docs/retention.md).
+DESTROY_EXPIRED = ScheduledSpec(
+    "destroy_expired", "functions/destroy_expired", "handler.handler", schedule="cron(0 2 * * ? *)"
+)
+SCHEDULED = (DESTROY_EXPIRED,)

@@ -306,6 +306,27 @@ class LegalHoldItem(Model):
     released_by = UnicodeAttribute(null=True)
 
 
+class DestructionRecordItem(Model):
+    """The record of a lawful destruction: written before the first delete ("PLANNED") and after
+    the last ("COMPLETED"). Append-only, never destroyed."""
+
+    class Meta(_Unbound):
+        logical_name = "destruction_records"
+        append_only = True
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    event = UnicodeAttribute(range_key=True)  # "<UTC ISO time>#PLANNED|COMPLETED"
+    org_oid = UnicodeAttribute(null=True)
+    patient_key = UnicodeAttribute(null=True)
+    retention_end = UTCDateTimeAttribute()
+    at = UTCDateTimeAttribute()
+    instance_count = NumberAttribute()
+    total_bytes = NumberAttribute()
+    # [{"key", "sha256", "size", "versions"}, ...]
+    objects = JSONAttribute()
+    approved_by = UnicodeAttribute(null=True)
+
+
 # --- storage commitment -----------------------------------------------------------------------
 
 
@@ -452,6 +473,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Rejection,
     RetentionRuleItem,
     LegalHoldItem,
+    DestructionRecordItem,
 )
 
 

@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from archive.config import Settings
-from archive.errors import StorageFailure
+from archive.errors import RetentionLocked, StorageFailure
 from archive.model.retention import ObjectLock
 
 METADATA_SHA256 = "sha256"
@@ -220,6 +220,27 @@ class ObjectStore:
             if exc.response.get("Error", {}).get("Code") == "NoSuchObjectLockConfiguration":
                 return False
             raise StorageFailure(f"S3 GetObjectLegalHold {key} failed") from exc
+
+    def versions_of(self, key: str) -> list[str]:
+        """Every version (and delete marker) of exactly this key: a listing of one key, never of
+        the bucket."""
+        found: list[str] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if entry["Key"] == key:
+                    found.append(entry["VersionId"])
+        return found
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Permanently delete one version; S3 refuses while its lock or legal hold holds it
+        (RetentionLocked). Never bypasses governance retention."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "InvalidRequest"):
+                raise RetentionLocked(f"S3 refused to delete {key} version {version_id}") from exc
+            raise StorageFailure(f"S3 DeleteObject {key} failed") from exc
 
     def open(self, key: str, version_id: str | None = None, block_size: int = 64 * 1024) -> RangedReader:
         """A seekable reader that fetches only the byte ranges actually read."""

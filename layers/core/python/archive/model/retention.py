@@ -92,3 +92,28 @@ class StudyRetention:
     patient_key: str | None
     retention_end: datetime | None
     legal_holds: int
+
+
+@dataclass(frozen=True)
+class DestroyedObject:
+    """One object of a destroyed study: its key, its SHA-256 and the versions deleted."""
+
+    key: str
+    sha256: str
+    size: int
+    versions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DestructionRecord:
+    """What was destroyed, under which retention, when and on whose approval. Kept forever."""
+
+    study_uid: str
+    org_oid: str | None
+    patient_key: str | None
+    retention_end: datetime
+    destroyed_at: datetime
+    instance_count: int
+    total_bytes: int
+    objects: tuple[DestroyedObject, ...]
+    approved_by: str | None = None
