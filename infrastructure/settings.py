@@ -16,7 +16,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from archive.topology import INDEX_INSTANCE, INDEX_QUEUE, PATIENT_UPDATE, PATIENT_UPDATE_QUEUE
+from archive.topology import (
+    DESTROY_EXPIRED,
+    INDEX_INSTANCE,
+    INDEX_QUEUE,
+    PATIENT_UPDATE,
+    PATIENT_UPDATE_QUEUE,
+)
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -36,6 +42,7 @@ POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"
 DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
 INDEX_FUNCTION_DIR = REPO_ROOT / INDEX_INSTANCE.code_dir
+DESTROY_FUNCTION_DIR = REPO_ROOT / DESTROY_EXPIRED.code_dir
 INDEX_FUNCTION_HANDLER = INDEX_INSTANCE.handler
 DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
 PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / PATIENT_UPDATE.code_dir

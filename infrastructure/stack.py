@@ -17,6 +17,7 @@ from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
 from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
+from infrastructure.retention import DestructionSchedule
 from infrastructure.tables import ArchiveTables
 
 
@@ -81,6 +82,23 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_objects(index_instance.role)
         tables.grant_read_write(index_instance.role)
+
+        destruction = DestructionSchedule(
+            self,
+            "Destruction",
+            code_dir=s.DESTROY_FUNCTION_DIR,
+            handler=t.DESTROY_EXPIRED.handler,
+            schedule=t.DESTROY_EXPIRED.schedule,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **s.powertools_env("destroy-expired")},
+            bucket=storage.bucket,
+            log_retention=s.LOG_RETENTION,
+        )
+        storage.key.grant_decrypt(destruction.role)
+        tables.grant_read_write(destruction.role)
+        alarms.alarm_to_operator(destruction.failures)
 
         network = ArchiveNetwork(
             self,
