@@ -26,6 +26,7 @@ from archive.topology import (
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Node
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,10 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_11
 # Graviton: cheaper per GB-second; the deps layer is built from aarch64 wheels to match.
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+# Storage tiers of instance objects by age (docs/retention.md). Only classes served without a
+# restore: Glacier Flexible Retrieval and Deep Archive need the restore-on-retrieve path and the
+# NEARLINE availability in C-FIND first, which the archive does not have yet.
+INSTANCE_TIERS = ((s3.StorageClass.GLACIER_INSTANT_RETRIEVAL, Duration.days(90)),)
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 INDEX_FUNCTION_MEMORY_MB = 512
 INDEX_BATCH_SIZE = INDEX_INSTANCE.batch_size

@@ -34,6 +34,7 @@ class ArchiveStack(Stack):
             "Archive",
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
+            tiers=s.INSTANCE_TIERS,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         index_queue = DeadLetteredQueue(
