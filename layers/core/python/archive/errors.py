@@ -198,6 +198,25 @@ class RetentionLocked(StorageFailure):
     """S3 refused to delete an object version: its Object Lock retention or legal hold holds it."""
 
 
+# --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
+
+
+class RegistryConflict(ArchiveError):
+    """A registry write lost against another (a replaced entry is no longer Approved)."""
+
+
+class DuplicateUniqueId(RegistryConflict):
+    """A uniqueId of the submission is registered already (XDSRegistryDuplicateUniqueIdInMessage)."""
+
+
+class RegistrationNotConfigured(ConfigurationError):
+    """The organisation (or the archive) has no registration configuration."""
+
+
+class NotificationUndeliverable(ArchiveError):
+    """An IAN could not be delivered this time (refused association, failure status, timeout)."""
+
+
 # --- XDS (ITI-18, ITI-42, ITI-43, RAD-69) -----------------------------------------------------
 # Two kinds. A SoapFaultError refuses the whole message before any XDS processing: the edge answers
 # with a SOAP 1.2 Fault and nothing else. An XdsError is reported inside the transaction's response
