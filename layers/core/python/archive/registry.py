@@ -27,6 +27,8 @@ class OrganisationInfo:
     name: str
     trusted_issuers: tuple[str, ...] = ()
     default_issuer: str | None = None
+    # Names that identify the organisation's certificates when they carry no urn:oid of it.
+    certificate_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,14 @@ class AEInfo:
     tls: bool = False
     roles: tuple[str, ...] = field(default_factory=tuple)
     description: str | None = None
+    # If set, the node's certificate must carry one of these names (archive.model.certificates).
+    certificate_names: tuple[str, ...] = ()
 
 
 def _org(item: Organisation) -> OrganisationInfo:
     issuers: list[str] = list(item.trusted_issuers or [])  # type: ignore[arg-type]
-    return OrganisationInfo(item.oid, item.name, tuple(issuers), item.default_issuer)
+    names: list[str] = list(item.certificate_names or [])  # type: ignore[arg-type]
+    return OrganisationInfo(item.oid, item.name, tuple(issuers), item.default_issuer, tuple(names))
 
 
 def _ae(item: ApplicationEntity) -> AEInfo:
@@ -54,6 +59,7 @@ def _ae(item: ApplicationEntity) -> AEInfo:
         bool(item.tls),
         tuple(str(r) for r in item.roles or ()),
         item.description,
+        tuple(str(n) for n in item.certificate_names or ()),
     )
 
 
@@ -67,6 +73,7 @@ class Registry:
             trusted_issuers=list(org.trusted_issuers),
             default_issuer=org.default_issuer,
             created_at=datetime.now(UTC),
+            certificate_names=list(org.certificate_names),
         )
         try:
             item.save(condition=None if replace else Organisation.oid.does_not_exist())
@@ -106,6 +113,7 @@ class Registry:
             tls=ae.tls,
             roles=list(ae.roles),
             description=ae.description,
+            certificate_names=list(ae.certificate_names),
         )
         try:
             item.save(condition=None if replace else ApplicationEntity.ae_title.does_not_exist())
