@@ -15,6 +15,8 @@ from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
 from archive.patients import PatientChangeRequest, PatientService
+from archive.services.audit import build_audit_trail
+from archive.services.patient_audit import audit_patient_change
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -24,12 +26,14 @@ logger = Logger(service="patient-update")
 settings = Settings.from_env()
 bind_models(settings)
 service = PatientService(PatientRepository(settings))
+audit_trail = build_audit_trail(settings, background=False)
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
 def record_handler(record: SQSRecord) -> None:
     request = PatientChangeRequest.from_json(json.loads(record.body))
     result = service.apply(request)
+    audit_patient_change(audit_trail, request, result)
     logger.info(
         "patient change",
         extra={
@@ -46,6 +50,9 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        audit_trail.flush()

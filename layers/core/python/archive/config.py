@@ -22,6 +22,7 @@ TABLE_ENV = {
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
+    "disclosure_log": "TABLE_DISCLOSURE_LOG",
 }
 
 
@@ -44,6 +45,18 @@ class Settings:
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # Security (docs/security.md): the Object-Locked audit bucket (audit trail and disclosure-log
+    # anchors), the Secrets Manager secret with the TLS material, where audit messages also go.
+    audit_bucket: str | None = None
+    audit_source_id: str = "ARCHIVE"
+    audit_site_id: str | None = None
+    audit_flush_seconds: float = 5.0
+    audit_syslog_host: str | None = None
+    audit_syslog_port: int = 6514
+    tls_secret_id: str | None = None
+    tls_check_seconds: float = 300.0
+    # The anchoring job writes the heads of chains that grew within this window.
+    anchor_lookback_hours: float = 3.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,6 +77,15 @@ class Settings:
             max_object_bytes=int(env.get("MAX_OBJECT_BYTES", str(4 * 1024**3))),
             spool_dir=env.get("SPOOL_DIR", "/tmp"),
             index_queue_url=env.get("INDEX_QUEUE_URL") or None,
+            audit_bucket=env.get("AUDIT_BUCKET") or None,
+            audit_source_id=env.get("AUDIT_SOURCE_ID") or env.get("ARCHIVE_AE_TITLE", "ARCHIVE"),
+            audit_site_id=env.get("AUDIT_ENTERPRISE_SITE_ID") or None,
+            audit_flush_seconds=float(env.get("AUDIT_FLUSH_SECONDS", "5")),
+            audit_syslog_host=env.get("AUDIT_SYSLOG_HOST") or None,
+            audit_syslog_port=int(env.get("AUDIT_SYSLOG_PORT", "6514")),
+            tls_secret_id=env.get("TLS_SECRET_ID") or None,
+            tls_check_seconds=float(env.get("TLS_CHECK_SECONDS", "300")),
+            anchor_lookback_hours=float(env.get("DISCLOSURE_ANCHOR_LOOKBACK_HOURS", "3")),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -83,4 +105,16 @@ class Settings:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         if self.index_queue_url:
             env["INDEX_QUEUE_URL"] = self.index_queue_url
+        env["AUDIT_SOURCE_ID"] = self.audit_source_id
+        env["AUDIT_FLUSH_SECONDS"] = str(self.audit_flush_seconds)
+        env["AUDIT_SYSLOG_PORT"] = str(self.audit_syslog_port)
+        env["TLS_CHECK_SECONDS"] = str(self.tls_check_seconds)
+        env["DISCLOSURE_ANCHOR_LOOKBACK_HOURS"] = str(self.anchor_lookback_hours)
+        optional = {
+            "AUDIT_BUCKET": self.audit_bucket,
+            "AUDIT_ENTERPRISE_SITE_ID": self.audit_site_id,
+            "AUDIT_SYSLOG_HOST": self.audit_syslog_host,
+            "TLS_SECRET_ID": self.tls_secret_id,
+        }
+        env.update({name: value for name, value in optional.items() if value})
         return env
