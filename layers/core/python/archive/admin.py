@@ -6,6 +6,9 @@
     python -m archive.admin ae remove DEMO_PACS
     python -m archive.admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
     python -m archive.admin patient history 020516C903K --issuer 1.2.246.21
+    python -m archive.admin disclosures verify 020516C903K --issuer 1.2.246.21
+    python -m archive.admin disclosures report 020516C903K --issuer 1.2.246.21 --format csv
+    python -m archive.admin disclosures anchor
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -19,15 +22,19 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import timedelta
 
 from archive.config import TABLE_ENV, Settings
 from archive.data.models import bind_models
 from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
 from archive.dicom.instance import PatientIdentity
 from archive.errors import ArchiveError
+from archive.model.disclosure import report_csv
 from archive.registry import ROLES, AEInfo, OrganisationInfo, Registry
+from archive.services.disclosure import build_disclosure_log
 
 LOCAL_TABLE_PREFIX = "archive-"
+LOCAL_AUDIT_BUCKET = "archive-local-audit"
 
 
 def local_table_names() -> dict[str, str]:
@@ -43,6 +50,7 @@ def _settings(endpoint: str | None) -> Settings:
             bucket="unused",
             tables=local_table_names(),
             endpoint_url=endpoint,
+            audit_bucket=LOCAL_AUDIT_BUCKET,
         )
     return Settings.from_env()
 
@@ -58,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--trusted-issuer", action="append", default=[], help="assigning authority OID")
     add.add_argument("--default-issuer", help="issuer assumed when an image carries none")
+    add.add_argument(
+        "--certificate-name",
+        action="append",
+        default=[],
+        help="a name (CN=..., DNS:...) identifying the organisation's certificates, if they carry no urn:oid",
+    )
     add.add_argument("--replace", action="store_true")
     org.add_parser("list")
     rm = org.add_parser("remove")
@@ -70,7 +84,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("host")
     add.add_argument("port", type=int)
     add.add_argument("--role", action="append", default=[], choices=ROLES)
-    add.add_argument("--tls", action="store_true")
+    add.add_argument("--tls", action="store_true", help="connections to and from this AE use TLS")
+    add.add_argument(
+        "--certificate-name",
+        action="append",
+        default=[],
+        help="the node's certificate must carry this name (CN=..., DNS:..., URI:...)",
+    )
     add.add_argument("--description")
     add.add_argument("--replace", action="store_true")
     ls = ae.add_parser("list")
@@ -101,6 +121,21 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+
+    disclosures = sub.add_parser("disclosures", help="the disclosure log").add_subparsers(
+        dest="action", required=True
+    )
+    for name, text in (
+        ("verify", "prove the patient's chains intact, or name the first broken link (exit 2)"),
+        ("report", "every disclosure of the patient: to whom, why, when (UTC), how"),
+    ):
+        command = disclosures.add_parser(name, help=text)
+        command.add_argument("patient", help="Patient ID (with --issuer), or <id>^^^<issuer>")
+        command.add_argument("--issuer", help="assigning authority OID")
+        if name == "report":
+            command.add_argument("--format", choices=("json", "csv"), default="json")
+    anchor = disclosures.add_parser("anchor", help="anchor recently grown chains in the audit bucket now")
+    anchor.add_argument("--hours", type=float, default=3.0, help="look-back window")
     return p
 
 
@@ -123,12 +158,38 @@ def _patient(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(change, ensure_ascii=False))
 
 
+def _disclosures(args: argparse.Namespace, settings: Settings) -> int:
+    log = build_disclosure_log(settings)
+    if args.action == "anchor":
+        print(json.dumps({"anchors_written": log.anchor(lookback=timedelta(hours=args.hours))}))
+        return 0
+    if "^^^" in args.patient:
+        key = args.patient
+    elif args.issuer:
+        key = PatientIdentity(args.patient, args.issuer).key
+    else:
+        raise ValueError("give --issuer, or the patient as <id>^^^<issuer>")
+    if args.action == "verify":
+        verdicts = log.verify(key)
+        for verdict in verdicts:
+            print(json.dumps(verdict.as_json(), ensure_ascii=False))
+        return 0 if all(v.intact for v in verdicts) else 2
+    rows = log.report(key)
+    if args.format == "csv":
+        sys.stdout.write(report_csv(rows))
+    else:
+        print(json.dumps({"patient": key, "disclosures": rows}, ensure_ascii=False, indent=1))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = _settings(args.endpoint)
     bind_models(settings)
     registry = Registry()
     try:
+        if args.kind == "disclosures":
+            return _disclosures(args, settings)
         if args.kind == "hl7-facility":
             _hl7_facility(args)
         elif args.kind == "patient":
@@ -136,7 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(
-                    OrganisationInfo(args.oid, args.name, tuple(args.trusted_issuer), args.default_issuer),
+                    OrganisationInfo(
+                        args.oid,
+                        args.name,
+                        tuple(args.trusted_issuer),
+                        args.default_issuer,
+                        tuple(args.certificate_name),
+                    ),
                     replace=args.replace,
                 )
             elif args.action == "list":
@@ -155,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.tls,
                         tuple(args.role),
                         args.description,
+                        tuple(args.certificate_name),
                     ),
                     replace=args.replace,
                 )
