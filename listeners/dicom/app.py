@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from archive.config import Settings
 from archive.data.access_log import AccessLog
@@ -11,11 +12,17 @@ from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
+from archive.data.secrets import SecretTlsMaterial
+from archive.dicom.transport import tls_arguments
 from archive.ingest import StoreService
 from archive.query.find import QueryService
 from archive.query.retrieve import RetrieveService
-from archive.registry import CachedRegistry, Registry
+from archive.registry import AEInfo, CachedRegistry, Registry
+from archive.services.audit import AuditTrail, build_audit_trail
+from archive.services.connection_security import PeerAuthenticator
+from archive.tls.rotation import RotatingTls
 
+from .audit import DicomAudit
 from .commitment_worker import CommitmentWorker
 from .query_retrieve import QueryRetrieveSCP
 from .server import DicomListener, ListenerDeps, set_nodelay
@@ -25,6 +32,7 @@ from .server import DicomListener, ListenerDeps, set_nodelay
 class DicomService:
     listener: DicomListener
     worker: CommitmentWorker
+    audit_trail: AuditTrail
 
     def start(self) -> None:
         self.listener.start()
@@ -33,9 +41,21 @@ class DicomService:
     def stop(self) -> None:
         self.listener.stop()
         self.worker.stop()
+        self.audit_trail.close()
 
 
-def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> DicomService:
+def tls_material(settings: Settings) -> RotatingTls | None:
+    """The archive's certificate, key and the customers' CAs, reloaded when the secret rotates."""
+    if not settings.tls_secret_id:
+        return None
+    return RotatingTls(
+        SecretTlsMaterial(settings, settings.tls_secret_id), check_seconds=settings.tls_check_seconds
+    )
+
+
+def build(
+    settings: Settings, *, host: str = "0.0.0.0", port: int | None = 11112, tls_port: int | None = None
+) -> DicomService:
     bind_models(settings)
     objects = ObjectStore(settings)
     index = IndexRepository(settings)
@@ -43,12 +63,21 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
     commitments = CommitmentRepository()
     query_index = QueryIndex(index)
     queries = QueryService(query_index, settings.archive_ae_title)
+    tls = tls_material(settings)
+    trail = build_audit_trail(settings, client_context=tls.client if tls else None)
+    dicom_audit = DicomAudit(trail, settings.archive_ae_title)
+
+    def destination_arguments(destination: AEInfo) -> dict[str, Any]:
+        return tls_arguments(destination, registry.organisation(destination.org_oid), tls)
+
     query_retrieve = QueryRetrieveSCP(
         registry,
         queries,
         RetrieveService(query_index, queries, objects),
         AccessLog(),
         on_conn_open=set_nodelay,
+        audit=dicom_audit,
+        destination_arguments=destination_arguments,
     )
     deps = ListenerDeps(
         registry=registry,
@@ -57,8 +86,11 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
         commitment_wait_seconds=settings.commitment_wait_seconds,
         archive_ae_title=settings.archive_ae_title,
         query_retrieve=query_retrieve,
+        tls=tls,
+        authenticator=PeerAuthenticator(registry, trail, local_node=settings.archive_ae_title),
+        audit=dicom_audit,
     )
-    listener = DicomListener(deps, host=host, port=port, spool_dir=settings.spool_dir)
+    listener = DicomListener(deps, host=host, port=port, spool_dir=settings.spool_dir, tls_port=tls_port)
     worker = CommitmentWorker(
         repository=commitments,
         index=index,
@@ -68,5 +100,6 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
         archive_ae_title=settings.archive_ae_title,
         retry_base_seconds=settings.commitment_retry_base_seconds,
         max_attempts=settings.commitment_max_attempts,
+        tls=tls,
     )
-    return DicomService(listener, worker)
+    return DicomService(listener, worker, trail)

@@ -26,7 +26,9 @@ from archive.commitment import (
 from archive.data.commitments import CommitmentRepository, references_of
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
+from archive.dicom.transport import open_association
 from archive.registry import CachedRegistry
+from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
@@ -58,6 +60,7 @@ class CommitmentWorker:
         retry_base_seconds: float,
         max_attempts: int,
         poll_seconds: float = 0.25,
+        tls: RotatingTls | None = None,
     ) -> None:
         self.repository = repository
         self.index = index
@@ -68,6 +71,7 @@ class CommitmentWorker:
         self.retry_base_seconds = retry_base_seconds
         self.max_attempts = max_attempts
         self.poll_seconds = poll_seconds
+        self.tls = tls  # for requesters registered with the tls flag
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,10 +177,11 @@ class CommitmentWorker:
         ae.dimse_timeout = 30
         ae.add_requested_context(StorageCommitmentPushModel)
         role = build_role(StorageCommitmentPushModel, scp_role=True, scu_role=False)
-        new = ae.associate(
-            ae_info.host,
-            ae_info.port,
-            ae_title=requester_ae,
+        new = open_association(
+            ae,
+            ae_info,
+            self.registry.organisation(ae_info.org_oid),
+            tls=self.tls,
             ext_neg=[role],
             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
         )

@@ -28,13 +28,18 @@ from archive.errors import (
 )
 from archive.ingest import StoreService
 from archive.registry import AEInfo, CachedRegistry
+from archive.services.connection_security import PeerAuthenticator
+from archive.tls.peer import identity_of_socket
+from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from . import statuses
+from .audit import DicomAudit
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
+from .secure import start_tls_server
 
 LOG = logging.getLogger("archive.dicom")
 
@@ -71,6 +76,11 @@ class ListenerDeps:
     commitment_wait_seconds: float
     archive_ae_title: str
     query_retrieve: QueryRetrieveSCP | None = None
+    # Security (docs/security.md): TLS material for the TLS port, who may connect as which AE,
+    # and the audit trail.
+    tls: RotatingTls | None = None
+    authenticator: PeerAuthenticator | None = None
+    audit: DicomAudit | None = None
 
 
 class LiveAssociations:
@@ -98,15 +108,27 @@ class LiveAssociations:
 
 
 class DicomListener:
-    def __init__(self, deps: ListenerDeps, *, host: str, port: int, spool_dir: str | None = None) -> None:
+    """Plain DICOM on ``port`` and DICOM over TLS on ``tls_port`` (either may be None: off)."""
+
+    def __init__(
+        self,
+        deps: ListenerDeps,
+        *,
+        host: str,
+        port: int | None,
+        spool_dir: str | None = None,
+        tls_port: int | None = None,
+    ) -> None:
         self.deps = deps
         self.host = host
         self.port = port
+        self.tls_port = tls_port
         self.live = LiveAssociations()
         if spool_dir:
             tempfile.tempdir = spool_dir
         self.ae = self._build_ae()
         self._server: Any = None
+        self._tls_server: Any = None
 
     def _build_ae(self) -> AE:
         ae = AE(ae_title=self.deps.archive_ae_title)
@@ -140,14 +162,32 @@ class DicomListener:
         ]
 
     def start(self) -> None:
-        self._server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=self.handlers())
-        self.port = self._server.server_address[1]
-        LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+        if self.port is not None:
+            self._server = self.ae.start_server(
+                (self.host, self.port), block=False, evt_handlers=self.handlers()
+            )
+            self.port = self._server.server_address[1]
+            LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+        if self.tls_port is not None:
+            if self.deps.tls is None:
+                raise RuntimeError("a TLS port needs TLS material (TLS_SECRET_ID)")
+            authenticator = self.deps.authenticator
+            self._tls_server = start_tls_server(
+                self.ae,
+                (self.host, self.tls_port),
+                tls=self.deps.tls,
+                evt_handlers=self.handlers(),
+                on_refused=authenticator.tls_refused if authenticator else None,
+            )
+            self.tls_port = self._tls_server.server_address[1]
+            LOG.info("DICOM TLS listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.tls_port)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._tls_server = None
 
     # --- association -----------------------------------------------------------------------
 
@@ -156,14 +196,31 @@ class DicomListener:
 
     def _on_requested(self, event: Any) -> None:
         calling = event.assoc.requestor.primitive.calling_ae_title.strip()
-        if self.deps.registry.find_ae(calling) is None:
+        ae = self.deps.registry.find_ae(calling)
+        if ae is None:
             LOG.warning("rejecting association from unregistered AE %r", calling)
-            event.assoc.acse.send_reject(*REJECT_CALLING_AE)
-            evt.trigger(event.assoc, evt.EVT_REJECTED, {})
-            event.assoc.kill()
+            self._reject(event)
+            return
+        if self.deps.authenticator is not None:
+            # The certificate (or its absence) must fit the organisation registered for the AE.
+            verdict = self.deps.authenticator.check_ae(
+                ae,
+                identity_of_socket(getattr(event.assoc.dul.socket, "socket", None)),
+                address=str(event.assoc.requestor.address),
+            )
+            if not verdict.accepted:
+                self._reject(event)
+
+    @staticmethod
+    def _reject(event: Any) -> None:
+        event.assoc.acse.send_reject(*REJECT_CALLING_AE)
+        evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+        event.assoc.kill()
 
     def _on_closed(self, event: Any) -> None:
         self.live.forget(event.assoc)
+        if self.deps.audit is not None:
+            self.deps.audit.association_ended(event.assoc)
 
     # --- C-STORE ---------------------------------------------------------------------------
 
@@ -185,10 +242,22 @@ class DicomListener:
         except ArchiveError as exc:
             status = status_for(exc)
             LOG.warning("C-STORE from %s refused 0x%04X: %s", calling.ae_title, status, exc)
+            if self.deps.audit is not None:
+                self.deps.audit.store_refused(event.assoc, calling.ae_title, status)
             return _status(status, str(exc))
         except Exception as exc:  # any other failure: nothing acknowledged, sender may retry
             LOG.exception("C-STORE from %s failed", calling.ae_title)
+            if self.deps.audit is not None:
+                self.deps.audit.store_refused(event.assoc, calling.ae_title, STATUS_OUT_OF_RESOURCES)
             return _status(STATUS_OUT_OF_RESOURCES, f"processing failure: {type(exc).__name__}")
+        if self.deps.audit is not None:
+            self.deps.audit.stored(
+                event.assoc,
+                calling.ae_title,
+                outcome.patient.key,
+                outcome.header.study_uid,
+                outcome.header.sop_class_uid,
+            )
         LOG.info(
             "stored %s from %s%s",
             outcome.header.sop_instance_uid,
