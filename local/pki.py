@@ -93,8 +93,10 @@ class CertificateAuthority:
         ips: tuple[str, ...] = (),
         valid_days: int = 365,
         expired: bool = False,
+        directory: Path | None = None,
     ) -> Issued:
-        """A leaf certificate; ``organisation_oid`` goes in as SAN ``urn:oid:<oid>``."""
+        """A leaf certificate; ``organisation_oid`` goes in as SAN ``urn:oid:<oid>``; written to
+        ``directory`` (default: the CA's)."""
         key = _key()
         now = dt.datetime.now(dt.UTC)
         if expired:
@@ -128,8 +130,11 @@ class CertificateAuthority:
         if alt_names:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         certificate = builder.sign(self._key, hashes.SHA256())
-        issued = Issued(_pem_cert(certificate), _pem_key(key), self.directory / f"{file_stem}.pem",
-                        self.directory / f"{file_stem}.key")  # fmt: skip
+        out = directory or self.directory
+        out.mkdir(parents=True, exist_ok=True)
+        issued = Issued(
+            _pem_cert(certificate), _pem_key(key), out / f"{file_stem}.pem", out / f"{file_stem}.key"
+        )
         issued.cert_path.write_text(issued.certificate_pem)
         issued.key_path.touch(mode=0o600)
         issued.key_path.write_text(issued.key_pem)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from archive.tls.peer import tls_failure
 from archive.tls.rotation import RotatingTls
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
@@ -49,7 +50,7 @@ class TlsAssociationServer(ThreadedAssociationServer):
             wrapped = self.tls.server().wrap_socket(raw, server_side=True)
             wrapped.settimeout(self.ae.network_timeout)
         except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+            reason = tls_failure(exc)
             if self.on_refused is not None:
                 try:
                     self.on_refused(host, int(self.server_address[1]), f"TLS handshake failed: {reason}")

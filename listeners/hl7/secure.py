@@ -18,7 +18,7 @@ from typing import Any
 from archive.patients import PatientChangeRequest
 from archive.registry import CachedRegistry
 from archive.services.connection_security import PeerAuthenticator
-from archive.tls.peer import identity_from_peercert
+from archive.tls.peer import identity_from_peercert, tls_failure
 from archive.tls.rotation import RotatingTls
 
 LOG = logging.getLogger("archive.hl7.tls")
@@ -87,12 +87,7 @@ class MllpTls:
             return
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             transport.close()
-            reason = (
-                getattr(exc, "verify_message", None)
-                or getattr(exc, "reason", None)
-                or str(exc)
-                or type(exc).__name__
-            )
+            reason = tls_failure(exc)
             self._authenticator.tls_refused(host, self.port, f"TLS handshake failed: {reason}")
             return
         if secured is None:

@@ -90,3 +90,10 @@ def identity_of_socket(sock: Any) -> CertificateIdentity | None:
     if not peercert:
         return None
     return identity_from_peercert(peercert, getpeercert(binary_form=True))
+
+
+def tls_failure(exc: BaseException) -> str:
+    """Why a handshake failed: OpenSSL's reason and, for a refused certificate, the verification
+    error (unable to get local issuer certificate, certificate has expired, ...)."""
+    parts = [getattr(exc, "reason", None), getattr(exc, "verify_message", None)]
+    return ": ".join(str(p) for p in parts if p) or str(exc) or type(exc).__name__
