@@ -156,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode("utf-8")
         headers = {**(result.get("headers") or {})}
+        # REST API proxy responses may give headers in either form; API Gateway merges them.
+        headers.update({k: ", ".join(v) for k, v in (result.get("multiValueHeaders") or {}).items() if v})
         self._reply(int(result.get("statusCode", 200)), headers, data)
 
     def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
