@@ -61,9 +61,14 @@ ROUTES = (
 def client_cert(der: bytes) -> dict[str, Any]:
     """``requestContext.identity.clientCert`` as API Gateway fills it for a mutual-TLS request."""
     certificate = x509.load_der_x509_certificate(der)
-    pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(
-        base64.b64encode(der).decode("ascii")[i : i + 64] for i in range(0, len(base64.b64encode(der)), 64)
-    ) + "\n-----END CERTIFICATE-----\n"  # fmt: skip
+    pem = (
+        "-----BEGIN CERTIFICATE-----\n"
+        + "\n".join(
+            base64.b64encode(der).decode("ascii")[i : i + 64]
+            for i in range(0, len(base64.b64encode(der)), 64)
+        )
+        + "\n-----END CERTIFICATE-----\n"
+    )
     return {
         "clientCertPem": pem,
         "subjectDN": certificate.subject.rfc4514_string(),
@@ -77,9 +82,14 @@ def client_cert(der: bytes) -> dict[str, Any]:
 
 
 def proxy_event(
-    method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes, source_ip: str,
+    method: str,
+    path: str,
+    query: dict[str, list[str]],
+    headers: dict[str, str],
+    body: bytes,
+    source_ip: str,
     certificate: dict[str, Any] | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """A REST API (v1) Lambda proxy integration event."""
     text = body.decode("utf-8") if body else None
     now = datetime.now(UTC)
@@ -144,9 +154,14 @@ class _Handler(BaseHTTPRequestHandler):
             der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
             certificate = client_cert(der) if der else None
         event = proxy_event(
-            self.command, url.path, parse_qs(url.query), dict(self.headers.items()), body,
-            self.client_address[0], certificate,
-        )  # fmt: skip
+            self.command,
+            url.path,
+            parse_qs(url.query),
+            dict(self.headers.items()),
+            body,
+            self.client_address[0],
+            certificate,
+        )
         try:
             result = self.server.module(route).handler(event, LambdaContext(route.function.name))
         except Exception:

@@ -69,15 +69,21 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256())
-        )  # fmt: skip
+        )
         self.certificate_pem = _pem_cert(self.certificate)
         self.cert_path = directory / "ca.pem"
         self.cert_path.write_text(self.certificate_pem)
@@ -165,9 +171,13 @@ class DemoPki:
         ca = CertificateAuthority(directory)
         archive = ca.archive_server()
         client = ca.issue(
-            "demo-hospital", common_name="Demo Hospital PACS", organisation="Demo Hospital",
-            organisation_oid=demo_org_oid, dns=("localhost",), ips=("127.0.0.1",),
-        )  # fmt: skip
+            "demo-hospital",
+            common_name="Demo Hospital PACS",
+            organisation="Demo Hospital",
+            organisation_oid=demo_org_oid,
+            dns=("localhost",),
+            ips=("127.0.0.1",),
+        )
         return cls(ca, archive, client)
 
     def secret_value(self, extra_cas: tuple[str, ...] = ()) -> str:

@@ -38,8 +38,15 @@ registry = CachedRegistry(Registry())
 authenticator = PeerAuthenticator(registry, audit_trail, local_node=settings.audit_source_id)
 disclosures = build_disclosure_log(settings, audit_trail)
 app = APIGatewayRestResolver()
-STATUS = {InvalidNotification: 400, NotAuthenticated: 403, UnknownOrganisation: 403, StudyNotControlled: 403,
-          UnknownPatient: 404, UnknownStudy: 404, NotificationConflict: 409}  # fmt: skip
+STATUS = {
+    InvalidNotification: 400,
+    NotAuthenticated: 403,
+    UnknownOrganisation: 403,
+    StudyNotControlled: 403,
+    UnknownPatient: 404,
+    UnknownStudy: 404,
+    NotificationConflict: 409,
+}
 
 
 @app.post("/disclosures/notifications")
@@ -49,11 +56,17 @@ def notify() -> Response[Any]:
     certificate = identity.client_cert.client_cert_pem if identity.client_cert else None
     claimed = body.get("organisation_oid") if isinstance(body, dict) else None
     notifier = authenticator.organisation_of_certificate(certificate, claimed, address=identity.source_ip)
-    recorded = disclosures.notify(DisclosureNotification.from_json(body, notifier_oid=notifier),
-                                  address=identity.source_ip)  # fmt: skip
+    recorded = disclosures.notify(
+        DisclosureNotification.from_json(body, notifier_oid=notifier), address=identity.source_ip
+    )
     entry = recorded.entry
-    result = {"status": "recorded" if recorded.created else "recorded before", "patient": entry.patient_key,
-              "seq": entry.seq, "entry_hash": entry.entry_hash, "recorded_at": entry.recorded_at}  # fmt: skip
+    result = {
+        "status": "recorded" if recorded.created else "recorded before",
+        "patient": entry.patient_key,
+        "seq": entry.seq,
+        "entry_hash": entry.entry_hash,
+        "recorded_at": entry.recorded_at,
+    }
     return Response(201 if recorded.created else 200, content_types.APPLICATION_JSON, result)
 
 

@@ -120,8 +120,13 @@ def admin_get(setup: Setup, path: str) -> tuple[int, str, bytes]:
 def admin_cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "archive.admin", "--endpoint", setup.cloud.endpoint, "disclosures", *args],
-        cwd=ROOT, env=setup.cloud.env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=setup.cloud.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_notification_joins_the_patients_log_once_and_is_audited(setup: Setup) -> None:

@@ -72,9 +72,17 @@ def store(setup: Setup, issued: Issued | None, files: list[Path], *, aet: str = 
     cloud = setup.cloud
     options = tls_options(issued, setup.certs.ca_path) if issued else ()
     return dcmtk(
-        "storescu", "-v", *options, "-aet", aet, "-aec", "ARCHIVE",
-        "127.0.0.1", str(port or cloud.dicom_tls_port), *map(str, files),
-    )  # fmt: skip
+        "storescu",
+        "-v",
+        *options,
+        "-aet",
+        aet,
+        "-aec",
+        "ARCHIVE",
+        "127.0.0.1",
+        str(port or cloud.dicom_tls_port),
+        *map(str, files),
+    )
 
 
 def security_alert(port: int, reason: str):
@@ -213,9 +221,23 @@ def test_find_and_move_over_tls_to_a_tls_destination_and_not_to_a_wrong_one(
 
     # When the PACS queries with findscu +tls
     found = dcmtk(
-        "findscu", "-S", "-v", *options, "-aet", SCU, "-aec", "ARCHIVE", "-k", "QueryRetrieveLevel=STUDY",
-        "-k", f"StudyInstanceUID={study_uid}", "-k", "PatientID", "127.0.0.1", str(tls.cloud.dicom_tls_port),
-    )  # fmt: skip
+        "findscu",
+        "-S",
+        "-v",
+        *options,
+        "-aet",
+        SCU,
+        "-aec",
+        "ARCHIVE",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study_uid}",
+        "-k",
+        "PatientID",
+        "127.0.0.1",
+        str(tls.cloud.dicom_tls_port),
+    )
     # Then it finds the study, and the query is audited with the query itself
     assert found.returncode == 0, found.stderr
     assert "010101A906X" in found.stdout + found.stderr

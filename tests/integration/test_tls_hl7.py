@@ -123,11 +123,24 @@ def test_openssl_s_client_sends_a_framed_message_as_the_readme_shows(
     # Given openssl s_client with the demo hospital's certificate, as the README shows
     assert cloud.pki is not None
     process = subprocess.Popen(
-        ["openssl", "s_client", "-quiet", "-verify_return_error", "-connect", f"127.0.0.1:{cloud.hl7_tls_port}",
-         "-cert", str(cloud.pki.demo_client.cert_path), "-key", str(cloud.pki.demo_client.key_path),
-         "-CAfile", str(cloud.pki.ca.cert_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-connect",
+            f"127.0.0.1:{cloud.hl7_tls_port}",
+            "-cert",
+            str(cloud.pki.demo_client.cert_path),
+            "-key",
+            str(cloud.pki.demo_client.key_path),
+            "-CAfile",
+            str(cloud.pki.ca.cert_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert process.stdin is not None and process.stdout is not None
     try:
         # When it sends a framed message

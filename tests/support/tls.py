@@ -30,9 +30,14 @@ def customer_certificates(
 
     def issue(authority: CertificateAuthority, stem: str, oid: str, *, expired: bool = False) -> Issued:
         return authority.issue(
-            stem, common_name=f"{stem}.customer.test", organisation="Customer", organisation_oid=oid,
-            ips=("127.0.0.1",), expired=expired, directory=directory,
-        )  # fmt: skip
+            stem,
+            common_name=f"{stem}.customer.test",
+            organisation="Customer",
+            organisation_oid=oid,
+            ips=("127.0.0.1",),
+            expired=expired,
+            directory=directory,
+        )
 
     return CustomerCertificates(
         valid=issue(ca, "valid", org_oid),

@@ -305,9 +305,13 @@ def query(
     """A.5.3.10 Query (C-FIND, ITI-18): the query itself, base64, and the patients it named."""
     details = (("TransferSyntax", transfer_syntax.encode("ascii")),) if transfer_syntax else ()
     query_object = ParticipantObject(
-        sop_class_uid, SOP_CLASS_UID if not event_types else event_types[0], "2", "24",
-        query=query_bytes, details=details,
-    )  # fmt: skip
+        sop_class_uid,
+        SOP_CLASS_UID if not event_types else event_types[0],
+        "2",
+        "24",
+        query=query_bytes,
+        details=details,
+    )
     return AuditMessage(
         QUERY,
         Action.EXECUTE,
@@ -340,9 +344,14 @@ def patient_record(
         for key in dict.fromkeys(patient_keys)
     )
     return AuditMessage(
-        PATIENT_RECORD, action, outcome, (sender, archive), source, objects,
+        PATIENT_RECORD,
+        action,
+        outcome,
+        (sender, archive),
+        source,
+        objects,
         outcome_description=outcome_description,
-    )  # fmt: skip
+    )
 
 
 def instances_accessed(
@@ -357,9 +366,14 @@ def instances_accessed(
 ) -> AuditMessage:
     """A.5.3.3 DICOM Instances Accessed: with action D for rejection (IOCM) and destruction."""
     return AuditMessage(
-        INSTANCES_ACCESSED, action, outcome, (user,), source, (*studies, patient(patient_key)),
+        INSTANCES_ACCESSED,
+        action,
+        outcome,
+        (user,),
+        source,
+        (*studies, patient(patient_key)),
         outcome_description=outcome_description,
-    )  # fmt: skip
+    )
 
 
 def security_alert(
@@ -376,9 +390,15 @@ def security_alert(
         subject, URI, "2", "13", details=(("Alert Description", description.encode("utf-8")),)
     )
     return AuditMessage(
-        SECURITY_ALERT, Action.EXECUTE, Outcome.MINOR_FAILURE, (reporter, peer), source, (alert,),
-        event_types=(event_type,), outcome_description=description,
-    )  # fmt: skip
+        SECURITY_ALERT,
+        Action.EXECUTE,
+        Outcome.MINOR_FAILURE,
+        (reporter, peer),
+        source,
+        (alert,),
+        event_types=(event_type,),
+        outcome_description=description,
+    )
 
 
 def user_authentication(
@@ -391,9 +411,14 @@ def user_authentication(
 ) -> AuditMessage:
     """A.5.3.12 User Authentication (Login): an association or connection accepted or refused."""
     return AuditMessage(
-        USER_AUTHENTICATION, Action.EXECUTE, outcome, (user, node_), source,
-        event_types=(LOGIN,), outcome_description=description,
-    )  # fmt: skip
+        USER_AUTHENTICATION,
+        Action.EXECUTE,
+        outcome,
+        (user, node_),
+        source,
+        event_types=(LOGIN,),
+        outcome_description=description,
+    )
 
 
 def disclosure(
@@ -414,6 +439,13 @@ def disclosure(
     one: the sender, the recipient (and the person, if named), the patient and what was disclosed."""
     participants = (sender, recipient) + ((person,) if person else ())
     return AuditMessage(
-        event_id, Action.READ, outcome, participants, source, (patient(patient_key), *objects),
-        event_types=(event_type,), purposes_of_use=purposes_of_use, outcome_description=outcome_description,
-    )  # fmt: skip
+        event_id,
+        Action.READ,
+        outcome,
+        participants,
+        source,
+        (patient(patient_key), *objects),
+        event_types=(event_type,),
+        purposes_of_use=purposes_of_use,
+        outcome_description=outcome_description,
+    )
