@@ -30,6 +30,8 @@ from archive.audit.messages import AuditMessage, AuditSource, Outcome, encode
 from archive.audit.syslog import frame, syslog_message
 from archive.config import Settings
 from archive.data.audit_store import AuditBucket
+from archive.data.secrets import SecretTlsMaterial
+from archive.tls.rotation import RotatingTls
 
 LOG = logging.getLogger("archive.audit")
 MAX_BUFFERED = 50_000
@@ -296,6 +298,11 @@ def build_audit_trail(
     else:
         LOG.warning("no AUDIT_BUCKET: audit messages go to the operations log only")
     if settings.audit_syslog_host:
+        if client_context is None and settings.tls_secret_id:
+            tls = RotatingTls(
+                SecretTlsMaterial(settings, settings.tls_secret_id), check_seconds=settings.tls_check_seconds
+            )
+            client_context = tls.client
         if client_context is None:
             LOG.error("AUDIT_SYSLOG_HOST is set but no TLS material (TLS_SECRET_ID): not forwarding")
         else:
