@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from archive.config import TABLE_ENV
+from archive import topology as t
 from archive.data.schema import table_specs
 from aws_cdk import Annotations, Duration, Stack
 from aws_cdk import aws_events as events
@@ -44,7 +44,7 @@ class ArchiveStack(Stack):
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
         )
-        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=TABLE_ENV)
+        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
         audit = AuditBucket(
             self,
@@ -68,18 +68,18 @@ class ArchiveStack(Stack):
         alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
 
         security_env = {
-            s.ENV_AUDIT_BUCKET: audit.bucket.bucket_name,
-            s.ENV_AUDIT_SOURCE_ID: s.ARCHIVE_AE_TITLE,
+            t.ENV_AUDIT_BUCKET: audit.bucket.bucket_name,
+            t.ENV_AUDIT_SOURCE_ID: s.ARCHIVE_AE_TITLE,
         }
         if deployment.listener_tls:
-            security_env[s.ENV_TLS_SECRET_ID] = tls_secret.secret.secret_arn
-            security_env[s.ENV_TLS_CHECK_SECONDS] = str(s.TLS_CHECK_SECONDS)
+            security_env[t.ENV_TLS_SECRET_ID] = tls_secret.secret.secret_arn
+            security_env[t.ENV_TLS_CHECK_SECONDS] = str(s.TLS_CHECK_SECONDS)
         if deployment.audit_syslog_host:
-            security_env[s.ENV_AUDIT_SYSLOG_HOST] = deployment.audit_syslog_host
-            security_env[s.ENV_AUDIT_SYSLOG_PORT] = str(deployment.audit_syslog_port)
+            security_env[t.ENV_AUDIT_SYSLOG_HOST] = deployment.audit_syslog_host
+            security_env[t.ENV_AUDIT_SYSLOG_PORT] = str(deployment.audit_syslog_port)
         archive_env = {
-            s.ENV_BUCKET: storage.bucket.bucket_name,
-            s.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            t.ENV_BUCKET: storage.bucket.bucket_name,
+            t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
             **tables.environment,
             **security_env,
         }
@@ -137,12 +137,12 @@ class ArchiveStack(Stack):
                 **s.powertools_env("dicom-listener"),
                 # TLS only when on: the plain port is off, the registered dicom-tls port serves.
                 **(
-                    {s.ENV_DICOM_PORT: s.PORT_OFF, s.ENV_DICOM_TLS_PORT: str(s.DICOM_TLS_PORT)}
+                    {t.ENV_DICOM_PORT: s.PORT_OFF, t.ENV_DICOM_TLS_PORT: str(s.DICOM_TLS_PORT)}
                     if deployment.listener_tls
-                    else {s.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT)}
+                    else {t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT)}
                 ),
-                s.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
-                s.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+                t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
+                t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
             },
             tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
@@ -192,13 +192,13 @@ class ArchiveStack(Stack):
                 **archive_env,
                 **s.powertools_env("hl7-listener"),
                 **(
-                    {s.ENV_HL7_PORT: s.PORT_OFF, s.ENV_HL7_TLS_PORT: str(s.HL7_TLS_PORT)}
+                    {t.ENV_HL7_PORT: s.PORT_OFF, t.ENV_HL7_TLS_PORT: str(s.HL7_TLS_PORT)}
                     if deployment.listener_tls
-                    else {s.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT)}
+                    else {t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT)}
                 ),
-                s.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
-                s.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
-                s.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
+                t.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
+                t.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
+                t.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
             },
             tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
@@ -226,7 +226,7 @@ class ArchiveStack(Stack):
                 environment={
                     **archive_env,
                     **s.powertools_env(service),
-                    s.ENV_ANCHOR_LOOKBACK_HOURS: str(s.DISCLOSURE_ANCHOR_LOOKBACK_HOURS),
+                    t.ENV_ANCHOR_LOOKBACK_HOURS: str(s.DISCLOSURE_ANCHOR_LOOKBACK_HOURS),
                 },
                 timeout=s.API_FUNCTION_TIMEOUT,
                 memory_size=s.API_FUNCTION_MEMORY_MB,

@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from archive import topology as t
 from archive.config import Settings
-from archive.data.patients import FacilityInfo, FacilityRepository
-from archive.registry import AEInfo, OrganisationInfo, Registry
+from archive.data.facilities import FacilityRepository
+from archive.data.registry import Registry
+from archive.data.secrets import SecretTlsMaterial
+from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
+from archive.tls.rotation import RotatingTls
 
 from .gateway import LocalGateway
 from .pki import DemoPki
@@ -216,9 +220,6 @@ class LocalCloud:
         assert self.settings is not None
         tls = None
         if self.settings.tls_secret_id:
-            from archive.data.secrets import SecretTlsMaterial
-            from archive.tls.rotation import RotatingTls
-
             tls = RotatingTls(SecretTlsMaterial(self.settings, self.settings.tls_secret_id), check_seconds=5)
         self.gateway = LocalGateway(
             http_port=self.http_port,
@@ -235,9 +236,9 @@ class LocalCloud:
         put_tls_secret(self.endpoint, secret_value)
 
     def start_dicom_listener(self) -> subprocess.Popen[bytes]:
-        env = {**self.env(), "DICOM_HOST": "127.0.0.1", "DICOM_PORT": str(self.dicom_port)}
+        env = {**self.env(), t.ENV_DICOM_HOST: "127.0.0.1", t.ENV_DICOM_PORT: str(self.dicom_port)}
         if self.pki is not None:
-            env["DICOM_TLS_PORT"] = str(self.dicom_tls_port)
+            env[t.ENV_DICOM_TLS_PORT] = str(self.dicom_tls_port)
         self.dicom_process = self._spawn("dicom", [sys.executable, "-m", "listeners.dicom"], env=env)
         wait_for_port("127.0.0.1", self.dicom_port, process=self.dicom_process)
         if self.pki is not None:
@@ -256,10 +257,10 @@ class LocalCloud:
     def start_hl7_listener(self) -> subprocess.Popen[bytes]:
         env = {
             **self.env(),
-            "HL7_HOST": "127.0.0.1",
-            "HL7_PORT": str(self.hl7_port),
-            "PATIENT_UPDATE_QUEUE_URL": self.queues["patient-updates"].url,
-            **({"HL7_TLS_PORT": str(self.hl7_tls_port)} if self.pki is not None else {}),
+            t.ENV_HL7_HOST: "127.0.0.1",
+            t.ENV_HL7_PORT: str(self.hl7_port),
+            t.PATIENT_UPDATE_QUEUE.url_env: self.queues[t.PATIENT_UPDATE_QUEUE.name].url,
+            **({t.ENV_HL7_TLS_PORT: str(self.hl7_tls_port)} if self.pki is not None else {}),
             **self.hl7_settings,
         }
         self.hl7_process = self._spawn("hl7", [sys.executable, "-m", "listeners.hl7"], env=env)

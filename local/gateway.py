@@ -23,9 +23,10 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from archive.topology import ADMIN_API, DISCLOSURE_NOTIFICATION
 from cryptography import x509
 
-from .runner import LambdaContext, LocalFunction, load_handler
+from .runner import LambdaContext, LocalFunction, load_handler, unqueued_function
 
 LOG = logging.getLogger("archive.local.gateway")
 MAX_BODY = 1024 * 1024
@@ -43,18 +44,11 @@ ROUTES = (
     Route(
         "POST",
         "/disclosures/notifications",
-        LocalFunction("disclosure_notification", "functions/disclosure_notification/handler.py", ""),
+        unqueued_function(DISCLOSURE_NOTIFICATION),
         mutual_tls=True,
     ),
-    Route(
-        "GET", "/admin/disclosures", LocalFunction("admin_api", "functions/admin_api/handler.py", ""), False
-    ),
-    Route(
-        "GET",
-        "/admin/disclosures/verify",
-        LocalFunction("admin_api", "functions/admin_api/handler.py", ""),
-        False,
-    ),
+    Route("GET", "/admin/disclosures", unqueued_function(ADMIN_API), mutual_tls=False),
+    Route("GET", "/admin/disclosures/verify", unqueued_function(ADMIN_API), mutual_tls=False),
 )
 
 

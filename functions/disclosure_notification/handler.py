@@ -12,6 +12,7 @@ from typing import Any
 
 from archive.config import Settings
 from archive.data.models import bind_models
+from archive.data.registry import Registry
 from archive.errors import (
     DisclosureRefused,
     InvalidNotification,
@@ -22,9 +23,9 @@ from archive.errors import (
     UnknownPatient,
     UnknownStudy,
 )
-from archive.registry import CachedRegistry, Registry
 from archive.services.audit import build_audit_trail
 from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
 from archive.services.disclosure import DisclosureNotification, build_disclosure_log
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 
+from archive import topology as t
 from archive.config import Settings
 
 from .app import build
@@ -23,9 +24,9 @@ def main() -> None:
     settings = Settings.from_env()
     service = build(
         settings,
-        host=os.environ.get("DICOM_HOST", "0.0.0.0"),
-        port=_port(os.environ.get("DICOM_PORT", "11112")),
-        tls_port=_port(os.environ.get("DICOM_TLS_PORT", "")),
+        host=os.environ.get(t.ENV_DICOM_HOST, "0.0.0.0"),
+        port=_port(os.environ.get(t.ENV_DICOM_PORT, "11112")),
+        tls_port=_port(os.environ.get(t.ENV_DICOM_TLS_PORT, "")),
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -12,14 +12,16 @@ from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
+from archive.data.registry import Registry
 from archive.data.secrets import SecretTlsMaterial
 from archive.dicom.transport import tls_arguments
-from archive.ingest import StoreService
-from archive.query.find import QueryService
-from archive.query.retrieve import RetrieveService
-from archive.registry import AEInfo, CachedRegistry, Registry
+from archive.model.organisations import AEInfo
 from archive.services.audit import AuditTrail, build_audit_trail
 from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
+from archive.services.ingest import StoreService
+from archive.services.query.find import QueryService
+from archive.services.query.retrieve import RetrieveService
 from archive.tls.rotation import RotatingTls
 
 from .audit import DicomAudit

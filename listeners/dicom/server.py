@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from archive.commitment import CommitmentRequest
 from archive.data.commitments import CommitmentRepository
+from archive.dicom.commitment import request_from_action_information
 from archive.errors import (
     ArchiveError,
     DatasetDoesNotMatchSOPClass,
@@ -26,9 +26,10 @@ from archive.errors import (
     StorageFailure,
     UntrustedPatientId,
 )
-from archive.ingest import StoreService
-from archive.registry import AEInfo, CachedRegistry
+from archive.model.organisations import AEInfo
 from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
+from archive.services.ingest import StoreService
 from archive.tls.peer import identity_of_socket
 from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
@@ -278,7 +279,7 @@ class DicomListener:
         if request.ActionTypeID != 1:
             return 0x0123, None  # No such action
         try:
-            commitment = CommitmentRequest.from_action_information(event.action_information)
+            commitment = request_from_action_information(event.action_information)
         except (ValueError, AttributeError) as exc:
             LOG.warning("N-ACTION from %s malformed: %s", calling.ae_title, exc)
             return 0x0115, None  # Invalid argument value

@@ -6,15 +6,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from archive import topology as t
 from archive.config import Settings
+from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
-from archive.data.patients import FacilityRepository, PatientRepository, PatientUpdateQueue
+from archive.data.patients import PatientRepository
+from archive.data.queues import PatientUpdateQueue
+from archive.data.registry import Registry
 from archive.data.secrets import SecretTlsMaterial
-from archive.hl7.adt import AdtIntake, FacilityDirectory
-from archive.patients import PatientService
-from archive.registry import CachedRegistry, Registry
 from archive.services.audit import AuditTrail, build_audit_trail
 from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
+from archive.services.patient_intake import AdtIntake, FacilityDirectory
+from archive.services.patients import PatientService
 from archive.tls.rotation import RotatingTls
 
 from .secure import MllpTls
@@ -34,17 +38,17 @@ class HL7ListenerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HL7ListenerSettings:
         env = os.environ if env is None else env
-        queue_url = env.get("PATIENT_UPDATE_QUEUE_URL")
+        queue_url = env.get(t.ENV_PATIENT_UPDATE_QUEUE_URL)
         if not queue_url:
-            raise RuntimeError("missing configuration: PATIENT_UPDATE_QUEUE_URL")
+            raise RuntimeError(f"missing configuration: {t.ENV_PATIENT_UPDATE_QUEUE_URL}")
         return cls(
-            host=env.get("HL7_HOST", "0.0.0.0"),
-            port=_port(env.get("HL7_PORT", "2575")),
-            tls_port=_port(env.get("HL7_TLS_PORT", "")),
+            host=env.get(t.ENV_HL7_HOST, "0.0.0.0"),
+            port=_port(env.get(t.ENV_HL7_PORT, "2575")),
+            tls_port=_port(env.get(t.ENV_HL7_TLS_PORT, "")),
             queue_url=queue_url,
             limits=ListenerLimits(
-                max_message_bytes=int(env.get("HL7_MAX_MESSAGE_BYTES", str(1024 * 1024))),
-                idle_timeout_seconds=float(env.get("HL7_IDLE_TIMEOUT_SECONDS", "300")),
+                max_message_bytes=int(env.get(t.ENV_HL7_MAX_MESSAGE_BYTES, str(1024 * 1024))),
+                idle_timeout_seconds=float(env.get(t.ENV_HL7_IDLE_TIMEOUT, "300")),
             ),
         )
 
@@ -56,9 +60,9 @@ def _port(value: str) -> int | None:
 
 def build(settings: Settings, hl7: HL7ListenerSettings) -> tuple[MllpListener, AuditTrail]:
     bind_models(settings)
-    registry = CachedRegistry(Registry())
+    registry = CachedRegistry(Registry(), FacilityRepository())
     intake = AdtIntake(
-        FacilityDirectory(registry, FacilityRepository()),
+        FacilityDirectory(registry),
         PatientService(PatientRepository(settings)),
         PatientUpdateQueue(settings, hl7.queue_url),
     )

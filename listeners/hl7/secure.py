@@ -15,9 +15,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from archive.patients import PatientChangeRequest
-from archive.registry import CachedRegistry
+from archive.model.patients import PatientChangeRequest
 from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
 from archive.tls.peer import identity_from_peercert, tls_failure
 from archive.tls.rotation import RotatingTls
 

@@ -32,10 +32,10 @@ from archive.errors import (
     UnsupportedTriggerEvent,
 )
 from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack
-from archive.hl7.adt import AdtIntake
 from archive.hl7.message import MessageHeader, parse_header
 from archive.hl7.mllp import Frame, FrameDecoder, OversizedFrame, encode_frame
-from archive.patients import PatientChangeRequest
+from archive.model.patients import PatientChangeRequest
+from archive.services.patient_intake import AdtIntake
 
 from .secure import MllpTls
 

@@ -19,8 +19,8 @@ from typing import Any
 import pydicom
 import pytest
 from archive.data.models import DisclosureEntry, Patient, Study
-from archive.dicom.instance import PatientIdentity
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import AEInfo, OrganisationInfo
 
 from local.cloud import ROOT, LocalCloud, free_port
 from local.resources import client
@@ -119,7 +119,7 @@ def admin_get(setup: Setup, path: str) -> tuple[int, str, bytes]:
 
 def admin_cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", setup.cloud.endpoint, "disclosures", *args],
+        [sys.executable, "-m", "admin", "--endpoint", setup.cloud.endpoint, "disclosures", *args],
         cwd=ROOT,
         env=setup.cloud.env(),
         capture_output=True,

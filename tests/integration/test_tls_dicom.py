@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from archive.data.models import StorageCommitment
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]

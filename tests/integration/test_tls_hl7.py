@@ -11,8 +11,8 @@ from pathlib import Path
 
 import hl7
 import pytest
-from archive.dicom.instance import PatientIdentity
-from archive.registry import OrganisationInfo
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import OrganisationInfo
 from hl7.mllp import open_hl7_connection
 
 from local.cloud import DEMO_ORG, LocalCloud

@@ -10,20 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Logical table names -> environment variable holding the physical table name.
-TABLE_ENV = {
-    "organisations": "TABLE_ORGANISATIONS",
-    "application_entities": "TABLE_APPLICATION_ENTITIES",
-    "patients": "TABLE_PATIENTS",
-    "studies": "TABLE_STUDIES",
-    "series": "TABLE_SERIES",
-    "instances": "TABLE_INSTANCES",
-    "commitments": "TABLE_COMMITMENTS",
-    "access_log": "TABLE_ACCESS_LOG",
-    "hl7_facilities": "TABLE_HL7_FACILITIES",
-    "patient_history": "TABLE_PATIENT_HISTORY",
-    "disclosure_log": "TABLE_DISCLOSURE_LOG",
-}
+from archive import topology as t
+from archive.topology import TABLE_ENV
 
 
 @dataclass(frozen=True)
@@ -62,59 +50,59 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        missing = [v for v in ("ARCHIVE_BUCKET", *TABLE_ENV.values()) if not env.get(v)]
+        missing = [v for v in (t.ENV_BUCKET, *TABLE_ENV.values()) if not env.get(v)]
         if missing:
             raise RuntimeError(f"missing configuration: {', '.join(missing)}")
         return cls(
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-north-1",
-            bucket=env["ARCHIVE_BUCKET"],
+            region=env.get(t.ENV_REGION) or env.get(t.ENV_DEFAULT_REGION) or "eu-north-1",
+            bucket=env[t.ENV_BUCKET],
             tables={name: env[var] for name, var in TABLE_ENV.items()},
-            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            archive_ae_title=env.get("ARCHIVE_AE_TITLE", "ARCHIVE"),
-            commitment_wait_seconds=float(env.get("COMMITMENT_WAIT_SECONDS", "60")),
-            commitment_retry_base_seconds=float(env.get("COMMITMENT_RETRY_BASE_SECONDS", "5")),
-            commitment_max_attempts=int(env.get("COMMITMENT_MAX_ATTEMPTS", "8")),
-            max_object_bytes=int(env.get("MAX_OBJECT_BYTES", str(4 * 1024**3))),
-            spool_dir=env.get("SPOOL_DIR", "/tmp"),
-            index_queue_url=env.get("INDEX_QUEUE_URL") or None,
-            audit_bucket=env.get("AUDIT_BUCKET") or None,
-            audit_source_id=env.get("AUDIT_SOURCE_ID") or env.get("ARCHIVE_AE_TITLE", "ARCHIVE"),
-            audit_site_id=env.get("AUDIT_ENTERPRISE_SITE_ID") or None,
-            audit_flush_seconds=float(env.get("AUDIT_FLUSH_SECONDS", "5")),
-            audit_syslog_host=env.get("AUDIT_SYSLOG_HOST") or None,
-            audit_syslog_port=int(env.get("AUDIT_SYSLOG_PORT", "6514")),
-            tls_secret_id=env.get("TLS_SECRET_ID") or None,
-            tls_check_seconds=float(env.get("TLS_CHECK_SECONDS", "300")),
-            anchor_lookback_hours=float(env.get("DISCLOSURE_ANCHOR_LOOKBACK_HOURS", "3")),
+            endpoint_url=env.get(t.ENV_ENDPOINT_URL) or None,
+            archive_ae_title=env.get(t.ENV_AE_TITLE, "ARCHIVE"),
+            commitment_wait_seconds=float(env.get(t.ENV_COMMITMENT_WAIT, "60")),
+            commitment_retry_base_seconds=float(env.get(t.ENV_COMMITMENT_RETRY_BASE, "5")),
+            commitment_max_attempts=int(env.get(t.ENV_COMMITMENT_MAX_ATTEMPTS, "8")),
+            max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
+            spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
+            index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
+            audit_bucket=env.get(t.ENV_AUDIT_BUCKET) or None,
+            audit_source_id=env.get(t.ENV_AUDIT_SOURCE_ID) or env.get(t.ENV_AE_TITLE, "ARCHIVE"),
+            audit_site_id=env.get(t.ENV_AUDIT_SITE_ID) or None,
+            audit_flush_seconds=float(env.get(t.ENV_AUDIT_FLUSH_SECONDS, "5")),
+            audit_syslog_host=env.get(t.ENV_AUDIT_SYSLOG_HOST) or None,
+            audit_syslog_port=int(env.get(t.ENV_AUDIT_SYSLOG_PORT, "6514")),
+            tls_secret_id=env.get(t.ENV_TLS_SECRET_ID) or None,
+            tls_check_seconds=float(env.get(t.ENV_TLS_CHECK_SECONDS, "300")),
+            anchor_lookback_hours=float(env.get(t.ENV_ANCHOR_LOOKBACK_HOURS, "3")),
         )
 
     def as_env(self) -> dict[str, str]:
         """The environment that reproduces these settings (used by the local runner)."""
         env = {
-            "AWS_REGION": self.region,
-            "ARCHIVE_BUCKET": self.bucket,
-            "ARCHIVE_AE_TITLE": self.archive_ae_title,
-            "COMMITMENT_WAIT_SECONDS": str(self.commitment_wait_seconds),
-            "COMMITMENT_RETRY_BASE_SECONDS": str(self.commitment_retry_base_seconds),
-            "COMMITMENT_MAX_ATTEMPTS": str(self.commitment_max_attempts),
-            "MAX_OBJECT_BYTES": str(self.max_object_bytes),
-            "SPOOL_DIR": self.spool_dir,
+            t.ENV_REGION: self.region,
+            t.ENV_BUCKET: self.bucket,
+            t.ENV_AE_TITLE: self.archive_ae_title,
+            t.ENV_COMMITMENT_WAIT: str(self.commitment_wait_seconds),
+            t.ENV_COMMITMENT_RETRY_BASE: str(self.commitment_retry_base_seconds),
+            t.ENV_COMMITMENT_MAX_ATTEMPTS: str(self.commitment_max_attempts),
+            t.ENV_MAX_OBJECT_BYTES: str(self.max_object_bytes),
+            t.ENV_SPOOL_DIR: self.spool_dir,
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:
-            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+            env[t.ENV_ENDPOINT_URL] = self.endpoint_url
         if self.index_queue_url:
-            env["INDEX_QUEUE_URL"] = self.index_queue_url
-        env["AUDIT_SOURCE_ID"] = self.audit_source_id
-        env["AUDIT_FLUSH_SECONDS"] = str(self.audit_flush_seconds)
-        env["AUDIT_SYSLOG_PORT"] = str(self.audit_syslog_port)
-        env["TLS_CHECK_SECONDS"] = str(self.tls_check_seconds)
-        env["DISCLOSURE_ANCHOR_LOOKBACK_HOURS"] = str(self.anchor_lookback_hours)
+            env[t.ENV_INDEX_QUEUE_URL] = self.index_queue_url
+        env[t.ENV_AUDIT_SOURCE_ID] = self.audit_source_id
+        env[t.ENV_AUDIT_FLUSH_SECONDS] = str(self.audit_flush_seconds)
+        env[t.ENV_AUDIT_SYSLOG_PORT] = str(self.audit_syslog_port)
+        env[t.ENV_TLS_CHECK_SECONDS] = str(self.tls_check_seconds)
+        env[t.ENV_ANCHOR_LOOKBACK_HOURS] = str(self.anchor_lookback_hours)
         optional = {
-            "AUDIT_BUCKET": self.audit_bucket,
-            "AUDIT_ENTERPRISE_SITE_ID": self.audit_site_id,
-            "AUDIT_SYSLOG_HOST": self.audit_syslog_host,
-            "TLS_SECRET_ID": self.tls_secret_id,
+            t.ENV_AUDIT_BUCKET: self.audit_bucket,
+            t.ENV_AUDIT_SITE_ID: self.audit_site_id,
+            t.ENV_AUDIT_SYSLOG_HOST: self.audit_syslog_host,
+            t.ENV_TLS_SECRET_ID: self.tls_secret_id,
         }
         env.update({name: value for name, value in optional.items() if value})
         return env

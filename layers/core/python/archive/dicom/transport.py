@@ -10,15 +10,22 @@ A-ASSOCIATE-RQ.
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from pynetdicom import AE
 from pynetdicom.association import Association
 
 from archive.errors import NotAuthenticated
 from archive.model.certificates import Binding, CertificateIdentity, Verdict, identifies
-from archive.registry import AEInfo, OrganisationInfo
-from archive.tls.rotation import RotatingTls
+from archive.model.organisations import AEInfo, OrganisationInfo
+
+
+class ClientTls(Protocol):
+    """The archive's TLS material as outgoing connections use it (``archive.tls.RotatingTls``)."""
+
+    def client_verifying(self, check: Callable[[CertificateIdentity | None], Verdict]) -> ssl.SSLContext: ...
 
 
 def peer_binding(peer: AEInfo, org: OrganisationInfo) -> Binding:
@@ -27,7 +34,7 @@ def peer_binding(peer: AEInfo, org: OrganisationInfo) -> Binding:
     )
 
 
-def tls_arguments(peer: AEInfo, org: OrganisationInfo, tls: RotatingTls | None) -> dict[str, Any]:
+def tls_arguments(peer: AEInfo, org: OrganisationInfo, tls: ClientTls | None) -> dict[str, Any]:
     """``associate`` keyword arguments for ``peer``: ``tls_args`` when it is registered for TLS.
 
     Also what a C-MOVE handler yields for its destination (pynetdicom passes them on).
@@ -51,7 +58,7 @@ def open_association(
     peer: AEInfo,
     org: OrganisationInfo,
     *,
-    tls: RotatingTls | None,
+    tls: ClientTls | None,
     **kwargs: Any,
 ) -> Association:
     """Request an association from ``ae`` to the registered ``peer`` (TLS if its flag is set).

@@ -63,6 +63,7 @@ class Author:
     person: str | None = None
     roles: tuple[str, ...] = ()
     specialties: tuple[str, ...] = ()
+    telecommunications: tuple[str, ...] = ()  # XTN
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class DocumentEntry:
     logical_id: str | None = None  # the first version's entryUUID
     version: int = 1
     study_instance_uid: str | None = None  # manifests: the study they list
+    legal_authenticator: str | None = None  # XCN
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Services: the archive's behaviour, above the codecs (dicom, hl7, xds, audit, tls) and data."""
+"""Services: the archive's behaviour, above the codecs and data access, below the edges."""

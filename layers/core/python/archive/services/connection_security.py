@@ -20,8 +20,9 @@ from archive.model.certificates import (
     identifies,
     identifies_xua_organisation,
 )
-from archive.registry import AEInfo, CachedRegistry, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
 from archive.services.audit import AuditTrail
+from archive.services.directory import CachedRegistry
 from archive.tls.peer import identity_from_pem
 
 LOG = logging.getLogger("archive.security")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from archive.audit import messages as audit
-from archive.patients import ChangeResult, Outcome, PatientChangeRequest
+from archive.model.patients import ChangeResult, Outcome, PatientChangeRequest
 from archive.services.audit import AuditTrail
 
 
