@@ -18,9 +18,15 @@ from typing import Any
 
 import pydicom
 import pytest
+from archive.data.facilities import FacilityRepository
 from archive.data.models import DisclosureEntry, Patient, Study
+from archive.data.registry import Registry
+from archive.errors import NotAuthenticated
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
+from archive.xds.xua import read_assertion
 
 from local.cloud import ROOT, LocalCloud, free_port
 from local.resources import client
@@ -28,6 +34,7 @@ from tests.support.audit import wait_for_record
 from tests.support.cloud import storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, study
 from tests.support.tls import CustomerCertificates, client_context, customer_certificates
+from tests.support.xua import make_assertion, make_identity_provider
 
 ORG = OrganisationInfo("1.2.246.10.44444444.10", "Notifying Hospital", (HETU_ISSUER,), HETU_ISSUER)
 OTHER = OrganisationInfo("1.2.246.10.44444444.20", "Neighbour Hospital", (HETU_ISSUER,), HETU_ISSUER)
@@ -293,3 +300,22 @@ def test_the_report_lists_every_disclosure_as_json_and_csv(setup: Setup) -> None
     assert [r["seq"] for r in cli_rows] == ["1", "2"] and cli_rows[0]["patient"] == key
     assert (status_csv, type_csv.split(";")[0]) == (200, "text/csv")
     assert list(csv.DictReader(io.StringIO(body_csv.decode("utf-8")))) == cli_rows
+
+
+def test_an_xds_requests_client_certificate_must_belong_to_the_xua_organisation(setup: Setup) -> None:
+    # Given a signed XUA assertion naming the notifying hospital, read by the XDS codec
+    provider = make_identity_provider()
+    assertion = read_assertion(make_assertion(provider, organization_id=f"urn:oid:{ORG.oid}"))
+    authenticator = PeerAuthenticator(
+        CachedRegistry(Registry(), FacilityRepository()), None, local_node="ARCHIVE"
+    )
+
+    # When the request came with the hospital's client certificate, it is the hospital's request
+    assert (
+        authenticator.check_xua(setup.certs.valid.certificate_pem, assertion, address="127.0.0.1") == ORG.oid
+    )
+    # When it came with the neighbour's certificate, or with none, it is refused
+    with pytest.raises(NotAuthenticated, match=OTHER.oid):
+        authenticator.check_xua(setup.certs.other_organisation.certificate_pem, assertion, address=None)
+    with pytest.raises(NotAuthenticated):
+        authenticator.check_xua(None, assertion, address=None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from archive.audit import messages as audit
-from archive.errors import NotAuthenticated
+from archive.errors import NotAuthenticated, UnknownOrganisation
 from archive.model.certificates import (
     Binding,
     CertificateIdentity,
@@ -21,6 +21,7 @@ from archive.model.certificates import (
     identifies_xua_organisation,
 )
 from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.model.xua import UserAssertion
 from archive.services.audit import AuditTrail
 from archive.services.directory import CachedRegistry
 from archive.tls.peer import identity_from_pem
@@ -61,16 +62,22 @@ class PeerAuthenticator:
         if not verdict.accepted:
             raise NotAuthenticated(verdict.reason)
 
-    def check_xua(self, identity: CertificateIdentity, organisation_id: str, *, address: str | None) -> str:
-        """The organisation OID of an XDS request whose client certificate and XUA assertion agree;
+    def check_xua(self, certificate_pem: str | None, assertion: UserAssertion, *, address: str | None) -> str:
+        """The organisation OID of an XDS request whose mutual-TLS client certificate (as API
+        Gateway passes it) and XUA assertion (organization-id) name the same organisation;
         NotAuthenticated otherwise."""
-        oid = organisation_id.removeprefix("urn:oid:")
+        if not certificate_pem:
+            raise NotAuthenticated("no client certificate: the XDS endpoint requires mutual TLS")
+        if not assertion.organization_id:
+            raise NotAuthenticated("the XUA assertion has no organization-id")
+        identity = identity_from_pem(certificate_pem)
+        oid = assertion.organization_oid or ""
         try:
             names = self._registry.organisation(oid).certificate_names
-        except Exception:
+        except UnknownOrganisation:
             names = ()
-        verdict = identifies_xua_organisation(identity, organisation_id, names)
-        self.authentication(organisation_id, address, verdict)
+        verdict = identifies_xua_organisation(identity, assertion.organization_id, names)
+        self.authentication(assertion.subject_id or oid, address, verdict)
         if not verdict.accepted:
             raise NotAuthenticated(verdict.reason)
         return oid
