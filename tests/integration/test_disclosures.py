@@ -36,8 +36,8 @@ from tests.support.dicom import HETU_ISSUER, study
 from tests.support.tls import CustomerCertificates, client_context, customer_certificates
 from tests.support.xua import make_assertion, make_identity_provider
 
-ORG = OrganisationInfo("1.2.246.10.44444444.10", "Notifying Hospital", (HETU_ISSUER,), HETU_ISSUER)
-OTHER = OrganisationInfo("1.2.246.10.44444444.20", "Neighbour Hospital", (HETU_ISSUER,), HETU_ISSUER)
+ORG = OrganisationInfo("1.2.246.10.13131313.40", "Notifying Hospital", (HETU_ISSUER,), HETU_ISSUER)
+OTHER = OrganisationInfo("1.2.246.10.13131313.50", "Neighbour Hospital", (HETU_ISSUER,), HETU_ISSUER)
 _patients = iter(range(100, 1000))
 
 

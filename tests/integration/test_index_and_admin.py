@@ -86,6 +86,7 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
             "tls": False,
             "roles": ["store", "query"],
             "description": None,
+            "certificate_names": [],
         }
     ]
     # A registered AE may associate at once

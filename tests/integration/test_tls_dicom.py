@@ -32,8 +32,8 @@ from tests.support.dicom import HETU_ISSUER, ct_dataset, study, write
 from tests.support.scu import CommitmentReceiver, Modality, action_information
 from tests.support.tls import CustomerCertificates, client_context, customer_certificates, server_context
 
-ORG = OrganisationInfo("1.2.246.10.55555555.10", "TLS Hospital", (HETU_ISSUER,), HETU_ISSUER)
-OTHER = OrganisationInfo("1.2.246.10.66666666.10", "Other Hospital", (HETU_ISSUER,), HETU_ISSUER)
+ORG = OrganisationInfo("1.2.246.10.13131313.10", "TLS Hospital", (HETU_ISSUER,), HETU_ISSUER)
+OTHER = OrganisationInfo("1.2.246.10.13131313.20", "Other Hospital", (HETU_ISSUER,), HETU_ISSUER)
 SCU, DEST, WRONG_DEST, PLAIN_TLS_AE, REQUESTER = "TLS_PACS", "TLS_DEST", "TLS_WRONG", "TLS_ONLY", "TLS_MOD"
 
 
