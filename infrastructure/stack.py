@@ -18,12 +18,14 @@ from infrastructure.alarms import OperatorAlarms
 from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
 from infrastructure.audit_bucket import AuditBucket
+from infrastructure.availability import AvailabilityNotifications
 from infrastructure.disclosure_apis import AdminApi, CustomerApi
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
 from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
+from infrastructure.registration import StudyRegistration
 from infrastructure.tables import ArchiveTables
 from infrastructure.tls_secret import TlsSecret
 
@@ -31,7 +33,8 @@ NO_CUSTOMER_API_WARNING_ID = "archive:no-customer-api"
 
 
 class ArchiveStack(Stack):
-    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB."""
+    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB; committed
+    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, deployment: s.DeploymentSettings, **kwargs: Any
@@ -98,6 +101,41 @@ class ArchiveStack(Stack):
             runtime=s.LAMBDA_RUNTIME,
             architecture=s.LAMBDA_ARCHITECTURE,
         )
+        network = ArchiveNetwork(
+            self,
+            "Network",
+            cidr=deployment.vpc_cidr,
+            max_azs=s.MAX_AZS,
+            nat_gateways=s.NAT_GATEWAYS,
+            log_retention=s.LOG_RETENTION,
+        )
+
+        # Registration of committed studies (XDS-I.b manifests) and its confirmation (IAN).
+        notifications = AvailabilityNotifications(
+            self,
+            "AvailabilityNotifications",
+            layers=[layers.deps, layers.core],
+            environment=archive_env,
+            alarms=alarms,
+            vpc=network.vpc,
+        )
+        tables.grant_read_write(notifications.consumer.role)
+        if deployment.listener_tls:
+            # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
+            tls_secret.grant_read(notifications.consumer.role)
+        registration = StudyRegistration(
+            self,
+            "StudyRegistration",
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **notifications.environment},
+            alarms=alarms,
+        )
+        tables.grant_read_write(registration.consumer.role)
+        storage.grant_read_write_objects(registration.consumer.role)
+        notifications.grant_send(registration.consumer.role)
+        # Everything below may ask for a registration: the commitment worker (DICOM listener), the
+        # indexer (a registered study changed) and patient updates (merges, name changes).
+        archive_env = {**archive_env, **registration.environment}
         index_instance = QueueConsumerFunction(
             self,
             "IndexInstance",
@@ -116,15 +154,8 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_objects(index_instance.role)
         tables.grant_read_write(index_instance.role)
+        registration.grant_request(index_instance.role)
 
-        network = ArchiveNetwork(
-            self,
-            "Network",
-            cidr=deployment.vpc_cidr,
-            max_azs=s.MAX_AZS,
-            nat_gateways=s.NAT_GATEWAYS,
-            log_retention=s.LOG_RETENTION,
-        )
         dicom = TcpListenerService(
             self,
             "DicomListener",
@@ -151,6 +182,7 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_write_objects(dicom.task_role)
         tables.grant_read_write(dicom.task_role)
+        registration.grant_request(dicom.task_role)
         may_audit(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
@@ -180,6 +212,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         tables.grant_read_write(patient_update.role)
+        registration.grant_request(patient_update.role)
         may_audit(patient_update.role)
         hl7 = TcpListenerService(
             self,
@@ -260,19 +293,19 @@ class ArchiveStack(Stack):
         )
 
         if deployment.xds_domain_name and deployment.xds_certificate_arn:
-            notifications = function(
+            disclosure_notifications = function(
                 "DisclosureNotifications",
                 "Customers' disclosure notifications",
                 s.NOTIFICATION_FUNCTION_DIR,
                 "disclosure-notification",
             )
-            tables.grant_read(notifications.role)
-            tables.grant_append(notifications.role, "disclosure_log")
-            may_audit(notifications.role)
+            tables.grant_read(disclosure_notifications.role)
+            tables.grant_append(disclosure_notifications.role, "disclosure_log")
+            may_audit(disclosure_notifications.role)
             CustomerApi(
                 self,
                 "CustomerApi",
-                notification_function=notifications.function,
+                notification_function=disclosure_notifications.function,
                 domain_name=deployment.xds_domain_name,
                 certificate_arn=deployment.xds_certificate_arn,
                 truststore_version=deployment.xds_truststore_version,

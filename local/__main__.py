@@ -29,6 +29,7 @@ def banner(cloud: LocalCloud) -> str:
  TLS:  /usr/bin/storescu +tls {client} +cf {pki.ca.cert_path} \\
          -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_tls_port} FILES
 """
+    ians = ", ".join(f"{ae.ae_title} at {ae.host}:{ae.port}" for ae in DEMO_AES if "ian" in ae.roles)
     return f"""
 ==========================================================================
  National imaging archive: local cloud is up
@@ -37,14 +38,17 @@ def banner(cloud: LocalCloud) -> str:
  HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31){tls}
  Admin API          http://127.0.0.1:{cloud.http_port}/admin/disclosures?patient_id=ID&issuer=OID
  AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS, Secrets Manager)
- Lambda handlers    {", ".join(dict.fromkeys(p.function.name for p in cloud.pollers))} (fed from SQS)
+ Lambda handlers    {", ".join([*dict.fromkeys(p.function.name for p in cloud.pollers), *cloud.function_processes])} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
+ Registration       committed studies -> XDS-I.b manifest after {cloud.registration_stability_seconds:g} s without new images
+ IANs go to         {ians or "nobody (no AE has the ian role)"}; pending/failed: admin ian list
  Logs               {cloud.log_dir}/
 
  Try:  /usr/bin/storescu -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_port} FILES
  HL7:  .venv/bin/mllp_send --loose -f MESSAGE.hl7 -p {cloud.hl7_port} 127.0.0.1
  Admin: python -m admin --endpoint {cloud.endpoint} org list
+        python -m admin --endpoint {cloud.endpoint} ian list --state PENDING
         python -m admin --endpoint {cloud.endpoint} disclosures report ID --issuer OID
  Ctrl-C stops everything. Data lives in memory and is gone after a stop.
 ==========================================================================

@@ -22,6 +22,7 @@ from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
+from archive.services.registration import RegistrationRequests
 from archive.tls.rotation import RotatingTls
 
 from .audit import DicomAudit
@@ -103,5 +104,10 @@ def build(
         retry_base_seconds=settings.commitment_retry_base_seconds,
         max_attempts=settings.commitment_max_attempts,
         tls=tls,
+        on_all_committed=(
+            RegistrationRequests.from_settings(settings).instances_committed
+            if settings.registration_queue_url
+            else None
+        ),
     )
     return DicomService(listener, worker, trail)

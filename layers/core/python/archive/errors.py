@@ -43,6 +43,10 @@ class PatientIdConflict(ArchiveError):
     """The Patient ID differs from the one the study already has (dcm4chee 0xA778)."""
 
 
+class StudyOfAnotherOrganisation(ArchiveError):
+    """The Study Instance UID is controlled by another organisation (0x0124 Refused: Not authorised)."""
+
+
 class InstanceConflict(ArchiveError):
     """The SOP Instance UID is stored already with different content (0x0124 Refused: Not authorised)."""
 
@@ -145,6 +149,25 @@ class UnknownMoveDestination(ArchiveError):
 
 class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
+
+
+# --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
+
+
+class RegistryConflict(ArchiveError):
+    """A registry write lost against another (a replaced entry is no longer Approved)."""
+
+
+class DuplicateUniqueId(RegistryConflict):
+    """A uniqueId of the submission is registered already (XDSRegistryDuplicateUniqueIdInMessage)."""
+
+
+class RegistrationNotConfigured(ConfigurationError):
+    """The organisation (or the archive) has no registration configuration."""
+
+
+class NotificationUndeliverable(ArchiveError):
+    """An IAN could not be delivered this time (refused association, failure status, timeout)."""
 
 
 # --- XDS (ITI-18, ITI-42, ITI-43, RAD-69) -----------------------------------------------------
