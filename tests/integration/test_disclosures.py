@@ -46,6 +46,24 @@ class Setup:
     cloud: LocalCloud
     certs: CustomerCertificates
     workdir: Path
+    # Patients of the notifying hospital, each with one stored and indexed study, handed out one
+    # per test (stored in one association up front: one storescu run instead of one per test).
+    patients: list[tuple[str, str]]
+
+
+def store_studies(cloud: LocalCloud, workdir: Path, patient_ids: list[str], aet: str) -> list[str]:
+    """A one-image study per patient in one storescu association, waited for until indexed."""
+    files = []
+    for patient_id in patient_ids:
+        directory = workdir / f"{aet}-{patient_id}"
+        directory.mkdir(exist_ok=True)
+        files += study(directory, 1, patient_id=patient_id)
+    assert storescu(cloud, files, aet=aet).returncode == 0
+    study_uids = [str(pydicom.dcmread(f).StudyInstanceUID) for f in files]
+    for patient_id, study_uid in zip(patient_ids, study_uids, strict=True):
+        key = PatientIdentity(patient_id, HETU_ISSUER).key
+        wait_until(lambda u=study_uid, k=key: Study.count(u) and Patient.count(k), timeout=60)
+    return study_uids
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +71,15 @@ def setup(cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     workdir = tmp_path_factory.mktemp("disclosures")
     cloud.register(ORG, AEInfo("NOTIFY_PACS", ORG.oid, "127.0.0.1", free_port(), roles=("store",)))
     cloud.register(OTHER, AEInfo("NEIGHBOUR", OTHER.oid, "127.0.0.1", free_port(), roles=("store",)))
-    return Setup(cloud, customer_certificates(cloud, workdir / "certs", ORG.oid, OTHER.oid), workdir)
+    patient_ids = [hetu() for _ in range(6)]
+    studies = store_studies(cloud, workdir, patient_ids, "NOTIFY_PACS")
+    certs = customer_certificates(cloud, workdir / "certs", ORG.oid, OTHER.oid)
+    return Setup(cloud, certs, workdir, list(zip(patient_ids, studies, strict=True)))
 
 
-def stored_study(setup: Setup, patient_id: str, aet: str = "NOTIFY_PACS") -> str:
-    """Store a one-image study for the patient and wait until it is indexed; its Study UID."""
-    directory = setup.workdir / f"{aet}-{patient_id}"
-    directory.mkdir(exist_ok=True)
-    files = study(directory, 1, patient_id=patient_id)
-    assert storescu(setup.cloud, files, aet=aet).returncode == 0
-    study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
-    key = PatientIdentity(patient_id, HETU_ISSUER).key
-    wait_until(lambda: Study.count(study_uid) and Patient.count(key), timeout=60)
-    return study_uid
+def stored_study(setup: Setup) -> tuple[str, str]:
+    """A patient of the notifying hospital with a stored, indexed study: (patient id, Study UID)."""
+    return setup.patients.pop()
 
 
 def hetu() -> str:
@@ -138,8 +152,7 @@ def admin_cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_notification_joins_the_patients_log_once_and_is_audited(setup: Setup) -> None:
     # Given a study the notifying hospital stored for its patient
-    patient_id = hetu()
-    study_uid = stored_study(setup, patient_id)
+    patient_id, study_uid = stored_study(setup)
     body = notification(patient_id, [study_uid])
 
     # When its system notifies the archive that it handed the images out on a CD
@@ -161,8 +174,7 @@ def test_a_notification_joins_the_patients_log_once_and_is_audited(setup: Setup)
 @pytest.fixture(scope="module")
 def known(setup: Setup) -> tuple[str, str]:
     """A patient with one stored study of the notifying hospital."""
-    patient_id = hetu()
-    return patient_id, stored_study(setup, patient_id)
+    return stored_study(setup)
 
 
 @pytest.mark.parametrize(
@@ -188,9 +200,8 @@ def test_refused_notifications_say_why(
 
 def test_another_organisations_study_or_certificate_is_refused(setup: Setup) -> None:
     # Given the same patient with a study at the neighbour hospital
-    patient_id = hetu()
-    own = stored_study(setup, patient_id)
-    neighbours = stored_study(setup, patient_id, aet="NEIGHBOUR")
+    patient_id, own = stored_study(setup)
+    (neighbours,) = store_studies(setup.cloud, setup.workdir, [patient_id], "NEIGHBOUR")
 
     # When the notifying hospital reports the neighbour's study, it is not its to report
     status, answer = post(setup, notification(patient_id, [own, neighbours]))
@@ -210,8 +221,7 @@ def test_another_organisations_study_or_certificate_is_refused(setup: Setup) -> 
 
 def _chain(setup: Setup, entries: int) -> tuple[str, str]:
     """A patient with ``entries`` notifications; (patient id, patient key)."""
-    patient_id = hetu()
-    study_uid = stored_study(setup, patient_id)
+    patient_id, study_uid = stored_study(setup)
     for n in range(entries):
         status, _ = post(setup, notification(patient_id, [study_uid], notification_id=f"N-{patient_id}-{n}"))
         assert status == 201
