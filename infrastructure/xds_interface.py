@@ -10,19 +10,18 @@ functions and the local gateway send (``archive.xds.soap.fault_envelope``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from archive import topology as t
 from archive.errors import MalformedXml, SoapFaultError, XmlTooLarge
 from archive.xds.soap import fault_envelope, fault_for
-from aws_cdk import CfnOutput, Duration, RemovalPolicy
+from aws_cdk import CfnOutput, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infrastructure import settings as s
+from infrastructure.api_function import ArchiveFunction
 from infrastructure.nag import acknowledge
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
@@ -35,62 +34,6 @@ def gateway_fault(error: SoapFaultError) -> str:
     start = text.index("<a:MessageID>") + len("<a:MessageID>")
     end = text.index("</a:MessageID>")
     return text[:start] + "urn:uuid:$context.requestId" + text[end:]
-
-
-class HttpFunction(Construct):
-    """A Lambda behind API Gateway: its role, log group and function (no event source)."""
-
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        description: str,
-        code_dir: Path,
-        handler: str,
-        layers: Sequence[lambda_.ILayerVersion],
-        environment: Mapping[str, str],
-        timeout: Duration,
-        memory_size: int,
-    ) -> None:
-        super().__init__(scope, construct_id)
-        self.role = iam.Role(
-            self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=description
-        )
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=s.LOG_RETENTION, removal_policy=RemovalPolicy.RETAIN
-        )
-        self.log_group.grant_write(self.role)
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            description=description,
-            runtime=s.LAMBDA_RUNTIME,
-            architecture=s.LAMBDA_ARCHITECTURE,
-            handler=handler,
-            code=lambda_.Code.from_asset(str(code_dir), exclude=list(s.ASSET_EXCLUDES)),
-            layers=list(layers),
-            environment=dict(environment),
-            role=self.role,
-            log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
-            timeout=timeout,
-            memory_size=memory_size,
-        )
-        acknowledge(
-            self.role,
-            "AwsSolutions-IAM5",
-            "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level permissions; "
-            "the role may only send traces with them.",
-            findings=("Resource::*",),
-        )
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "The project targets Python 3.11 everywhere (listener image, deps layer wheels, "
-            "local cloud); runtimes are upgraded together, not per function.",
-        )
 
 
 class XdsApi(Construct):
@@ -106,9 +49,9 @@ class XdsApi(Construct):
         environment: Mapping[str, str],
     ) -> None:
         super().__init__(scope, construct_id)
-        self.functions: dict[str, HttpFunction] = {}
-        for spec in t.HTTP_FUNCTIONS:
-            self.functions[spec.path] = HttpFunction(
+        self.functions: dict[str, ArchiveFunction] = {}
+        for spec in t.XDS_FUNCTIONS:
+            self.functions[spec.path] = ArchiveFunction(
                 self,
                 spec.function.replace("_", "-").title().replace("-", ""),
                 description=f"XDS {spec.path}: SOAP over API Gateway (see docs/conformance-xds.md)",
@@ -120,8 +63,11 @@ class XdsApi(Construct):
                     **s.powertools_env(spec.function.replace("_", "-")),
                     t.ENV_XDS_MAX_LEAF_CLASS: str(s.XDS_MAX_LEAF_CLASS),
                 },
+                runtime=s.LAMBDA_RUNTIME,
+                architecture=s.LAMBDA_ARCHITECTURE,
                 timeout=s.XDS_FUNCTION_TIMEOUT,
                 memory_size=s.XDS_FUNCTION_MEMORY_MB,
+                log_retention=s.LOG_RETENTION,
             )
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=s.LOG_RETENTION, removal_policy=RemovalPolicy.RETAIN
@@ -162,7 +108,7 @@ class XdsApi(Construct):
             "ContentTypeRequired", validate_request_parameters=True, validate_request_body=True
         )
         xds = self.api.root.add_resource("xds")
-        for spec in t.HTTP_FUNCTIONS:
+        for spec in t.XDS_FUNCTIONS:
             resource = xds.add_resource(spec.path.rsplit("/", 1)[1])
             resource.add_method(
                 "POST",
@@ -226,9 +172,9 @@ class XdsApi(Construct):
         )
 
     @property
-    def registry(self) -> HttpFunction:
+    def registry(self) -> ArchiveFunction:
         return self.functions[t.XDS_REGISTRY_PATH]
 
     @property
-    def repository(self) -> HttpFunction:
+    def repository(self) -> ArchiveFunction:
         return self.functions[t.XDS_REPOSITORY_PATH]

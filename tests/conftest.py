@@ -19,9 +19,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     instance = LocalCloud(
         dicom_port=free_port(),
         log_dir=logs,
+        tls_dir=tmp_path_factory.mktemp("cloud-tls"),
         settings_overrides={
             "commitment_wait_seconds": 8.0,
             "commitment_retry_base_seconds": 0.5,
+            # Objects whose retention ended already are locked this long (tests/integration/test_destruction.py).
+            "minimum_lock_seconds": 3.0,
             # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,
@@ -29,6 +32,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             # ITI-18: a LeafClass answer of more than 20 objects is XDSTooManyResults (default 1,000),
             # so the limit is reached with one small submission.
             "xds_max_leaf_class": 20,
+            # Audit batches and TLS rotation within a test's patience.
+            "audit_flush_seconds": 0.5,
+            "tls_check_seconds": 1.0,
         },
         registration_stability_seconds=1.5,
     )

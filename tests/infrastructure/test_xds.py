@@ -11,7 +11,7 @@ from aws_cdk.assertions import Match
 from lxml import etree
 
 from infrastructure import settings as s
-from tests.infrastructure.conftest import CERTIFICATE_ARN, Synthesized
+from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import (
     actions_on,
     arn_of,
@@ -30,11 +30,23 @@ def _function(synthesized: Synthesized, service: str) -> tuple[str, dict[str, An
     return only(synthesized.template, "AWS::Lambda::Function", Match.object_like({"Environment": env}))
 
 
+def _xds_api(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:
+    """The XDS REST API (the stack has others: the admin and customers' APIs)."""
+    return only(
+        synthesized.template,
+        "AWS::ApiGateway::RestApi",
+        Match.object_like({"Description": Match.string_like_regexp("XDS")}),
+    )
+
+
 def _post_method_of(synthesized: Synthesized, path: str) -> dict[str, Any]:
-    """The POST method on /xds/<name>, found through its resource's path part."""
+    """The POST method on /xds/<name> of the XDS API, found through its resources' path parts."""
+    api_id, _ = _xds_api(synthesized)
     parent, leaf = path.strip("/").split("/")
     (parent_id,) = resources(
-        synthesized.template, "AWS::ApiGateway::Resource", Match.object_like({"PathPart": parent})
+        synthesized.template,
+        "AWS::ApiGateway::Resource",
+        Match.object_like({"PathPart": parent, "RestApiId": ref(api_id)}),
     )
     (leaf_id,) = resources(
         synthesized.template,
@@ -67,7 +79,7 @@ def test_registry_and_repository_are_lambda_proxies_behind_api_gateway(productio
         assert method["Properties"]["RequestParameters"] == {"method.request.header.Content-Type": True}
         assert "RequestValidatorId" in method["Properties"]
     # SOAP and MTOM bodies pass as bytes both ways
-    _, api = only(production.template, "AWS::ApiGateway::RestApi")
+    _, api = _xds_api(production)
     assert api["Properties"]["BinaryMediaTypes"] == ["*/*"]
 
 
@@ -89,7 +101,10 @@ def test_functions_may_read_and_write_the_tables_and_the_repository_read_manifes
 
 
 def test_gateway_refusals_are_soap_faults(production: Synthesized) -> None:
-    responses = resources(production.template, "AWS::ApiGateway::GatewayResponse")
+    api_id, _ = _xds_api(production)
+    responses = resources(
+        production.template, "AWS::ApiGateway::GatewayResponse", Match.object_like({"RestApiId": ref(api_id)})
+    )
     by_type = {r["Properties"]["ResponseType"]: r["Properties"] for r in responses.values()}
     assert {"REQUEST_TOO_LARGE", "BAD_REQUEST_PARAMETERS", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
     too_large = by_type["REQUEST_TOO_LARGE"]
@@ -110,7 +125,10 @@ def test_gateway_refusals_are_soap_faults(production: Synthesized) -> None:
 
 
 def test_stage_is_access_logged_traced_and_throttled(production: Synthesized) -> None:
-    _, stage = only(production.template, "AWS::ApiGateway::Stage")
+    api_id, _ = _xds_api(production)
+    _, stage = only(
+        production.template, "AWS::ApiGateway::Stage", Match.object_like({"RestApiId": ref(api_id)})
+    )
     props = stage["Properties"]
     assert "DestinationArn" in props["AccessLogSetting"]
     assert props["TracingEnabled"] is True
@@ -152,12 +170,35 @@ def test_rad69_streams_from_fargate_reading_objects_and_logging_disclosures(prod
     assert balancer["ContainerPort"] == s.XDS_IMAGING_CONTAINER_PORT
 
 
-def test_rad69_load_balancer_terminates_tls_with_the_certificate(dev_with_tls: Synthesized) -> None:
+def test_rad69_load_balancer_stays_internal_while_the_service_speaks_plain_http(
+    dev_with_tls: Synthesized,
+) -> None:
+    # Given a stack whose listeners take public client networks (TLS in their containers)
+    task_id, _ = _imaging_task(dev_with_tls)
+    service = next(
+        iter(
+            resources(
+                dev_with_tls.template,
+                "AWS::ECS::Service",
+                Match.object_like({"TaskDefinition": ref(task_id)}),
+            ).values()
+        )
+    )
+    (binding,) = service["Properties"]["LoadBalancers"]
+    group = resources(dev_with_tls.template, "AWS::ElasticLoadBalancingV2::TargetGroup")[
+        binding["TargetGroupArn"]["Ref"]
+    ]
     listeners = resources(
         dev_with_tls.template,
         "AWS::ElasticLoadBalancingV2::Listener",
-        Match.object_like({"Port": s.XDS_IMAGING_LISTENER_PORT}),
+        Match.object_like(
+            {"DefaultActions": [Match.object_like({"TargetGroupArn": binding["TargetGroupArn"]})]}
+        ),
     )
     (listener,) = listeners.values()
-    assert listener["Properties"]["Protocol"] == "TLS"
-    assert listener["Properties"]["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
+    balancer = resources(dev_with_tls.template, "AWS::ElasticLoadBalancingV2::LoadBalancer")[
+        listener["Properties"]["LoadBalancerArn"]["Ref"]
+    ]
+    # Then RAD-69's plain HTTP is reachable from the private networks only
+    assert group["Properties"]["Port"] == s.XDS_IMAGING_CONTAINER_PORT
+    assert balancer["Properties"]["Scheme"] == "internal"

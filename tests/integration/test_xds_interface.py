@@ -19,6 +19,7 @@ import pytest
 import requests
 from archive.data.models import AccessRecord, Patient, Registration
 from archive.data.xds_access import DisclosureDenials
+from archive.services.disclosure import build_disclosure_log
 from lxml import etree
 
 from local.cloud import DEMO_ARCHIVE, DEMO_DOMAIN, DEMO_ORG, LocalCloud
@@ -319,6 +320,17 @@ def test_other_organisation_needs_treatment_purpose_and_denials_hide(
         disclosed[-1].org_oid == OTHER_ORG.removeprefix("urn:oid:")
         and study["manifest_uid"] in disclosed[-1].instances
     )
+    # and is an entry of the patient's hash-chained disclosure log, intact
+    chain = build_disclosure_log(cloud.settings)  # type: ignore[arg-type]
+    [entry] = [
+        r
+        for r in chain.report(key)
+        if r["channel"] == "ITI-18" and r["recipient_org_oid"] == OTHER_ORG.removeprefix("urn:oid:")
+    ]
+    assert entry["kind"] == "XDS"
+    assert entry["controller_oid"] == DEMO_ORG.oid and entry["purpose_of_use"] == "TREATMENT"
+    assert study["manifest_uid"] in entry["documents"]
+    assert all(v.intact for v in chain.verify(key))
     # And after the patient denies disclosure, even emergency access gets nothing
     DisclosureDenials().deny(cx)
     try:

@@ -39,7 +39,14 @@ from archive.errors import (
     XdsUnknownRepositoryId,
 )
 from archive.model.xds_retrieve import RetrievedDocument
-from archive.services.disclosure import Caller, DisclosedItem, may_see, normalised_patient, record_disclosure
+from archive.services.disclosure import (
+    Caller,
+    DisclosedItem,
+    DisclosureLog,
+    may_see,
+    normalised_patient,
+    record_disclosure,
+)
 from archive.services.query.retrieve import RetrieveItem, RetrieveService
 from archive.services.xds_exchange import Exchange, HttpAnswer, soap_answer
 from archive.xds import ns
@@ -65,12 +72,14 @@ class ImagingDocumentSource:
         registrations: RegistrationRepository,
         denials: DisclosureDenials,
         log: AccessLog,
+        chain: DisclosureLog | None = None,
         repository_unique_id: Callable[[], str],
     ) -> None:
         self._retrieve = retrieve
         self._registrations = registrations
         self._denials = denials
         self._log = log
+        self._chain = chain
         self._repository_unique_id = repository_unique_id
 
     def retrieve_imaging(self, exchange: Exchange) -> HttpAnswer:
@@ -141,6 +150,7 @@ class ImagingDocumentSource:
             )
         record_disclosure(
             self._log,
+            chain=self._chain,
             caller=caller,
             transaction=RAD69,
             message_id=relates,

@@ -18,6 +18,7 @@ from archive.data.query_index import QueryIndex
 from archive.data.registration import RegistrationConfigRepository, RegistrationRepository
 from archive.data.xds_access import DisclosureDenials, XdsAccessConfig
 from archive.data.xds_registry import XdsRegistry
+from archive.services.disclosure import build_disclosure_log
 from archive.services.imaging_retrieve import ImagingDocumentSource
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
@@ -35,6 +36,8 @@ class XdsApplication:
         index = QueryIndex(IndexRepository(settings))
         denials = DisclosureDenials()
         log = AccessLog()
+        # Reads of another organisation's data also go to the patient's hash-chained disclosure log.
+        chain = build_disclosure_log(settings)
 
         @cache
         def archive_identity() -> tuple[str, tuple[str, ...]]:
@@ -51,6 +54,7 @@ class XdsApplication:
             access=access,
             denials=denials,
             log=log,
+            chain=chain,
             repository_unique_id=self.repository_unique_id,
             policy=QueryPolicy(max_leaf_class=settings.xds_max_leaf_class),
         )
@@ -61,6 +65,7 @@ class XdsApplication:
             registrations=RegistrationRepository(),
             denials=denials,
             log=log,
+            chain=chain,
             repository_unique_id=self.repository_unique_id,
         )
 

@@ -40,6 +40,7 @@ from archive.model.xds_submission import Submission
 from archive.services.disclosure import (
     Caller,
     DisclosedItem,
+    DisclosureLog,
     access_log_key,
     may_see,
     normalised_patient,
@@ -131,6 +132,7 @@ class DocumentRegistryService:
         access: XdsAccessConfig,
         denials: DisclosureDenials,
         log: AccessLog,
+        chain: DisclosureLog | None = None,
         repository_unique_id: Callable[[], str],
         policy: QueryPolicy = QueryPolicy(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -141,6 +143,7 @@ class DocumentRegistryService:
         self._access = access
         self._denials = denials
         self._log = log
+        self._chain = chain
         self._repository_unique_id = repository_unique_id
         self._policy = policy
         self._clock = clock
@@ -172,6 +175,7 @@ class DocumentRegistryService:
         shown = visible.result
         record_disclosure(
             self._log,
+            chain=self._chain,
             caller=caller,
             transaction=ITI18,
             message_id=relates,
@@ -360,6 +364,7 @@ class DocumentRegistryService:
                 )
         record_disclosure(
             self._log,
+            chain=self._chain,
             caller=caller,
             transaction=ITI43,
             message_id=relates,
