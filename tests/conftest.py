@@ -19,7 +19,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     instance = LocalCloud(
         dicom_port=free_port(),
         log_dir=logs,
-        settings_overrides={"commitment_wait_seconds": 8.0, "commitment_retry_base_seconds": 0.5},
+        settings_overrides={
+            "commitment_wait_seconds": 8.0,
+            "commitment_retry_base_seconds": 0.5,
+            # Gives a report up after 0.5 + 1 + 2 s of retries, so UNDELIVERABLE is testable quickly.
+            "commitment_max_attempts": 4,
+        },
     )
     instance.start()
     try:

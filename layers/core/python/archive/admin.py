@@ -6,6 +6,9 @@
     python -m archive.admin ae remove DEMO_PACS
     python -m archive.admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
     python -m archive.admin patient history 020516C903K --issuer 1.2.246.21
+    python -m archive.admin commitment undeliverable
+    python -m archive.admin commitment show 1.2.826.0.1.3680043.10.1394.77
+    python -m archive.admin commitment redeliver 1.2.826.0.1.3680043.10.1394.77
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -17,10 +20,12 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
 from archive.config import TABLE_ENV, Settings
+from archive.data.commitments import CommitmentRepository
 from archive.data.models import bind_models
 from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
 from archive.dicom.instance import PatientIdentity
@@ -101,7 +106,39 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+
+    commitment = sub.add_parser("commitment", help="storage commitment transactions").add_subparsers(
+        dest="action", required=True
+    )
+    commitment.add_parser(
+        "undeliverable", help="transactions whose report could not be delivered (alarmed), oldest first"
+    )
+    show = commitment.add_parser("show", help="one transaction: state, attempts, outcome counts")
+    show.add_argument("transaction_uid")
+    redeliver = commitment.add_parser(
+        "redeliver", help="retry an UNDELIVERABLE transaction's report (after fixing the requester's AE)"
+    )
+    redeliver.add_argument("transaction_uid")
     return p
+
+
+def _commitment(args: argparse.Namespace, settings: Settings) -> int:
+    commitments = CommitmentRepository(settings)
+    if args.action == "undeliverable":
+        for transaction in commitments.undeliverable():
+            print(json.dumps(transaction.as_json()))
+        return 0
+    if args.action == "show":
+        found = commitments.get(args.transaction_uid)
+        if found is None:
+            print(f"error: no commitment transaction {args.transaction_uid}", file=sys.stderr)
+            return 1
+        print(json.dumps(found.as_json()))
+        return 0
+    if not commitments.redeliver(args.transaction_uid, now=time.time()):
+        print(f"error: {args.transaction_uid} is not an UNDELIVERABLE transaction", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _hl7_facility(args: argparse.Namespace) -> None:
@@ -129,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bind_models(settings)
     registry = Registry()
     try:
+        if args.kind == "commitment":
+            return _commitment(args, settings)
         if args.kind == "hl7-facility":
             _hl7_facility(args)
         elif args.kind == "patient":

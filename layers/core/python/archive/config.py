@@ -19,6 +19,7 @@ TABLE_ENV = {
     "series": "TABLE_SERIES",
     "instances": "TABLE_INSTANCES",
     "commitments": "TABLE_COMMITMENTS",
+    "commitment_parts": "TABLE_COMMITMENT_PARTS",
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
@@ -39,11 +40,16 @@ class Settings:
     commitment_wait_seconds: float = 60.0
     commitment_retry_base_seconds: float = 5.0
     commitment_max_attempts: int = 8
+    # Bound of each network wait of a report delivery (connect, associate, N-EVENT-REPORT, release);
+    # a worker's lease on a transaction is derived from it so a lease always outlives an attempt.
+    commitment_delivery_timeout_seconds: float = 30.0
     # Largest single object accepted over C-STORE (S3 single PUT limit is 5 GiB).
     max_object_bytes: int = 4 * 1024**3
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # CloudWatch namespace of the metrics the archive emits (powertools' variable; CDK sets it).
+    metrics_namespace: str = "ImagingArchive"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -61,9 +67,11 @@ class Settings:
             commitment_wait_seconds=float(env.get("COMMITMENT_WAIT_SECONDS", "60")),
             commitment_retry_base_seconds=float(env.get("COMMITMENT_RETRY_BASE_SECONDS", "5")),
             commitment_max_attempts=int(env.get("COMMITMENT_MAX_ATTEMPTS", "8")),
+            commitment_delivery_timeout_seconds=float(env.get("COMMITMENT_DELIVERY_TIMEOUT_SECONDS", "30")),
             max_object_bytes=int(env.get("MAX_OBJECT_BYTES", str(4 * 1024**3))),
             spool_dir=env.get("SPOOL_DIR", "/tmp"),
             index_queue_url=env.get("INDEX_QUEUE_URL") or None,
+            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE") or "ImagingArchive",
         )
 
     def as_env(self) -> dict[str, str]:
@@ -75,8 +83,10 @@ class Settings:
             "COMMITMENT_WAIT_SECONDS": str(self.commitment_wait_seconds),
             "COMMITMENT_RETRY_BASE_SECONDS": str(self.commitment_retry_base_seconds),
             "COMMITMENT_MAX_ATTEMPTS": str(self.commitment_max_attempts),
+            "COMMITMENT_DELIVERY_TIMEOUT_SECONDS": str(self.commitment_delivery_timeout_seconds),
             "MAX_OBJECT_BYTES": str(self.max_object_bytes),
             "SPOOL_DIR": self.spool_dir,
+            "POWERTOOLS_METRICS_NAMESPACE": self.metrics_namespace,
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:

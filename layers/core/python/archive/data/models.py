@@ -239,8 +239,23 @@ class PendingCommitments(GlobalSecondaryIndex["StorageCommitment"]):
     next_attempt_at = NumberAttribute(range_key=True)
 
 
+class UndeliverableCommitments(GlobalSecondaryIndex["StorageCommitment"]):
+    """Sparse index: transactions whose report was given up on, for the operator (admin CLI)."""
+
+    class Meta:
+        index_name = "undeliverable"
+        projection = AllProjection()
+
+    undeliverable = UnicodeAttribute(hash_key=True)  # always "UNDELIVERABLE" where present
+    undeliverable_at = NumberAttribute(range_key=True)
+
+
 class StorageCommitment(Model):
-    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered."""
+    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered.
+
+    Kept small (it is updated on every lease and attempt): the references and the outcomes live
+    in ``StorageCommitmentPart`` items, written with this one in one DynamoDB transaction.
+    """
 
     class Meta(_Unbound):
         logical_name = "commitments"
@@ -248,8 +263,10 @@ class StorageCommitment(Model):
     transaction_uid = UnicodeAttribute(hash_key=True)
     requester_ae = UnicodeAttribute()
     org_oid = UnicodeAttribute()
-    # [{"sop_class_uid": ..., "sop_instance_uid": ...}, ...] as received in the N-ACTION.
-    references = JSONAttribute()
+    # Listener task that received the N-ACTION; only it can report on the requester's association.
+    origin = UnicodeAttribute(null=True)
+    reference_count = NumberAttribute()
+    request_parts = NumberAttribute()
     state = UnicodeAttribute()  # PENDING | REPORTED | UNDELIVERABLE
     pending = UnicodeAttribute(null=True)
     next_attempt_at = NumberAttribute(null=True)
@@ -258,11 +275,37 @@ class StorageCommitment(Model):
     attempts = NumberAttribute(default=0)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(default=0)
-    result = JSONAttribute(null=True)
+    # Set once the outcome is frozen (number of result parts written with it).
+    result_parts = NumberAttribute(null=True)
+    committed_count = NumberAttribute(null=True)
+    failed_count = NumberAttribute(null=True)
     reported_at = UTCDateTimeAttribute(null=True)
     reported_on = UnicodeAttribute(null=True)  # SAME_ASSOCIATION | NEW_ASSOCIATION
     last_error = UnicodeAttribute(null=True)
+    undeliverable = UnicodeAttribute(null=True)
+    undeliverable_at = NumberAttribute(null=True)
     pending_index = PendingCommitments()
+    undeliverable_index = UndeliverableCommitments()
+
+
+class StorageCommitmentPart(Model):
+    """A slice of a transaction: up to 1,000 of its references, or the outcomes of one such slice.
+
+    DynamoDB items hold at most 400 KB; a request for 10,000 instances (large CT, MR and
+    tomosynthesis studies) is about 1 MB, so it is split here, in request order.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "commitment_parts"
+
+    transaction_uid = UnicodeAttribute(hash_key=True)
+    part = UnicodeAttribute(range_key=True)  # "request#0000" ... | "result#0000" ...
+    # Request slice: distinct SOP Class UIDs, then [class index, SOP Instance UID] per reference.
+    sop_classes = JSONAttribute(null=True)
+    references = JSONAttribute(null=True)
+    # Result slice: per reference of the request slice with the same number, 0 (committed) or
+    # its Failure Reason.
+    outcomes = JSONAttribute(null=True)
 
 
 # --- access record (start of the disclosure log; see docs/disclosure-log.md) ------------------
@@ -365,6 +408,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Series,
     Instance,
     StorageCommitment,
+    StorageCommitmentPart,
     AccessRecord,
     HL7Facility,
     PatientChange,
