@@ -216,6 +216,8 @@ class IndexRepository:
                 series_description=a.get("SeriesDescription"),
                 series_date=a.get("SeriesDate"),
                 body_part_examined=a.get("BodyPartExamined"),
+                org_modality=org_modality(item.org_oid, a.get("Modality")),
+                study_date=a.get("StudyDate") or STUDY_DATE_UNKNOWN,
             ),
         ]
         study_actions = [
@@ -270,6 +272,11 @@ class IndexRepository:
             )
             tx.update(Study(item.study_uid), actions=study_actions)
             tx.update(Patient(item.patient_key), actions=patient_actions)
+
+
+def org_modality(org_oid: str | None, modality: str | None) -> str | None:
+    """The by_org_modality index key of a series; None (not indexed) without both parts."""
+    return f"{org_oid}|{modality}" if org_oid and modality else None
 
 
 def _set_if_absent(model: Any, **values: Any) -> list[Any]:

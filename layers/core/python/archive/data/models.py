@@ -135,6 +135,21 @@ class StudiesByAccession(GlobalSecondaryIndex["Study"]):
     accession_number = UnicodeAttribute(hash_key=True)
 
 
+class StudiesByOrganisationDate(GlobalSecondaryIndex["Study"]):
+    """An organisation's studies by date ("today's studies"): the C-FIND StudyDate lookup.
+
+    Keys only: the index entry is written once (when the study gets its organisation and date),
+    not on every instance that updates the study's counters; the studies are then read in batches.
+    """
+
+    class Meta:
+        index_name = "by_org_date"
+        projection = KeysOnlyProjection()
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_date = UnicodeAttribute(range_key=True)
+
+
 class Study(Model):
     """A study with the aggregates C-FIND and XDS answer from (modalities, counts, last update)."""
 
@@ -169,6 +184,19 @@ class Study(Model):
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
+    by_org_date = StudiesByOrganisationDate()
+
+
+class SeriesByOrganisationModality(GlobalSecondaryIndex["Series"]):
+    """An organisation's series by modality and study date: the C-FIND ModalitiesInStudy lookup
+    ("today's CT studies"), a study being found through any of its series. Keys only."""
+
+    class Meta:
+        index_name = "by_org_modality"
+        projection = KeysOnlyProjection()
+
+    org_modality = UnicodeAttribute(hash_key=True)  # "<organisation OID>|<Modality>"
+    study_date = UnicodeAttribute(range_key=True)
 
 
 class Series(Model):
@@ -184,6 +212,10 @@ class Series(Model):
     body_part_examined = UnicodeAttribute(null=True)
     number_of_instances = NumberAttribute(default=0)
     updated_at = UTCDateTimeAttribute(null=True)
+    # Set with the series' first instance, for the by_org_modality index.
+    org_modality = UnicodeAttribute(null=True)
+    study_date = UnicodeAttribute(null=True)
+    by_org_modality = SeriesByOrganisationModality()
 
 
 class InstancesByStudy(GlobalSecondaryIndex["Instance"]):
