@@ -39,6 +39,10 @@ ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
+# Powertools service name of the DICOM listener: the ``service`` dimension of its metrics.
+DICOM_LISTENER_SERVICE = "dicom-listener"
+# Logged at ERROR by listeners/dicom/query_retrieve.py when a disclosure's record cannot be written.
+ACCESS_RECORD_LOST_LOG_TEXT = "ACCESS RECORD LOST"
 
 # --- source folders (relative to the repository root) --------------------------------------------
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"

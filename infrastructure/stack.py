@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from archive.commitment import UNDELIVERABLE_METRIC
 from archive.config import TABLE_ENV
 from archive.data.schema import table_specs
 from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
 from infrastructure import settings as s
+from infrastructure import table_access
 from infrastructure.alarms import OperatorAlarms
 from infrastructure.archive_bucket import ArchiveBucket
 from infrastructure.layers import ArchiveLayers
@@ -79,7 +82,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         storage.grant_read_objects(index_instance.role)
-        tables.grant_read_write(index_instance.role)
+        tables.grant(index_instance.role, table_access.INDEX_INSTANCE)
 
         network = ArchiveNetwork(
             self,
@@ -98,7 +101,7 @@ class ArchiveStack(Stack):
             container_port=s.DICOM_CONTAINER_PORT,
             environment={
                 **archive_env,
-                **s.powertools_env("dicom-listener"),
+                **s.powertools_env(s.DICOM_LISTENER_SERVICE),
                 s.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
                 s.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
                 s.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
@@ -109,7 +112,27 @@ class ArchiveStack(Stack):
             access_logs_bucket=storage.access_logs_bucket,
         )
         storage.grant_read_write_objects(dicom.task_role)
-        tables.grant_read_write(dicom.task_role)
+        tables.grant(dicom.task_role, table_access.DICOM_LISTENER)
+        alarms.alarm_on_metric(
+            cloudwatch.Metric(
+                namespace=s.POWERTOOLS_METRICS_NAMESPACE,
+                metric_name=UNDELIVERABLE_METRIC,
+                dimensions_map={"service": s.DICOM_LISTENER_SERVICE},
+                statistic=cloudwatch.Stats.SUM,
+                period=Duration.minutes(5),
+            ),
+            purpose="commitment undeliverable",
+            description="A storage commitment report could not be delivered after every retry: the "
+            "requester does not know its images are committed. List them with `python -m archive.admin "
+            "commitment undeliverable`; fix the AE's address, then `commitment redeliver`.",
+        )
+        alarms.alarm_on_log_text(
+            dicom.log_group,
+            s.ACCESS_RECORD_LOST_LOG_TEXT,
+            purpose="access record lost",
+            description="A query or retrieval was answered but its access record (the disclosure log) "
+            "could not be written; see the DICOM listener's log for the request.",
+        )
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
         patient_updates = DeadLetteredQueue(
@@ -137,7 +160,7 @@ class ArchiveStack(Stack):
             memory_size=s.PATIENT_UPDATE_FUNCTION_MEMORY_MB,
             log_retention=s.LOG_RETENTION,
         )
-        tables.grant_read_write(patient_update.role)
+        tables.grant(patient_update.role, table_access.PATIENT_UPDATE)
         hl7 = TcpListenerService(
             self,
             "Hl7Listener",
@@ -159,6 +182,6 @@ class ArchiveStack(Stack):
             access_logs_bucket=storage.access_logs_bucket,
             sizing=s.HL7_LISTENER_SIZING,
         )
-        patient_updates.queue.grant_send_messages(hl7.task_role)
+        patient_updates.grant_send_messages(hl7.task_role)
         # The listener only reads (merged/duplicate checks before queueing); the Lambda writes.
-        tables.grant_read(hl7.task_role)
+        tables.grant(hl7.task_role, table_access.HL7_LISTENER)

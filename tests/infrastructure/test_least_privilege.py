@@ -1,0 +1,122 @@
+"""Least privilege: each service's role may use only the tables its code uses, with only the actions
+it needs. The expectations are spelled out here, independently of infrastructure/table_access.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from archive.config import TABLE_ENV
+from aws_cdk.assertions import Match
+
+from tests.infrastructure.conftest import Synthesized
+from tests.infrastructure.template_queries import (
+    actions_on,
+    arn_of,
+    dicom_task_definition,
+    index_function,
+    only,
+    resources,
+    statements_of_role,
+)
+
+READ = frozenset({"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"})
+APPEND = READ | {"dynamodb:PutItem"}
+WRITE = APPEND | {"dynamodb:UpdateItem"}
+
+EXPECTED: dict[str, dict[str, frozenset[str]]] = {
+    "dicom-listener": {
+        "organisations": READ,
+        "application_entities": READ,
+        "patients": READ,
+        "studies": WRITE,  # claims a study for its patient before a C-STORE is acknowledged
+        "series": READ,
+        "instances": READ,
+        "commitments": WRITE,
+        "commitment_parts": WRITE,
+        "access_log": APPEND,
+    },
+    "index-instance": {"patients": WRITE, "studies": WRITE, "series": WRITE, "instances": WRITE},
+    "hl7-listener": {"organisations": READ, "hl7_facilities": READ, "patients": READ},
+    "patient-update": {"patients": WRITE, "studies": WRITE, "patient_history": APPEND},
+}
+CONFIGURATION = ("organisations", "application_entities", "hl7_facilities")
+WRITES = frozenset(
+    {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+)
+
+
+def _task_role(synthesized: Synthesized, port: int) -> str:
+    container = Match.object_like({"PortMappings": [Match.object_like({"ContainerPort": port})]})
+    _, task = only(
+        synthesized.template,
+        "AWS::ECS::TaskDefinition",
+        Match.object_like({"ContainerDefinitions": [container]}),
+    )
+    role: str = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    return role
+
+
+def _function_role(synthesized: Synthesized, service: str) -> str:
+    variables = Match.object_like({"Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": service})})
+    _, function = only(
+        synthesized.template, "AWS::Lambda::Function", Match.object_like({"Environment": variables})
+    )
+    role: str = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role
+
+
+def _roles(synthesized: Synthesized) -> dict[str, str]:
+    _, dicom_task = dicom_task_definition(synthesized.template)
+    return {
+        "dicom-listener": dicom_task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0],
+        "index-instance": _function_role(synthesized, "index-instance"),
+        "hl7-listener": _task_role(synthesized, 2575),
+        "patient-update": _function_role(synthesized, "patient-update"),
+    }
+
+
+def _tables(synthesized: Synthesized) -> dict[str, str]:
+    """Logical table name -> the table's logical ID (through the variable the code reads)."""
+    _, function = index_function(synthesized.template)
+    variables = function["Properties"]["Environment"]["Variables"]
+    return {name: variables[env]["Ref"] for name, env in TABLE_ENV.items()}
+
+
+def _index_arn(table_id: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [arn_of(table_id), "/index/*"]]}
+
+
+@pytest.mark.parametrize("service", sorted(EXPECTED))
+def test_each_service_gets_only_the_tables_and_actions_it_uses(production: Synthesized, service: str) -> None:
+    # Given the service's role and every table of the stack
+    statements = statements_of_role(production.template, _roles(production)[service])
+    tables = _tables(production)
+    assert len(tables) == len(resources(production.template, "AWS::DynamoDB::Table"))
+    # When we collect what the role may do on each table
+    granted = {name: actions_on(statements, arn_of(table_id)) for name, table_id in tables.items()}
+    # Then it is exactly the expected tables, each with exactly the expected actions
+    assert {name: actions for name, actions in granted.items() if actions} == EXPECTED[service]
+    # And the same on their secondary indexes (where they have any), never more
+    template = production.template.to_json()["Resources"]
+    for name in EXPECTED[service]:
+        table_id = tables[name]
+        if template[table_id]["Properties"].get("GlobalSecondaryIndexes"):
+            assert actions_on(statements, _index_arn(table_id)) == EXPECTED[service][name], name
+
+
+def test_the_dicom_listener_cannot_write_the_configuration(production: Synthesized) -> None:
+    statements = statements_of_role(production.template, _roles(production)["dicom-listener"])
+    tables = _tables(production)
+    for name in CONFIGURATION:
+        for resource in (arn_of(tables[name]), _index_arn(tables[name])):
+            assert not WRITES & actions_on(statements, resource), name
+
+
+def test_no_role_may_scan_delete_or_batch_write_a_table(production: Synthesized) -> None:
+    # Scans, deletions and batch writes are the operator's (admin CLI), never a service's
+    forbidden = {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:*"}
+    for policy_id, policy in resources(production.template, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert not forbidden & set(actions), policy_id
