@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archive.commitment import UNDELIVERABLE_METRIC
-from archive.config import TABLE_ENV
+from archive import topology as t
 from archive.data.schema import table_specs
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -37,7 +36,7 @@ class ArchiveStack(Stack):
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
         )
-        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=TABLE_ENV)
+        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         index_queue = DeadLetteredQueue(
             self,
             "IndexQueue",
@@ -52,8 +51,8 @@ class ArchiveStack(Stack):
         alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
 
         archive_env = {
-            s.ENV_BUCKET: storage.bucket.bucket_name,
-            s.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            t.ENV_BUCKET: storage.bucket.bucket_name,
+            t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
             **tables.environment,
         }
 
@@ -102,9 +101,9 @@ class ArchiveStack(Stack):
             environment={
                 **archive_env,
                 **s.powertools_env(s.DICOM_LISTENER_SERVICE),
-                s.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
-                s.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
-                s.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+                t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
+                t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
+                t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
             },
             certificate_arn=deployment.dicom_certificate_arn,
             client_cidrs=deployment.listener_client_cidrs,
@@ -116,19 +115,19 @@ class ArchiveStack(Stack):
         alarms.alarm_on_metric(
             cloudwatch.Metric(
                 namespace=s.POWERTOOLS_METRICS_NAMESPACE,
-                metric_name=UNDELIVERABLE_METRIC,
+                metric_name=t.COMMITMENT_UNDELIVERABLE_METRIC,
                 dimensions_map={"service": s.DICOM_LISTENER_SERVICE},
                 statistic=cloudwatch.Stats.SUM,
                 period=Duration.minutes(5),
             ),
             purpose="commitment undeliverable",
             description="A storage commitment report could not be delivered after every retry: the "
-            "requester does not know its images are committed. List them with `python -m archive.admin "
+            "requester does not know its images are committed. List them with `python -m admin "
             "commitment undeliverable`; fix the AE's address, then `commitment redeliver`.",
         )
         alarms.alarm_on_log_text(
             dicom.log_group,
-            s.ACCESS_RECORD_LOST_LOG_TEXT,
+            t.ACCESS_RECORD_LOST_LOG_TEXT,
             purpose="access record lost",
             description="A query or retrieval was answered but its access record (the disclosure log) "
             "could not be written; see the DICOM listener's log for the request.",
@@ -171,10 +170,10 @@ class ArchiveStack(Stack):
             environment={
                 **archive_env,
                 **s.powertools_env("hl7-listener"),
-                s.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
-                s.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
-                s.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
-                s.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
+                t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
+                t.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
+                t.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
+                t.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
             },
             certificate_arn=deployment.hl7_certificate,
             client_cidrs=deployment.listener_client_cidrs,

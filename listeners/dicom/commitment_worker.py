@@ -20,18 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from archive.commitment import (
-    STORAGE_COMMITMENT_SOP_INSTANCE,
-    UNDELIVERABLE_METRIC,
-    CommitmentTransaction,
-    Reference,
-    evaluate,
-    event_report,
-)
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
-from archive.registry import CachedRegistry
+from archive.dicom.commitment import STORAGE_COMMITMENT_SOP_INSTANCE, event_report
+from archive.model.commitment import CommitmentTransaction, Reference
+from archive.services.commitment import evaluate
+from archive.services.directory import CachedRegistry
+from archive.topology import COMMITMENT_UNDELIVERABLE_METRIC
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
@@ -69,7 +65,7 @@ def emit_undeliverable_metric(namespace: str, transaction: CommitmentTransaction
     The transaction and requester ride along as EMF metadata (searchable in the log, not dimensions).
     """
     with single_metric(
-        name=UNDELIVERABLE_METRIC, unit=MetricUnit.Count, value=1, namespace=namespace
+        name=COMMITMENT_UNDELIVERABLE_METRIC, unit=MetricUnit.Count, value=1, namespace=namespace
     ) as metric:
         metric.add_metadata(key="transaction_uid", value=transaction.transaction_uid)
         metric.add_metadata(key="requester_ae", value=transaction.requester_ae)

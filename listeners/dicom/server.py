@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from archive.commitment import CommitmentRequest
 from archive.data.commitments import CommitmentRepository
+from archive.dicom.commitment import request_from_action_information
 from archive.errors import (
     ArchiveError,
     CommitmentRequestTooLarge,
@@ -29,8 +29,9 @@ from archive.errors import (
     TransactionUIDInUse,
     UntrustedPatientId,
 )
-from archive.ingest import StoreService
-from archive.registry import AEInfo, CachedRegistry
+from archive.model.organisations import AEInfo
+from archive.services.directory import CachedRegistry
+from archive.services.ingest import StoreService
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
@@ -222,7 +223,7 @@ class DicomListener:
         if request.ActionTypeID != 1:
             return 0x0123, None  # No such action
         try:
-            commitment = CommitmentRequest.from_action_information(event.action_information)
+            commitment = request_from_action_information(event.action_information)
             now = time.time()
             created = self.deps.commitments.create(
                 commitment,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from archive.commitment import UNDELIVERABLE_METRIC
+from archive.topology import ACCESS_RECORD_LOST_LOG_TEXT, COMMITMENT_UNDELIVERABLE_METRIC
 from aws_cdk.assertions import Match
 
-from infrastructure.settings import ACCESS_RECORD_LOST_LOG_TEXT, REPO_ROOT
+from infrastructure.settings import REPO_ROOT
 from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import dicom_task_definition, only, ref, resources
 
@@ -36,7 +36,7 @@ def test_an_undeliverable_commitment_report_raises_an_alarm(production: Synthesi
     _, alarm = only(
         production.template,
         "AWS::CloudWatch::Alarm",
-        Match.object_like({"MetricName": UNDELIVERABLE_METRIC}),
+        Match.object_like({"MetricName": COMMITMENT_UNDELIVERABLE_METRIC}),
     )
     props = alarm["Properties"]
     assert props["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archive.config import TABLE_ENV
+from archive.topology import TABLE_ENV
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from archive.config import TABLE_ENV
+from archive.topology import TABLE_ENV
 from aws_cdk.assertions import Match
 
 from tests.infrastructure.conftest import Synthesized

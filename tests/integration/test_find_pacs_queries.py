@@ -17,8 +17,8 @@ import pytest
 from archive.data.index import IndexRepository
 from archive.data.models import Instance, Patient, Series, Study
 from archive.data.query_index import QueryIndex
-from archive.query.find import QueryRequest, QueryService
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.services.query.find import QueryRequest, QueryService
 from pydicom.dataset import Dataset
 
 from local.cloud import LocalCloud, free_port

@@ -61,7 +61,7 @@ def test_redelivered_s3_event_changes_nothing(cloud: LocalCloud) -> None:
 
 def _admin(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *args],
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
         capture_output=True,
         text=True,
         env=cloud.env(),
@@ -108,7 +108,7 @@ def test_indexing_reads_only_the_header_of_a_large_object(cloud: LocalCloud) -> 
     # Given an 8 MB image stored in the archive
     from archive.data.index import IndexRepository
     from archive.data.objects import ObjectStore, instance_key
-    from archive.indexing import index_object
+    from archive.services.indexing import index_object
 
     ds = ct_dataset(rows=2048, columns=2048)
     modality = Modality(cloud.dicom_port)

@@ -11,7 +11,7 @@ import pytest
 from archive.data.models import Instance, Patient, Series, Study
 from archive.data.objects import instance_key
 from archive.dicom.structure import dataset_offset
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
 from botocore.exceptions import ClientError
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]

@@ -94,7 +94,7 @@ def test_sigkill_mid_study_loses_nothing_acknowledged(cloud: LocalCloud, workdir
 
 def test_pending_commitment_survives_a_listener_restart(cloud: LocalCloud) -> None:
     # Given a requester with its own SCP, and a commitment request for an instance not yet sent
-    from archive.registry import AEInfo
+    from archive.model.organisations import AEInfo
 
     from local.cloud import DEMO_ORG, free_port
     from tests.support.dicom import ct_dataset

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from archive.commitment import UNDELIVERABLE_METRIC, CommitmentRequest, Reference
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.models import Instance, StorageCommitment, StorageCommitmentPart
 from archive.data.objects import ObjectStore
-from archive.registry import AEInfo, CachedRegistry, OrganisationInfo, Registry
+from archive.data.registry import Registry
+from archive.model.commitment import CommitmentRequest, Reference
+from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.services.directory import CachedRegistry
+from archive.topology import COMMITMENT_UNDELIVERABLE_METRIC
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     MRImageStorage,
@@ -34,7 +37,7 @@ from tests.support.scu import COMMITMENT_INSTANCE, CommitmentReceiver, Modality,
 
 def _admin(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *args],
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
         capture_output=True,
         text=True,
         env=cloud.env(),
@@ -358,14 +361,14 @@ def test_a_report_that_cannot_be_delivered_ends_undeliverable_alarmed_and_listed
     emitted = [
         json.loads(line[line.index("{") :])
         for line in log.read_text().splitlines()
-        if UNDELIVERABLE_METRIC in line and info.TransactionUID in line
+        if COMMITMENT_UNDELIVERABLE_METRIC in line and info.TransactionUID in line
     ]
     assert len(emitted) == 1
-    assert emitted[0][UNDELIVERABLE_METRIC] == [1.0]
+    assert emitted[0][COMMITMENT_UNDELIVERABLE_METRIC] == [1.0]
     assert cloud.settings is not None
     (declaration,) = emitted[0]["_aws"]["CloudWatchMetrics"]
     assert declaration["Namespace"] == cloud.settings.metrics_namespace
-    assert declaration["Metrics"] == [{"Name": UNDELIVERABLE_METRIC, "Unit": "Count"}]
+    assert declaration["Metrics"] == [{"Name": COMMITMENT_UNDELIVERABLE_METRIC, "Unit": "Count"}]
     # And the admin CLI lists it, with the attempts made and the last error
     listed = [json.loads(line) for line in _admin(cloud, "commitment", "undeliverable").stdout.splitlines()]
     (entry,) = [e for e in listed if e["transaction_uid"] == info.TransactionUID]

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from archive.commitment import (
-    MAX_REFERENCES,
-    CommitmentRequest,
-    CommitmentResult,
-    Reference,
-    event_report,
-)
+from archive.dicom.commitment import event_report, request_from_action_information
 from archive.errors import CommitmentRequestTooLarge, InvalidCommitmentRequest
+from archive.model.commitment import MAX_REFERENCES, CommitmentResult, Reference
 
 from tests.support.scu import action_information
 
@@ -19,7 +14,7 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 def test_request_is_read_from_action_information() -> None:
     info = action_information([(CT, "1.2.3.1"), (CT, "1.2.3.2")], transaction_uid="1.2.3.99")
-    request = CommitmentRequest.from_action_information(info)
+    request = request_from_action_information(info)
     assert request.transaction_uid == "1.2.3.99"
     assert request.references == (Reference(CT, "1.2.3.1"), Reference(CT, "1.2.3.2"))
 
@@ -28,7 +23,7 @@ def test_item_without_instance_uid_is_refused() -> None:
     info = action_information([(CT, "1.2.3.1")])
     del info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
     with pytest.raises(InvalidCommitmentRequest, match="lacks"):
-        CommitmentRequest.from_action_information(info)
+        request_from_action_information(info)
 
 
 @pytest.mark.parametrize("uid", ["", "1.2.3.x", "1." + "2" * 70, "1..2"])
@@ -36,7 +31,7 @@ def test_a_reference_that_is_not_a_uid_is_refused(uid: str) -> None:
     info = action_information([(CT, "1.2.3.1")])
     info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID = uid
     with pytest.raises(InvalidCommitmentRequest):
-        CommitmentRequest.from_action_information(info)
+        request_from_action_information(info)
 
 
 def test_more_references_than_one_transaction_holds_are_refused() -> None:
@@ -44,7 +39,7 @@ def test_more_references_than_one_transaction_holds_are_refused() -> None:
     # The same item over and over: the count is what matters (and building 40,001 items is slow).
     info.ReferencedSOPSequence = [info.ReferencedSOPSequence[0]] * (MAX_REFERENCES + 1)
     with pytest.raises(CommitmentRequestTooLarge):
-        CommitmentRequest.from_action_information(info)
+        request_from_action_information(info)
 
 
 def test_all_committed_is_event_type_1_without_failed_sequence() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from archive.query.find import HELD_AT, QueryRequest, QueryService, matches_all
+from archive.services.query.find import HELD_AT, QueryRequest, QueryService, matches_all
 
 
 def test_a_key_the_archive_holds_never_matches_an_entity_without_a_value() -> None:

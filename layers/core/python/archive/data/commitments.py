@@ -22,9 +22,11 @@ from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteEr
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
-from archive.commitment import (
+from archive.config import Settings
+from archive.data.models import StorageCommitment, StorageCommitmentPart
+from archive.errors import StorageFailure
+from archive.model.commitment import (
     PENDING,
-    REFERENCES_PER_PART,
     REPORTED,
     UNDELIVERABLE,
     CommitmentRequest,
@@ -32,11 +34,11 @@ from archive.commitment import (
     CommitmentTransaction,
     Reference,
 )
-from archive.config import Settings
-from archive.data.models import StorageCommitment, StorageCommitmentPart
-from archive.errors import StorageFailure
 
 SHARDS = 4
+# References (and outcomes) per StorageCommitmentPart item: at most ~71 KB with 64-character UIDs,
+# well under DynamoDB's 400 KB; MAX_REFERENCES / 1,000 slices fit one DynamoDB transaction.
+REFERENCES_PER_PART = 1000
 REQUEST_PART = "request#"
 RESULT_PART = "result#"
 _CONDITIONAL_FAILURE = "ConditionalCheckFailed"

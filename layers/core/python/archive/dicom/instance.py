@@ -28,23 +28,6 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class PatientIdentity:
-    """Patient ID qualified by its assigning authority (an OID, or a namespace where there is none)."""
-
-    patient_id: str
-    issuer: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.patient_id}^^^{self.issuer}"
-
-    @classmethod
-    def from_key(cls, key: str) -> PatientIdentity:
-        patient_id, _, issuer = key.partition("^^^")
-        return cls(patient_id, issuer)
-
-
-@dataclass(frozen=True)
 class InstanceHeader:
     sop_class_uid: str
     sop_instance_uid: str

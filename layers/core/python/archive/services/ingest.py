@@ -13,11 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
-from urllib.parse import quote
 
 from archive.data.index import IndexRepository
-from archive.data.objects import ObjectExists, ObjectStore, StoredObject, instance_key
-from archive.dicom.instance import InstanceHeader, PatientIdentity, read_header
+from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject, instance_key
+from archive.dicom.instance import InstanceHeader, read_header
 from archive.dicom.structure import check_structure
 from archive.errors import (
     DatasetDoesNotMatchSOPClass,
@@ -25,7 +24,8 @@ from archive.errors import (
     ObjectTooLarge,
     UntrustedPatientId,
 )
-from archive.registry import OrganisationInfo
+from archive.model.identity import PatientIdentity, is_trusted_issuer
+from archive.model.organisations import OrganisationInfo
 
 CHUNK = 1024 * 1024
 
@@ -54,8 +54,7 @@ def patient_identity(header: InstanceHeader, org: OrganisationInfo) -> PatientId
     issuer = header.issuer or org.default_issuer
     if not issuer:
         raise UntrustedPatientId("no Issuer of Patient ID and no default issuer for the sender")
-    trusted = set(org.trusted_issuers) | ({org.default_issuer} if org.default_issuer else set())
-    if issuer not in trusted:
+    if not is_trusted_issuer(issuer, org):
         raise UntrustedPatientId(f"untrusted issuer {issuer} (organisation {org.oid})")
     return PatientIdentity(header.patient_id, issuer)
 
@@ -119,16 +118,16 @@ class StoreService:
                 self._claims.remember(header.study_uid, patient.key)
             sha = sha256_of(fp)
             key = instance_key(header.sop_instance_uid)
-            metadata = {
-                "sending-ae": quote(calling_ae),
-                "org-oid": org.oid,
-                "received-at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "transfer-syntax": transfer_syntax,
-                "sop-class-uid": header.sop_class_uid,
-                "study-uid": header.study_uid,
-                "series-uid": header.series_uid,
-                "patient-key": quote(patient.key),
-            }
+            metadata = InstanceMetadata(
+                sending_ae=calling_ae,
+                org_oid=org.oid,
+                received_at=datetime.now(UTC),
+                transfer_syntax=transfer_syntax,
+                sop_class_uid=header.sop_class_uid,
+                study_uid=header.study_uid,
+                series_uid=header.series_uid,
+                patient_key=patient.key,
+            ).as_object_metadata()
             try:
                 stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
                 return StoreOutcome(header, patient, stored, duplicate=False)

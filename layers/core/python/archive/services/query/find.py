@@ -31,11 +31,19 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 
 from archive.data.index import STUDY_DATE_UNKNOWN
-from archive.data.models import Instance, Series, Study
 from archive.data.query_index import QueryIndex
+from archive.dicom.coercion import UTF8, issuer_qualifiers
 from archive.errors import CountryWideQuery, QueryRefused
-from archive.query.coercion import UTF8, CurrentPatients, PatientDemographics, issuer_qualifiers
-from archive.query.matching import date_range, has_wildcard, is_single_value, is_universal, matches, uid_list
+from archive.model.records import InstanceRecord, PatientDemographics, SeriesRecord, StudyRecord
+from archive.services.query.matching import (
+    date_range,
+    has_wildcard,
+    is_single_value,
+    is_universal,
+    matches,
+    uid_list,
+)
+from archive.services.query.patients import CurrentPatients
 
 PATIENT_ROOT = "PATIENT"
 STUDY_ROOT = "STUDY"
@@ -184,12 +192,12 @@ def _vr(keyword: str) -> str:
         return "UN"
 
 
-def _study_date(study: Study) -> str | None:
+def _study_date(study: StudyRecord) -> str | None:
     date = study.study_date
     return None if not date or date == STUDY_DATE_UNKNOWN else date
 
 
-def study_attributes(study: Study) -> Attributes:
+def study_attributes(study: StudyRecord) -> Attributes:
     return {
         "StudyInstanceUID": study.study_uid,
         "StudyDate": _study_date(study),
@@ -205,7 +213,7 @@ def study_attributes(study: Study) -> Attributes:
     }
 
 
-def series_attributes(series: Series) -> Attributes:
+def series_attributes(series: SeriesRecord) -> Attributes:
     return {
         "SeriesInstanceUID": series.series_uid,
         "Modality": series.modality,
@@ -217,7 +225,7 @@ def series_attributes(series: Series) -> Attributes:
     }
 
 
-def instance_attributes(instance: Instance) -> Attributes:
+def instance_attributes(instance: InstanceRecord) -> Attributes:
     extra = dict(instance.attributes or {})
     return {
         "SOPInstanceUID": instance.sop_instance_uid,
@@ -339,17 +347,19 @@ class QueryService:
 
     # --- planning --------------------------------------------------------------------------
 
-    def studies_for(self, request: QueryRequest, org_oid: str) -> list[Study]:
+    def studies_for(self, request: QueryRequest, org_oid: str) -> list[StudyRecord]:
         """The studies the identifier names, by the narrowest key lookup, visible to ``org_oid``."""
         return list(self.plan_studies(request, org_oid)[0])
 
-    def plan_studies(self, request: QueryRequest, org_oid: str) -> tuple[Iterator[Study], frozenset[str]]:
+    def plan_studies(
+        self, request: QueryRequest, org_oid: str
+    ) -> tuple[Iterator[StudyRecord], frozenset[str]]:
         """Studies by the narrowest lookup, and the keys that lookup matched already.
 
         Raises QueryRefused (CountryWideQuery) at once; the studies are read as they are iterated.
         """
         skip: frozenset[str] = frozenset()
-        studies: Iterable[Study]
+        studies: Iterable[StudyRecord]
         dates = self._date_ranges(request)
         modalities = self._modalities(request)
         if request.given("StudyInstanceUID"):
@@ -464,7 +474,7 @@ class QueryService:
                 )
 
 
-def _unique_studies(studies: Iterable[Study]) -> Iterator[Study]:
+def _unique_studies(studies: Iterable[StudyRecord]) -> Iterator[StudyRecord]:
     """Each study once (a study is found once per modality, date range or merged identity)."""
     seen: set[str] = set()
     for study in studies:

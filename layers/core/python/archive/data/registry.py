@@ -1,43 +1,19 @@
 """The configuration registry: customer organisations and their DICOM application entities.
 
-Lives in DynamoDB, managed by the admin CLI (``python -m archive.admin``). Lookups on the hot path
-(association acceptance, C-STORE validation) go through a short-lived cache so a listener does one
-GetItem per AE title per ``ttl`` seconds, whatever the traffic.
+Lives in DynamoDB, managed by the admin CLI (``python -m admin``). The listeners' hot path reads it
+through the one cache in ``archive.services.directory``.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from archive.data.models import ApplicationEntity, Organisation
 from archive.errors import DuplicateEntry, UnknownApplicationEntity, UnknownOrganisation
-
-ROLES = ("store", "query", "retrieve", "commitment", "ian", "move-destination")
-
-
-@dataclass(frozen=True)
-class OrganisationInfo:
-    oid: str
-    name: str
-    trusted_issuers: tuple[str, ...] = ()
-    default_issuer: str | None = None
-
-
-@dataclass(frozen=True)
-class AEInfo:
-    ae_title: str
-    org_oid: str
-    host: str
-    port: int
-    tls: bool = False
-    roles: tuple[str, ...] = field(default_factory=tuple)
-    description: str | None = None
+from archive.model.organisations import ROLES, AEInfo, OrganisationInfo
 
 
 def _org(item: Organisation) -> OrganisationInfo:
@@ -128,41 +104,3 @@ class Registry:
             ApplicationEntity.get(ae_title).delete()
         except DoesNotExist as exc:
             raise UnknownApplicationEntity(ae_title) from exc
-
-
-class CachedRegistry:
-    """Read-through cache in front of the registry for the listeners' hot path."""
-
-    def __init__(self, registry: Registry, ttl: float = 30.0, negative_ttl: float = 2.0) -> None:
-        self._registry = registry
-        self._ttl = ttl
-        # Unknown titles are remembered briefly only, so a newly registered AE is served at once.
-        self._negative_ttl = negative_ttl
-        self._lock = threading.Lock()
-        self._aes: dict[str, tuple[float, AEInfo | None]] = {}
-        self._orgs: dict[str, tuple[float, OrganisationInfo]] = {}
-
-    def find_ae(self, ae_title: str) -> AEInfo | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._aes.get(ae_title)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
-            value: AEInfo | None = self._registry.get_ae(ae_title)
-        except UnknownApplicationEntity:
-            value = None
-        with self._lock:
-            self._aes[ae_title] = (now + (self._ttl if value else self._negative_ttl), value)
-        return value
-
-    def organisation(self, oid: str) -> OrganisationInfo:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._orgs.get(oid)
-        if hit and hit[0] > now:
-            return hit[1]
-        value = self._registry.get_organisation(oid)
-        with self._lock:
-            self._orgs[oid] = (now + self._ttl, value)
-        return value

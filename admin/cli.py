@@ -1,14 +1,14 @@
-"""Admin CLI for the configuration registry: ``python -m archive.admin``.
+"""Admin CLI for the configuration registry: ``python -m admin``.
 
-    python -m archive.admin org add 1.2.246.10.12345678.10 "Demo Hospital" --trusted-issuer 1.2.246.21
-    python -m archive.admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
-    python -m archive.admin ae list [--org OID]
-    python -m archive.admin ae remove DEMO_PACS
-    python -m archive.admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
-    python -m archive.admin patient history 020516C903K --issuer 1.2.246.21
-    python -m archive.admin commitment undeliverable
-    python -m archive.admin commitment show 1.2.826.0.1.3680043.10.1394.77
-    python -m archive.admin commitment redeliver 1.2.826.0.1.3680043.10.1394.77
+    python -m admin org add 1.2.246.10.12345678.10 "Demo Hospital" --trusted-issuer 1.2.246.21
+    python -m admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
+    python -m admin ae list [--org OID]
+    python -m admin ae remove DEMO_PACS
+    python -m admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
+    python -m admin patient history 020516C903K --issuer 1.2.246.21
+    python -m admin commitment undeliverable
+    python -m admin commitment show 1.2.826.0.1.3680043.10.1394.77
+    python -m admin commitment redeliver 1.2.826.0.1.3680043.10.1394.77
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -24,19 +24,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from archive.config import TABLE_ENV, Settings
+from archive.config import Settings
 from archive.data.commitments import CommitmentRepository
+from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
-from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.data.patients import PatientRepository
+from archive.data.registry import Registry
 from archive.errors import ArchiveError
-from archive.registry import ROLES, AEInfo, OrganisationInfo, Registry
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
 
-LOCAL_TABLE_PREFIX = "archive-"
-
-
-def local_table_names() -> dict[str, str]:
-    return {name: f"{LOCAL_TABLE_PREFIX}{name}" for name in TABLE_ENV}
+from local.resources import local_table_names
 
 
 def _settings(endpoint: str | None) -> Settings:
@@ -53,7 +51,7 @@ def _settings(endpoint: str | None) -> Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m archive.admin", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m admin", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--endpoint", help="AWS endpoint (the local cloud, e.g. http://127.0.0.1:4566)")
     sub = p.add_subparsers(dest="kind", required=True)
 
