@@ -2,6 +2,7 @@
 
     python -m admin org add 1.2.246.10.12345678.10 "Demo Hospital" --trusted-issuer 1.2.246.21
     python -m admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
+    python -m admin ae add DEMO_MOD 1.2.246.10.12345678.10 mod1.example 104 --address 10.0.1.0/28
     python -m admin ae list [--org OID]
     python -m admin ae remove DEMO_PACS
     python -m admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
@@ -74,6 +75,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("port", type=int)
     add.add_argument("--role", action="append", default=[], choices=ROLES)
     add.add_argument("--tls", action="store_true")
+    add.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="ADDRESS|NETWORK|HOST",
+        help="where associations from this AE may come from (repeatable): an IP address, a network "
+        "in CIDR form, or a host name resolved now; default: the addresses of HOST",
+    )
     add.add_argument("--description")
     add.add_argument("--replace", action="store_true")
     ls = ae.add_parser("list")
@@ -183,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 registry.remove_organisation(args.oid)
         else:
             if args.action == "add":
-                registry.add_ae(
+                registered = registry.add_ae(
                     AEInfo(
                         args.ae_title,
                         args.org_oid,
@@ -192,9 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.tls,
                         tuple(args.role),
                         args.description,
+                        tuple(args.address),
                     ),
                     replace=args.replace,
                 )
+                print(json.dumps(asdict(registered)))
             elif args.action == "list":
                 for a in registry.list_aes(args.org):
                     print(json.dumps(asdict(a)))

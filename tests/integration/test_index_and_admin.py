@@ -86,6 +86,7 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
             "tls": False,
             "roles": ["store", "query"],
             "description": None,
+            "addresses": ["127.0.0.1/32"],
         }
     ]
     # A registered AE may associate at once
@@ -97,8 +98,27 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
     )
     # An organisation with AEs cannot be removed; a duplicate is refused; an unknown role too
     assert _admin(cloud, "org", "remove", oid).returncode == 1
-    assert "exists" in _admin(cloud, "ae", "add", "CLI_PACS", oid, "h", "1").stderr
+    assert "exists" in _admin(cloud, "ae", "add", "CLI_PACS", oid, "127.0.0.1", "1").stderr
     assert _admin(cloud, "ae", "add", "X", oid, "h", "1", "--role", "admin").returncode == 2
+    # The addresses an AE may call from: given, as networks, or resolved from host names now
+    added = _admin(
+        cloud,
+        "ae",
+        "add",
+        "CLI_MOD",
+        oid,
+        "localhost",
+        "104",
+        "--address",
+        "10.1.2.0/28",
+        "--address",
+        "192.0.2.7",
+    )
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["addresses"] == ["10.1.2.0/28", "192.0.2.7/32"]
+    added = _admin(cloud, "ae", "add", "CLI_MOD", oid, "localhost", "104", "--replace")
+    assert "127.0.0.1/32" in json.loads(added.stdout)["addresses"]
+    assert _admin(cloud, "ae", "remove", "CLI_MOD").returncode == 0
     assert _admin(cloud, "ae", "remove", "CLI_PACS").returncode == 0
     assert _admin(cloud, "org", "remove", oid).returncode == 0
     assert oid not in _admin(cloud, "org", "list").stdout

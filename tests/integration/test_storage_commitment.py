@@ -357,12 +357,18 @@ def test_a_report_that_cannot_be_delivered_ends_undeliverable_alarmed_and_listed
         modality.release()
     # When every retry has failed
     wait_until(lambda: StorageCommitment.get(info.TransactionUID).state == "UNDELIVERABLE", timeout=90)
+
     # Then the listener emitted the metric CDK alarms on (CloudWatch embedded metric format), once
-    emitted = [
-        json.loads(line[line.index("{") :])
-        for line in log.read_text().splitlines()
-        if COMMITMENT_UNDELIVERABLE_METRIC in line and info.TransactionUID in line
-    ]
+    def emitted_lines() -> list[dict[str, Any]]:
+        text = log.read_text()
+        complete = text[: text.rfind("\n") + 1]  # not a line the listener is still writing
+        return [
+            json.loads(line[line.index("{") :])
+            for line in complete.splitlines()
+            if COMMITMENT_UNDELIVERABLE_METRIC in line and info.TransactionUID in line
+        ]
+
+    emitted = wait_until(emitted_lines, timeout=30)  # written just after the state changes
     assert len(emitted) == 1
     assert emitted[0][COMMITMENT_UNDELIVERABLE_METRIC] == [1.0]
     assert cloud.settings is not None

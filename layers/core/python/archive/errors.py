@@ -43,6 +43,10 @@ class PatientIdConflict(ArchiveError):
     """The Patient ID differs from the one the study already has (dcm4chee 0xA778)."""
 
 
+class StudyOfAnotherOrganisation(ArchiveError):
+    """The Study Instance UID is controlled by another organisation (0x0124 Refused: Not authorised)."""
+
+
 class InstanceConflict(ArchiveError):
     """The SOP Instance UID is stored already with different content (0x0124 Refused: Not authorised)."""
 

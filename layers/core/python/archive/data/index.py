@@ -19,7 +19,7 @@ from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.models import Instance, Patient, Series, Study
-from archive.errors import PatientIdConflict
+from archive.errors import PatientIdConflict, StudyOfAnotherOrganisation
 from archive.model.records import IndexedInstance, InstanceRecord, StudyRecord
 
 # DynamoDB refuses empty strings in index keys; a study without a date sorts first under this value.
@@ -70,10 +70,13 @@ class IndexRepository:
     # --- studies ---------------------------------------------------------------------------
 
     def claim_study_patient(self, study_uid: str, patient_key: str, org_oid: str) -> None:
-        """Bind a study to its patient on first sight; refuse a different patient later (A778).
+        """Bind a study to its patient and organisation on first sight; refuse another organisation
+        (0x0124) or a different patient (A778) later.
 
         Done by the listener before an instance is acknowledged, with a conditional write, so two
-        associations sending the same study for different patients cannot both succeed.
+        associations sending the same study for different patients or organisations cannot both
+        succeed. The organisation that first stored a study controls it: another one sending an
+        instance of it, even for the same (shared, e.g. national) patient ID, changes nothing.
         """
         study = Study(study_uid)
         try:
@@ -82,11 +85,17 @@ class IndexRepository:
                     Study.patient_key.set(patient_key),
                     Study.org_oid.set(Study.org_oid | org_oid),
                 ],
-                condition=Study.patient_key.does_not_exist() | (Study.patient_key == patient_key),
+                condition=(Study.patient_key.does_not_exist() | (Study.patient_key == patient_key))
+                & (Study.org_oid.does_not_exist() | (Study.org_oid == org_oid)),
             )
         except UpdateError as exc:
             if _is_conditional_failure(exc):
-                current = Study.get(study_uid, consistent_read=True).patient_key
+                existing = Study.get(study_uid, consistent_read=True)
+                if existing.org_oid and existing.org_oid != org_oid:
+                    raise StudyOfAnotherOrganisation(
+                        f"Study is controlled by another organisation: {study_uid}"
+                    ) from exc
+                current = existing.patient_key
                 if current and self.resolve_patient(current) == patient_key:
                     # The study's patient was merged into this one (HL7 A40) before the merge
                     # re-pointed the study: the same person, so re-point it now.

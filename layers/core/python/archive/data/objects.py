@@ -48,6 +48,8 @@ class InstanceMetadata:
     sop_class_uid: str | None = None
     study_uid: str | None = None
     series_uid: str | None = None
+    # Irregularities of the encoding the listener tolerated (archive.dicom.structure), sorted codes.
+    tolerated: tuple[str, ...] = ()
 
     def as_object_metadata(self) -> dict[str, str]:
         # S3 metadata is ASCII: AE titles and patient keys are percent-encoded.
@@ -60,6 +62,7 @@ class InstanceMetadata:
             "study-uid": self.study_uid,
             "series-uid": self.series_uid,
             "patient-key": quote(self.patient_key),
+            "tolerated": ",".join(self.tolerated) if self.tolerated else None,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -75,6 +78,7 @@ class InstanceMetadata:
             sop_class_uid=metadata.get("sop-class-uid"),
             study_uid=metadata.get("study-uid"),
             series_uid=metadata.get("series-uid"),
+            tolerated=tuple(filter(None, metadata.get("tolerated", "").split(","))),
         )
 
 

@@ -6,7 +6,10 @@ through the one cache in ``archive.services.directory``.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterable, Iterator
+from dataclasses import replace as with_fields
 from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, PutError
@@ -14,6 +17,30 @@ from pynamodb.exceptions import DoesNotExist, PutError
 from archive.data.models import ApplicationEntity, Organisation
 from archive.errors import DuplicateEntry, UnknownApplicationEntity, UnknownOrganisation
 from archive.model.organisations import ROLES, AEInfo, OrganisationInfo
+
+
+def resolve_networks(entries: Iterable[str]) -> tuple[str, ...]:
+    """Addresses, networks (CIDR) or host names as the operator gives them, as networks.
+
+    A host name is resolved now, at registration, to every address it has: the check at
+    association time never depends on DNS (which the caller's network may control).
+    """
+    networks: list[str] = []
+    for entry in entries:
+        entry = entry.strip()
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"cannot resolve host {entry!r}: {exc}") from exc
+        networks.extend(str(ipaddress.ip_network(info[4][0])) for info in infos)
+    if not networks:
+        raise ValueError("no address to register")
+    return tuple(dict.fromkeys(networks))
 
 
 def _org(item: Organisation) -> OrganisationInfo:
@@ -30,6 +57,7 @@ def _ae(item: ApplicationEntity) -> AEInfo:
         bool(item.tls),
         tuple(str(r) for r in item.roles or ()),
         item.description,
+        tuple(str(a) for a in item.addresses or ()),
     )
 
 
@@ -67,13 +95,15 @@ class Registry:
         except DoesNotExist as exc:
             raise UnknownOrganisation(oid) from exc
 
-    def add_ae(self, ae: AEInfo, *, replace: bool = False) -> None:
+    def add_ae(self, ae: AEInfo, *, replace: bool = False) -> AEInfo:
+        """Register ``ae``; returns it as registered (with its addresses resolved to networks)."""
         self.get_organisation(ae.org_oid)
         unknown = set(ae.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         if not 0 < len(ae.ae_title) <= 16:
             raise ValueError("AE title must be 1-16 characters")
+        ae = with_fields(ae, addresses=resolve_networks(ae.addresses or (ae.host,)))
         item = ApplicationEntity(
             ae.ae_title,
             org_oid=ae.org_oid,
@@ -82,11 +112,13 @@ class Registry:
             tls=ae.tls,
             roles=list(ae.roles),
             description=ae.description,
+            addresses=list(ae.addresses),
         )
         try:
             item.save(condition=None if replace else ApplicationEntity.ae_title.does_not_exist())
         except PutError as exc:
             raise DuplicateEntry(f"AE {ae.ae_title} exists") from exc
+        return ae
 
     def get_ae(self, ae_title: str) -> AEInfo:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,19 @@ class AEInfo:
     tls: bool = False
     roles: tuple[str, ...] = field(default_factory=tuple)
     description: str | None = None
+    # Networks (CIDR) an association from this AE may come from. Registration fills it from the
+    # addresses given, or else from ``host``, host names resolved then; empty admits no one.
+    addresses: tuple[str, ...] = ()
+
+    def admits(self, address: str) -> bool:
+        """Whether a connection from ``address`` (the peer's IP) may act as this AE."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in ipaddress.ip_network(network) for network in self.addresses)
 
 
 @dataclass(frozen=True)
