@@ -17,6 +17,7 @@ import logging
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,9 @@ NEW_ASSOCIATION = "NEW_ASSOCIATION"
 RECHECK_MIN_SECONDS = 0.5
 RECHECK_MAX_SECONDS = 10.0
 IDLE_POLL_SECONDS = 2.0
+# Transactions whose references a worker keeps in memory between checks: up to ~10 MB each for
+# 40,000 references, so a few hundred MB at worst; more pending ones are re-read, not lost.
+CHECKING_CACHE = 16
 # Another task's transaction is taken over only this long after its deadline (unless a delivery
 # was tried already): the receiving task, which settles it at the deadline, should have reported
 # it on the open association by then. After that it is presumed gone (crashed, scaled in).
@@ -110,8 +114,9 @@ class CommitmentWorker:
         self.lease_seconds = lease_seconds if lease_seconds is not None else self.attempt_bound() * 1.5
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Per transaction this worker is checking, the instances already decided.
-        self._settled: dict[str, dict[Reference, int]] = {}
+        # Per transaction this worker is checking: its references (they never change) and the
+        # instances already decided. Bounded: a transaction another task took over is forgotten.
+        self._checking: OrderedDict[str, tuple[list[Reference], dict[Reference, int]]] = OrderedDict()
 
     def attempt_bound(self) -> float:
         """The longest one delivery attempt can take: the same association, then a new one."""
@@ -166,8 +171,9 @@ class CommitmentWorker:
     def work(self, transaction: CommitmentTransaction) -> None:
         """Check a leased transaction, and report it once settled."""
         uid = transaction.transaction_uid
-        references = self.repository.references(uid)
+        references, settled = self._checked(uid)
         if transaction.result_saved:
+            self._checking.pop(uid, None)
             result = self.repository.result(uid, references)
         else:
             now = time.time()
@@ -177,14 +183,14 @@ class CommitmentWorker:
                 self.objects,
                 org_oid=transaction.org_oid,
                 deadline_passed=now >= transaction.deadline_at,
-                settled=self._settled.setdefault(uid, {}),
+                settled=settled,
             )
             if not result.settled:
                 at = min(transaction.deadline_at, time.time() + self._recheck_delay(transaction, now))
                 if not self.repository.recheck_later(uid, self.owner, now=time.time(), at=at):
-                    self._settled.pop(uid, None)
+                    self._checking.pop(uid, None)
                 return
-            self._settled.pop(uid, None)
+            self._checking.pop(uid, None)
             if not self.repository.save_result(
                 uid, self.owner, now=time.time(), references=references, result=result
             ):
@@ -208,6 +214,15 @@ class CommitmentWorker:
             len(result.committed),
             len(result.failed),
         )
+
+    def _checked(self, transaction_uid: str) -> tuple[list[Reference], dict[Reference, int]]:
+        """The transaction's references and decided instances, read from DynamoDB once per worker."""
+        if transaction_uid not in self._checking:
+            self._checking[transaction_uid] = (self.repository.references(transaction_uid), {})
+            while len(self._checking) > CHECKING_CACHE:
+                self._checking.popitem(last=False)
+        self._checking.move_to_end(transaction_uid)
+        return self._checking[transaction_uid]
 
     @staticmethod
     def _recheck_delay(transaction: CommitmentTransaction, now: float) -> float:
