@@ -14,16 +14,19 @@ from infrastructure import settings as s
 from infrastructure import table_access
 from infrastructure.alarms import OperatorAlarms
 from infrastructure.archive_bucket import ArchiveBucket
+from infrastructure.availability import AvailabilityNotifications
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
 from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
+from infrastructure.registration import StudyRegistration
 from infrastructure.tables import ArchiveTables
 
 
 class ArchiveStack(Stack):
-    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB."""
+    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB; committed
+    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, deployment: s.DeploymentSettings, **kwargs: Any
@@ -64,6 +67,38 @@ class ArchiveStack(Stack):
             runtime=s.LAMBDA_RUNTIME,
             architecture=s.LAMBDA_ARCHITECTURE,
         )
+        network = ArchiveNetwork(
+            self,
+            "Network",
+            cidr=deployment.vpc_cidr,
+            max_azs=s.MAX_AZS,
+            nat_gateways=s.NAT_GATEWAYS,
+            log_retention=s.LOG_RETENTION,
+        )
+
+        # Registration of committed studies (XDS-I.b manifests) and its confirmation (IAN).
+        notifications = AvailabilityNotifications(
+            self,
+            "AvailabilityNotifications",
+            layers=[layers.deps, layers.core],
+            environment=archive_env,
+            alarms=alarms,
+            vpc=network.vpc,
+        )
+        tables.grant(notifications.consumer.role, table_access.SEND_IAN)
+        registration = StudyRegistration(
+            self,
+            "StudyRegistration",
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **notifications.environment},
+            alarms=alarms,
+        )
+        tables.grant(registration.consumer.role, table_access.REGISTER_STUDY)
+        storage.grant_read_write_objects(registration.consumer.role)
+        notifications.grant_send(registration.consumer.role)
+        # Everything below may ask for a registration: the commitment worker (DICOM listener), the
+        # indexer (a registered study changed) and patient updates (merges, name changes).
+        archive_env = {**archive_env, **registration.environment}
         index_instance = QueueConsumerFunction(
             self,
             "IndexInstance",
@@ -82,15 +117,8 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_objects(index_instance.role)
         tables.grant(index_instance.role, table_access.INDEX_INSTANCE)
+        registration.grant_request(index_instance.role)
 
-        network = ArchiveNetwork(
-            self,
-            "Network",
-            cidr=deployment.vpc_cidr,
-            max_azs=s.MAX_AZS,
-            nat_gateways=s.NAT_GATEWAYS,
-            log_retention=s.LOG_RETENTION,
-        )
         dicom = TcpListenerService(
             self,
             "DicomListener",
@@ -132,6 +160,7 @@ class ArchiveStack(Stack):
             description="A query or retrieval was answered but its access record (the disclosure log) "
             "could not be written; see the DICOM listener's log for the request.",
         )
+        registration.grant_request(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
         patient_updates = DeadLetteredQueue(
@@ -160,6 +189,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         tables.grant(patient_update.role, table_access.PATIENT_UPDATE)
+        registration.grant_request(patient_update.role)
         hl7 = TcpListenerService(
             self,
             "Hl7Listener",

@@ -10,9 +10,11 @@ Kinds of access (IAM actions on the table and its secondary indexes):
 - APPEND: READ + PutItem: items are created, never changed or deleted (the access log, the patient
   change history; the tables' specs mark them ``append_only`` and a WRITE grant on them is refused).
 - WRITE: READ + PutItem, UpdateItem.
+- OWN: WRITE + DeleteItem, for the one table whose entries a service removes again (the XDS
+  registry: a registration written in several DynamoDB transactions is undone when one fails).
 
-Nothing a service runs deletes items, scans a table or writes in batches, so no role gets DeleteItem,
-Scan or BatchWriteItem; those are the operator's (admin CLI) with their own credentials.
+No service scans a table or writes in batches, so no role gets Scan or BatchWriteItem, and only
+OWN grants DeleteItem; the rest is the operator's (admin CLI) with their own credentials.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Access(Enum):
     READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
     APPEND = (*READ, "dynamodb:PutItem")
     WRITE = (*READ, "dynamodb:PutItem", "dynamodb:UpdateItem")
+    OWN = (*READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -37,10 +40,19 @@ class Access(Enum):
 
 TableAccess = Mapping[str, Access]
 
+# Asking for a study's registration (archive.services.registration.RegistrationRequests): the
+# organisation's registration settings, and the study's registration schedule.
+_REQUESTS_REGISTRATION: TableAccess = {
+    "registration_config": Access.READ,
+    "registrations": Access.WRITE,
+}
+
 # listeners/dicom: association checks (registry), C-STORE (claims the study for its patient before
-# acknowledging), storage commitment (its transactions; reads the index), C-FIND/C-MOVE/C-GET (reads
-# the index), and the access record of every query and retrieval.
+# acknowledging), storage commitment (its transactions; reads the index; asks for the registration
+# of committed studies), C-FIND/C-MOVE/C-GET (reads the index), and the access record of every
+# query and retrieval.
 DICOM_LISTENER: TableAccess = {
+    **_REQUESTS_REGISTRATION,
     "organisations": Access.READ,
     "application_entities": Access.READ,
     "patients": Access.READ,
@@ -53,8 +65,10 @@ DICOM_LISTENER: TableAccess = {
 }
 
 # functions/index_instance: records each stored instance and the aggregates above it, in one
-# transaction (puts the instance, updates series, study and patient).
+# transaction (puts the instance, updates series, study and patient); asks for the registration of a
+# registered study that changed.
 INDEX_INSTANCE: TableAccess = {
+    **_REQUESTS_REGISTRATION,
     "patients": Access.WRITE,
     "studies": Access.WRITE,
     "series": Access.WRITE,
@@ -70,9 +84,39 @@ HL7_LISTENER: TableAccess = {
 }
 
 # functions/patient_update: applies merges, identifier changes and name updates to patients and
-# their studies, and appends each to the patient's change history.
+# their studies, appends each to the patient's change history, and asks for the studies' registration.
 PATIENT_UPDATE: TableAccess = {
+    **_REQUESTS_REGISTRATION,
     "patients": Access.WRITE,
     "studies": Access.WRITE,
     "patient_history": Access.APPEND,
+}
+
+# Reading a study's content for a manifest or an IAN (archive.data.registration.StudyContentReader).
+_READS_STUDY_CONTENT: TableAccess = {
+    "patients": Access.READ,
+    "studies": Access.READ,
+    "series": Access.READ,
+    "instances": Access.READ,
+}
+
+# functions/register_study: builds the study's KOS manifest, registers it in the XDS registry (its
+# entries; a failed multi-transaction registration is deleted again), records the registration and
+# creates the IAN notifications for the organisation's IAN destinations.
+REGISTER_STUDY: TableAccess = {
+    **_READS_STUDY_CONTENT,
+    "organisations": Access.READ,
+    "application_entities": Access.READ,
+    "registration_config": Access.READ,
+    "registrations": Access.WRITE,
+    "xds_registry": Access.OWN,
+    "ian_notifications": Access.APPEND,
+}
+
+# functions/send_ian: sends an IAN to its destination AE and records each attempt.
+SEND_IAN: TableAccess = {
+    **_READS_STUDY_CONTENT,
+    "application_entities": Access.READ,
+    "registration_config": Access.READ,
+    "ian_notifications": Access.WRITE,
 }

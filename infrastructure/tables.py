@@ -93,14 +93,14 @@ class ArchiveTables(Construct):
         """Grant ``grantee`` the tables in ``access``, each with its kind of access, and nothing else.
 
         A table's grant covers its secondary indexes; the tables' key is granted to decrypt, and to
-        encrypt as well where anything is written. WRITE on an append-only table is refused.
+        encrypt as well where anything is written. WRITE or OWN on an append-only table is refused.
         """
         unknown = set(access) - set(self.tables)
         if unknown:
             raise ValueError(f"no such table(s): {', '.join(sorted(unknown))}")
         for name, kind in access.items():
-            if name in self._append_only and kind is Access.WRITE:
-                raise ValueError(f"{name} is append-only: grant it APPEND, not WRITE")
+            if name in self._append_only and kind not in (Access.READ, Access.APPEND):
+                raise ValueError(f"{name} is append-only: grant it READ or APPEND, not {kind.name}")
             self.tables[name].grant(grantee, *kind.actions)
         writes = any(kind.writes for kind in access.values())
         if writes:

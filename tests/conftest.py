@@ -24,7 +24,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             "commitment_retry_base_seconds": 0.5,
             # Gives a report up after 0.5 + 1 + 2 s of retries, so UNDELIVERABLE is testable quickly.
             "commitment_max_attempts": 4,
+            # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
+            "ian_retry_base_seconds": 0.5,
+            "ian_max_attempts": 5,
+            "ian_timeout_seconds": 2.0,
         },
+        registration_stability_seconds=1.5,
     )
     instance.start()
     try:

@@ -19,6 +19,7 @@ from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
+from archive.services.registration import RegistrationRequests
 
 from .commitment_worker import CommitmentWorker, emit_undeliverable_metric
 from .query_retrieve import QueryRetrieveSCP
@@ -83,6 +84,11 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
         same_association_timeout=same_association_timeout,
         on_undeliverable=lambda transaction: emit_undeliverable_metric(
             settings.metrics_namespace, transaction
+        ),
+        on_all_committed=(
+            RegistrationRequests.from_settings(settings).instances_committed
+            if settings.registration_queue_url
+            else None
         ),
     )
     return DicomService(listener, worker)

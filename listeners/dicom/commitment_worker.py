@@ -24,7 +24,7 @@ from typing import Any
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
-from archive.dicom.commitment import STORAGE_COMMITMENT_SOP_INSTANCE, event_report
+from archive.dicom.commitment import EVENT_ALL_COMMITTED, STORAGE_COMMITMENT_SOP_INSTANCE, event_report
 from archive.model.commitment import CommitmentTransaction, Reference
 from archive.services.commitment import evaluate
 from archive.services.directory import CachedRegistry
@@ -95,6 +95,7 @@ class CommitmentWorker:
         poll_seconds: float = 0.25,
         origin_grace: float = ORIGIN_GRACE_SECONDS,
         lease_seconds: float | None = None,
+        on_all_committed: Callable[[list[str]], object] | None = None,
     ) -> None:
         self.repository = repository
         self.index = index
@@ -112,6 +113,8 @@ class CommitmentWorker:
         self.origin_grace = origin_grace
         # Longer than the longest delivery attempt, so nobody else starts one meanwhile.
         self.lease_seconds = lease_seconds if lease_seconds is not None else self.attempt_bound() * 1.5
+        # Registration of the committed studies (archive.services.registration), when configured.
+        self.on_all_committed = on_all_committed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Per transaction this worker is checking: its references (they never change) and the
@@ -206,7 +209,15 @@ class CommitmentWorker:
         except Exception as exc:
             self._failed(transaction, exc)
             return
-        self.repository.reported(uid, on=channel)
+        if (
+            self.repository.reported(uid, on=channel)
+            and event_type == EVENT_ALL_COMMITTED
+            and self.on_all_committed is not None
+        ):
+            try:
+                self.on_all_committed([r.sop_instance_uid for r in result.committed])
+            except Exception:
+                LOG.exception("registration request for commitment %s failed", uid)
         LOG.info(
             "commitment %s reported on %s: %d committed, %d failed",
             uid,

@@ -3,6 +3,7 @@ it needs. The expectations are spelled out here, independently of infrastructure
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from aws_cdk.assertions import Match
 from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import (
     actions_on,
+    all_actions,
     arn_of,
     dicom_task_definition,
     index_function,
@@ -24,6 +26,11 @@ READ = frozenset({"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"}
 APPEND = READ | {"dynamodb:PutItem"}
 WRITE = APPEND | {"dynamodb:UpdateItem"}
 
+OWN = WRITE | {"dynamodb:DeleteItem"}
+# Asking for a study's registration: the organisation's settings and the study's schedule.
+REQUESTS_REGISTRATION = {"registration_config": READ, "registrations": WRITE}
+READS_STUDY_CONTENT = {"patients": READ, "studies": READ, "series": READ, "instances": READ}
+
 EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "dicom-listener": {
         "organisations": READ,
@@ -35,10 +42,37 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "commitments": WRITE,
         "commitment_parts": WRITE,
         "access_log": APPEND,
+        **REQUESTS_REGISTRATION,  # committed studies
     },
-    "index-instance": {"patients": WRITE, "studies": WRITE, "series": WRITE, "instances": WRITE},
+    "index-instance": {
+        "patients": WRITE,
+        "studies": WRITE,
+        "series": WRITE,
+        "instances": WRITE,
+        **REQUESTS_REGISTRATION,  # registered studies that changed
+    },
     "hl7-listener": {"organisations": READ, "hl7_facilities": READ, "patients": READ},
-    "patient-update": {"patients": WRITE, "studies": WRITE, "patient_history": APPEND},
+    "patient-update": {
+        "patients": WRITE,
+        "studies": WRITE,
+        "patient_history": APPEND,
+        **REQUESTS_REGISTRATION,  # studies of merged or renamed patients
+    },
+    "register-study": {
+        **READS_STUDY_CONTENT,
+        "organisations": READ,
+        "application_entities": READ,  # the organisation's IAN destinations
+        "registration_config": READ,
+        "registrations": WRITE,
+        "xds_registry": OWN,  # a registration that fails half-way is deleted again
+        "ian_notifications": APPEND,
+    },
+    "send-ian": {
+        **READS_STUDY_CONTENT,
+        "application_entities": READ,
+        "registration_config": READ,
+        "ian_notifications": WRITE,
+    },
 }
 CONFIGURATION = ("organisations", "application_entities", "hl7_facilities")
 WRITES = frozenset(
@@ -70,9 +104,12 @@ def _roles(synthesized: Synthesized) -> dict[str, str]:
     _, dicom_task = dicom_task_definition(synthesized.template)
     return {
         "dicom-listener": dicom_task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0],
-        "index-instance": _function_role(synthesized, "index-instance"),
         "hl7-listener": _task_role(synthesized, 2575),
-        "patient-update": _function_role(synthesized, "patient-update"),
+        **{
+            name: _function_role(synthesized, name)
+            for name in EXPECTED
+            if name not in ("dicom-listener", "hl7-listener")
+        },
     }
 
 
@@ -113,10 +150,25 @@ def test_the_dicom_listener_cannot_write_the_configuration(production: Synthesiz
             assert not WRITES & actions_on(statements, resource), name
 
 
-def test_no_role_may_scan_delete_or_batch_write_a_table(production: Synthesized) -> None:
-    # Scans, deletions and batch writes are the operator's (admin CLI), never a service's
-    forbidden = {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:*"}
+def test_no_role_may_scan_or_batch_write_and_only_the_registry_writer_delete(production: Synthesized) -> None:
+    # Scans, batch writes and deletions are the operator's (admin CLI), with one exception: the
+    # registration of a study undoes its own XDS registry entries when it fails half-way
+    forbidden = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:*"}
+    registry_arns = {json.dumps(arn_of(_tables(production)["xds_registry"]))}
     for policy_id, policy in resources(production.template, "AWS::IAM::Policy").items():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not forbidden & set(actions), policy_id
+            if "dynamodb:DeleteItem" in actions:
+                targets = (
+                    statement["Resource"]
+                    if isinstance(statement["Resource"], list)
+                    else [statement["Resource"]]
+                )
+                assert json.dumps(targets[0]) in registry_arns, policy_id
+    deleters = [
+        name
+        for name, role in _roles(production).items()
+        if "dynamodb:DeleteItem" in all_actions(statements_of_role(production.template, role))
+    ]
+    assert deleters == ["register-study"]

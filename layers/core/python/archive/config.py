@@ -38,6 +38,14 @@ class Settings:
     index_queue_url: str | None = None
     # CloudWatch namespace of the metrics the archive emits (powertools' variable; CDK sets it).
     metrics_namespace: str = "ImagingArchive"
+    # Registration of committed studies (XDS-I.b) and its confirmation (IAN); see docs/registration.md.
+    registration_queue_url: str | None = None
+    ian_queue_url: str | None = None
+    # IAN delivery: the n-th failed attempt is retried after base x 2^(n-1) s; after max_attempts
+    # the notification is FAILED and its message goes to the dead-letter queue (maxReceiveCount).
+    ian_retry_base_seconds: float = 30.0
+    ian_max_attempts: int = 10
+    ian_timeout_seconds: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -60,6 +68,11 @@ class Settings:
             index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
             commitment_delivery_timeout_seconds=float(env.get(t.ENV_COMMITMENT_DELIVERY_TIMEOUT, "30")),
             metrics_namespace=env.get(t.ENV_METRICS_NAMESPACE) or "ImagingArchive",
+            registration_queue_url=env.get(t.ENV_REGISTRATION_QUEUE_URL) or None,
+            ian_queue_url=env.get(t.ENV_IAN_QUEUE_URL) or None,
+            ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
+            ian_max_attempts=int(env.get(t.ENV_IAN_MAX_ATTEMPTS, "10")),
+            ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -75,10 +88,17 @@ class Settings:
             t.ENV_SPOOL_DIR: self.spool_dir,
             t.ENV_COMMITMENT_DELIVERY_TIMEOUT: str(self.commitment_delivery_timeout_seconds),
             t.ENV_METRICS_NAMESPACE: self.metrics_namespace,
+            t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),
+            t.ENV_IAN_MAX_ATTEMPTS: str(self.ian_max_attempts),
+            t.ENV_IAN_TIMEOUT: str(self.ian_timeout_seconds),
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:
             env[t.ENV_ENDPOINT_URL] = self.endpoint_url
         if self.index_queue_url:
             env[t.ENV_INDEX_QUEUE_URL] = self.index_queue_url
+        if self.registration_queue_url:
+            env[t.ENV_REGISTRATION_QUEUE_URL] = self.registration_queue_url
+        if self.ian_queue_url:
+            env[t.ENV_IAN_QUEUE_URL] = self.ian_queue_url
         return env
