@@ -99,6 +99,10 @@ class OperatorAlarms(Construct):
         alarm.add_alarm_action(action)
         alarm.add_ok_action(action)
 
+    def alarm_to_operator(self, alarm: cloudwatch.Alarm) -> None:
+        """Send an alarm made elsewhere (e.g. a failing scheduled job) to the operator's topic."""
+        self._notify(alarm)
+
 
 def _construct_id(purpose: str) -> str:
     return purpose.title().replace(" ", "")

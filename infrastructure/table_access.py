@@ -12,9 +12,11 @@ Kinds of access (IAM actions on the table and its secondary indexes):
 - WRITE: READ + PutItem, UpdateItem.
 - OWN: WRITE + DeleteItem, for the one table whose entries a service removes again (the XDS
   registry: a registration written in several DynamoDB transactions is undone when one fails).
+- REMOVE: READ + DeleteItem, never a write: the destruction job's access to the index entries of
+  studies whose retention has ended.
 
-No service scans a table or writes in batches, so no role gets Scan or BatchWriteItem, and only
-OWN grants DeleteItem; the rest is the operator's (admin CLI) with their own credentials.
+No service scans a table or writes in batches, so no role gets Scan or BatchWriteItem; only OWN
+and REMOVE grant DeleteItem; the rest is the operator's (admin CLI) with their own credentials.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Access(Enum):
     APPEND = (*READ, "dynamodb:PutItem")
     WRITE = (*READ, "dynamodb:PutItem", "dynamodb:UpdateItem")
     OWN = (*READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+    REMOVE = (*READ, "dynamodb:DeleteItem")
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -35,6 +38,7 @@ class Access(Enum):
 
     @property
     def writes(self) -> bool:
+        """Changes items: the tables' key is granted to encrypt as well, as CDK's write grants do."""
         return self is not Access.READ
 
 
@@ -47,18 +51,21 @@ _REQUESTS_REGISTRATION: TableAccess = {
     "registrations": Access.WRITE,
 }
 
-# listeners/dicom: association checks (registry), C-STORE (claims the study for its patient before
-# acknowledging), storage commitment (its transactions; reads the index; asks for the registration
-# of committed studies), C-FIND/C-MOVE/C-GET (reads the index), and the access record of every
-# query and retrieval.
+# listeners/dicom: association checks (registry, certificates), C-STORE (claims the study for its
+# patient before acknowledging; the organisation's retention rules and the study's retention end; an
+# IOCM rejection note hides instances and takes them out of their series' and study's counts),
+# storage commitment (its transactions; reads the index; asks for the registration of committed
+# studies), C-FIND/C-MOVE/C-GET (reads the index), and the access record of every query and retrieval.
 DICOM_LISTENER: TableAccess = {
     **_REQUESTS_REGISTRATION,
     "organisations": Access.READ,
     "application_entities": Access.READ,
     "patients": Access.READ,
     "studies": Access.WRITE,
-    "series": Access.READ,
-    "instances": Access.READ,
+    "series": Access.WRITE,
+    "instances": Access.WRITE,
+    "rejections": Access.WRITE,
+    "retention_rules": Access.READ,
     "commitments": Access.WRITE,
     "commitment_parts": Access.WRITE,
     "access_log": Access.APPEND,
@@ -113,10 +120,42 @@ REGISTER_STUDY: TableAccess = {
     "ian_notifications": Access.APPEND,
 }
 
-# functions/send_ian: sends an IAN to its destination AE and records each attempt.
+# functions/send_ian: sends an IAN to its destination AE (over TLS with the organisation's
+# certificate names where the AE wants it) and records each attempt.
 SEND_IAN: TableAccess = {
     **_READS_STUDY_CONTENT,
+    "organisations": Access.READ,
     "application_entities": Access.READ,
     "registration_config": Access.READ,
     "ian_notifications": Access.WRITE,
+}
+
+# functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes
+# their object versions, records each destruction and removes the studies' index entries.
+DESTROY_EXPIRED: TableAccess = {
+    "studies": Access.REMOVE,
+    "series": Access.REMOVE,
+    "instances": Access.REMOVE,
+    "destruction_records": Access.APPEND,
+}
+
+# functions/admin_api: the disclosure log's reports and verification for a patient (and the identities
+# merged into it).
+ADMIN_API: TableAccess = {
+    "patients": Access.READ,
+    "disclosure_log": Access.READ,
+}
+
+# functions/disclosure_anchor: the heads of the chains written lately, anchored in the audit bucket.
+DISCLOSURE_ANCHOR: TableAccess = {
+    "disclosure_log": Access.READ,
+}
+
+# functions/disclosure_notification: a customer's notification of a disclosure it made, checked
+# against the organisation's certificate, the patient and the study, appended to the patient's chain.
+DISCLOSURE_NOTIFICATION: TableAccess = {
+    "organisations": Access.READ,
+    "patients": Access.READ,
+    "studies": Access.READ,
+    "disclosure_log": Access.APPEND,
 }

@@ -25,9 +25,11 @@ from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
 from archive.dicom.commitment import EVENT_ALL_COMMITTED, STORAGE_COMMITMENT_SOP_INSTANCE, event_report
+from archive.dicom.transport import open_association
 from archive.model.commitment import CommitmentTransaction, Reference
 from archive.services.commitment import evaluate
 from archive.services.directory import CachedRegistry
+from archive.tls.rotation import RotatingTls
 from archive.topology import COMMITMENT_UNDELIVERABLE_METRIC
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydicom.dataset import Dataset
@@ -95,6 +97,7 @@ class CommitmentWorker:
         poll_seconds: float = 0.25,
         origin_grace: float = ORIGIN_GRACE_SECONDS,
         lease_seconds: float | None = None,
+        tls: RotatingTls | None = None,
         on_all_committed: Callable[[list[str]], object] | None = None,
     ) -> None:
         self.repository = repository
@@ -113,6 +116,7 @@ class CommitmentWorker:
         self.origin_grace = origin_grace
         # Longer than the longest delivery attempt, so nobody else starts one meanwhile.
         self.lease_seconds = lease_seconds if lease_seconds is not None else self.attempt_bound() * 1.5
+        self.tls = tls  # for requesters registered with the tls flag
         # Registration of the committed studies (archive.services.registration), when configured.
         self.on_all_committed = on_all_committed
         self._stop = threading.Event()
@@ -291,10 +295,11 @@ class CommitmentWorker:
         ae.dimse_timeout = self.delivery_timeout
         ae.add_requested_context(StorageCommitmentPushModel)
         role = build_role(StorageCommitmentPushModel, scp_role=True, scu_role=False)
-        new = ae.associate(
-            ae_info.host,
-            ae_info.port,
-            ae_title=requester_ae,
+        new = open_association(
+            ae,
+            ae_info,
+            self.registry.organisation(ae_info.org_oid),
+            tls=self.tls,
             ext_neg=[role],
             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
         )

@@ -13,11 +13,8 @@ from aws_cdk.assertions import Match
 from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import (
     actions_on,
-    all_actions,
     arn_of,
-    dicom_task_definition,
     index_function,
-    only,
     resources,
     statements_of_role,
 )
@@ -27,6 +24,7 @@ APPEND = READ | {"dynamodb:PutItem"}
 WRITE = APPEND | {"dynamodb:UpdateItem"}
 
 OWN = WRITE | {"dynamodb:DeleteItem"}
+REMOVE = READ | {"dynamodb:DeleteItem"}
 # Asking for a study's registration: the organisation's settings and the study's schedule.
 REQUESTS_REGISTRATION = {"registration_config": READ, "registrations": WRITE}
 READS_STUDY_CONTENT = {"patients": READ, "studies": READ, "series": READ, "instances": READ}
@@ -37,8 +35,10 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "application_entities": READ,
         "patients": READ,
         "studies": WRITE,  # claims a study for its patient before a C-STORE is acknowledged
-        "series": READ,
-        "instances": READ,
+        "series": WRITE,  # an IOCM rejection note hides instances, and their series' counts change
+        "instances": WRITE,
+        "rejections": WRITE,
+        "retention_rules": READ,  # the Object Lock of each PUT
         "commitments": WRITE,
         "commitment_parts": WRITE,
         "access_log": APPEND,
@@ -69,9 +69,25 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     },
     "send-ian": {
         **READS_STUDY_CONTENT,
+        "organisations": READ,  # certificate names for IAN over TLS
         "application_entities": READ,
         "registration_config": READ,
         "ian_notifications": WRITE,
+    },
+    # Deletes the index entries of studies whose retention ended, never writes them
+    "destroy-expired": {
+        "studies": REMOVE,
+        "series": REMOVE,
+        "instances": REMOVE,
+        "destruction_records": APPEND,
+    },
+    "admin-api": {"patients": READ, "disclosure_log": READ},
+    "disclosure-anchor": {"disclosure_log": READ},
+    "disclosure-notification": {
+        "organisations": READ,
+        "patients": READ,
+        "studies": READ,
+        "disclosure_log": APPEND,
     },
 }
 CONFIGURATION = ("organisations", "application_entities", "hl7_facilities")
@@ -80,37 +96,40 @@ WRITES = frozenset(
 )
 
 
-def _task_role(synthesized: Synthesized, port: int) -> str:
-    container = Match.object_like({"PortMappings": [Match.object_like({"ContainerPort": port})]})
-    _, task = only(
+def _service_env(service: str) -> Any:
+    return Match.object_like({"Name": "POWERTOOLS_SERVICE_NAME", "Value": service})
+
+
+def _role(synthesized: Synthesized, service: str) -> str:
+    """The role of the listener task or Lambda function whose powertools service is ``service``."""
+    tasks = resources(
         synthesized.template,
         "AWS::ECS::TaskDefinition",
-        Match.object_like({"ContainerDefinitions": [container]}),
+        Match.object_like(
+            {
+                "ContainerDefinitions": [
+                    Match.object_like({"Environment": Match.array_with([_service_env(service)])})
+                ]
+            }
+        ),
     )
-    role: str = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
-    return role
-
-
-def _function_role(synthesized: Synthesized, service: str) -> str:
-    variables = Match.object_like({"Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": service})})
-    _, function = only(
-        synthesized.template, "AWS::Lambda::Function", Match.object_like({"Environment": variables})
+    functions = resources(
+        synthesized.template,
+        "AWS::Lambda::Function",
+        Match.object_like(
+            {"Environment": {"Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": service})}}
+        ),
     )
-    role: str = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    found = [t["Properties"]["TaskRoleArn"] for t in tasks.values()] + [
+        f["Properties"]["Role"] for f in functions.values()
+    ]
+    assert len(found) == 1, f"{service}: {len(found)} roles"
+    role: str = found[0]["Fn::GetAtt"][0]
     return role
 
 
 def _roles(synthesized: Synthesized) -> dict[str, str]:
-    _, dicom_task = dicom_task_definition(synthesized.template)
-    return {
-        "dicom-listener": dicom_task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0],
-        "hl7-listener": _task_role(synthesized, 2575),
-        **{
-            name: _function_role(synthesized, name)
-            for name in EXPECTED
-            if name not in ("dicom-listener", "hl7-listener")
-        },
-    }
+    return {service: _role(synthesized, service) for service in EXPECTED}
 
 
 def _tables(synthesized: Synthesized) -> dict[str, str]:
@@ -125,9 +144,12 @@ def _index_arn(table_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("service", sorted(EXPECTED))
-def test_each_service_gets_only_the_tables_and_actions_it_uses(production: Synthesized, service: str) -> None:
-    # Given the service's role and every table of the stack
-    statements = statements_of_role(production.template, _roles(production)[service])
+def test_each_service_gets_only_the_tables_and_actions_it_uses(
+    dev_with_tls: Synthesized, service: str
+) -> None:
+    # Given the service's role (in a stack with every optional part) and every table of the stack
+    production = dev_with_tls
+    statements = statements_of_role(production.template, _role(production, service))
     tables = _tables(production)
     assert len(tables) == len(resources(production.template, "AWS::DynamoDB::Table"))
     # When we collect what the role may do on each table
@@ -143,32 +165,37 @@ def test_each_service_gets_only_the_tables_and_actions_it_uses(production: Synth
 
 
 def test_the_dicom_listener_cannot_write_the_configuration(production: Synthesized) -> None:
-    statements = statements_of_role(production.template, _roles(production)["dicom-listener"])
+    statements = statements_of_role(production.template, _role(production, "dicom-listener"))
     tables = _tables(production)
     for name in CONFIGURATION:
         for resource in (arn_of(tables[name]), _index_arn(tables[name])):
             assert not WRITES & actions_on(statements, resource), name
 
 
-def test_no_role_may_scan_or_batch_write_and_only_the_registry_writer_delete(production: Synthesized) -> None:
-    # Scans, batch writes and deletions are the operator's (admin CLI), with one exception: the
-    # registration of a study undoes its own XDS registry entries when it fails half-way
+def test_no_role_may_scan_or_batch_write_and_only_two_may_delete(dev_with_tls: Synthesized) -> None:
+    # Scans, batch writes and deletions are the operator's (admin CLI), with two exceptions: the
+    # registration of a study undoes its own XDS registry entries when it fails half-way, and the
+    # destruction job removes the index entries of studies whose retention has ended
+    synthesized = dev_with_tls
+    tables = _tables(synthesized)
+    deletable = {
+        "register-study": {json.dumps(arn_of(tables["xds_registry"]))},
+        "destroy-expired": {json.dumps(arn_of(tables[name])) for name in ("studies", "series", "instances")},
+    }
     forbidden = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:*"}
-    registry_arns = {json.dumps(arn_of(_tables(production)["xds_registry"]))}
-    for policy_id, policy in resources(production.template, "AWS::IAM::Policy").items():
+    for policy_id, policy in resources(synthesized.template, "AWS::IAM::Policy").items():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert not forbidden & set(actions), policy_id
-            if "dynamodb:DeleteItem" in actions:
-                targets = (
-                    statement["Resource"]
-                    if isinstance(statement["Resource"], list)
-                    else [statement["Resource"]]
-                )
-                assert json.dumps(targets[0]) in registry_arns, policy_id
-    deleters = [
-        name
-        for name, role in _roles(production).items()
-        if "dynamodb:DeleteItem" in all_actions(statements_of_role(production.template, role))
-    ]
-    assert deleters == ["register-study"]
+    for service, role in _roles(synthesized).items():
+        statements = statements_of_role(synthesized.template, role)
+        deleted_from = {
+            json.dumps(resource)
+            for statement in statements
+            if "dynamodb:DeleteItem" in statement["Action"]
+            for resource in (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            if "/index/" not in json.dumps(resource)
+        }
+        assert deleted_from == deletable.get(service, set()), service

@@ -167,6 +167,53 @@ class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
 
 
+# --- IOCM corrections (rejection notes); statuses as dcm4chee-arc gives them ------------------
+
+
+class RejectionRefused(ArchiveError):
+    """A rejection note the archive does not apply; nothing is rejected."""
+
+
+class DuplicateRejectionNote(RejectionRefused):
+    """This rejection note was received and applied already (0xA770)."""
+
+
+class RejectedInstanceResent(ArchiveError):
+    """A C-STORE of an instance that a rejection note hides (0xA771 subsequent occurrence)."""
+
+
+class NoSuchInstanceToReject(RejectionRefused):
+    """The note names an instance the archive does not hold (0xA772)."""
+
+
+class RejectionClassConflict(RejectionRefused):
+    """The note names an instance with another SOP Class than the archived one (0xA773)."""
+
+
+class AlreadyRejected(RejectionRefused):
+    """The note names an instance another note has rejected already (0xA774)."""
+
+
+class RetentionExpiryRejectionNotAllowed(RejectionRefused):
+    """A 113039 (retention expired) note where no retention rule allows early destruction (0xA775)."""
+
+
+class RetentionNotExpired(RejectionRefused):
+    """A 113039 note for a study whose retention has not ended yet (0xA776)."""
+
+
+class RejectionNotAuthorised(RejectionRefused):
+    """The sender's organisation does not control the study (0x0124 Refused: Not authorised)."""
+
+
+class UnknownRejection(ArchiveError):
+    """An operator named a rejection note the archive has no record of."""
+
+
+class RetentionLocked(StorageFailure):
+    """S3 refused to delete an object version: its Object Lock retention or legal hold holds it."""
+
+
 # --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
 
 
@@ -351,3 +398,44 @@ class SubmissionRejected(ArchiveError):
     def __init__(self, errors: list[XdsError]) -> None:
         super().__init__("; ".join(f"{e.code}: {e}" for e in errors))
         self.errors = tuple(errors)
+
+
+# --- connection security (docs/security.md) ----------------------------------------------------
+
+
+class NotAuthenticated(ArchiveError):
+    """The peer's certificate does not identify the organisation (or node) it claims to be, or a
+    node registered for TLS connected without it (DICOM: association rejected; HL7: AR and the
+    connection closed; HTTP 403)."""
+
+
+# --- disclosure log ----------------------------------------------------------------------------
+
+
+class DisclosureRefused(ArchiveError):
+    """A disclosure notification the archive does not record (HTTP 4xx with the reason)."""
+
+
+class InvalidNotification(DisclosureRefused):
+    """A field is missing or malformed, or a time is not UTC (HTTP 400)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownPatient(DisclosureRefused):
+    """The patient is not known to the archive (HTTP 404)."""
+
+
+class UnknownStudy(DisclosureRefused):
+    """A study of the notification is not in the archive (HTTP 404)."""
+
+
+class StudyNotControlled(DisclosureRefused):
+    """The notifying organisation is not the controller of a study, or the study is another
+    patient's (HTTP 403)."""
+
+
+class NotificationConflict(DisclosureRefused):
+    """The organisation's notification id was recorded before with other content (HTTP 409)."""

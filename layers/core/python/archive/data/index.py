@@ -320,6 +320,7 @@ def instance_record(item: Instance) -> InstanceRecord:
         number_of_frames=_int(item.number_of_frames),
         attributes=dict(item.attributes) if item.attributes else None,
         org_oid=item.org_oid,
+        rejected=item.rejected,
     )
 
 

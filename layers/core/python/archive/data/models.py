@@ -47,6 +47,9 @@ class Organisation(Model):
     trusted_issuers = ListAttribute(of=UnicodeAttribute, default=list)
     default_issuer = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    # Certificate names (``CN=...``, ``DNS:...``) that identify the organisation when its
+    # certificates carry no ``urn:oid`` of it (see archive.model.certificates).
+    certificate_names = ListAttribute(of=UnicodeAttribute, default=list)
 
 
 class AEByOrganisation(GlobalSecondaryIndex["ApplicationEntity"]):
@@ -72,6 +75,8 @@ class ApplicationEntity(Model):
     description = UnicodeAttribute(null=True)
     # Networks (CIDR) associations from this AE may come from; see archive.registry.AEInfo.
     addresses = ListAttribute(of=UnicodeAttribute, default=list)
+    # If set, the calling node's certificate must carry one of these names (not just the org's).
+    certificate_names = ListAttribute(of=UnicodeAttribute, default=list)
     by_organisation = AEByOrganisation()
 
 
@@ -152,6 +157,18 @@ class StudiesByOrganisationDate(GlobalSecondaryIndex["Study"]):
     study_date = UnicodeAttribute(range_key=True)
 
 
+class StudiesByRetentionEnd(GlobalSecondaryIndex["Study"]):
+    """Sparse and sharded: studies with a known retention end, by that end. The destruction job
+    queries each shard for ends up to now, so its cost follows the due studies, not the archive."""
+
+    class Meta:
+        index_name = "by_retention_end"
+        projection = KeysOnlyProjection()
+
+    retention_shard = UnicodeAttribute(hash_key=True)
+    retention_end = UnicodeAttribute(range_key=True)
+
+
 class Study(Model):
     """A study with the aggregates C-FIND and XDS answer from (modalities, counts, last update)."""
 
@@ -182,10 +199,19 @@ class Study(Model):
     number_of_series = NumberAttribute(default=0)
     number_of_instances = NumberAttribute(default=0)
     total_bytes = NumberAttribute(default=0)
+    # Instances hidden by IOCM rejection notes (not in number_of_instances); a study whose every
+    # instance is rejected disappears from C-FIND.
+    rejected_instances = NumberAttribute(null=True)
+    # Retention (docs/retention.md): the latest retention end of its instances (UTC ISO time), its
+    # shard in the by_retention_end index, and how many legal holds name the study or its patient.
+    retention_end = UnicodeAttribute(null=True)
+    retention_shard = UnicodeAttribute(null=True)
+    legal_holds = NumberAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
+    by_retention_end = StudiesByRetentionEnd()
     by_org_date = StudiesByOrganisationDate()
 
 
@@ -213,6 +239,7 @@ class Series(Model):
     series_date = UnicodeAttribute(null=True)
     body_part_examined = UnicodeAttribute(null=True)
     number_of_instances = NumberAttribute(default=0)
+    rejected_instances = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     # Set with the series' first instance, for the by_org_modality index.
     org_modality = UnicodeAttribute(null=True)
@@ -256,7 +283,87 @@ class Instance(Model):
     number_of_frames = NumberAttribute(null=True)
     # Attributes that C-FIND IMAGE level and XDS-I manifests need, kept small.
     attributes = JSONAttribute(null=True)
+    # IOCM: set while a rejection note hides the instance (its code and the note's SOP Instance UID).
+    rejected = UnicodeAttribute(null=True)
+    rejected_by = UnicodeAttribute(null=True)
     by_study = InstancesByStudy()
+
+
+# --- IOCM corrections -------------------------------------------------------------------------
+
+
+class Rejection(Model):
+    """A received rejection note and its state; kept after a revoke, as evidence of both."""
+
+    class Meta(_Unbound):
+        logical_name = "rejections"
+
+    note_uid = UnicodeAttribute(hash_key=True)
+    code = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    sending_ae = UnicodeAttribute()
+    received_at = UTCDateTimeAttribute()
+    # [[study, series, sop class, sop instance], ...] as the note's evidence lists them.
+    references = JSONAttribute()
+    state = UnicodeAttribute()  # APPLYING | ACTIVE | REVOKED
+    s3_key = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    revoke_reason = UnicodeAttribute(null=True)
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+class RetentionRuleItem(Model):
+    """A retention rule of the configuration registry: per organisation and study type."""
+
+    class Meta(_Unbound):
+        logical_name = "retention_rules"
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_type = UnicodeAttribute(range_key=True)  # a modality, or "*"
+    years = NumberAttribute()
+    days = NumberAttribute(default=0)
+    allow_early_destruction = BooleanAttribute(default=False)
+    updated_at = UTCDateTimeAttribute()
+
+
+class LegalHoldItem(Model):
+    """A legal hold on a study or a patient, with who placed it and why; released, never deleted."""
+
+    class Meta(_Unbound):
+        logical_name = "legal_holds"
+
+    target = UnicodeAttribute(hash_key=True)  # "study:<uid>" | "patient:<key>"
+    hold_id = UnicodeAttribute(range_key=True)
+    placed_by = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    placed_at = UTCDateTimeAttribute()
+    released_at = UTCDateTimeAttribute(null=True)
+    released_by = UnicodeAttribute(null=True)
+
+
+class DestructionRecordItem(Model):
+    """The record of a lawful destruction: written before the first delete ("PLANNED") and after
+    the last ("COMPLETED"). Append-only, never destroyed."""
+
+    class Meta(_Unbound):
+        logical_name = "destruction_records"
+        append_only = True
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    event = UnicodeAttribute(range_key=True)  # "<UTC ISO time>#PLANNED|COMPLETED"
+    org_oid = UnicodeAttribute(null=True)
+    patient_key = UnicodeAttribute(null=True)
+    retention_end = UTCDateTimeAttribute()
+    at = UTCDateTimeAttribute()
+    instance_count = NumberAttribute()
+    total_bytes = NumberAttribute()
+    # [{"key", "sha256", "size", "versions"}, ...]
+    objects = JSONAttribute()
+    approved_by = UnicodeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -535,6 +642,49 @@ class RegistrationConfig(Model):
     updated_at = UTCDateTimeAttribute()
 
 
+# --- disclosure log (hash-chained per patient; see docs/disclosure-log.md) ----------------------
+
+
+class DisclosuresByDay(GlobalSecondaryIndex["DisclosureEntry"]):
+    """Sparse: the entries of one UTC day in time order, so the anchoring job finds the chains
+    that grew since its last run without a scan."""
+
+    class Meta:
+        index_name = "by_day"
+        projection = KeysOnlyProjection()
+
+    day = UnicodeAttribute(hash_key=True)
+    at_key = UnicodeAttribute(range_key=True)
+
+
+class DisclosureEntry(Model):
+    """One disclosure of one patient's data, a link in that patient's hash chain. Append-only.
+
+    ``seq`` counts 1, 2, 3 ... per patient; ``prev_hash`` is the ``entry_hash`` of entry ``seq-1``
+    (64 zeros for the first); ``entry_hash`` is SHA-256 over the canonical JSON of every other
+    attribute (``archive.model.disclosure``). Idempotency markers of customers' notifications live
+    in the same table under keys starting with ``#`` (never a patient's key).
+    """
+
+    class Meta(_Unbound):
+        logical_name = "disclosure_log"
+        append_only = True
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)
+    entry_id = UnicodeAttribute()
+    content = JSONAttribute(null=True)
+    prev_hash = UnicodeAttribute(null=True)
+    entry_hash = UnicodeAttribute(null=True)
+    recorded_at = UTCDateTimeAttribute(null=True)
+    day = UnicodeAttribute(null=True)
+    at_key = UnicodeAttribute(null=True)
+    # On a marker item: where the entry it stands for is.
+    target_key = UnicodeAttribute(null=True)
+    target_seq = NumberAttribute(null=True)
+    by_day = DisclosuresByDay()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organisation,
     ApplicationEntity,
@@ -547,10 +697,15 @@ ALL_MODELS: tuple[type[Model], ...] = (
     AccessRecord,
     HL7Facility,
     PatientChange,
+    Rejection,
+    RetentionRuleItem,
+    LegalHoldItem,
+    DestructionRecordItem,
     XdsRegistryItem,
     Registration,
     IanNotification,
     RegistrationConfig,
+    DisclosureEntry,
 )
 
 

@@ -96,6 +96,8 @@ class InstanceRecord:
     attributes: dict[str, Any] | None = None
     # The organisation that stored it (storage commitment confirms only to that organisation).
     org_oid: str | None = None
+    # IOCM rejection code while a rejection note hides the instance.
+    rejected: str | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def evaluate(
             continue
         if instance.org_oid != org_oid:
             settled[ref] = _FOREIGN
+        elif instance.rejected:  # IOCM: a rejected instance is not the archive's to commit to
+            settled[ref] = FAILURE_NO_SUCH_INSTANCE
         elif instance.sop_class_uid != ref.sop_class_uid:
             settled[ref] = FAILURE_CLASS_INSTANCE_CONFLICT
         else:

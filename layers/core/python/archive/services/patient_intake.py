@@ -130,9 +130,17 @@ class AdtIntake:
             message=message.text,
         )
 
-    def accept(self, raw: bytes) -> PatientChangeRequest:
-        """Validate, check against the index and queue durably; returns only once it is queued."""
+    def accept(
+        self, raw: bytes, authorise: Callable[[PatientChangeRequest], None] | None = None
+    ) -> PatientChangeRequest:
+        """Validate, check against the index and queue durably; returns only once it is queued.
+
+        ``authorise`` (the listener's certificate check) sees the request once its sending
+        facility is resolved to an organisation, before anything is queued; it raises to refuse.
+        """
         request = self.request_for(raw)
+        if authorise is not None:
+            authorise(request)
         self._patients.check(request)
         self._queue.put(request.to_json(), group_id=request.group_id, deduplication_id=request.message_id)
         return request
