@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from archive.errors import (
     ArchiveError,
     DuplicatePatient,
+    InvalidFieldValue,
     InvalidMerge,
     MalformedMessage,
     MessageTooLarge,
+    MessageTooLargeToKeep,
+    NotControlledBySender,
     PatientMerged,
     QueueFailure,
     RequiredFieldMissing,
@@ -28,6 +31,7 @@ from archive.errors import (
     UnsupportedCharacterSet,
     UnsupportedMessageType,
     UnsupportedTriggerEvent,
+    UntrustedAssigningAuthority,
 )
 from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack
 from archive.hl7.adt import AdtIntake
@@ -44,7 +48,11 @@ ACK_BY_ERROR: tuple[tuple[type[ArchiveError], AckCode, ErrorCode], ...] = (
     (UnsupportedCharacterSet, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
     (UnknownSendingFacility, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
     (RequiredFieldMissing, AckCode.ERROR, ErrorCode.REQUIRED_FIELD_MISSING),
-    (UnknownAssigningAuthority, AckCode.ERROR, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (InvalidFieldValue, AckCode.REJECT, ErrorCode.DATA_TYPE_ERROR),
+    (MessageTooLargeToKeep, AckCode.REJECT, ErrorCode.APPLICATION_ERROR),
+    (UnknownAssigningAuthority, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (UntrustedAssigningAuthority, AckCode.REJECT, ErrorCode.UNKNOWN_KEY),
+    (NotControlledBySender, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
     (PatientMerged, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
     (DuplicatePatient, AckCode.ERROR, ErrorCode.DUPLICATE_KEY),
     (InvalidMerge, AckCode.ERROR, ErrorCode.APPLICATION_ERROR),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,11 @@ from archive.dicom.instance import PatientIdentity
 from local.cloud import ROOT, LocalCloud, free_port, wait_for_port
 from tests.support.cloud import wait_until
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "hl7"
+# The steering repository's shared/testdata beside the clone; ARCHIVE_TESTDATA points elsewhere.
+VECTORS = (
+    Path(os.environ.get("ARCHIVE_TESTDATA") or Path(__file__).resolve().parents[3] / "shared" / "testdata")
+    / "hl7"
+)
 PEER = Path(__file__).resolve().parents[1] / "integration" / "hl7_peer"
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 # The demo organisation's temporary-ID issuer; the demo facility XYZ_RADIOLOGY maps ^^^ADT1 to it.

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from archive.data.patients import PatientState
 from archive.dicom.instance import PatientIdentity
-from archive.errors import RequiredFieldMissing, UnknownAssigningAuthority
+from archive.errors import RequiredFieldMissing, UnknownAssigningAuthority, UntrustedAssigningAuthority
 from archive.hl7.adt import SendingFacility, patient_identity
 from archive.hl7.message import HierarchicDesignator, PatientIdentifier
 from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent
@@ -43,14 +43,49 @@ def test_the_first_trusted_repetition_wins() -> None:
 
 
 @pytest.mark.parametrize(
-    "identifier",
-    [cx("X", namespace="zxcv"), cx("X", namespace="OTHER"), cx("X", oid="1.2.3", kind="ISO")],
+    ("identifier", "error"),
+    [
+        (cx("X", namespace="zxcv"), UnknownAssigningAuthority),
+        (cx("X", namespace="OTHER"), UntrustedAssigningAuthority),
+        (cx("X", oid="1.2.3", kind="ISO"), UntrustedAssigningAuthority),
+    ],
     ids=["unmapped namespace", "mapped to an untrusted issuer", "untrusted OID"],
 )
-def test_unknown_or_untrusted_authorities_are_refused_at_pid_3_4(identifier: PatientIdentifier) -> None:
-    with pytest.raises(UnknownAssigningAuthority) as caught:
+def test_unknown_or_untrusted_authorities_are_refused_at_pid_3_4(
+    identifier: PatientIdentifier, error: type
+) -> None:
+    with pytest.raises(error) as caught:
         patient_identity((identifier,), SENDER, "PID-3", "PID^1^3")
     assert caught.value.location == "PID^1^3^1^4"
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        cx("020516C903K", oid="1.2.246.21", kind="L"),
+        cx("020516C903K", oid="1.2.246.21"),
+        cx("020516C903K", kind="ISO"),
+        cx("020516C903K", oid="1.2.246.021", kind="ISO"),
+        cx("020516C903K", oid="HOSPITAL", kind="ISO"),
+        cx("020516C903K", namespace="ADT1", oid="1.2.246.21", kind="ISO"),
+    ],
+    ids=["type L", "no type", "type without ID", "leading zero", "not an OID", "namespace says otherwise"],
+)
+def test_a_malformed_authority_is_refused_even_beside_a_trusted_repetition(
+    identifier: PatientIdentifier,
+) -> None:
+    """Issue 15 finding 6: such an identifier used to be moved to the default temporary-ID issuer."""
+    with pytest.raises(UnknownAssigningAuthority) as caught:
+        patient_identity((identifier, cx("T9", namespace="ADT1")), SENDER, "PID-3", "PID^1^3")
+    assert caught.value.location == "PID^1^3^1^4"
+
+
+def test_only_an_identifier_with_no_authority_at_all_takes_the_default_and_only_where_configured() -> None:
+    no_default = SendingFacility(OrganisationInfo("1.2.246.10.2", "Clinic", ("1.2.246.21",), None), {})
+    with pytest.raises(UnknownAssigningAuthority):
+        patient_identity((cx("T1"),), no_default, "PID-3", "PID^1^3")
+    hetu = cx("020516C903K", oid="1.2.246.21", kind="ISO")
+    assert patient_identity((hetu,), no_default, "PID-3", "PID^1^3").issuer == "1.2.246.21"
 
 
 def test_no_identifier_is_a_missing_required_field() -> None:

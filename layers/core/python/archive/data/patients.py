@@ -21,7 +21,13 @@ from pynamodb.transactions import TransactWrite
 from archive.config import Settings
 from archive.data.models import HL7Facility, Patient, PatientChange, Study
 from archive.dicom.instance import PatientIdentity
-from archive.errors import ArchiveError, DuplicateEntry, QueueFailure, UnknownSendingFacility
+from archive.errors import (
+    ArchiveError,
+    DuplicateEntry,
+    MessageTooLargeToKeep,
+    QueueFailure,
+    UnknownSendingFacility,
+)
 
 
 class ChangeConflict(ArchiveError):
@@ -285,6 +291,11 @@ class FacilityRepository:
             raise UnknownSendingFacility(facility) from exc
 
 
+# SQS takes 256 KiB per message and a history item (which keeps the message, twice for a merge's
+# two identities in one transaction) 400 KB; a body under this fits both with room for the rest.
+MAX_BODY_BYTES = 192 * 1024
+
+
 class PatientUpdateQueue:
     """The SQS FIFO queue from the MLLP listener to the patient_update Lambda."""
 
@@ -293,11 +304,20 @@ class PatientUpdateQueue:
         self._sqs = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
 
     def put(self, body: Mapping[str, Any], *, group_id: str, deduplication_id: str) -> str:
-        """Returns once SQS has the message durably; raises QueueFailure otherwise."""
+        """Returns once SQS has the message durably; raises QueueFailure otherwise.
+
+        A body larger than ``MAX_BODY_BYTES`` raises MessageTooLargeToKeep before anything is sent.
+        """
+        text = json.dumps(body, ensure_ascii=False)
+        size = len(text.encode())
+        if size > MAX_BODY_BYTES:
+            raise MessageTooLargeToKeep(
+                f"the message needs {size} bytes queued; at most {MAX_BODY_BYTES} can be queued and kept"
+            )
         try:
             response = self._sqs.send_message(
                 QueueUrl=self._url,
-                MessageBody=json.dumps(body, ensure_ascii=False),
+                MessageBody=text,
                 MessageGroupId=group_id,
                 MessageDeduplicationId=deduplication_id,
             )

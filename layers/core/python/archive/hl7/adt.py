@@ -21,14 +21,16 @@ from datetime import UTC, datetime
 from archive.data.patients import FacilityRepository, PatientUpdateQueue
 from archive.dicom.instance import PatientIdentity
 from archive.errors import (
+    HL7MessageError,
     RequiredFieldMissing,
     UnknownAssigningAuthority,
     UnknownOrganisation,
     UnknownSendingFacility,
     UnsupportedMessageType,
     UnsupportedTriggerEvent,
+    UntrustedAssigningAuthority,
 )
-from archive.hl7.message import AdtMessage, PatientIdentifier, parse_adt, require
+from archive.hl7.message import MAX_OID, OID, AdtMessage, PatientIdentifier, parse_adt, require
 from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent, PatientService
 from archive.registry import CachedRegistry, OrganisationInfo
 
@@ -83,30 +85,64 @@ class FacilityDirectory:
         return value
 
 
+def issuer_of(identifier: PatientIdentifier, sender: SendingFacility) -> str | None:
+    """The issuer OID that CX-4 names, or None where it names none this sender has mapped.
+
+    Raises UnknownAssigningAuthority for an authority that is malformed (a universal ID whose type
+    is not ISO, or that is not an OID): such an identifier is never moved to another namespace.
+    Only an identifier with no authority at all takes the organisation's default issuer.
+    """
+    authority = identifier.authority
+    if authority.universal_id or authority.universal_id_type:
+        oid = authority.universal_id
+        if authority.universal_id_type.upper() != "ISO" or len(oid) > MAX_OID or not OID.fullmatch(oid):
+            raise UnknownAssigningAuthority(
+                f"assigning authority {authority.encode()!r} of {identifier.id!r} is not an OID of type ISO",
+                location=f"{identifier.location}^4",
+            )
+        mapped = sender.issuer_namespaces.get(authority.namespace) if authority.namespace else None
+        if mapped and mapped != oid:
+            raise UnknownAssigningAuthority(
+                f"assigning authority {authority.encode()!r}: namespace {authority.namespace!r} stands for "
+                f"{mapped}, not {oid}",
+                location=f"{identifier.location}^4",
+            )
+        return oid
+    if authority.namespace:
+        return sender.issuer_namespaces.get(authority.namespace)
+    return sender.org.default_issuer
+
+
 def patient_identity(
     identifiers: tuple[PatientIdentifier, ...], sender: SendingFacility, what: str, location: str
 ) -> PatientIdentity:
-    """The first identifier whose assigning authority is a trusted issuer of the organisation."""
+    """The first identifier whose assigning authority is a trusted issuer of the organisation.
+
+    Repetitions that name an issuer the organisation is not trusted for (or a namespace it has not
+    mapped) are passed over; if none is left, the first such refusal is raised.
+    """
     if not identifiers:
         raise RequiredFieldMissing(f"{what} is required", location=location)
     org = sender.org
     trusted = set(org.trusted_issuers) | ({org.default_issuer} if org.default_issuer else set())
-    refusal: UnknownAssigningAuthority | None = None
+    refusal: HL7MessageError | None = None
     for identifier in identifiers:
-        authority = identifier.authority
-        if authority.oid:
-            issuer: str | None = authority.oid
-        elif authority.namespace:
-            issuer = sender.issuer_namespaces.get(authority.namespace)
-        else:
-            issuer = org.default_issuer
+        issuer = issuer_of(identifier, sender)
         if issuer and issuer in trusted:
             return PatientIdentity(identifier.id, issuer)
-        refusal = refusal or UnknownAssigningAuthority(
-            f"assigning authority {authority.encode()!r} of {identifier.id!r} is not a trusted issuer "
-            f"of {org.oid} nor a namespace mapped to one",
-            location=f"{identifier.location}^4",
-        )
+        authority = identifier.authority
+        if issuer is None:
+            reason = (
+                f"namespace {authority.namespace!r} of {identifier.id!r} is not mapped to an issuer for this facility"
+                if authority.namespace
+                else f"{identifier.id!r} has no assigning authority and {org.oid} has no default issuer"
+            )
+            refusal = refusal or UnknownAssigningAuthority(reason, location=f"{identifier.location}^4")
+        else:
+            refusal = refusal or UntrustedAssigningAuthority(
+                f"{org.oid} is not trusted for identifiers issued by {issuer} ({identifier.id!r})",
+                location=f"{identifier.location}^4",
+            )
     assert refusal is not None
     raise refusal
 
