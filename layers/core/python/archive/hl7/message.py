@@ -289,7 +289,12 @@ class _Reader:
         return [rep.split(self._component) for rep in raw.split(self._repetition)]
 
     def text(self, value: str, location: str) -> str:
-        return unescape(value, self._separator, self._encoding, self._codec, location)
+        """The value unescaped; control characters (C0, DEL, C1), literal or escaped, are refused
+        before any trimming could hide them."""
+        text = unescape(value, self._separator, self._encoding, self._codec, location)
+        if _has_control(text):
+            raise InvalidFieldValue(f"{text[:40]!r} has control characters", location=location)
+        return text
 
     def identifiers(self, segment: hl7.Segment, name: str, field: int) -> tuple[PatientIdentifier, ...]:
         out = []
