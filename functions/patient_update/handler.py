@@ -3,7 +3,7 @@
 Thin by design: parse each record, call ``PatientService.apply``, report partial failures. The FIFO
 processor stops at the first failure so later messages of the batch are retried after it, in order.
 A refusal (the change would corrupt the index) is a result, recorded in the patient's history, not
-a failure to retry.
+a failure to retry; so are the records of messages the listener refused (``kind`` = refusal).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
-from archive.patients import PatientChangeRequest, PatientService
+from archive.patients import ListenerRefusal, PatientChangeRequest, PatientService
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -28,7 +28,12 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
 def record_handler(record: SQSRecord) -> None:
-    request = PatientChangeRequest.from_json(json.loads(record.body))
+    body = json.loads(record.body)
+    if body.get("kind") == ListenerRefusal.KIND:
+        refused = service.record_refusal(ListenerRefusal.from_json(body))
+        logger.info("refusal recorded", extra={"reason": refused.reason, "sender": body.get("sender")})
+        return
+    request = PatientChangeRequest.from_json(body)
     result = service.apply(request)
     logger.info(
         "patient change",

@@ -139,3 +139,28 @@ def test_hl7_null_clears_and_absent_keeps() -> None:
         "1916",
         None,
     )
+
+
+def test_a_listener_refusal_survives_the_queue_and_keeps_a_bounded_message() -> None:
+    from archive.patients import ListenerRefusal
+
+    refusal = ListenerRefusal(
+        event="A31",
+        org_oid="1.2.246.10.1",
+        sender="PAS|XYZ",
+        message_control_id="42",
+        received_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        reason="refused by the listener: InvalidFieldValue: too long",
+        message="MSH|" + "x" * 100_000,
+        patient_keys=("T1^^^1.2.3",),
+    )
+    body = refusal.to_json()
+    assert body["kind"] == ListenerRefusal.KIND and len(body["message"]) == ListenerRefusal.MESSAGE_KEPT
+    back = ListenerRefusal.from_json(body)
+    assert back.patient_keys == refusal.patient_keys and back.reason == refusal.reason
+    assert back.change_id != ListenerRefusal.from_json({**body, "message": "other"}).change_id
+
+
+def test_the_fields_a_message_sends_are_the_ones_applied_to_another_organisations_studies() -> None:
+    assert NewDemographics(patient_name="A^B", sex="").sent == {"patient_name", "sex"}
+    assert NewDemographics().sent == frozenset()

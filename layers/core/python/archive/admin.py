@@ -22,7 +22,7 @@ from dataclasses import asdict
 
 from archive.config import TABLE_ENV, Settings
 from archive.data.models import bind_models
-from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
+from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository, refusal_log_key
 from archive.dicom.instance import PatientIdentity
 from archive.errors import ArchiveError
 from archive.registry import ROLES, AEInfo, OrganisationInfo, Registry
@@ -101,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+    refusals = patient.add_parser(
+        "refusals", help="HL7 messages of an organisation refused before they named an identity"
+    )
+    refusals.add_argument("org_oid")
     return p
 
 
@@ -118,7 +122,10 @@ def _hl7_facility(args: argparse.Namespace) -> None:
 
 
 def _patient(args: argparse.Namespace, settings: Settings) -> None:
-    key = PatientIdentity(args.patient_id, args.issuer).key
+    if args.action == "refusals":
+        key = refusal_log_key(args.org_oid)
+    else:
+        key = PatientIdentity(args.patient_id, args.issuer).key
     for change in PatientRepository(settings).history(key):
         print(json.dumps(change, ensure_ascii=False))
 

@@ -12,16 +12,21 @@ trusts, exactly as for DICOM; an empty authority means the organisation's defaul
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from archive.data.patients import FacilityRepository, PatientUpdateQueue
+from archive.data.patients import FacilityRepository, PatientUpdateQueue, refusal_log_key
 from archive.dicom.instance import PatientIdentity
 from archive.errors import (
     HL7MessageError,
+    MessageTooLargeToKeep,
+    PatientUpdateRefused,
+    QueueFailure,
     RequiredFieldMissing,
     UnknownAssigningAuthority,
     UnknownOrganisation,
@@ -30,10 +35,27 @@ from archive.errors import (
     UnsupportedTriggerEvent,
     UntrustedAssigningAuthority,
 )
-from archive.hl7.message import MAX_OID, OID, AdtMessage, PatientIdentifier, parse_adt, require
-from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent, PatientService
+from archive.hl7.message import (
+    MAX_OID,
+    OID,
+    AdtMessage,
+    MessageHeader,
+    PatientIdentifier,
+    decode,
+    parse_adt,
+    parse_header,
+    require,
+)
+from archive.patients import (
+    ListenerRefusal,
+    NewDemographics,
+    PatientChangeRequest,
+    PatientEvent,
+    PatientService,
+)
 from archive.registry import CachedRegistry, OrganisationInfo
 
+LOG = logging.getLogger("archive.hl7")
 SUPPORTED_EVENTS = {e.value: e for e in PatientEvent}
 
 
@@ -53,8 +75,8 @@ class FacilityDirectory:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, SendingFacility | None]] = {}
 
-    def resolve(self, message: AdtMessage) -> SendingFacility:
-        hd = message.header.sending_facility
+    def resolve(self, header: MessageHeader) -> SendingFacility:
+        hd = header.sending_facility
         for candidate in dict.fromkeys(c for c in (hd.oid, hd.namespace, hd.universal_id) if c):
             found = self._lookup(candidate)
             if found is not None:
@@ -162,9 +184,14 @@ class AdtIntake:
 
     def request_for(self, raw: bytes) -> PatientChangeRequest:
         """Decode and validate one message into the change it asks for (nothing is written)."""
+        message, sender, received_at = self._sender_of(raw)
+        return self._request(message, sender, received_at)
+
+    def _sender_of(self, raw: bytes) -> tuple[AdtMessage, SendingFacility, datetime]:
+        """The message and its sender; a message refused once the sender is known is recorded."""
         received_at = self._clock()
-        message = parse_adt(raw)
-        header = message.header
+        text, _ = decode(raw)
+        header = parse_header(text)
         require(header.message_type, "MSH-9 message type", "MSH^1^9")
         if header.message_type != "ADT":
             raise UnsupportedMessageType(
@@ -176,10 +203,21 @@ class AdtIntake:
                 f"{', '.join(SUPPORTED_EVENTS)}",
                 location="MSH^1^9^1^2",
             )
-        event = SUPPORTED_EVENTS[header.trigger_event]
         require(header.control_id, "MSH-10 message control ID", "MSH^1^10")
         require(header.sending_facility.encode(), "MSH-4 sending facility", "MSH^1^4")
-        sender = self._facilities.resolve(message)
+        sender = self._facilities.resolve(header)
+        try:
+            message = parse_adt(raw)
+        except HL7MessageError as exc:
+            self._record_refusal(header, text, sender, received_at, None, exc)
+            raise
+        return message, sender, received_at
+
+    def _request(
+        self, message: AdtMessage, sender: SendingFacility, received_at: datetime
+    ) -> PatientChangeRequest:
+        header = message.header
+        event = SUPPORTED_EVENTS[header.trigger_event]
         patient = patient_identity(message.patient_ids, sender, "PID-3 patient identifier", "PID^1^3")
         prior = None
         if event.moves_identity:
@@ -201,8 +239,52 @@ class AdtIntake:
         )
 
     def accept(self, raw: bytes) -> PatientChangeRequest:
-        """Validate, check against the index and queue durably; returns only once it is queued."""
-        request = self.request_for(raw)
-        self._patients.check(request)
-        self._queue.put(request.to_json(), group_id=request.group_id, deduplication_id=request.message_id)
+        """Validate, check against the index and queue durably; returns only once it is queued.
+
+        A message handled before (the same sender and MSH-10, however long ago) is not queued
+        again: it was applied once, and the sender gets AA again. A message refused once the sender
+        is known is queued to be recorded (never applied) before the refusal is raised.
+        """
+        message, sender, received_at = self._sender_of(raw)
+        request: PatientChangeRequest | None = None
+        try:
+            request = self._request(message, sender, received_at)
+            if self._patients.handled(request):
+                return request
+            self._patients.check(request)
+            body = request.to_json()
+            self._queue.put(body, group_id=request.group_id, deduplication_id=request.message_id)
+        except (HL7MessageError, PatientUpdateRefused, MessageTooLargeToKeep) as exc:
+            self._record_refusal(message.header, message.text, sender, received_at, request, exc)
+            raise
         return request
+
+    def _record_refusal(
+        self,
+        header: MessageHeader,
+        text: str,
+        sender: SendingFacility,
+        received_at: datetime,
+        request: PatientChangeRequest | None,
+        error: Exception,
+    ) -> None:
+        keys: tuple[str, ...] = ()
+        if request is not None:
+            keys = tuple(dict.fromkeys(i.key for i in (request.patient, request.prior) if i is not None))
+        refusal = ListenerRefusal(
+            event=header.trigger_event,
+            org_oid=sender.org.oid,
+            sender=header.sender,
+            message_control_id=header.control_id,
+            received_at=received_at,
+            reason=f"refused by the listener: {type(error).__name__}: {error}",
+            message=text,
+            patient_keys=keys,
+        )
+        group = hashlib.sha256((keys[0] if keys else refusal_log_key(sender.org.oid)).encode()).hexdigest()
+        try:
+            self._queue.put(
+                refusal.to_json(), group_id=group, deduplication_id=refusal.change_id.split("#")[1]
+            )
+        except (QueueFailure, MessageTooLargeToKeep):
+            LOG.warning("could not queue the record of a refusal: %s", refusal.reason, exc_info=True)

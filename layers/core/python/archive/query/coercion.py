@@ -31,8 +31,30 @@ class PatientDemographics:
 
     @classmethod
     def of(cls, patient_key: str, patient: Patient | None, study: Study | None = None) -> PatientDemographics:
-        """From the current Patient record; without one (not indexed yet), the study's values."""
+        """From the current Patient record; without one (not indexed yet), the study's values.
+
+        A patient identity (a national one, above all) can be shared by organisations. The Patient
+        record's demographics are those of the organisation that holds it; each other organisation's
+        studies keep their own (as sent and as its own HL7 changed them), so no organisation's
+        messages change what another one's register shows.
+        """
         identity = PatientIdentity.from_key(patient_key)
+        held_elsewhere = (
+            patient is not None
+            and study is not None
+            and bool(patient.org_oid and study.org_oid)
+            and patient.org_oid != study.org_oid
+        )
+        if patient is not None and held_elsewhere:
+            assert study is not None
+            return cls(
+                patient_key,
+                patient.patient_id or identity.patient_id,
+                patient.issuer or identity.issuer,
+                study.patient_name,
+                study.patient_birth_date,
+                study.patient_sex,
+            )
         if patient is not None:
             return cls(
                 patient_key,
@@ -108,11 +130,12 @@ class CurrentPatients:
     def __init__(self, resolve: Callable[[str], str], load: Callable[[str], Patient | None]) -> None:
         self._resolve = resolve
         self._load = load
-        self._cache: dict[str, PatientDemographics] = {}
+        self._cache: dict[tuple[str, str | None], PatientDemographics] = {}
 
     def for_study(self, study: Study) -> PatientDemographics:
         key = study.patient_key or PatientIdentity(study.patient_id or "", study.issuer or "").key
-        if key not in self._cache:
+        cache_key = (key, study.org_oid)
+        if cache_key not in self._cache:
             current = self._resolve(key)
-            self._cache[key] = PatientDemographics.of(current, self._load(current), study)
-        return self._cache[key]
+            self._cache[cache_key] = PatientDemographics.of(current, self._load(current), study)
+        return self._cache[cache_key]
