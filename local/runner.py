@@ -31,8 +31,9 @@ class LocalFunction:
     queue: str  # logical queue name in local.resources.QUEUES
     batch_size: int = 10
     # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
-    # loads its own copy of the handler module, as separate execution environments would. FIFO
-    # queues keep 1 here: ordering per message group is the point of them.
+    # loads its own copy of the handler module, as separate execution environments would. On a FIFO
+    # queue this keeps the order per message group: SQS (and moto) hold back a group's messages
+    # while one of them is in flight, which is how Lambda scales a FIFO source too.
     concurrency: int = 1
 
 
@@ -40,7 +41,9 @@ FUNCTIONS = (
     # One poller: moto applies concurrent transactions on the same item without isolation (counter
     # updates get lost; seen here with 4 pollers), which real DynamoDB does not.
     LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
-    LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates"),
+    # Four pollers: a backlog of HL7 changes (after a burst) drains several patients at a time, as
+    # Lambda would with one concurrent batch per message group; measured in docs/conformance-hl7.md.
+    LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates", concurrency=4),
 )
 
 
@@ -105,9 +108,23 @@ class QueuePoller:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        self.request_stop()
+        self.join(timeout)
+
+    def request_stop(self) -> None:
+        """No new batch after the one in hand."""
         self._stop.set()
-        self._thread.join(timeout=30)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the batch in hand; True if the poller has stopped.
+
+        A poller still busy after that is abandoned (its thread is a daemon): its messages were
+        not deleted, so they stay queued and come back after the visibility timeout, to handlers
+        that are idempotent.
+        """
+        self._thread.join(timeout=max(0.0, timeout))
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():
