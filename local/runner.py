@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 LOG = logging.getLogger("archive.local.runner")
+_RECEIVE_LOCKS: dict[str, threading.Lock] = {}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -135,13 +136,17 @@ class QueuePoller:
                 self._stop.wait(1)
 
     def poll_once(self, wait_seconds: int = 0) -> int:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.function.batch_size,
-            WaitTimeSeconds=wait_seconds,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        # moto decides which FIFO message groups are in flight at the start of a receive, without a
+        # lock: two receives at once can take two messages of one group, and apply them out of
+        # order. The pollers of a queue therefore receive one at a time (and handle concurrently).
+        with _RECEIVE_LOCKS.setdefault(self.queue_url, threading.Lock()):
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.function.batch_size,
+                WaitTimeSeconds=wait_seconds,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
         messages = response.get("Messages", [])
         if not messages:
             return 0
