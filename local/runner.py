@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from archive.topology import CONSUMERS, PATIENT_UPDATE, ConsumerSpec
+
 LOG = logging.getLogger("archive.local.runner")
 _RECEIVE_LOCKS: dict[str, threading.Lock] = {}
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +31,7 @@ class LocalFunction:
 
     name: str
     handler_file: str  # relative to the repository root
-    queue: str  # logical queue name in local.resources.QUEUES
+    queue: str  # logical queue name (archive.topology.QUEUES)
     batch_size: int = 10
     # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
     # loads its own copy of the handler module, as separate execution environments would. On a FIFO
@@ -38,14 +40,25 @@ class LocalFunction:
     concurrency: int = 1
 
 
-FUNCTIONS = (
-    # One poller: moto applies concurrent transactions on the same item without isolation (counter
-    # updates get lost; seen here with 4 pollers), which real DynamoDB does not.
-    LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
-    # Four pollers: a backlog of HL7 changes (after a burst) drains several patients at a time, as
-    # Lambda would with one concurrent batch per message group; measured in docs/conformance-hl7.md.
-    LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates", concurrency=4),
-)
+# Pollers per function. The index stays at one: moto applies concurrent transactions on the same
+# item without isolation (counter updates get lost; seen here with 4 pollers), which real DynamoDB
+# does not. Patient changes get four: a backlog of HL7 changes (after a burst) drains several
+# patients at a time, as Lambda would with one concurrent batch per message group (measured in
+# docs/conformance-hl7.md); a patient's own changes still come one at a time, in order.
+CONCURRENCY = {PATIENT_UPDATE.function: 4}
+
+
+def local_function(consumer: ConsumerSpec) -> LocalFunction:
+    return LocalFunction(
+        consumer.function,
+        consumer.handler_file,
+        consumer.queue,
+        consumer.batch_size,
+        concurrency=CONCURRENCY.get(consumer.function, 1),
+    )
+
+
+FUNCTIONS = tuple(local_function(consumer) for consumer in CONSUMERS)
 
 
 class LambdaContext:

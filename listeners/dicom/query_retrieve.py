@@ -1,7 +1,7 @@
 """Query/Retrieve SCP of the DICOM listener: C-FIND, C-MOVE and C-GET (Patient and Study Root).
 
-Handlers only translate between DIMSE and the core: the core plans lookups (``archive.query.find``),
-prepares datasets (``archive.query.retrieve``) and the access record is written for every request,
+Handlers only translate between DIMSE and the core: the core plans lookups (``archive.services.query.find``),
+prepares datasets (``archive.services.query.retrieve``) and the access record is written for every request,
 refused ones included (``archive.data.access_log``). Expected failures map to statuses by type.
 """
 
@@ -21,9 +21,10 @@ from archive.errors import (
     TranscodingImpossible,
     UnknownMoveDestination,
 )
-from archive.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
-from archive.query.retrieve import RetrieveItem, RetrieveService
-from archive.registry import AEInfo, CachedRegistry
+from archive.model.organisations import AEInfo
+from archive.services.directory import CachedRegistry
+from archive.services.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
+from archive.services.query.retrieve import RetrieveItem, RetrieveService
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pydicom
+from archive.data.facilities import FacilityRepository
 from archive.data.models import Study
-from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
-from archive.dicom.instance import PatientIdentity
-from archive.registry import AEInfo, OrganisationInfo
+from archive.data.patients import PatientRepository
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 from pydicom.dataset import Dataset
 
 from local.cloud import DEMO_ORG, ROOT, LocalCloud, free_port
@@ -73,7 +74,7 @@ def get(cloud: LocalCloud, aet: str, workdir: Path, study_uid: str) -> list[Data
 def admin(cloud: LocalCloud, *args: str) -> list[dict[str, object]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
     result = subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *args],
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
         capture_output=True,
         text=True,
         env=env,

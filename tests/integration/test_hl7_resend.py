@@ -17,7 +17,7 @@ import uuid
 
 from archive.data.models import Patient
 from archive.data.patients import PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.model.identity import PatientIdentity
 
 from local.cloud import LocalCloud
 from local.resources import client

@@ -19,14 +19,15 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from archive.data.models import Instance, Study
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
+from archive.dicom.coercion import coerce
+from archive.dicom.transcode import choose_syntax, convert
 from archive.errors import ArchiveError, QueryRefused, StorageFailure
-from archive.query.coercion import CurrentPatients, PatientDemographics, coerce
-from archive.query.find import QueryRequest, QueryService
-from archive.query.matching import has_wildcard, is_single_value, uid_list
-from archive.query.transcode import choose_syntax, convert
+from archive.model.records import InstanceRecord, PatientDemographics, StudyRecord
+from archive.services.query.find import QueryRequest, QueryService
+from archive.services.query.matching import has_wildcard, is_single_value, uid_list
+from archive.services.query.patients import CurrentPatients
 
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -186,7 +187,7 @@ class RetrieveService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _item(instance: Instance, patient: PatientDemographics, study: Study) -> RetrieveItem:
+def _item(instance: InstanceRecord, patient: PatientDemographics, study: StudyRecord) -> RetrieveItem:
     return RetrieveItem(
         sop_instance_uid=instance.sop_instance_uid,
         sop_class_uid=instance.sop_class_uid,

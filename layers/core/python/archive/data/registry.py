@@ -1,43 +1,46 @@
 """The configuration registry: customer organisations and their DICOM application entities.
 
-Lives in DynamoDB, managed by the admin CLI (``python -m archive.admin``). Lookups on the hot path
-(association acceptance, C-STORE validation) go through a short-lived cache so a listener does one
-GetItem per AE title per ``ttl`` seconds, whatever the traffic.
+Lives in DynamoDB, managed by the admin CLI (``python -m admin``). The listeners' hot path reads it
+through the one cache in ``archive.services.directory``.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import ipaddress
+import socket
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from archive.data.models import ApplicationEntity, Organisation
 from archive.errors import DuplicateEntry, UnknownApplicationEntity, UnknownOrganisation
-
-ROLES = ("store", "query", "retrieve", "commitment", "ian", "move-destination")
-
-
-@dataclass(frozen=True)
-class OrganisationInfo:
-    oid: str
-    name: str
-    trusted_issuers: tuple[str, ...] = ()
-    default_issuer: str | None = None
+from archive.model.organisations import ROLES, AEInfo, OrganisationInfo
 
 
-@dataclass(frozen=True)
-class AEInfo:
-    ae_title: str
-    org_oid: str
-    host: str
-    port: int
-    tls: bool = False
-    roles: tuple[str, ...] = field(default_factory=tuple)
-    description: str | None = None
+def resolve_networks(entries: Iterable[str]) -> tuple[str, ...]:
+    """Addresses, networks (CIDR) or host names as the operator gives them, as networks.
+
+    A host name is resolved now, at registration, to every address it has: the check at
+    association time never depends on DNS (which the caller's network may control).
+    """
+    networks: list[str] = []
+    for entry in entries:
+        entry = entry.strip()
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"cannot resolve host {entry!r}: {exc}") from exc
+        networks.extend(str(ipaddress.ip_network(info[4][0])) for info in infos)
+    if not networks:
+        raise ValueError("no address to register")
+    return tuple(dict.fromkeys(networks))
 
 
 def _org(item: Organisation) -> OrganisationInfo:
@@ -54,6 +57,7 @@ def _ae(item: ApplicationEntity) -> AEInfo:
         bool(item.tls),
         tuple(str(r) for r in item.roles or ()),
         item.description,
+        tuple(str(a) for a in item.addresses or ()),
     )
 
 
@@ -91,13 +95,15 @@ class Registry:
         except DoesNotExist as exc:
             raise UnknownOrganisation(oid) from exc
 
-    def add_ae(self, ae: AEInfo, *, replace: bool = False) -> None:
+    def add_ae(self, ae: AEInfo, *, replace: bool = False) -> AEInfo:
+        """Register ``ae``; returns it as registered (with its addresses resolved to networks)."""
         self.get_organisation(ae.org_oid)
         unknown = set(ae.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         if not 0 < len(ae.ae_title) <= 16:
             raise ValueError("AE title must be 1-16 characters")
+        ae = with_fields(ae, addresses=resolve_networks(ae.addresses or (ae.host,)))
         item = ApplicationEntity(
             ae.ae_title,
             org_oid=ae.org_oid,
@@ -106,11 +112,13 @@ class Registry:
             tls=ae.tls,
             roles=list(ae.roles),
             description=ae.description,
+            addresses=list(ae.addresses),
         )
         try:
             item.save(condition=None if replace else ApplicationEntity.ae_title.does_not_exist())
         except PutError as exc:
             raise DuplicateEntry(f"AE {ae.ae_title} exists") from exc
+        return ae
 
     def get_ae(self, ae_title: str) -> AEInfo:
         try:
@@ -128,41 +136,3 @@ class Registry:
             ApplicationEntity.get(ae_title).delete()
         except DoesNotExist as exc:
             raise UnknownApplicationEntity(ae_title) from exc
-
-
-class CachedRegistry:
-    """Read-through cache in front of the registry for the listeners' hot path."""
-
-    def __init__(self, registry: Registry, ttl: float = 30.0, negative_ttl: float = 2.0) -> None:
-        self._registry = registry
-        self._ttl = ttl
-        # Unknown titles are remembered briefly only, so a newly registered AE is served at once.
-        self._negative_ttl = negative_ttl
-        self._lock = threading.Lock()
-        self._aes: dict[str, tuple[float, AEInfo | None]] = {}
-        self._orgs: dict[str, tuple[float, OrganisationInfo]] = {}
-
-    def find_ae(self, ae_title: str) -> AEInfo | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._aes.get(ae_title)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
-            value: AEInfo | None = self._registry.get_ae(ae_title)
-        except UnknownApplicationEntity:
-            value = None
-        with self._lock:
-            self._aes[ae_title] = (now + (self._ttl if value else self._negative_ttl), value)
-        return value
-
-    def organisation(self, oid: str) -> OrganisationInfo:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._orgs.get(oid)
-        if hit and hit[0] > now:
-            return hit[1]
-        value = self._registry.get_organisation(oid)
-        with self._lock:
-            self._orgs[oid] = (now + self._ttl, value)
-        return value
