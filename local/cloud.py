@@ -143,6 +143,7 @@ class LocalCloud:
         handlers are idempotent, so a later start (with a store that keeps its data) resumes it.
         """
         deadline = time.monotonic() + timeout
+        LOG.info("stopping the local cloud")
         for poller in self.pollers:
             poller.request_stop()
         processes = [p for p in (self.dicom_process, self.hl7_process) if p is not None and p.poll() is None]
@@ -164,12 +165,14 @@ class LocalCloud:
         if self._moto is not None:
             self._moto.terminate()
             try:
-                self._moto.wait(3)
+                self._moto.wait(1)
             except subprocess.TimeoutExpired:
-                # moto holding gigabytes can take long to exit; its state is in memory anyway.
+                # moto holding much data can take long to exit; its state is in memory anyway, and a
+                # stop must not wait for it (Ctrl-C on make run).
                 self._moto.kill()
                 self._moto.wait(10)
             self._moto = None
+        LOG.info("local cloud stopped after %.1f s", timeout - (deadline - time.monotonic()))
         for log in self._logs:
             log.close()
         self._logs.clear()
