@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from archive.topology import CONSUMERS, PATIENT_UPDATE, ConsumerSpec
+from archive.topology import CONSUMERS, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN, ConsumerSpec
 
 LOG = logging.getLogger("archive.local.runner")
 _RECEIVE_LOCKS: dict[str, threading.Lock] = {}
@@ -38,6 +38,17 @@ class LocalFunction:
     # queue this keeps the order per message group: SQS (and moto) hold back a group's messages
     # while one of them is in flight, which is how Lambda scales a FIFO source too.
     concurrency: int = 1
+    # Run in a process of its own (``python -m local.lambda_process``), so a test can SIGKILL it
+    # mid-invocation as a Lambda execution environment can die.
+    own_process: bool = False
+    # ``LocalCloud.drain`` waits for this queue: work that other steps depend on (indexing, patient
+    # updates). Registration and IAN queues hold delayed and backed-off messages by design.
+    drained: bool = True
+
+
+# The IAN sender runs apart so that tests can kill it in the middle of a delivery.
+OWN_PROCESS = frozenset({SEND_IAN.function})
+NOT_DRAINED = frozenset({REGISTER_STUDY.function, SEND_IAN.function})
 
 
 # Pollers per function. The index stays at one: moto applies concurrent transactions on the same
@@ -55,6 +66,8 @@ def local_function(consumer: ConsumerSpec) -> LocalFunction:
         consumer.queue,
         consumer.batch_size,
         concurrency=CONCURRENCY.get(consumer.function, 1),
+        own_process=consumer.function in OWN_PROCESS,
+        drained=consumer.function not in NOT_DRAINED,
     )
 
 
