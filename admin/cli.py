@@ -12,6 +12,14 @@
     python -m admin xds org set 1.2.246.10.12345678.10 --domain 1.2.246.21 --stability-seconds 60
     python -m admin ian list --state FAILED
     python -m admin ian resend STUDY_UID [--ae DEMO_PACS]
+    python -m admin rejection show <note SOP Instance UID>
+    python -m admin rejection list --study <Study Instance UID>
+    python -m admin rejection revoke <note SOP Instance UID> --by "J. Operator" --reason "ticket 123"
+    python -m admin retention rule set 1.2.246.10.12345678.10 '*' --years 12
+    python -m admin retention show <Study Instance UID>
+    python -m admin retention due [--until 2040-01-01T00:00:00+00:00]
+    python -m admin hold place --study <UID> --by "Lawyer L." --reason "case 7/2026"
+    python -m admin hold release <hold id> --study <UID> --by "Lawyer L."
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -25,10 +33,13 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 
 from archive.config import Settings
 from archive.data.facilities import FacilityRepository
+from archive.data.index import IndexRepository
 from archive.data.models import bind_models
+from archive.data.objects import ObjectStore
 from archive.data.patients import PatientRepository, refusal_log_key
 from archive.data.registration import (
     NotificationRepository,
@@ -36,6 +47,8 @@ from archive.data.registration import (
     queue_url_by_name,
 )
 from archive.data.registry import Registry
+from archive.data.rejections import RejectionRepository
+from archive.data.retention import RetentionRepository
 from archive.errors import ArchiveError
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
@@ -47,9 +60,12 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
+from archive.model.retention import RetentionRule
 from archive.services.availability import AvailabilityService
+from archive.services.corrections import CorrectionService
+from archive.services.retention import RetentionService
 
-from local.resources import local_table_names
+from local.resources import local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
 
@@ -58,11 +74,9 @@ def _settings(endpoint: str | None) -> Settings:
     if endpoint:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        return Settings(
+        return local_settings(
+            endpoint,
             region=os.environ.get("AWS_REGION", "eu-north-1"),
-            bucket="unused",
-            tables=local_table_names(),
-            endpoint_url=endpoint,
             ian_queue_url=os.environ.get("IAN_QUEUE_URL") or None,
         )
     return Settings.from_env()
@@ -180,6 +194,51 @@ def parser() -> argparse.ArgumentParser:
     resend = ian.add_parser("resend", help="queue a study's latest notification again")
     resend.add_argument("study_uid")
     resend.add_argument("--ae", help="only to this destination (default: all of the study's)")
+
+    rejection = sub.add_parser("rejection", help="IOCM rejection notes (docs/conformance-iocm.md)")
+    rejection_actions = rejection.add_subparsers(dest="action", required=True)
+    show = rejection_actions.add_parser("show", help="a rejection note's record")
+    show.add_argument("note_uid")
+    ls = rejection_actions.add_parser("list", help="instances of a study that rejection notes hide now")
+    ls.add_argument("--study", required=True)
+    revoke = rejection_actions.add_parser("revoke", help="show the instances a note rejected again")
+    revoke.add_argument("note_uid")
+    revoke.add_argument("--by", required=True, help="who decided the revoke")
+    revoke.add_argument("--reason", required=True, help="why (ticket, decision)")
+
+    retention = sub.add_parser("retention", help="retention rules and study retention (docs/retention.md)")
+    retention_actions = retention.add_subparsers(dest="action", required=True)
+    rule = retention_actions.add_parser("rule", help="rules per organisation and study type")
+    rule_actions = rule.add_subparsers(dest="rule_action", required=True)
+    rule_set = rule_actions.add_parser("set")
+    rule_set.add_argument("org_oid")
+    rule_set.add_argument("study_type", help="a modality (CT, MG, ...) or * for any study")
+    rule_set.add_argument("--years", type=int, default=0)
+    rule_set.add_argument("--days", type=int, default=0)
+    rule_set.add_argument(
+        "--allow-early-destruction", action="store_true", help="113039 notes may ask for it"
+    )
+    rule_list = rule_actions.add_parser("list")
+    rule_list.add_argument("org_oid")
+    show = retention_actions.add_parser("show", help="a study's retention end and holds")
+    show.add_argument("study_uid")
+    due = retention_actions.add_parser("due", help="studies whose retention has ended (from the index)")
+    due.add_argument("--until", help="UTC ISO time; default now")
+
+    hold = sub.add_parser("hold", help="legal holds on a study or a patient")
+    hold_actions = hold.add_subparsers(dest="action", required=True)
+    for name in ("place", "release", "list"):
+        action = hold_actions.add_parser(name)
+        if name == "release":
+            action.add_argument("hold_id")
+        target = action.add_mutually_exclusive_group(required=True)
+        target.add_argument("--study", help="Study Instance UID")
+        target.add_argument("--patient", help="Patient ID (with --issuer)")
+        action.add_argument("--issuer", help="assigning authority OID of --patient")
+        if name != "list":
+            action.add_argument("--by", required=True, help="who places or releases the hold")
+        if name == "place":
+            action.add_argument("--reason", required=True, help="why (case, decision)")
     return p
 
 
@@ -259,6 +318,74 @@ def _ian(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({**asdict(notification), "resent": args.action == "resend"}, default=str))
 
 
+def _retention_service(settings: Settings) -> RetentionService:
+    return RetentionService(
+        RetentionRepository(),
+        ObjectStore(settings),
+        lock_mode=settings.object_lock_mode,
+        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+    )
+
+
+def _retention(args: argparse.Namespace, settings: Settings) -> None:
+    service = _retention_service(settings)
+    if args.action == "rule":
+        if args.rule_action == "set":
+            service.set_rule(
+                RetentionRule(
+                    args.org_oid, args.study_type, args.years, args.days, args.allow_early_destruction
+                )
+            )
+        else:
+            for rule in service.rules_of(args.org_oid):
+                print(json.dumps(asdict(rule)))
+    elif args.action == "show":
+        found = service.retention_of(args.study_uid)
+        if found is None:
+            raise ValueError(f"no study {args.study_uid}")
+        print(json.dumps(asdict(found), default=str))
+    else:
+        until = datetime.fromisoformat(args.until) if args.until else datetime.now(UTC)
+        for study_uid, end in service.studies_due(until):
+            print(json.dumps({"study_uid": study_uid, "retention_end": end.isoformat()}))
+
+
+def _hold(args: argparse.Namespace, settings: Settings) -> None:
+    service = _retention_service(settings)
+    if args.patient and not args.issuer:
+        raise ValueError("--patient needs --issuer")
+    target = {
+        "study_uid": args.study,
+        "patient_key": PatientIdentity(args.patient, args.issuer).key if args.patient else None,
+    }
+    if args.action == "place":
+        placed, objects = service.place_hold(by=args.by, reason=args.reason, **target)
+        print(json.dumps({**asdict(placed), "objects_held": objects}, default=str))
+    elif args.action == "release":
+        released = service.release_hold(args.hold_id, by=args.by, **target)
+        print(json.dumps({"hold_id": args.hold_id, "objects_released": released}))
+    else:
+        for found in service.holds_on(**target):
+            print(json.dumps(asdict(found), default=str))
+
+
+def _rejection(args: argparse.Namespace, settings: Settings) -> None:
+    index = IndexRepository(settings)
+    corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
+    if args.action == "show":
+        print(json.dumps(asdict(corrections.rejection(args.note_uid)), default=str))
+    elif args.action == "list":
+        for rejected in corrections.rejected_in_study(args.study):
+            print(json.dumps(asdict(rejected)))
+    else:
+        outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        print(
+            json.dumps(
+                {"note_uid": args.note_uid, "restored": outcome.restored, "state": outcome.record.state}
+            )
+        )
+
+
 def _hl7_facility(args: argparse.Namespace) -> None:
     facilities = FacilityRepository()
     if args.action == "add":
@@ -295,6 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _ian(args, settings)
         elif args.kind == "patient":
             _patient(args, settings)
+        elif args.kind == "rejection":
+            _rejection(args, settings)
+        elif args.kind == "retention":
+            _retention(args, settings)
+        elif args.kind == "hold":
+            _hold(args, settings)
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(

@@ -55,3 +55,9 @@ class OperatorAlarms(Construct):
         alarm.add_alarm_action(action)
         alarm.add_ok_action(action)
         return alarm
+
+    def alarm_to_operator(self, alarm: cloudwatch.Alarm) -> None:
+        """Send an alarm made elsewhere (e.g. a failing scheduled job) to the operator's topic."""
+        action = cloudwatch_actions.SnsAction(self.topic)
+        alarm.add_alarm_action(action)
+        alarm.add_ok_action(action)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archive.topology import (
+    DESTROY_EXPIRED,
     INDEX_INSTANCE,
     INDEX_QUEUE,
     PATIENT_UPDATE,
@@ -28,6 +29,7 @@ from archive.topology import (
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Node
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,7 @@ POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"
 DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
 INDEX_FUNCTION_DIR = REPO_ROOT / INDEX_INSTANCE.code_dir
+DESTROY_FUNCTION_DIR = REPO_ROOT / DESTROY_EXPIRED.code_dir
 INDEX_FUNCTION_HANDLER = INDEX_INSTANCE.handler
 DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
 PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / PATIENT_UPDATE.code_dir
@@ -78,6 +81,10 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_11
 # Graviton: cheaper per GB-second; the deps layer is built from aarch64 wheels to match.
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+# Storage tiers of instance objects by age (docs/retention.md). Only classes served without a
+# restore: Glacier Flexible Retrieval and Deep Archive need the restore-on-retrieve path and the
+# NEARLINE availability in C-FIND first, which the archive does not have yet.
+INSTANCE_TIERS = ((s3.StorageClass.GLACIER_INSTANT_RETRIEVAL, Duration.days(90)),)
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 INDEX_FUNCTION_MEMORY_MB = 512
 INDEX_BATCH_SIZE = INDEX_INSTANCE.batch_size

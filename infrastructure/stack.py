@@ -19,6 +19,7 @@ from infrastructure.network import ArchiveNetwork
 from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
+from infrastructure.retention import DestructionSchedule
 from infrastructure.tables import ArchiveTables
 
 
@@ -36,6 +37,7 @@ class ArchiveStack(Stack):
             "Archive",
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
+            tiers=s.INSTANCE_TIERS,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         index_queue = DeadLetteredQueue(
@@ -54,6 +56,7 @@ class ArchiveStack(Stack):
         archive_env = {
             t.ENV_BUCKET: storage.bucket.bucket_name,
             t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            t.ENV_OBJECT_LOCK_MODE: deployment.object_lock_mode.value,
             **tables.environment,
         }
 
@@ -116,6 +119,23 @@ class ArchiveStack(Stack):
         storage.grant_read_objects(index_instance.role)
         tables.grant_read_write(index_instance.role)
         registration.grant_request(index_instance.role)
+
+        destruction = DestructionSchedule(
+            self,
+            "Destruction",
+            code_dir=s.DESTROY_FUNCTION_DIR,
+            handler=t.DESTROY_EXPIRED.handler,
+            schedule=t.DESTROY_EXPIRED.schedule,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **s.powertools_env("destroy-expired")},
+            bucket=storage.bucket,
+            log_retention=s.LOG_RETENTION,
+        )
+        storage.key.grant_decrypt(destruction.role)
+        tables.grant_read_write(destruction.role)
+        alarms.alarm_to_operator(destruction.failures)
 
         dicom = TcpListenerService(
             self,

@@ -12,6 +12,7 @@ Used by ``make run`` and by the integration tests alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -340,6 +341,18 @@ class LocalCloud:
         registry.add_organisation(org, replace=True)
         for ae in aes:
             registry.add_ae(ae, replace=True)
+
+    def run_scheduled(self, function: str, event: dict[str, object] | None = None) -> dict[str, object]:
+        """Invoke a scheduled function once (EventBridge Scheduler's job on AWS) and return its result."""
+        result = subprocess.run(
+            [sys.executable, "-m", "local.scheduled", function, json.dumps(event or {})],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=600,
+            check=True,
+        )
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until every queue the pollers read is empty (all S3 events handled)."""

@@ -50,6 +50,8 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
         "bucket": BUCKET,
         "tables": local_table_names(),
         "endpoint_url": endpoint,
+        # The local bucket's default retention is GOVERNANCE; explicit locks follow it.
+        "object_lock_mode": "GOVERNANCE",
     }
     values.update(overrides)
     return Settings(**values)

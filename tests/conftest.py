@@ -22,6 +22,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
         settings_overrides={
             "commitment_wait_seconds": 8.0,
             "commitment_retry_base_seconds": 0.5,
+            # Objects whose retention ended already are locked this long (tests/integration/test_destruction.py).
+            "minimum_lock_seconds": 3.0,
             # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from archive.config import Settings
 from archive.data.access_log import AccessLog
@@ -12,11 +13,15 @@ from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.data.registry import Registry
+from archive.data.rejections import RejectionRepository
+from archive.data.retention import RetentionRepository
+from archive.services.corrections import CorrectionService
 from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
 from archive.services.registration import RegistrationRequests
+from archive.services.retention import RetentionService
 
 from .commitment_worker import CommitmentWorker
 from .query_retrieve import QueryRetrieveSCP
@@ -54,7 +59,18 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
     )
     deps = ListenerDeps(
         registry=registry,
-        store=StoreService(objects, index, max_object_bytes=settings.max_object_bytes),
+        store=StoreService(
+            objects,
+            index,
+            max_object_bytes=settings.max_object_bytes,
+            corrections=CorrectionService(RejectionRepository(settings), index, objects),
+            retention=RetentionService(
+                RetentionRepository(),
+                objects,
+                lock_mode=settings.object_lock_mode,
+                minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+            ),
+        ),
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,
         archive_ae_title=settings.archive_ae_title,

@@ -17,12 +17,20 @@ from typing import Any
 from archive.data.commitments import CommitmentRepository
 from archive.dicom.commitment import request_from_action_information
 from archive.errors import (
+    AlreadyRejected,
     ArchiveError,
     DatasetDoesNotMatchSOPClass,
+    DuplicateRejectionNote,
     InstanceConflict,
     InvalidDataset,
+    NoSuchInstanceToReject,
     ObjectTooLarge,
     PatientIdConflict,
+    RejectedInstanceResent,
+    RejectionClassConflict,
+    RejectionNotAuthorised,
+    RetentionExpiryRejectionNotAllowed,
+    RetentionNotExpired,
     StorageFailure,
     StudyOfAnotherOrganisation,
     UntrustedPatientId,
@@ -54,6 +62,15 @@ STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
     (InstanceConflict, 0x0124),
     (ObjectTooLarge, 0xA700),
     (StorageFailure, 0xA700),
+    # IOCM rejection notes, with dcm4chee-arc's statuses (docs/conformance-iocm.md)
+    (DuplicateRejectionNote, 0xA770),
+    (RejectedInstanceResent, 0xA771),
+    (NoSuchInstanceToReject, 0xA772),
+    (RejectionClassConflict, 0xA773),
+    (AlreadyRejected, 0xA774),
+    (RetentionExpiryRejectionNotAllowed, 0xA775),
+    (RetentionNotExpired, 0xA776),
+    (RejectionNotAuthorised, 0x0124),
 )
 STATUS_NOT_AUTHORISED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700

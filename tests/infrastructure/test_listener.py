@@ -160,6 +160,7 @@ def test_container_gets_the_archive_environment_and_logs_to_cloudwatch(productio
     assert env["SPOOL_DIR"] == "/tmp"
     assert env["DICOM_PORT"] == str(DICOM_PORT)
     assert env["COMMITMENT_WAIT_SECONDS"] == "60"
+    assert env["OBJECT_LOCK_MODE"] == "COMPLIANCE"
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     log_group_ref = container["LogConfiguration"]["Options"]["awslogs-group"]
     log_group = production.template.to_json()["Resources"][log_group_ref["Ref"]]
@@ -174,7 +175,11 @@ def test_task_may_store_and_read_objects_but_not_delete_them(production: Synthes
 
     assert actions_on(statements, objects_of(bucket_id)) >= {"s3:PutObject", "s3:GetObject"}
     assert not {a for a in all_actions(statements) if "Delete" in a and a.startswith("s3:")}
-    assert not {a for a in all_actions(statements) if a.startswith("s3:") and "Retention" in a}
+    # The PUT carries its retain-until date (docs/retention.md); COMPLIANCE locks can only be
+    # lengthened, and without the bypass action no GOVERNANCE lock can be shortened either.
+    assert {a for a in all_actions(statements) if a.startswith("s3:") and "Retention" in a} == {
+        "s3:PutObjectRetention"
+    }
     for table_id in resources(production.template, "AWS::DynamoDB::Table"):
         assert {"dynamodb:PutItem", "dynamodb:Query"} <= actions_on(statements, arn_of(table_id)), table_id
 

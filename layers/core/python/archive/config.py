@@ -33,6 +33,10 @@ class Settings:
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # Object Lock set on each PUT (docs/retention.md): COMPLIANCE in production; the shortest lock
+    # an object gets even when its retention has ended already (an old study stored late).
+    object_lock_mode: str = "COMPLIANCE"
+    minimum_lock_seconds: float = 86400.0
     # Registration of committed studies (XDS-I.b) and its confirmation (IAN); see docs/registration.md.
     registration_queue_url: str | None = None
     ian_queue_url: str | None = None
@@ -61,6 +65,8 @@ class Settings:
             max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
             spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
             index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
+            object_lock_mode=env.get(t.ENV_OBJECT_LOCK_MODE, "COMPLIANCE"),
+            minimum_lock_seconds=float(env.get(t.ENV_MINIMUM_LOCK_SECONDS, "86400")),
             registration_queue_url=env.get(t.ENV_REGISTRATION_QUEUE_URL) or None,
             ian_queue_url=env.get(t.ENV_IAN_QUEUE_URL) or None,
             ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
@@ -79,6 +85,8 @@ class Settings:
             t.ENV_COMMITMENT_MAX_ATTEMPTS: str(self.commitment_max_attempts),
             t.ENV_MAX_OBJECT_BYTES: str(self.max_object_bytes),
             t.ENV_SPOOL_DIR: self.spool_dir,
+            t.ENV_OBJECT_LOCK_MODE: self.object_lock_mode,
+            t.ENV_MINIMUM_LOCK_SECONDS: str(self.minimum_lock_seconds),
             t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),
             t.ENV_IAN_MAX_ATTEMPTS: str(self.ian_max_attempts),
             t.ENV_IAN_TIMEOUT: str(self.ian_timeout_seconds),

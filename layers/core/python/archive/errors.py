@@ -171,6 +171,53 @@ class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
 
 
+# --- IOCM corrections (rejection notes); statuses as dcm4chee-arc gives them ------------------
+
+
+class RejectionRefused(ArchiveError):
+    """A rejection note the archive does not apply; nothing is rejected."""
+
+
+class DuplicateRejectionNote(RejectionRefused):
+    """This rejection note was received and applied already (0xA770)."""
+
+
+class RejectedInstanceResent(ArchiveError):
+    """A C-STORE of an instance that a rejection note hides (0xA771 subsequent occurrence)."""
+
+
+class NoSuchInstanceToReject(RejectionRefused):
+    """The note names an instance the archive does not hold (0xA772)."""
+
+
+class RejectionClassConflict(RejectionRefused):
+    """The note names an instance with another SOP Class than the archived one (0xA773)."""
+
+
+class AlreadyRejected(RejectionRefused):
+    """The note names an instance another note has rejected already (0xA774)."""
+
+
+class RetentionExpiryRejectionNotAllowed(RejectionRefused):
+    """A 113039 (retention expired) note where no retention rule allows early destruction (0xA775)."""
+
+
+class RetentionNotExpired(RejectionRefused):
+    """A 113039 note for a study whose retention has not ended yet (0xA776)."""
+
+
+class RejectionNotAuthorised(RejectionRefused):
+    """The sender's organisation does not control the study (0x0124 Refused: Not authorised)."""
+
+
+class UnknownRejection(ArchiveError):
+    """An operator named a rejection note the archive has no record of."""
+
+
+class RetentionLocked(StorageFailure):
+    """S3 refused to delete an object version: its Object Lock retention or legal hold holds it."""
+
+
 # --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
 
 

@@ -25,6 +25,8 @@ ENV_COMMITMENT_MAX_ATTEMPTS = "COMMITMENT_MAX_ATTEMPTS"
 ENV_MAX_OBJECT_BYTES = "MAX_OBJECT_BYTES"
 ENV_SPOOL_DIR = "SPOOL_DIR"
 ENV_INDEX_QUEUE_URL = "INDEX_QUEUE_URL"
+ENV_OBJECT_LOCK_MODE = "OBJECT_LOCK_MODE"
+ENV_MINIMUM_LOCK_SECONDS = "MINIMUM_LOCK_SECONDS"
 # Registration (XDS-I.b manifests) and IAN delivery:
 ENV_REGISTRATION_QUEUE_URL = "REGISTRATION_QUEUE_URL"
 ENV_IAN_QUEUE_URL = "IAN_QUEUE_URL"
@@ -53,6 +55,10 @@ TABLE_ENV = {
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
+    "rejections": "TABLE_REJECTIONS",
+    "retention_rules": "TABLE_RETENTION_RULES",
+    "legal_holds": "TABLE_LEGAL_HOLDS",
+    "destruction_records": "TABLE_DESTRUCTION_RECORDS",
     "xds_registry": "TABLE_XDS_REGISTRY",
     "registrations": "TABLE_REGISTRATIONS",
     "ian_notifications": "TABLE_IAN_NOTIFICATIONS",
@@ -123,3 +129,24 @@ SEND_IAN = ConsumerSpec(
     "send_ian", "functions/send_ian", "handler.handler", queue=IAN_QUEUE.name, batch_size=1
 )
 CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN)
+
+
+@dataclass(frozen=True)
+class ScheduledSpec:
+    """A Lambda function run on a schedule (EventBridge Scheduler on AWS, on demand locally)."""
+
+    function: str
+    code_dir: str
+    handler: str
+    schedule: str  # an EventBridge Scheduler expression
+
+    @property
+    def handler_file(self) -> str:
+        return str(PurePosixPath(self.code_dir) / f"{self.handler.rsplit('.', 1)[0]}.py")
+
+
+# Lawful destruction of studies whose retention has ended (docs/retention.md).
+DESTROY_EXPIRED = ScheduledSpec(
+    "destroy_expired", "functions/destroy_expired", "handler.handler", schedule="cron(0 2 * * ? *)"
+)
+SCHEDULED = (DESTROY_EXPIRED,)

@@ -312,6 +312,7 @@ def instance_record(item: Instance) -> InstanceRecord:
         columns=_int(item.columns),
         number_of_frames=_int(item.number_of_frames),
         attributes=dict(item.attributes) if item.attributes else None,
+        rejected=item.rejected,
     )
 
 

@@ -137,6 +137,18 @@ class StudiesByAccession(GlobalSecondaryIndex["Study"]):
     accession_number = UnicodeAttribute(hash_key=True)
 
 
+class StudiesByRetentionEnd(GlobalSecondaryIndex["Study"]):
+    """Sparse and sharded: studies with a known retention end, by that end. The destruction job
+    queries each shard for ends up to now, so its cost follows the due studies, not the archive."""
+
+    class Meta:
+        index_name = "by_retention_end"
+        projection = KeysOnlyProjection()
+
+    retention_shard = UnicodeAttribute(hash_key=True)
+    retention_end = UnicodeAttribute(range_key=True)
+
+
 class Study(Model):
     """A study with the aggregates C-FIND and XDS answer from (modalities, counts, last update)."""
 
@@ -167,10 +179,19 @@ class Study(Model):
     number_of_series = NumberAttribute(default=0)
     number_of_instances = NumberAttribute(default=0)
     total_bytes = NumberAttribute(default=0)
+    # Instances hidden by IOCM rejection notes (not in number_of_instances); a study whose every
+    # instance is rejected disappears from C-FIND.
+    rejected_instances = NumberAttribute(null=True)
+    # Retention (docs/retention.md): the latest retention end of its instances (UTC ISO time), its
+    # shard in the by_retention_end index, and how many legal holds name the study or its patient.
+    retention_end = UnicodeAttribute(null=True)
+    retention_shard = UnicodeAttribute(null=True)
+    legal_holds = NumberAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
+    by_retention_end = StudiesByRetentionEnd()
 
 
 class Series(Model):
@@ -185,6 +206,7 @@ class Series(Model):
     series_date = UnicodeAttribute(null=True)
     body_part_examined = UnicodeAttribute(null=True)
     number_of_instances = NumberAttribute(default=0)
+    rejected_instances = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
 
 
@@ -224,7 +246,87 @@ class Instance(Model):
     number_of_frames = NumberAttribute(null=True)
     # Attributes that C-FIND IMAGE level and XDS-I manifests need, kept small.
     attributes = JSONAttribute(null=True)
+    # IOCM: set while a rejection note hides the instance (its code and the note's SOP Instance UID).
+    rejected = UnicodeAttribute(null=True)
+    rejected_by = UnicodeAttribute(null=True)
     by_study = InstancesByStudy()
+
+
+# --- IOCM corrections -------------------------------------------------------------------------
+
+
+class Rejection(Model):
+    """A received rejection note and its state; kept after a revoke, as evidence of both."""
+
+    class Meta(_Unbound):
+        logical_name = "rejections"
+
+    note_uid = UnicodeAttribute(hash_key=True)
+    code = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    sending_ae = UnicodeAttribute()
+    received_at = UTCDateTimeAttribute()
+    # [[study, series, sop class, sop instance], ...] as the note's evidence lists them.
+    references = JSONAttribute()
+    state = UnicodeAttribute()  # APPLYING | ACTIVE | REVOKED
+    s3_key = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    revoke_reason = UnicodeAttribute(null=True)
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+class RetentionRuleItem(Model):
+    """A retention rule of the configuration registry: per organisation and study type."""
+
+    class Meta(_Unbound):
+        logical_name = "retention_rules"
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_type = UnicodeAttribute(range_key=True)  # a modality, or "*"
+    years = NumberAttribute()
+    days = NumberAttribute(default=0)
+    allow_early_destruction = BooleanAttribute(default=False)
+    updated_at = UTCDateTimeAttribute()
+
+
+class LegalHoldItem(Model):
+    """A legal hold on a study or a patient, with who placed it and why; released, never deleted."""
+
+    class Meta(_Unbound):
+        logical_name = "legal_holds"
+
+    target = UnicodeAttribute(hash_key=True)  # "study:<uid>" | "patient:<key>"
+    hold_id = UnicodeAttribute(range_key=True)
+    placed_by = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    placed_at = UTCDateTimeAttribute()
+    released_at = UTCDateTimeAttribute(null=True)
+    released_by = UnicodeAttribute(null=True)
+
+
+class DestructionRecordItem(Model):
+    """The record of a lawful destruction: written before the first delete ("PLANNED") and after
+    the last ("COMPLETED"). Append-only, never destroyed."""
+
+    class Meta(_Unbound):
+        logical_name = "destruction_records"
+        append_only = True
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    event = UnicodeAttribute(range_key=True)  # "<UTC ISO time>#PLANNED|COMPLETED"
+    org_oid = UnicodeAttribute(null=True)
+    patient_key = UnicodeAttribute(null=True)
+    retention_end = UTCDateTimeAttribute()
+    at = UTCDateTimeAttribute()
+    instance_count = NumberAttribute()
+    total_bytes = NumberAttribute()
+    # [{"key", "sha256", "size", "versions"}, ...]
+    objects = JSONAttribute()
+    approved_by = UnicodeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -471,6 +573,10 @@ ALL_MODELS: tuple[type[Model], ...] = (
     AccessRecord,
     HL7Facility,
     PatientChange,
+    Rejection,
+    RetentionRuleItem,
+    LegalHoldItem,
+    DestructionRecordItem,
     XdsRegistryItem,
     Registration,
     IanNotification,

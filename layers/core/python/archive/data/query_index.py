@@ -62,29 +62,48 @@ class QueryIndex:
             condition = Study.study_date >= date_from
         elif date_to:
             condition = Study.study_date <= date_to
-        return (study_record(s) for s in Study.by_patient.query(patient_key, range_key_condition=condition))
+        return (
+            study_record(s)
+            for s in Study.by_patient.query(patient_key, range_key_condition=condition)
+            if not _all_rejected(s)
+        )
 
     def studies(self, study_uids: Iterable[str]) -> list[StudyRecord]:
         uids = list(dict.fromkeys(study_uids))
-        return [study_record(s) for s in Study.batch_get(uids)] if uids else []
+        return [study_record(s) for s in Study.batch_get(uids) if not _all_rejected(s)] if uids else []
 
     def studies_by_accession(self, accession_number: str) -> list[StudyRecord]:
-        return [study_record(s) for s in Study.by_accession.query(accession_number)]
+        return [study_record(s) for s in Study.by_accession.query(accession_number) if not _all_rejected(s)]
 
     # --- series and instances --------------------------------------------------------------
 
     def series_of_study(self, study_uid: str, series_uid: str | None = None) -> list[SeriesRecord]:
         condition = Series.series_uid == series_uid if series_uid else None
-        return [_series(s) for s in Series.query(study_uid, range_key_condition=condition)]
+        return [
+            _series(s) for s in Series.query(study_uid, range_key_condition=condition) if not _all_rejected(s)
+        ]
 
     def instances_of_study(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRecord]:
         """Instances of a study, or of one series (begins_with on the GSI range key), in series order."""
         condition = Instance.series_sop.startswith(f"{series_uid}/") if series_uid else None
-        return (instance_record(i) for i in Instance.by_study.query(study_uid, range_key_condition=condition))
+        # IOCM: instances hidden by a rejection note are not query or retrieve results.
+        return (
+            instance_record(i)
+            for i in Instance.by_study.query(
+                study_uid, range_key_condition=condition, filter_condition=Instance.rejected.does_not_exist()
+            )
+        )
 
     def instances(self, sop_instance_uids: Iterable[str]) -> list[InstanceRecord]:
+        """Instances by SOP Instance UID, without those a rejection note hides."""
         uids = list(dict.fromkeys(sop_instance_uids))
-        return [instance_record(i) for i in Instance.batch_get(uids)] if uids else []
+        found = (instance_record(i) for i in Instance.batch_get(uids)) if uids else iter(())
+        return [i for i in found if not i.rejected]
+
+
+def _all_rejected(item: Study | Series) -> bool:
+    """A study or series whose every instance a rejection note hides is not shown at all."""
+    return bool(item.rejected_instances) and not item.number_of_instances
 
 
 def _patient(item: Patient) -> PatientRecord:

@@ -45,6 +45,9 @@ def evaluate(
         instance = instances.get(ref.sop_instance_uid)
         if instance is None:
             continue
+        if instance.rejected:  # IOCM: a rejected instance is not the archive's to commit to
+            settled[ref] = FAILURE_NO_SUCH_INSTANCE
+            continue
         if instance.sop_class_uid != ref.sop_class_uid:
             settled[ref] = FAILURE_CLASS_INSTANCE_CONFLICT
             continue
