@@ -20,6 +20,9 @@
     python -m admin retention due [--until 2040-01-01T00:00:00+00:00]
     python -m admin hold place --study <UID> --by "Lawyer L." --reason "case 7/2026"
     python -m admin hold release <hold id> --study <UID> --by "Lawyer L."
+    python -m admin disclosures verify 020516C903K --issuer 1.2.246.21
+    python -m admin disclosures report 020516C903K --issuer 1.2.246.21 --format csv
+    python -m admin disclosures anchor
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -50,6 +53,7 @@ from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
 from archive.data.retention import RetentionRepository
 from archive.errors import ArchiveError
+from archive.model.disclosure import report_csv
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
 from archive.model.registration import (
@@ -63,8 +67,10 @@ from archive.model.registration import (
 from archive.model.retention import RetentionRule
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
+from archive.services.disclosure import build_disclosure_log
 from archive.services.retention import RetentionService
 
+from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
 from local.resources import local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
@@ -77,6 +83,7 @@ def _settings(endpoint: str | None) -> Settings:
         return local_settings(
             endpoint,
             region=os.environ.get("AWS_REGION", "eu-north-1"),
+            audit_bucket=LOCAL_AUDIT_BUCKET,
             ian_queue_url=os.environ.get("IAN_QUEUE_URL") or None,
         )
     return Settings.from_env()
@@ -93,6 +100,12 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--trusted-issuer", action="append", default=[], help="assigning authority OID")
     add.add_argument("--default-issuer", help="issuer assumed when an image carries none")
+    add.add_argument(
+        "--certificate-name",
+        action="append",
+        default=[],
+        help="a name (CN=..., DNS:...) identifying the organisation's certificates, if they carry no urn:oid",
+    )
     add.add_argument("--replace", action="store_true")
     org.add_parser("list")
     rm = org.add_parser("remove")
@@ -105,7 +118,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("host")
     add.add_argument("port", type=int)
     add.add_argument("--role", action="append", default=[], choices=ROLES)
-    add.add_argument("--tls", action="store_true")
+    add.add_argument("--tls", action="store_true", help="connections to and from this AE use TLS")
+    add.add_argument(
+        "--certificate-name",
+        action="append",
+        default=[],
+        help="the node's certificate must carry this name (CN=..., DNS:..., URI:...)",
+    )
     add.add_argument(
         "--address",
         action="append",
@@ -239,6 +258,20 @@ def parser() -> argparse.ArgumentParser:
             action.add_argument("--by", required=True, help="who places or releases the hold")
         if name == "place":
             action.add_argument("--reason", required=True, help="why (case, decision)")
+    disclosures = sub.add_parser("disclosures", help="the disclosure log").add_subparsers(
+        dest="action", required=True
+    )
+    for name, text in (
+        ("verify", "prove the patient's chains intact, or name the first broken link (exit 2)"),
+        ("report", "every disclosure of the patient: to whom, why, when (UTC), how"),
+    ):
+        command = disclosures.add_parser(name, help=text)
+        command.add_argument("patient", help="Patient ID (with --issuer), or <id>^^^<issuer>")
+        command.add_argument("--issuer", help="assigning authority OID")
+        if name == "report":
+            command.add_argument("--format", choices=("json", "csv"), default="json")
+    anchor = disclosures.add_parser("anchor", help="anchor recently grown chains in the audit bucket now")
+    anchor.add_argument("--hours", type=float, default=3.0, help="look-back window")
     return p
 
 
@@ -408,12 +441,38 @@ def _patient(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(change, ensure_ascii=False))
 
 
+def _disclosures(args: argparse.Namespace, settings: Settings) -> int:
+    log = build_disclosure_log(settings)
+    if args.action == "anchor":
+        print(json.dumps({"anchors_written": log.anchor(lookback=timedelta(hours=args.hours))}))
+        return 0
+    if "^^^" in args.patient:
+        key = args.patient
+    elif args.issuer:
+        key = PatientIdentity(args.patient, args.issuer).key
+    else:
+        raise ValueError("give --issuer, or the patient as <id>^^^<issuer>")
+    if args.action == "verify":
+        verdicts = log.verify(key)
+        for verdict in verdicts:
+            print(json.dumps(verdict.as_json(), ensure_ascii=False))
+        return 0 if all(v.intact for v in verdicts) else 2
+    rows = log.report(key)
+    if args.format == "csv":
+        sys.stdout.write(report_csv(rows))
+    else:
+        print(json.dumps({"patient": key, "disclosures": rows}, ensure_ascii=False, indent=1))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = _settings(args.endpoint)
     bind_models(settings)
     registry = Registry()
     try:
+        if args.kind == "disclosures":
+            return _disclosures(args, settings)
         if args.kind == "hl7-facility":
             _hl7_facility(args)
         elif args.kind == "xds":
@@ -431,7 +490,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(
-                    OrganisationInfo(args.oid, args.name, tuple(args.trusted_issuer), args.default_issuer),
+                    OrganisationInfo(
+                        args.oid,
+                        args.name,
+                        tuple(args.trusted_issuer),
+                        args.default_issuer,
+                        tuple(args.certificate_name),
+                    ),
                     replace=args.replace,
                 )
             elif args.action == "list":
@@ -451,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         tuple(args.role),
                         args.description,
                         tuple(args.address),
+                        tuple(args.certificate_name),
                     ),
                     replace=args.replace,
                 )

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from archive import topology as t
 from archive.data.schema import table_specs
-from aws_cdk import Duration, Stack
+from aws_cdk import Annotations, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infrastructure import settings as s
 from infrastructure.alarms import OperatorAlarms
+from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
+from infrastructure.audit_bucket import AuditBucket
 from infrastructure.availability import AvailabilityNotifications
+from infrastructure.disclosure_apis import AdminApi, CustomerApi
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
@@ -21,6 +28,9 @@ from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
 from infrastructure.tables import ArchiveTables
+from infrastructure.tls_secret import TlsSecret
+
+NO_CUSTOMER_API_WARNING_ID = "archive:no-customer-api"
 
 
 class ArchiveStack(Stack):
@@ -40,6 +50,15 @@ class ArchiveStack(Stack):
             tiers=s.INSTANCE_TIERS,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
+        # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
+        audit = AuditBucket(
+            self,
+            "Audit",
+            object_lock_mode=deployment.object_lock_mode,
+            retention_days=deployment.audit_retention_days,
+            access_logs_bucket=storage.access_logs_bucket,
+        )
+        tls_secret = TlsSecret(self, "ListenerTls")
         index_queue = DeadLetteredQueue(
             self,
             "IndexQueue",
@@ -53,12 +72,29 @@ class ArchiveStack(Stack):
         alarms = OperatorAlarms(self, "Alarms", email=deployment.alarm_email)
         alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
 
+        security_env = {
+            t.ENV_AUDIT_BUCKET: audit.bucket.bucket_name,
+            t.ENV_AUDIT_SOURCE_ID: s.ARCHIVE_AE_TITLE,
+        }
+        if deployment.listener_tls:
+            security_env[t.ENV_TLS_SECRET_ID] = tls_secret.secret.secret_arn
+            security_env[t.ENV_TLS_CHECK_SECONDS] = str(s.TLS_CHECK_SECONDS)
+        if deployment.audit_syslog_host:
+            security_env[t.ENV_AUDIT_SYSLOG_HOST] = deployment.audit_syslog_host
+            security_env[t.ENV_AUDIT_SYSLOG_PORT] = str(deployment.audit_syslog_port)
         archive_env = {
             t.ENV_BUCKET: storage.bucket.bucket_name,
             t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
             t.ENV_OBJECT_LOCK_MODE: deployment.object_lock_mode.value,
             **tables.environment,
+            **security_env,
         }
+
+        def may_audit(role: iam.IRole) -> None:
+            """Write audit batches; with the TLS material if it forwards them over syslog/TLS."""
+            audit.grant_write_audit(role)
+            if deployment.listener_tls:
+                tls_secret.grant_read(role)
 
         layers = ArchiveLayers(
             self,
@@ -87,6 +123,9 @@ class ArchiveStack(Stack):
             vpc=network.vpc,
         )
         tables.grant_read_write(notifications.consumer.role)
+        if deployment.listener_tls:
+            # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
+            tls_secret.grant_read(notifications.consumer.role)
         registration = StudyRegistration(
             self,
             "StudyRegistration",
@@ -125,7 +164,7 @@ class ArchiveStack(Stack):
             "Destruction",
             code_dir=s.DESTROY_FUNCTION_DIR,
             handler=t.DESTROY_EXPIRED.handler,
-            schedule=t.DESTROY_EXPIRED.schedule,
+            schedule=t.DESTRUCTION_SCHEDULE,
             runtime=s.LAMBDA_RUNTIME,
             architecture=s.LAMBDA_ARCHITECTURE,
             layers=[layers.deps, layers.core],
@@ -143,15 +182,20 @@ class ArchiveStack(Stack):
             name="dicom",
             cluster=network.cluster,
             dockerfile=s.DICOM_DOCKERFILE,
-            container_port=s.DICOM_CONTAINER_PORT,
+            container_port=s.DICOM_TLS_PORT if deployment.listener_tls else s.DICOM_CONTAINER_PORT,
             environment={
                 **archive_env,
                 **s.powertools_env("dicom-listener"),
-                t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
+                # TLS only when on: the plain port is off, the registered dicom-tls port serves.
+                **(
+                    {t.ENV_DICOM_PORT: s.PORT_OFF, t.ENV_DICOM_TLS_PORT: str(s.DICOM_TLS_PORT)}
+                    if deployment.listener_tls
+                    else {t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT)}
+                ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
                 t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
             },
-            certificate_arn=deployment.dicom_certificate_arn,
+            tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
             internet_facing=deployment.listeners_internet_facing,
             access_logs_bucket=storage.access_logs_bucket,
@@ -159,6 +203,7 @@ class ArchiveStack(Stack):
         storage.grant_read_write_objects(dicom.task_role)
         tables.grant_read_write(dicom.task_role)
         registration.grant_request(dicom.task_role)
+        may_audit(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
         patient_updates = DeadLetteredQueue(
@@ -188,22 +233,27 @@ class ArchiveStack(Stack):
         )
         tables.grant_read_write(patient_update.role)
         registration.grant_request(patient_update.role)
+        may_audit(patient_update.role)
         hl7 = TcpListenerService(
             self,
             "Hl7Listener",
             name="hl7",
             cluster=network.cluster,
             dockerfile=s.HL7_DOCKERFILE,
-            container_port=s.HL7_CONTAINER_PORT,
+            container_port=s.HL7_TLS_PORT if deployment.listener_tls else s.HL7_CONTAINER_PORT,
             environment={
                 **archive_env,
                 **s.powertools_env("hl7-listener"),
-                t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
+                **(
+                    {t.ENV_HL7_PORT: s.PORT_OFF, t.ENV_HL7_TLS_PORT: str(s.HL7_TLS_PORT)}
+                    if deployment.listener_tls
+                    else {t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT)}
+                ),
                 t.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
                 t.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
                 t.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
             },
-            certificate_arn=deployment.hl7_certificate,
+            tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
             internet_facing=deployment.listeners_internet_facing,
             access_logs_bucket=storage.access_logs_bucket,
@@ -212,3 +262,80 @@ class ArchiveStack(Stack):
         patient_updates.queue.grant_send_messages(hl7.task_role)
         # The listener only reads (merged/duplicate checks before queueing); the Lambda writes.
         tables.grant_read(hl7.task_role)
+        may_audit(hl7.task_role)
+
+        # The disclosure log: customers' notifications (XDS domain, mutual TLS), the admin API's
+        # reports and verification, the hourly anchoring of chain heads in the audit bucket.
+        def function(construct_id: str, description: str, code_dir: Path, service: str) -> ArchiveFunction:
+            return ArchiveFunction(
+                self,
+                construct_id,
+                description=description,
+                code_dir=code_dir,
+                handler="handler.handler",
+                runtime=s.LAMBDA_RUNTIME,
+                architecture=s.LAMBDA_ARCHITECTURE,
+                layers=[layers.deps, layers.core],
+                environment={
+                    **archive_env,
+                    **s.powertools_env(service),
+                    t.ENV_ANCHOR_LOOKBACK_HOURS: str(s.DISCLOSURE_ANCHOR_LOOKBACK_HOURS),
+                },
+                timeout=s.API_FUNCTION_TIMEOUT,
+                memory_size=s.API_FUNCTION_MEMORY_MB,
+                log_retention=s.LOG_RETENTION,
+            )
+
+        reports = function(
+            "DisclosureReports",
+            "Disclosure log reports and verification (admin API)",
+            s.ADMIN_API_FUNCTION_DIR,
+            "admin-api",
+        )
+        tables.grant_read(reports.role)
+        audit.grant_read_anchors(reports.role)
+        AdminApi(self, "AdminApi", function=reports.function, log_retention=s.LOG_RETENTION)
+
+        anchor = function(
+            "DisclosureAnchor",
+            "Anchors disclosure-log chain heads in the audit bucket",
+            s.ANCHOR_FUNCTION_DIR,
+            "disclosure-anchor",
+        )
+        tables.grant_read(anchor.role)
+        audit.grant_anchor(anchor.role)
+        events.Rule(
+            self,
+            "DisclosureAnchorSchedule",
+            description="Anchor the disclosure log's chain heads in the Object-Locked audit bucket",
+            schedule=events.Schedule.rate(s.DISCLOSURE_ANCHOR_EVERY),
+            targets=[targets.LambdaFunction(anchor.function, retry_attempts=2)],
+        )
+
+        if deployment.xds_domain_name and deployment.xds_certificate_arn:
+            disclosure_notifications = function(
+                "DisclosureNotifications",
+                "Customers' disclosure notifications",
+                s.NOTIFICATION_FUNCTION_DIR,
+                "disclosure-notification",
+            )
+            tables.grant_read(disclosure_notifications.role)
+            tables.grant_append(disclosure_notifications.role, "disclosure_log")
+            may_audit(disclosure_notifications.role)
+            CustomerApi(
+                self,
+                "CustomerApi",
+                notification_function=disclosure_notifications.function,
+                domain_name=deployment.xds_domain_name,
+                certificate_arn=deployment.xds_certificate_arn,
+                truststore_version=deployment.xds_truststore_version,
+                truststore_key=s.TRUSTSTORE_KEY,
+                access_logs_bucket=storage.access_logs_bucket,
+                log_retention=s.LOG_RETENTION,
+            )
+        else:
+            Annotations.of(self).add_warning_v2(
+                NO_CUSTOMER_API_WARNING_ID,
+                f"No {s.CTX_XDS_DOMAIN_NAME}: the customers' API (disclosure notifications, mutual TLS) "
+                "is not deployed; see docs/security.md.",
+            )

@@ -108,6 +108,14 @@ class ArchiveTables(Construct):
                 table.grant_read_write_data(grantee)
         self._acknowledge_grants(grantee)
 
+    def grant_append(self, grantee: iam.IRole, logical_name: str) -> None:
+        """Create items in one append-only table (and read it), nothing else."""
+        if logical_name not in self._append_only:
+            raise ValueError(f"{logical_name} is not an append-only table")
+        self.tables[logical_name].grant(grantee, *APPEND_ONLY_ACTIONS)
+        self.key.grant_encrypt_decrypt(grantee)
+        self._acknowledge_grants(grantee)
+
     def grant_read(self, grantee: iam.IRole) -> None:
         """Item reads and index queries only, for a role that never writes the index."""
         for table in self.tables.values():

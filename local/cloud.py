@@ -31,6 +31,7 @@ from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
 from archive.data.registration import RegistrationConfigRepository
 from archive.data.registry import Registry
+from archive.data.secrets import SecretTlsMaterial
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 from archive.model.registration import (
     AffinityDomain,
@@ -39,9 +40,12 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
+from archive.tls.rotation import RotatingTls
 
-from .resources import QueueInfo, client, provision
-from .runner import FUNCTIONS, QueuePoller
+from .gateway import LocalGateway
+from .pki import DemoPki
+from .resources import QueueInfo, client, provision, put_tls_secret
+from .runner import FUNCTIONS, SCHEDULED, QueuePoller, Scheduler
 
 LOG = logging.getLogger("archive.local")
 # How long a stop (Ctrl-C on ``make run``) may take, whatever is queued.
@@ -132,11 +136,22 @@ class LocalCloud:
     retention_days: int = 1
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     log_dir: Path | None = ROOT / ".local-cloud"
+    # TLS beside the plain ports (0: any free port): a demo CA and certificates under tls_dir.
+    tls_dir: Path | None = ROOT / ".local-cloud" / "tls"
+    dicom_tls_port: int = 0
+    hl7_tls_port: int = 0
+    # API Gateway stand-in: admin API (HTTP) and the customers' mutual-TLS endpoint (HTTPS).
+    http_port: int = 0
+    https_port: int = 0
+    anchor_every_seconds: float = 3600.0
 
     endpoint: str = ""
     settings: Settings | None = None
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     pollers: list[QueuePoller] = field(default_factory=list)
+    schedulers: list[Scheduler] = field(default_factory=list)
+    pki: DemoPki | None = None
+    gateway: LocalGateway | None = None
     function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _moto: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
@@ -155,8 +170,17 @@ class LocalCloud:
         self._wait_http(f"{self.endpoint}/moto-api/")
         # Handler modules and the pynamodb models read credentials and settings from the environment.
         os.environ.update(self.base_env())
+        if self.tls_dir is not None:
+            self.pki = DemoPki.create(self.tls_dir, DEMO_ORG.oid)
+            self.dicom_tls_port = self.dicom_tls_port or free_port()
+            self.hl7_tls_port = self.hl7_tls_port or free_port()
+            self.https_port = self.https_port or free_port()
+        self.http_port = self.http_port or free_port()
         self.settings, self.queues = provision(
-            self.endpoint, retention_days=self.retention_days, **self.settings_overrides
+            self.endpoint,
+            retention_days=self.retention_days,
+            tls_secret_value=self.pki.secret_value() if self.pki else None,
+            **self.settings_overrides,
         )
         os.environ.update(self.settings.as_env())
         if self.register_demo:
@@ -165,6 +189,7 @@ class LocalCloud:
                 FacilityRepository().add(facility, replace=True)
             self.configure_registration(DEMO_ORG.oid, stability_seconds=self.registration_stability_seconds)
         self.start_pollers()
+        self.start_gateway()
         if self.start_dicom:
             self.start_dicom_listener()
         if self.start_hl7:
@@ -184,6 +209,11 @@ class LocalCloud:
         LOG.info("stopping the local cloud")
         for poller in self.pollers:
             poller.request_stop()
+        for scheduler in self.schedulers:
+            scheduler.request_stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
         candidates = [self.dicom_process, self.hl7_process, *self.function_processes.values()]
         processes = [p for p in candidates if p is not None and p.poll() is None]
         for process in processes:
@@ -192,6 +222,10 @@ class LocalCloud:
             if not poller.join(deadline - time.monotonic()):
                 LOG.warning("%s still busy at stop; its batch stays queued", poller.function.name)
         self.pollers.clear()
+        for scheduler in self.schedulers:
+            if not scheduler.join(deadline - time.monotonic()):
+                LOG.warning("scheduled %s still running at stop", scheduler.function.name)
+        self.schedulers.clear()
         LOG.info("pollers stopped after %.1f s", timeout - (deadline - time.monotonic()))
         for process in processes:
             try:
@@ -255,6 +289,26 @@ class LocalCloud:
                 poller.start()
                 self.pollers.append(poller)
 
+    def start_gateway(self) -> None:
+        """API Gateway's part (the admin API and the mutual-TLS customer API) and the schedules."""
+        assert self.settings is not None
+        tls = None
+        if self.settings.tls_secret_id:
+            tls = RotatingTls(SecretTlsMaterial(self.settings, self.settings.tls_secret_id), check_seconds=5)
+        self.gateway = LocalGateway(
+            http_port=self.http_port,
+            https_port=self.https_port if tls else None,
+            tls_context=tls.server if tls else None,
+        ).start()
+        for function in SCHEDULED:
+            scheduler = Scheduler(function, self.anchor_every_seconds)
+            scheduler.start()
+            self.schedulers.append(scheduler)
+
+    def rotate_tls(self, secret_value: str) -> None:
+        """A new version of the TLS secret, as an operator's rotation would put it."""
+        put_tls_secret(self.endpoint, secret_value)
+
     def start_function_process(self, name: str) -> subprocess.Popen[bytes]:
         """Run one function's poller as its own process (see ``local.lambda_process``)."""
         function = next(f for f in FUNCTIONS if f.name == name)
@@ -302,8 +356,12 @@ class LocalCloud:
 
     def start_dicom_listener(self) -> subprocess.Popen[bytes]:
         env = {**self.env(), t.ENV_DICOM_HOST: "127.0.0.1", t.ENV_DICOM_PORT: str(self.dicom_port)}
+        if self.pki is not None:
+            env[t.ENV_DICOM_TLS_PORT] = str(self.dicom_tls_port)
         self.dicom_process = self._spawn("dicom", [sys.executable, "-m", "listeners.dicom"], env=env)
         wait_for_port("127.0.0.1", self.dicom_port, process=self.dicom_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.dicom_tls_port, process=self.dicom_process)
         return self.dicom_process
 
     def stop_dicom_listener(self, *, kill: bool = False) -> None:
@@ -321,10 +379,13 @@ class LocalCloud:
             t.ENV_HL7_HOST: "127.0.0.1",
             t.ENV_HL7_PORT: str(self.hl7_port),
             t.PATIENT_UPDATE_QUEUE.url_env: self.queues[t.PATIENT_UPDATE_QUEUE.name].url,
+            **({t.ENV_HL7_TLS_PORT: str(self.hl7_tls_port)} if self.pki is not None else {}),
             **self.hl7_settings,
         }
         self.hl7_process = self._spawn("hl7", [sys.executable, "-m", "listeners.hl7"], env=env)
         wait_for_port("127.0.0.1", self.hl7_port, process=self.hl7_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.hl7_tls_port, process=self.hl7_process)
         return self.hl7_process
 
     def stop_hl7_listener(self) -> None:

@@ -18,7 +18,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from archive.topology import CONSUMERS, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN, ConsumerSpec
+from archive.topology import (
+    CONSUMERS,
+    DISCLOSURE_ANCHOR,
+    PATIENT_UPDATE,
+    REGISTER_STUDY,
+    SEND_IAN,
+    ConsumerSpec,
+    FunctionSpec,
+)
 
 LOG = logging.getLogger("archive.local.runner")
 _RECEIVE_LOCKS: dict[str, threading.Lock] = {}
@@ -191,3 +199,65 @@ class QueuePoller:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
         return len(messages)
+
+
+def unqueued_function(spec: FunctionSpec) -> LocalFunction:
+    """A function API Gateway or a schedule invokes (no queue)."""
+    return LocalFunction(spec.function, spec.handler_file, "")
+
+
+# Functions an EventBridge schedule invokes on AWS (infrastructure/stack.py).
+SCHEDULED = (unqueued_function(DISCLOSURE_ANCHOR),)
+
+
+def scheduled_event(name: str) -> dict[str, Any]:
+    """The event an EventBridge scheduled rule sends."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": "eu-north-1",
+        "resources": [f"arn:aws:events:eu-north-1:000000000000:rule/{name}"],
+        "detail": {},
+    }
+
+
+class Scheduler:
+    """Plays an EventBridge schedule: calls the handler every ``every_seconds``."""
+
+    def __init__(self, function: LocalFunction, every_seconds: float) -> None:
+        self.function = function
+        self.every_seconds = every_seconds
+        self.module = load_handler(function)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"schedule-{function.name}", daemon=True)
+        self.invocations = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.request_stop()
+        self.join(30)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a run in hand; True if the schedule has stopped."""
+        self._thread.join(timeout=max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def invoke(self) -> Any:
+        self.invocations += 1
+        return self.module.handler(scheduled_event(self.function.name), LambdaContext(self.function.name))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_seconds):
+            try:
+                self.invoke()
+            except Exception:
+                LOG.exception("scheduled %s failed", self.function.name)

@@ -19,6 +19,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     instance = LocalCloud(
         dicom_port=free_port(),
         log_dir=logs,
+        tls_dir=tmp_path_factory.mktemp("cloud-tls"),
         settings_overrides={
             "commitment_wait_seconds": 8.0,
             "commitment_retry_base_seconds": 0.5,
@@ -28,6 +29,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,
             "ian_timeout_seconds": 2.0,
+            # Audit batches and TLS rotation within a test's patience.
+            "audit_flush_seconds": 0.5,
+            "tls_check_seconds": 1.0,
         },
         registration_stability_seconds=1.5,
     )

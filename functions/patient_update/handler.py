@@ -15,6 +15,8 @@ from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
 from archive.model.patients import ListenerRefusal, Outcome, PatientChangeRequest
+from archive.services.audit import build_audit_trail
+from archive.services.patient_audit import audit_patient_change
 from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
 from aws_lambda_powertools import Logger
@@ -26,6 +28,7 @@ logger = Logger(service="patient-update")
 settings = Settings.from_env()
 bind_models(settings)
 service = PatientService(PatientRepository(settings))
+audit_trail = build_audit_trail(settings, background=False)
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
 
@@ -38,6 +41,7 @@ def record_handler(record: SQSRecord) -> None:
         return
     request = PatientChangeRequest.from_json(body)
     result = service.apply(request)
+    audit_patient_change(audit_trail, request, result)
     logger.info(
         "patient change",
         extra={
@@ -56,6 +60,9 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        audit_trail.flush()

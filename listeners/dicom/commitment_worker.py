@@ -21,9 +21,11 @@ from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
 from archive.dicom.commitment import EVENT_ALL_COMMITTED, STORAGE_COMMITMENT_SOP_INSTANCE, event_report
+from archive.dicom.transport import open_association
 from archive.model.commitment import Reference
 from archive.services.commitment import evaluate
 from archive.services.directory import CachedRegistry
+from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
@@ -55,6 +57,7 @@ class CommitmentWorker:
         retry_base_seconds: float,
         max_attempts: int,
         poll_seconds: float = 0.25,
+        tls: RotatingTls | None = None,
         on_all_committed: Callable[[list[str]], object] | None = None,
     ) -> None:
         self.repository = repository
@@ -66,6 +69,7 @@ class CommitmentWorker:
         self.retry_base_seconds = retry_base_seconds
         self.max_attempts = max_attempts
         self.poll_seconds = poll_seconds
+        self.tls = tls  # for requesters registered with the tls flag
         # Registration of the committed studies (archive.services.registration), when configured.
         self.on_all_committed = on_all_committed
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -177,10 +181,11 @@ class CommitmentWorker:
         ae.dimse_timeout = 30
         ae.add_requested_context(StorageCommitmentPushModel)
         role = build_role(StorageCommitmentPushModel, scp_role=True, scu_role=False)
-        new = ae.associate(
-            ae_info.host,
-            ae_info.port,
-            ae_title=requester_ae,
+        new = open_association(
+            ae,
+            ae_info,
+            self.registry.organisation(ae_info.org_oid),
+            tls=self.tls,
             ext_neg=[role],
             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
         )

@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from . import statuses
+from .audit import DicomAudit
 
 LOG = logging.getLogger("archive.dicom.qr")
 
@@ -122,6 +123,7 @@ class _Operation:
     # Stays INCOMPLETE if the peer or the move destination goes away before the end.
     outcome: str = "INCOMPLETE"
     disclosed: list[Disclosed] = field(default_factory=list)
+    sop_classes: dict[str, str] = field(default_factory=dict)  # SOP Instance UID -> SOP Class UID
 
 
 class QueryRetrieveSCP:
@@ -133,12 +135,17 @@ class QueryRetrieveSCP:
         access_log: AccessLog,
         *,
         on_conn_open: Callable[[Any], None] | None = None,
+        audit: DicomAudit | None = None,
+        destination_arguments: Callable[[AEInfo], dict[str, Any]] | None = None,
     ) -> None:
         self._registry = registry
         self._queries = queries
         self._retrievals = retrievals
         self._access_log = access_log
         self._on_conn_open = on_conn_open
+        self._audit = audit
+        # Extra associate() arguments for a move destination: TLS when it is registered for it.
+        self._destination_arguments = destination_arguments
 
     def handlers(self) -> list[Any]:
         return [
@@ -163,7 +170,25 @@ class QueryRetrieveSCP:
         operation.request = QueryRequest.from_identifier(identifier, root)
         return operation
 
-    def _record(self, operation: _Operation) -> None:
+    def _record(self, operation: _Operation, dimse: Any = None) -> None:
+        if self._audit is not None and dimse is not None:
+            try:
+                if operation.name == "C-FIND":
+                    self._audit.queried(
+                        dimse, operation.calling_title, operation.disclosed, operation.outcome
+                    )
+                else:
+                    self._audit.retrieved(
+                        dimse,
+                        operation.name,
+                        operation.calling_title,
+                        operation.destination,
+                        operation.disclosed,
+                        operation.outcome,
+                        operation.sop_classes,
+                    )
+            except Exception:
+                LOG.exception("AUDIT RECORD LOST: %s by %s", operation.name, operation.calling_title)
         calling = operation.calling
         request = operation.request
         event = AccessEvent(
@@ -217,7 +242,7 @@ class QueryRetrieveSCP:
             operation.outcome = f"FAILED: {type(exc).__name__}"
             yield _status(STATUS_UNABLE_TO_PROCESS, f"processing failure: {type(exc).__name__}"), None
         finally:
-            self._record(operation)
+            self._record(operation, event)
 
     # --- C-MOVE ----------------------------------------------------------------------------
 
@@ -246,10 +271,11 @@ class QueryRetrieveSCP:
             handlers: list[Any] = [(evt.EVT_ACCEPTED, lambda e: store.__setitem__("assoc", e.assoc))]
             if self._on_conn_open is not None:
                 handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
+            extra = self._destination_arguments(destination) if self._destination_arguments else {}
             yield (
                 destination.host,
                 destination.port,
-                {"contexts": move_contexts(items), "evt_handlers": handlers},
+                {"contexts": move_contexts(items), "evt_handlers": handlers, **extra},
             )
             yield len(items)
 
@@ -258,7 +284,7 @@ class QueryRetrieveSCP:
 
             yield from self._sub_operations(event, operation, items, accepted)
         finally:
-            self._record(operation)
+            self._record(operation, event)
 
     def _destination(self, operation: _Operation) -> AEInfo:
         assert operation.calling is not None
@@ -295,7 +321,7 @@ class QueryRetrieveSCP:
                 event, operation, items, lambda sop, ts: accepts(event.assoc, sop, ts)
             )
         finally:
-            self._record(operation)
+            self._record(operation, event)
 
     # --- sub-operations --------------------------------------------------------------------
 
@@ -315,6 +341,7 @@ class QueryRetrieveSCP:
                     yield CANCEL, None
                     return
                 item = prepared.item
+                operation.sop_classes[item.sop_instance_uid] = item.sop_class_uid
                 operation.disclosed.append(
                     Disclosed(
                         item.patient.patient_key, item.controller_oid, item.study_uid, [item.sop_instance_uid]

@@ -36,8 +36,11 @@ from archive.errors import (
     UntrustedPatientId,
 )
 from archive.model.organisations import AEInfo
+from archive.services.connection_security import PeerAuthenticator
 from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
+from archive.tls.peer import identity_of_socket
+from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
@@ -46,7 +49,9 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from . import statuses
+from .audit import DicomAudit
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
+from .secure import start_tls_server
 
 LOG = logging.getLogger("archive.dicom")
 
@@ -93,6 +98,11 @@ class ListenerDeps:
     commitment_wait_seconds: float
     archive_ae_title: str
     query_retrieve: QueryRetrieveSCP | None = None
+    # Security (docs/security.md): TLS material for the TLS port, who may connect as which AE,
+    # and the audit trail.
+    tls: RotatingTls | None = None
+    authenticator: PeerAuthenticator | None = None
+    audit: DicomAudit | None = None
 
 
 class LiveAssociations:
@@ -120,15 +130,27 @@ class LiveAssociations:
 
 
 class DicomListener:
-    def __init__(self, deps: ListenerDeps, *, host: str, port: int, spool_dir: str | None = None) -> None:
+    """Plain DICOM on ``port`` and DICOM over TLS on ``tls_port`` (either may be None: off)."""
+
+    def __init__(
+        self,
+        deps: ListenerDeps,
+        *,
+        host: str,
+        port: int | None,
+        spool_dir: str | None = None,
+        tls_port: int | None = None,
+    ) -> None:
         self.deps = deps
         self.host = host
         self.port = port
+        self.tls_port = tls_port
         self.live = LiveAssociations()
         if spool_dir:
             tempfile.tempdir = spool_dir
         self.ae = self._build_ae()
         self._server: Any = None
+        self._tls_server: Any = None
 
     def _build_ae(self) -> AE:
         ae = AE(ae_title=self.deps.archive_ae_title)
@@ -163,14 +185,32 @@ class DicomListener:
         ]
 
     def start(self) -> None:
-        self._server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=self.handlers())
-        self.port = self._server.server_address[1]
-        LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+        if self.port is not None:
+            self._server = self.ae.start_server(
+                (self.host, self.port), block=False, evt_handlers=self.handlers()
+            )
+            self.port = self._server.server_address[1]
+            LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+        if self.tls_port is not None:
+            if self.deps.tls is None:
+                raise RuntimeError("a TLS port needs TLS material (TLS_SECRET_ID)")
+            authenticator = self.deps.authenticator
+            self._tls_server = start_tls_server(
+                self.ae,
+                (self.host, self.tls_port),
+                tls=self.deps.tls,
+                evt_handlers=self.handlers(),
+                on_refused=authenticator.tls_refused if authenticator else None,
+            )
+            self.tls_port = self._tls_server.server_address[1]
+            LOG.info("DICOM TLS listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.tls_port)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._tls_server = None
 
     # --- association -----------------------------------------------------------------------
 
@@ -180,7 +220,7 @@ class DicomListener:
     def _on_requested(self, event: Any) -> None:
         calling = event.assoc.requestor.primitive.calling_ae_title.strip()
         address = str(event.assoc.requestor.address)
-        refusal = self._refusal(calling, address)
+        refusal = self._refusal(calling, address) or self._certificate_refusal(event, calling, address)
         if refusal:
             LOG.warning("rejecting association from %r at %s: %s", calling, address, refusal)
             event.assoc.acse.send_reject(*REJECT_CALLING_AE)
@@ -191,7 +231,7 @@ class DicomListener:
         """Why an association claiming AE title ``calling`` from ``address`` is refused, if it is.
 
         The caller is identified by more than its title: the connection must come from an address
-        registered for that AE. (A client certificate check for the AE's organisation adds a step.)
+        registered for that AE; ``_certificate_refusal`` then checks its certificate.
         """
         ae = self.deps.registry.find_ae(calling)
         if ae is None:
@@ -200,8 +240,19 @@ class DicomListener:
             return "not an address registered for this AE"
         return None
 
+    def _certificate_refusal(self, event: Any, calling: str, address: str) -> str | None:
+        """The certificate (or, on the plain port, its absence) must fit the AE's organisation."""
+        ae = self.deps.registry.find_ae(calling)
+        if self.deps.authenticator is None or ae is None:
+            return None
+        socket_ = getattr(event.assoc.dul.socket, "socket", None)
+        verdict = self.deps.authenticator.check_ae(ae, identity_of_socket(socket_), address=address)
+        return None if verdict.accepted else verdict.reason
+
     def _on_closed(self, event: Any) -> None:
         self.live.forget(event.assoc)
+        if self.deps.audit is not None:
+            self.deps.audit.association_ended(event.assoc)
 
     # --- C-STORE ---------------------------------------------------------------------------
 
@@ -223,10 +274,22 @@ class DicomListener:
         except ArchiveError as exc:
             status = status_for(exc)
             LOG.warning("C-STORE from %s refused 0x%04X: %s", calling.ae_title, status, exc)
+            if self.deps.audit is not None:
+                self.deps.audit.store_refused(event.assoc, calling.ae_title, status)
             return _status(status, str(exc))
         except Exception as exc:  # any other failure: nothing acknowledged, sender may retry
             LOG.exception("C-STORE from %s failed", calling.ae_title)
+            if self.deps.audit is not None:
+                self.deps.audit.store_refused(event.assoc, calling.ae_title, STATUS_OUT_OF_RESOURCES)
             return _status(STATUS_OUT_OF_RESOURCES, f"processing failure: {type(exc).__name__}")
+        if self.deps.audit is not None:
+            self.deps.audit.stored(
+                event.assoc,
+                calling.ae_title,
+                outcome.patient.key,
+                outcome.header.study_uid,
+                outcome.header.sop_class_uid,
+            )
         LOG.info(
             "stored %s from %s%s",
             outcome.header.sop_instance_uid,

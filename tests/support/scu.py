@@ -85,7 +85,9 @@ def action_information(refs: Iterable[tuple[str, str]], transaction_uid: str | N
 class Modality:
     """One SCU association to the archive with storage and commitment contexts."""
 
-    def __init__(self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE") -> None:
+    def __init__(
+        self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE", tls_args: Any = None
+    ) -> None:
         self.reports: queue.Queue[Report] = queue.Queue()
         ae = AE(ae_title=ae_title)
         ae.network_timeout = 30
@@ -101,6 +103,7 @@ class Modality:
             port,
             ae_title=called,
             evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+            tls_args=tls_args,
         )
 
     def _on_report(self, event: Any) -> tuple[int, None]:
@@ -129,7 +132,7 @@ class Modality:
 class CommitmentReceiver:
     """The requester's own SCP: accepts the archive's new association and its N-EVENT-REPORT."""
 
-    def __init__(self, ae_title: str, port: int = 0) -> None:
+    def __init__(self, ae_title: str, port: int = 0, ssl_context: Any = None) -> None:
         self.reports: queue.Queue[Report] = queue.Queue()
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
@@ -138,6 +141,7 @@ class CommitmentReceiver:
             ("127.0.0.1", port),
             block=False,
             evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+            ssl_context=ssl_context,
         )
         self.port = int(self.server.server_address[1])
 

@@ -45,6 +45,18 @@ class Settings:
     ian_retry_base_seconds: float = 30.0
     ian_max_attempts: int = 10
     ian_timeout_seconds: float = 30.0
+    # Security (docs/security.md): the Object-Locked audit bucket (audit trail and disclosure-log
+    # anchors), the Secrets Manager secret with the TLS material, where audit messages also go.
+    audit_bucket: str | None = None
+    audit_source_id: str = "ARCHIVE"
+    audit_site_id: str | None = None
+    audit_flush_seconds: float = 5.0
+    audit_syslog_host: str | None = None
+    audit_syslog_port: int = 6514
+    tls_secret_id: str | None = None
+    tls_check_seconds: float = 300.0
+    # The anchoring job writes the heads of chains that grew within this window.
+    anchor_lookback_hours: float = 3.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +84,15 @@ class Settings:
             ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
             ian_max_attempts=int(env.get(t.ENV_IAN_MAX_ATTEMPTS, "10")),
             ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
+            audit_bucket=env.get(t.ENV_AUDIT_BUCKET) or None,
+            audit_source_id=env.get(t.ENV_AUDIT_SOURCE_ID) or env.get(t.ENV_AE_TITLE, "ARCHIVE"),
+            audit_site_id=env.get(t.ENV_AUDIT_SITE_ID) or None,
+            audit_flush_seconds=float(env.get(t.ENV_AUDIT_FLUSH_SECONDS, "5")),
+            audit_syslog_host=env.get(t.ENV_AUDIT_SYSLOG_HOST) or None,
+            audit_syslog_port=int(env.get(t.ENV_AUDIT_SYSLOG_PORT, "6514")),
+            tls_secret_id=env.get(t.ENV_TLS_SECRET_ID) or None,
+            tls_check_seconds=float(env.get(t.ENV_TLS_CHECK_SECONDS, "300")),
+            anchor_lookback_hours=float(env.get(t.ENV_ANCHOR_LOOKBACK_HOURS, "3")),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -100,4 +121,16 @@ class Settings:
             env[t.ENV_REGISTRATION_QUEUE_URL] = self.registration_queue_url
         if self.ian_queue_url:
             env[t.ENV_IAN_QUEUE_URL] = self.ian_queue_url
+        env[t.ENV_AUDIT_SOURCE_ID] = self.audit_source_id
+        env[t.ENV_AUDIT_FLUSH_SECONDS] = str(self.audit_flush_seconds)
+        env[t.ENV_AUDIT_SYSLOG_PORT] = str(self.audit_syslog_port)
+        env[t.ENV_TLS_CHECK_SECONDS] = str(self.tls_check_seconds)
+        env[t.ENV_ANCHOR_LOOKBACK_HOURS] = str(self.anchor_lookback_hours)
+        optional = {
+            t.ENV_AUDIT_BUCKET: self.audit_bucket,
+            t.ENV_AUDIT_SITE_ID: self.audit_site_id,
+            t.ENV_AUDIT_SYSLOG_HOST: self.audit_syslog_host,
+            t.ENV_TLS_SECRET_ID: self.tls_secret_id,
+        }
+        env.update({name: value for name, value in optional.items() if value})
         return env

@@ -402,3 +402,44 @@ class SubmissionRejected(ArchiveError):
     def __init__(self, errors: list[XdsError]) -> None:
         super().__init__("; ".join(f"{e.code}: {e}" for e in errors))
         self.errors = tuple(errors)
+
+
+# --- connection security (docs/security.md) ----------------------------------------------------
+
+
+class NotAuthenticated(ArchiveError):
+    """The peer's certificate does not identify the organisation (or node) it claims to be, or a
+    node registered for TLS connected without it (DICOM: association rejected; HL7: AR and the
+    connection closed; HTTP 403)."""
+
+
+# --- disclosure log ----------------------------------------------------------------------------
+
+
+class DisclosureRefused(ArchiveError):
+    """A disclosure notification the archive does not record (HTTP 4xx with the reason)."""
+
+
+class InvalidNotification(DisclosureRefused):
+    """A field is missing or malformed, or a time is not UTC (HTTP 400)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownPatient(DisclosureRefused):
+    """The patient is not known to the archive (HTTP 404)."""
+
+
+class UnknownStudy(DisclosureRefused):
+    """A study of the notification is not in the archive (HTTP 404)."""
+
+
+class StudyNotControlled(DisclosureRefused):
+    """The notifying organisation is not the controller of a study, or the study is another
+    patient's (HTTP 403)."""
+
+
+class NotificationConflict(DisclosureRefused):
+    """The organisation's notification id was recorded before with other content (HTTP 409)."""

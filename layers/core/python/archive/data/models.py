@@ -47,6 +47,9 @@ class Organisation(Model):
     trusted_issuers = ListAttribute(of=UnicodeAttribute, default=list)
     default_issuer = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    # Certificate names (``CN=...``, ``DNS:...``) that identify the organisation when its
+    # certificates carry no ``urn:oid`` of it (see archive.model.certificates).
+    certificate_names = ListAttribute(of=UnicodeAttribute, default=list)
 
 
 class AEByOrganisation(GlobalSecondaryIndex["ApplicationEntity"]):
@@ -72,6 +75,8 @@ class ApplicationEntity(Model):
     description = UnicodeAttribute(null=True)
     # Networks (CIDR) associations from this AE may come from; see archive.registry.AEInfo.
     addresses = ListAttribute(of=UnicodeAttribute, default=list)
+    # If set, the calling node's certificate must carry one of these names (not just the org's).
+    certificate_names = ListAttribute(of=UnicodeAttribute, default=list)
     by_organisation = AEByOrganisation()
 
 
@@ -562,6 +567,49 @@ class RegistrationConfig(Model):
     updated_at = UTCDateTimeAttribute()
 
 
+# --- disclosure log (hash-chained per patient; see docs/disclosure-log.md) ----------------------
+
+
+class DisclosuresByDay(GlobalSecondaryIndex["DisclosureEntry"]):
+    """Sparse: the entries of one UTC day in time order, so the anchoring job finds the chains
+    that grew since its last run without a scan."""
+
+    class Meta:
+        index_name = "by_day"
+        projection = KeysOnlyProjection()
+
+    day = UnicodeAttribute(hash_key=True)
+    at_key = UnicodeAttribute(range_key=True)
+
+
+class DisclosureEntry(Model):
+    """One disclosure of one patient's data, a link in that patient's hash chain. Append-only.
+
+    ``seq`` counts 1, 2, 3 ... per patient; ``prev_hash`` is the ``entry_hash`` of entry ``seq-1``
+    (64 zeros for the first); ``entry_hash`` is SHA-256 over the canonical JSON of every other
+    attribute (``archive.model.disclosure``). Idempotency markers of customers' notifications live
+    in the same table under keys starting with ``#`` (never a patient's key).
+    """
+
+    class Meta(_Unbound):
+        logical_name = "disclosure_log"
+        append_only = True
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)
+    entry_id = UnicodeAttribute()
+    content = JSONAttribute(null=True)
+    prev_hash = UnicodeAttribute(null=True)
+    entry_hash = UnicodeAttribute(null=True)
+    recorded_at = UTCDateTimeAttribute(null=True)
+    day = UnicodeAttribute(null=True)
+    at_key = UnicodeAttribute(null=True)
+    # On a marker item: where the entry it stands for is.
+    target_key = UnicodeAttribute(null=True)
+    target_seq = NumberAttribute(null=True)
+    by_day = DisclosuresByDay()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organisation,
     ApplicationEntity,
@@ -581,6 +629,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Registration,
     IanNotification,
     RegistrationConfig,
+    DisclosureEntry,
 )
 
 

@@ -149,7 +149,9 @@ class AdtIntake:
         message, sender, received_at = self._sender_of(raw)
         return self._request(message, sender, received_at)
 
-    def _sender_of(self, raw: bytes) -> tuple[AdtMessage, SendingFacility, datetime]:
+    def _sender_of(
+        self, raw: bytes, authorise: Callable[[str, str], None] | None = None
+    ) -> tuple[AdtMessage, SendingFacility, datetime]:
         """The message and its sender; a message refused once the sender is known is recorded."""
         received_at = self._clock()
         text, _ = decode(raw)
@@ -168,6 +170,8 @@ class AdtIntake:
         require(header.control_id, "MSH-10 message control ID", "MSH^1^10")
         require(header.sending_facility.encode(), "MSH-4 sending facility", "MSH^1^4")
         sender = self._facilities.resolve(header)
+        if authorise is not None:
+            authorise(sender.org.oid, header.sender)
         try:
             message = parse_adt(raw)
         except HL7MessageError as exc:
@@ -200,14 +204,17 @@ class AdtIntake:
             message=message.text,
         )
 
-    def accept(self, raw: bytes) -> PatientChangeRequest:
+    def accept(self, raw: bytes, authorise: Callable[[str, str], None] | None = None) -> PatientChangeRequest:
         """Validate, check against the index and queue durably; returns only once it is queued.
 
-        A message handled before (the same sender and MSH-10, however long ago) is not queued
-        again: it was applied once, and the sender gets AA again. A message refused once the sender
-        is known is queued to be recorded (never applied) before the refusal is raised.
+        ``authorise`` (the listener's certificate check) is called with the organisation and the
+        sender (MSH-3|MSH-4) once the sending facility is resolved, before anything is recorded or
+        queued; it raises to refuse. A message handled before (the same sender and MSH-10, however
+        long ago) is not queued again: it was applied once, and the sender gets AA again. A message
+        refused once the sender is known (and authorised) is queued to be recorded, never applied,
+        before the refusal is raised.
         """
-        message, sender, received_at = self._sender_of(raw)
+        message, sender, received_at = self._sender_of(raw, authorise)
         request: PatientChangeRequest | None = None
         try:
             request = self._request(message, sender, received_at)
