@@ -48,7 +48,7 @@ from archive.data.facilities import FacilityRepository
 from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
-from archive.data.patients import PatientRepository
+from archive.data.patients import PatientRepository, refusal_log_key
 from archive.data.registration import (
     NotificationRepository,
     RegistrationConfigRepository,
@@ -168,6 +168,10 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+    refusals = patient.add_parser(
+        "refusals", help="HL7 messages of an organisation refused before they named an identity"
+    )
+    refusals.add_argument("org_oid")
 
     commitment = sub.add_parser("commitment", help="storage commitment transactions").add_subparsers(
         dest="action", required=True
@@ -466,7 +470,10 @@ def _hl7_facility(args: argparse.Namespace) -> None:
 
 
 def _patient(args: argparse.Namespace, settings: Settings) -> None:
-    key = PatientIdentity(args.patient_id, args.issuer).key
+    if args.action == "refusals":
+        key = refusal_log_key(args.org_oid)
+    else:
+        key = PatientIdentity(args.patient_id, args.issuer).key
     for change in PatientRepository(settings).history(key):
         print(json.dumps(change, ensure_ascii=False))
 
