@@ -6,7 +6,8 @@ When code starts using another table (or writing one it only read), its entry he
 
 Kinds of access (IAM actions on the table and its secondary indexes):
 
-- READ: GetItem, BatchGetItem, Query.
+- READ: GetItem, BatchGetItem, Query, ConditionCheckItem (a transaction's check on an item it
+  does not write).
 - APPEND: READ + PutItem: items are created, never changed or deleted (the access log, the patient
   change history; the tables' specs mark them ``append_only`` and a WRITE grant on them is refused).
 - WRITE: READ + PutItem, UpdateItem.
@@ -26,7 +27,7 @@ from enum import Enum
 
 
 class Access(Enum):
-    READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+    READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem")
     APPEND = (*READ, "dynamodb:PutItem")
     WRITE = (*READ, "dynamodb:PutItem", "dynamodb:UpdateItem")
     OWN = (*READ, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
@@ -82,12 +83,16 @@ INDEX_INSTANCE: TableAccess = {
     "instances": Access.WRITE,
 }
 
-# listeners/hl7: resolves the sending facility and organisation, and checks the patient identities
-# a message names before queueing it; it never writes (the patient_update function does).
+# listeners/hl7: resolves the sending facility and organisation, and before queueing a message
+# checks it was not handled before (sender + MSH-10, in the change history), the identities it
+# names and which organisations control their studies; it never writes (the patient_update
+# function does, refusals included).
 HL7_LISTENER: TableAccess = {
     "organisations": Access.READ,
     "hl7_facilities": Access.READ,
     "patients": Access.READ,
+    "studies": Access.READ,
+    "patient_history": Access.READ,
 }
 
 # functions/patient_update: applies merges, identifier changes and name updates to patients and

@@ -19,7 +19,9 @@ from tests.infrastructure.template_queries import (
     statements_of_role,
 )
 
-READ = frozenset({"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"})
+READ = frozenset(
+    {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"}
+)
 APPEND = READ | {"dynamodb:PutItem"}
 WRITE = APPEND | {"dynamodb:UpdateItem"}
 
@@ -51,7 +53,13 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "instances": WRITE,
         **REQUESTS_REGISTRATION,  # registered studies that changed
     },
-    "hl7-listener": {"organisations": READ, "hl7_facilities": READ, "patients": READ},
+    "hl7-listener": {
+        "organisations": READ,
+        "hl7_facilities": READ,
+        "patients": READ,
+        "studies": READ,  # which organisations control the identity's studies
+        "patient_history": READ,  # was this sender + MSH-10 handled before
+    },
     "patient-update": {
         "patients": WRITE,
         "studies": WRITE,
