@@ -8,8 +8,9 @@ Kinds of access (IAM actions on the table and its secondary indexes):
 
 - READ: GetItem, BatchGetItem, Query, ConditionCheckItem (a transaction's check on an item it
   does not write).
-- APPEND: READ + PutItem: items are created, never changed or deleted (the access log, the patient
-  change history; the tables' specs mark them ``append_only`` and a WRITE grant on them is refused).
+- APPEND: READ + PutItem: items are created, never changed or deleted. The only kind besides READ
+  that an append-only table (its model says ``append_only``: the access log, the change history, the
+  disclosure log, the destruction records) may be granted; anything else fails at synth.
 - WRITE: READ + PutItem, UpdateItem.
 - OWN: WRITE + DeleteItem, for the one table whose entries a service removes again (the XDS
   registry: a registration written in several DynamoDB transactions is undone when one fails).
