@@ -59,6 +59,22 @@ class StorageFailure(ArchiveError):
     """The object could not be made durable (0xA700 Out of resources)."""
 
 
+# --- storage commitment (N-ACTION) -------------------------------------------------------------
+# The DICOM listener maps these to N-ACTION statuses.
+
+
+class InvalidCommitmentRequest(ArchiveError):
+    """The Action Information is malformed (N-ACTION 0x0115 Invalid argument value)."""
+
+
+class CommitmentRequestTooLarge(ArchiveError):
+    """More references than one transaction can record atomically (N-ACTION 0x0213 Resource limitation)."""
+
+
+class TransactionUIDInUse(ArchiveError):
+    """The Transaction UID belongs to another requester's transaction (N-ACTION 0x0115)."""
+
+
 # --- HL7 v2 patient administration (ADT) ------------------------------------------------------
 # The MLLP listener maps these types to ACK codes and HL7 table 0357 error codes.
 

@@ -94,6 +94,8 @@ class InstanceRecord:
     columns: int | None = None
     number_of_frames: int | None = None
     attributes: dict[str, Any] | None = None
+    # The organisation that stored it (storage commitment confirms only to that organisation).
+    org_oid: str | None = None
     # IOCM rejection code while a rejection note hides the instance.
     rejected: str | None = None
 
