@@ -7,6 +7,9 @@
     python -m admin ae remove DEMO_PACS
     python -m admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
     python -m admin patient history 020516C903K --issuer 1.2.246.21
+    python -m admin commitment undeliverable
+    python -m admin commitment show 1.2.826.0.1.3680043.10.1394.77
+    python -m admin commitment redeliver 1.2.826.0.1.3680043.10.1394.77
     python -m admin xds archive set --oid 1.2.246.x --uid-root 1.2.246.x.1 --repository-unique-id 1.2.246.x.2
     python -m admin xds domain set 1.2.246.21 --class-code 'CODE^SCHEME^Display' ...
     python -m admin xds org set 1.2.246.10.12345678.10 --domain 1.2.246.21 --stability-seconds 60
@@ -38,6 +41,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
@@ -45,11 +49,12 @@ from pathlib import Path
 
 from archive.config import Settings
 from archive.data.access_log import AccessLog
+from archive.data.commitments import CommitmentRepository
 from archive.data.facilities import FacilityRepository
 from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
-from archive.data.patients import PatientRepository
+from archive.data.patients import PatientRepository, refusal_log_key
 from archive.data.registration import (
     NotificationRepository,
     RegistrationConfigRepository,
@@ -171,6 +176,23 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+    refusals = patient.add_parser(
+        "refusals", help="HL7 messages of an organisation refused before they named an identity"
+    )
+    refusals.add_argument("org_oid")
+
+    commitment = sub.add_parser("commitment", help="storage commitment transactions").add_subparsers(
+        dest="action", required=True
+    )
+    commitment.add_parser(
+        "undeliverable", help="transactions whose report could not be delivered (alarmed), oldest first"
+    )
+    show = commitment.add_parser("show", help="one transaction: state, attempts, outcome counts")
+    show.add_argument("transaction_uid")
+    redeliver = commitment.add_parser(
+        "redeliver", help="retry an UNDELIVERABLE transaction's report (after fixing the requester's AE)"
+    )
+    redeliver.add_argument("transaction_uid")
 
     xds = sub.add_parser("xds", help="registration of studies (XDS-I.b): identity and code sets")
     xds_scopes = xds.add_subparsers(dest="scope", required=True)
@@ -379,6 +401,25 @@ def _ian(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({**asdict(notification), "resent": args.action == "resend"}, default=str))
 
 
+def _commitment(args: argparse.Namespace, settings: Settings) -> int:
+    commitments = CommitmentRepository(settings)
+    if args.action == "undeliverable":
+        for transaction in commitments.undeliverable():
+            print(json.dumps(transaction.as_json()))
+        return 0
+    if args.action == "show":
+        found = commitments.get(args.transaction_uid)
+        if found is None:
+            print(f"error: no commitment transaction {args.transaction_uid}", file=sys.stderr)
+            return 1
+        print(json.dumps(found.as_json()))
+        return 0
+    if not commitments.redeliver(args.transaction_uid, now=time.time()):
+        print(f"error: {args.transaction_uid} is not an UNDELIVERABLE transaction", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _retention_service(settings: Settings) -> RetentionService:
     return RetentionService(
         RetentionRepository(),
@@ -461,7 +502,10 @@ def _hl7_facility(args: argparse.Namespace) -> None:
 
 
 def _patient(args: argparse.Namespace, settings: Settings) -> None:
-    key = PatientIdentity(args.patient_id, args.issuer).key
+    if args.action == "refusals":
+        key = refusal_log_key(args.org_oid)
+    else:
+        key = PatientIdentity(args.patient_id, args.issuer).key
     for change in PatientRepository(settings).history(key):
         print(json.dumps(change, ensure_ascii=False))
 
@@ -519,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bind_models(settings)
     registry = Registry()
     try:
+        if args.kind == "commitment":
+            return _commitment(args, settings)
         if args.kind == "disclosures":
             return _disclosures(args, settings)
         if args.kind == "hl7-facility":

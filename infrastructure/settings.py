@@ -46,6 +46,8 @@ DEFAULT_REGION = "eu-north-1"
 PORT_OFF = "off"
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
+# Powertools service name of the DICOM listener: the ``service`` dimension of its metrics.
+DICOM_LISTENER_SERVICE = "dicom-listener"
 
 # --- source folders (relative to the repository root) --------------------------------------------
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"

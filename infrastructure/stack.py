@@ -8,12 +8,14 @@ from typing import Any
 from archive import topology as t
 from archive.data.schema import table_specs
 from aws_cdk import Annotations, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infrastructure import settings as s
+from infrastructure import table_access
 from infrastructure.alarms import OperatorAlarms
 from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
@@ -124,7 +126,7 @@ class ArchiveStack(Stack):
             alarms=alarms,
             vpc=network.vpc,
         )
-        tables.grant_read_write(notifications.consumer.role)
+        tables.grant(notifications.consumer.role, table_access.SEND_IAN)
         if deployment.listener_tls:
             # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
             tls_secret.grant_read(notifications.consumer.role)
@@ -135,7 +137,7 @@ class ArchiveStack(Stack):
             environment={**archive_env, **notifications.environment},
             alarms=alarms,
         )
-        tables.grant_read_write(registration.consumer.role)
+        tables.grant(registration.consumer.role, table_access.REGISTER_STUDY)
         storage.grant_read_write_objects(registration.consumer.role)
         notifications.grant_send(registration.consumer.role)
         # Everything below may ask for a registration: the commitment worker (DICOM listener), the
@@ -158,7 +160,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         storage.grant_read_objects(index_instance.role)
-        tables.grant_read_write(index_instance.role)
+        tables.grant(index_instance.role, table_access.INDEX_INSTANCE)
         registration.grant_request(index_instance.role)
 
         destruction = DestructionSchedule(
@@ -175,7 +177,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         storage.key.grant_decrypt(destruction.role)
-        tables.grant_read_write(destruction.role)
+        tables.grant(destruction.role, table_access.DESTROY_EXPIRED)
         alarms.alarm_to_operator(destruction.failures)
 
         dicom = TcpListenerService(
@@ -187,7 +189,7 @@ class ArchiveStack(Stack):
             container_port=s.DICOM_TLS_PORT if deployment.listener_tls else s.DICOM_CONTAINER_PORT,
             environment={
                 **archive_env,
-                **s.powertools_env("dicom-listener"),
+                **s.powertools_env(s.DICOM_LISTENER_SERVICE),
                 # TLS only when on: the plain port is off, the registered dicom-tls port serves.
                 **(
                     {t.ENV_DICOM_PORT: s.PORT_OFF, t.ENV_DICOM_TLS_PORT: str(s.DICOM_TLS_PORT)}
@@ -203,7 +205,27 @@ class ArchiveStack(Stack):
             access_logs_bucket=storage.access_logs_bucket,
         )
         storage.grant_read_write_objects(dicom.task_role)
-        tables.grant_read_write(dicom.task_role)
+        tables.grant(dicom.task_role, table_access.DICOM_LISTENER)
+        alarms.alarm_on_metric(
+            cloudwatch.Metric(
+                namespace=s.POWERTOOLS_METRICS_NAMESPACE,
+                metric_name=t.COMMITMENT_UNDELIVERABLE_METRIC,
+                dimensions_map={"service": s.DICOM_LISTENER_SERVICE},
+                statistic=cloudwatch.Stats.SUM,
+                period=Duration.minutes(5),
+            ),
+            purpose="commitment undeliverable",
+            description="A storage commitment report could not be delivered after every retry: the "
+            "requester does not know its images are committed. List them with `python -m admin "
+            "commitment undeliverable`; fix the AE's address, then `commitment redeliver`.",
+        )
+        alarms.alarm_on_log_text(
+            dicom.log_group,
+            t.ACCESS_RECORD_LOST_LOG_TEXT,
+            purpose="access record lost",
+            description="A query or retrieval was answered but its access record (the disclosure log) "
+            "could not be written; see the DICOM listener's log for the request.",
+        )
         registration.grant_request(dicom.task_role)
         may_audit(dicom.task_role)
 
@@ -233,7 +255,7 @@ class ArchiveStack(Stack):
             memory_size=s.PATIENT_UPDATE_FUNCTION_MEMORY_MB,
             log_retention=s.LOG_RETENTION,
         )
-        tables.grant_read_write(patient_update.role)
+        tables.grant(patient_update.role, table_access.PATIENT_UPDATE)
         registration.grant_request(patient_update.role)
         may_audit(patient_update.role)
         hl7 = TcpListenerService(
@@ -261,9 +283,9 @@ class ArchiveStack(Stack):
             access_logs_bucket=storage.access_logs_bucket,
             sizing=s.HL7_LISTENER_SIZING,
         )
-        patient_updates.queue.grant_send_messages(hl7.task_role)
+        patient_updates.grant_send_messages(hl7.task_role)
         # The listener only reads (merged/duplicate checks before queueing); the Lambda writes.
-        tables.grant_read(hl7.task_role)
+        tables.grant(hl7.task_role, table_access.HL7_LISTENER)
         may_audit(hl7.task_role)
 
         # The disclosure log: customers' notifications (XDS domain, mutual TLS), the admin API's
@@ -294,7 +316,7 @@ class ArchiveStack(Stack):
             s.ADMIN_API_FUNCTION_DIR,
             "admin-api",
         )
-        tables.grant_read(reports.role)
+        tables.grant(reports.role, table_access.ADMIN_API)
         audit.grant_read_anchors(reports.role)
         AdminApi(self, "AdminApi", function=reports.function, log_retention=s.LOG_RETENTION)
 
@@ -304,7 +326,7 @@ class ArchiveStack(Stack):
             s.ANCHOR_FUNCTION_DIR,
             "disclosure-anchor",
         )
-        tables.grant_read(anchor.role)
+        tables.grant(anchor.role, table_access.DISCLOSURE_ANCHOR)
         audit.grant_anchor(anchor.role)
         events.Rule(
             self,
@@ -321,8 +343,7 @@ class ArchiveStack(Stack):
                 s.NOTIFICATION_FUNCTION_DIR,
                 "disclosure-notification",
             )
-            tables.grant_read(disclosure_notifications.role)
-            tables.grant_append(disclosure_notifications.role, "disclosure_log")
+            tables.grant(disclosure_notifications.role, table_access.DISCLOSURE_NOTIFICATION)
             may_audit(disclosure_notifications.role)
             CustomerApi(
                 self,
@@ -345,9 +366,8 @@ class ArchiveStack(Stack):
         # XDS: ITI-18/ITI-42 and ITI-43 through API Gateway; RAD-69 streams from Fargate behind its
         # own load balancer, because a Lambda answer stops at 6 MB (buffered) or 200 MB (streamed).
         xds = XdsApi(self, "Xds", layers=[layers.deps, layers.core], environment=archive_env)
-        for xds_function in (xds.registry, xds.repository):
-            # Registry reads and ITI-42 writes, the disclosure log, identity providers and denials.
-            tables.grant_read_write(xds_function.role)
+        tables.grant(xds.registry.role, table_access.XDS_REGISTRY)
+        tables.grant(xds.repository.role, table_access.XDS_REPOSITORY)
         storage.grant_read_objects(xds.repository.role)  # ITI-43 reads the manifests
         imaging = TcpListenerService(
             self,
@@ -373,5 +393,4 @@ class ArchiveStack(Stack):
             sizing=s.XDS_IMAGING_SIZING,
         )
         storage.grant_read_objects(imaging.task_role)
-        # Reads the index and registrations; writes the disclosure log.
-        tables.grant_read_write(imaging.task_role)
+        tables.grant(imaging.task_role, table_access.XDS_IMAGING)

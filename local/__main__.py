@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
@@ -93,6 +94,10 @@ def main() -> None:
     finally:
         cloud.stop()
         print("stopped.", flush=True)
+        logging.shutdown()
+    # Everything is stopped and flushed. Skip the interpreter's teardown of this large process
+    # (modules, abandoned poller threads): measured at about 3 s on a loaded machine after Ctrl-C.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ from .resources import QueueInfo, client, provision, put_tls_secret
 from .runner import FUNCTIONS, SCHEDULED, QueuePoller, Scheduler
 
 LOG = logging.getLogger("archive.local")
+# How long a stop (Ctrl-C on ``make run``) may take, whatever is queued.
+STOP_SECONDS = 5.0
 ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_ORG = OrganisationInfo(
@@ -169,7 +171,7 @@ class LocalCloud:
         self.xds_port = self.xds_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.moto_port}"
         self._moto = self._spawn(
-            "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
+            "moto", [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
         )
         self._wait_http(f"{self.endpoint}/moto-api/")
         # Handler modules and the pynamodb models read credentials and settings from the environment.
@@ -203,30 +205,64 @@ class LocalCloud:
             self.start_xds_gateway()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Stop everything within about ``timeout`` seconds, whatever is queued.
+
+        Pollers finish the batch in hand if they can in that time, else are abandoned; listeners
+        and function processes get SIGTERM together (each answers or finishes what it is handling)
+        and SIGKILL at the deadline. What is still queued stays queued: nothing is acknowledged that
+        is not durably queued, and the handlers are idempotent, so a later start (with a store that
+        keeps its data) resumes it.
+        """
+        deadline = time.monotonic() + timeout
+        LOG.info("stopping the local cloud")
         for poller in self.pollers:
-            poller.stop()
-        self.pollers.clear()
+            poller.request_stop()
         for scheduler in self.schedulers:
-            scheduler.stop()
-        self.schedulers.clear()
+            scheduler.request_stop()
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
-        for name in list(self.function_processes):
-            self.stop_function_process(name)
-        self.stop_dicom_listener()
-        self.stop_hl7_listener()
-        self.stop_xds_gateway()
+        candidates = [
+            self.dicom_process,
+            self.hl7_process,
+            self.xds_process,
+            *self.function_processes.values(),
+        ]
+        processes = [p for p in candidates if p is not None and p.poll() is None]
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for poller in self.pollers:
+            if not poller.join(deadline - time.monotonic()):
+                LOG.warning("%s still busy at stop; its batch stays queued", poller.function.name)
+        self.pollers.clear()
+        for scheduler in self.schedulers:
+            if not scheduler.join(deadline - time.monotonic()):
+                LOG.warning("scheduled %s still running at stop", scheduler.function.name)
+        self.schedulers.clear()
+        LOG.info("pollers stopped after %.1f s", timeout - (deadline - time.monotonic()))
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.dicom_process = self.hl7_process = self.xds_process = None
+        self.function_processes.clear()
+        LOG.info(
+            "listeners and function processes stopped after %.1f s", timeout - (deadline - time.monotonic())
+        )
         if self._moto is not None:
             self._moto.terminate()
             try:
-                self._moto.wait(10)
+                self._moto.wait(1)
             except subprocess.TimeoutExpired:
-                # moto holding gigabytes can take long to exit; its state is in memory anyway.
+                # moto holding much data can take long to exit; its state is in memory anyway, and a
+                # stop must not wait for it (Ctrl-C on make run).
                 self._moto.kill()
                 self._moto.wait(10)
             self._moto = None
+        LOG.info("local cloud stopped after %.1f s", timeout - (deadline - time.monotonic()))
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -447,6 +483,9 @@ class LocalCloud:
             env=env or {**os.environ, **self.base_env()},
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
+            # Own process group: Ctrl-C reaches only the runner, which stops the children itself
+            # (pollers first, while moto still answers), instead of all of them at once.
+            start_new_session=True,
         )
 
     @staticmethod

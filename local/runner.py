@@ -21,6 +21,7 @@ from typing import Any
 from archive.topology import (
     CONSUMERS,
     DISCLOSURE_ANCHOR,
+    PATIENT_UPDATE,
     REGISTER_STUDY,
     SEND_IAN,
     ConsumerSpec,
@@ -28,6 +29,7 @@ from archive.topology import (
 )
 
 LOG = logging.getLogger("archive.local.runner")
+_RECEIVE_LOCKS: dict[str, threading.Lock] = {}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,8 +42,9 @@ class LocalFunction:
     queue: str  # logical queue name (archive.topology.QUEUES)
     batch_size: int = 10
     # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
-    # loads its own copy of the handler module, as separate execution environments would. FIFO
-    # queues keep 1 here: ordering per message group is the point of them.
+    # loads its own copy of the handler module, as separate execution environments would. On a FIFO
+    # queue this keeps the order per message group: SQS (and moto) hold back a group's messages
+    # while one of them is in flight, which is how Lambda scales a FIFO source too.
     concurrency: int = 1
     # Run in a process of its own (``python -m local.lambda_process``), so a test can SIGKILL it
     # mid-invocation as a Lambda execution environment can die.
@@ -56,14 +59,21 @@ OWN_PROCESS = frozenset({SEND_IAN.function})
 NOT_DRAINED = frozenset({REGISTER_STUDY.function, SEND_IAN.function})
 
 
+# Pollers per function. The index stays at one: moto applies concurrent transactions on the same
+# item without isolation (counter updates get lost; seen here with 4 pollers), which real DynamoDB
+# does not. Patient changes get four: a backlog of HL7 changes (after a burst) drains several
+# patients at a time, as Lambda would with one concurrent batch per message group (measured in
+# docs/conformance-hl7.md); a patient's own changes still come one at a time, in order.
+CONCURRENCY = {PATIENT_UPDATE.function: 4}
+
+
 def local_function(consumer: ConsumerSpec) -> LocalFunction:
-    # One poller each: moto applies concurrent transactions on the same item without isolation
-    # (counter updates get lost; seen here with 4 pollers), which real DynamoDB does not.
     return LocalFunction(
         consumer.function,
         consumer.handler_file,
         consumer.queue,
         consumer.batch_size,
+        concurrency=CONCURRENCY.get(consumer.function, 1),
         own_process=consumer.function in OWN_PROCESS,
         drained=consumer.function not in NOT_DRAINED,
     )
@@ -133,9 +143,23 @@ class QueuePoller:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        self.request_stop()
+        self.join(timeout)
+
+    def request_stop(self) -> None:
+        """No new batch after the one in hand."""
         self._stop.set()
-        self._thread.join(timeout=30)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the batch in hand; True if the poller has stopped.
+
+        A poller still busy after that is abandoned (its thread is a daemon): its messages were
+        not deleted, so they stay queued and come back after the visibility timeout, to handlers
+        that are idempotent.
+        """
+        self._thread.join(timeout=max(0.0, timeout))
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -146,13 +170,17 @@ class QueuePoller:
                 self._stop.wait(1)
 
     def poll_once(self, wait_seconds: int = 0) -> int:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.function.batch_size,
-            WaitTimeSeconds=wait_seconds,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        # moto decides which FIFO message groups are in flight at the start of a receive, without a
+        # lock: two receives at once can take two messages of one group, and apply them out of
+        # order. The pollers of a queue therefore receive one at a time (and handle concurrently).
+        with _RECEIVE_LOCKS.setdefault(self.queue_url, threading.Lock()):
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.function.batch_size,
+                WaitTimeSeconds=wait_seconds,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
         messages = response.get("Messages", [])
         if not messages:
             return 0
@@ -212,8 +240,16 @@ class Scheduler:
         self._thread.start()
 
     def stop(self) -> None:
+        self.request_stop()
+        self.join(30)
+
+    def request_stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a run in hand; True if the schedule has stopped."""
+        self._thread.join(timeout=max(0.0, timeout))
+        return not self._thread.is_alive()
 
     def invoke(self) -> Any:
         self.invocations += 1

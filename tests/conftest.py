@@ -23,6 +23,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
         settings_overrides={
             "commitment_wait_seconds": 8.0,
             "commitment_retry_base_seconds": 0.5,
+            # Gives a report up after 0.5 + 1 + 2 s of retries, so UNDELIVERABLE is testable quickly.
+            "commitment_max_attempts": 4,
             # Objects whose retention ended already are locked this long (tests/integration/test_destruction.py).
             "minimum_lock_seconds": 3.0,
             # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.

@@ -3,7 +3,7 @@
 Thin by design: parse each record, call ``PatientService.apply``, report partial failures. The FIFO
 processor stops at the first failure so later messages of the batch are retried after it, in order.
 A refusal (the change would corrupt the index) is a result, recorded in the patient's history, not
-a failure to retry.
+a failure to retry; so are the records of messages the listener refused (``kind`` = refusal).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
-from archive.model.patients import Outcome, PatientChangeRequest
+from archive.model.patients import ListenerRefusal, Outcome, PatientChangeRequest
 from archive.services.audit import build_audit_trail
 from archive.services.patient_audit import audit_patient_change
 from archive.services.patients import PatientService
@@ -34,7 +34,12 @@ registration = RegistrationRequests.from_settings(settings) if settings.registra
 
 
 def record_handler(record: SQSRecord) -> None:
-    request = PatientChangeRequest.from_json(json.loads(record.body))
+    body = json.loads(record.body)
+    if body.get("kind") == ListenerRefusal.KIND:
+        refused = service.record_refusal(ListenerRefusal.from_json(body))
+        logger.info("refusal recorded", extra={"reason": refused.reason, "sender": body.get("sender")})
+        return
+    request = PatientChangeRequest.from_json(body)
     result = service.apply(request)
     audit_patient_change(audit_trail, request, result)
     logger.info(

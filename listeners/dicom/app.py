@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,7 +34,7 @@ from archive.services.retention import RetentionService
 from archive.tls.rotation import RotatingTls
 
 from .audit import DicomAudit
-from .commitment_worker import CommitmentWorker
+from .commitment_worker import CommitmentWorker, emit_undeliverable_metric
 from .query_retrieve import QueryRetrieveSCP
 from .server import DicomListener, ListenerDeps, set_nodelay
 
@@ -68,7 +71,9 @@ def build(
     objects = ObjectStore(settings)
     index = IndexRepository(settings)
     registry = CachedRegistry(Registry())
-    commitments = CommitmentRepository()
+    commitments = CommitmentRepository(settings)
+    # Identifies this task as the origin of the commitments it receives (and as a lease owner).
+    task_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     query_index = QueryIndex(index)
     queries = QueryService(query_index, settings.archive_ae_title)
     tls = tls_material(settings)
@@ -104,12 +109,16 @@ def build(
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,
         archive_ae_title=settings.archive_ae_title,
+        task_id=task_id,
         query_retrieve=query_retrieve,
         tls=tls,
         authenticator=PeerAuthenticator(registry, trail, local_node=settings.archive_ae_title),
         audit=dicom_audit,
     )
     listener = DicomListener(deps, host=host, port=port, spool_dir=settings.spool_dir, tls_port=tls_port)
+    # A report on the requester's own association waits at most this long for its response.
+    same_association_timeout = listener.ae.dimse_timeout
+    assert same_association_timeout is not None, "commitment leases need every delivery wait bounded"
     worker = CommitmentWorker(
         repository=commitments,
         index=index,
@@ -117,8 +126,14 @@ def build(
         registry=registry,
         live=listener.live,
         archive_ae_title=settings.archive_ae_title,
+        owner=task_id,
         retry_base_seconds=settings.commitment_retry_base_seconds,
         max_attempts=settings.commitment_max_attempts,
+        delivery_timeout=settings.commitment_delivery_timeout_seconds,
+        same_association_timeout=same_association_timeout,
+        on_undeliverable=lambda transaction: emit_undeliverable_metric(
+            settings.metrics_namespace, transaction
+        ),
         tls=tls,
         on_all_committed=(
             RegistrationRequests.from_settings(settings).instances_committed

@@ -19,9 +19,11 @@ from archive.dicom.commitment import request_from_action_information
 from archive.errors import (
     AlreadyRejected,
     ArchiveError,
+    CommitmentRequestTooLarge,
     DatasetDoesNotMatchSOPClass,
     DuplicateRejectionNote,
     InstanceConflict,
+    InvalidCommitmentRequest,
     InvalidDataset,
     NoSuchInstanceToReject,
     ObjectTooLarge,
@@ -33,6 +35,7 @@ from archive.errors import (
     RetentionNotExpired,
     StorageFailure,
     StudyOfAnotherOrganisation,
+    TransactionUIDInUse,
     UntrustedPatientId,
 )
 from archive.model.organisations import AEInfo
@@ -79,6 +82,14 @@ STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
 )
 STATUS_NOT_AUTHORISED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_PROCESSING_FAILURE = 0x0110
+# N-ACTION of Storage Commitment: anything not recorded in full is a failure the requester sees.
+COMMITMENT_STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
+    (InvalidCommitmentRequest, 0x0115),  # Invalid argument value
+    (TransactionUIDInUse, 0x0115),
+    (CommitmentRequestTooLarge, 0x0213),  # Resource limitation
+    (StorageFailure, STATUS_PROCESSING_FAILURE),
+)
 # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling AE title not recognised
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
@@ -97,6 +108,8 @@ class ListenerDeps:
     commitments: CommitmentRepository
     commitment_wait_seconds: float
     archive_ae_title: str
+    # This listener task's identity: the origin of the commitments it receives.
+    task_id: str = ""
     query_retrieve: QueryRetrieveSCP | None = None
     # Security (docs/security.md): TLS material for the TLS port, who may connect as which AE,
     # and the audit trail.
@@ -307,10 +320,10 @@ class DicomListener:
 
     # --- Storage Commitment ----------------------------------------------------------------
 
-    def _on_commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
+    def _on_commitment_request(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
         calling = self._calling_ae(event)
-        if calling is None:
-            return STATUS_NOT_AUTHORISED, None
+        if calling is None or "commitment" not in calling.roles:
+            return _status(STATUS_NOT_AUTHORISED, "calling AE may not request storage commitment"), None
         request = event.request
         if str(request.RequestedSOPClassUID) != StorageCommitmentPushModel:
             return 0x0118, None  # No such SOP Class
@@ -318,19 +331,28 @@ class DicomListener:
             return 0x0123, None  # No such action
         try:
             commitment = request_from_action_information(event.action_information)
-        except (ValueError, AttributeError) as exc:
-            LOG.warning("N-ACTION from %s malformed: %s", calling.ae_title, exc)
-            return 0x0115, None  # Invalid argument value
-        now = time.time()
-        created = self.deps.commitments.create(
-            commitment,
-            requester_ae=calling.ae_title,
-            org_oid=calling.org_oid,
-            now=now,
-            deadline=now + self.deps.commitment_wait_seconds,
-        )
-        if created:
-            self.live.add(commitment.transaction_uid, event.assoc)
+            now = time.time()
+            created = self.deps.commitments.create(
+                commitment,
+                requester_ae=calling.ae_title,
+                org_oid=calling.org_oid,
+                origin=self.deps.task_id,
+                now=now,
+                deadline=now + self.deps.commitment_wait_seconds,
+            )
+            if not created:
+                earlier = self.deps.commitments.get(commitment.transaction_uid)
+                if earlier is None or earlier.requester_ae != calling.ae_title:
+                    raise TransactionUIDInUse("Transaction UID already used by another requester")
+        except ArchiveError as exc:
+            status = commitment_status_for(exc)
+            LOG.warning("N-ACTION from %s refused 0x%04X: %s", calling.ae_title, status, exc)
+            return _status(status, str(exc)), None
+        except Exception as exc:  # nothing recorded: the requester must not think it was
+            LOG.exception("N-ACTION from %s failed", calling.ae_title)
+            return _status(STATUS_PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"), None
+        # A resend of a pending transaction may be answered on the newer association.
+        self.live.add(commitment.transaction_uid, event.assoc)
         LOG.info(
             "commitment %s for %d instances from %s%s",
             commitment.transaction_uid,
@@ -339,6 +361,10 @@ class DicomListener:
             "" if created else " (repeated Transaction UID)",
         )
         return 0x0000, None
+
+
+def commitment_status_for(exc: Exception) -> int:
+    return statuses.status_for(exc, COMMITMENT_STATUS_BY_ERROR, STATUS_PROCESSING_FAILURE)
 
 
 def guard_protocol_errors(event: Any) -> None:

@@ -15,14 +15,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from archive.model.patients import PatientChangeRequest
 from archive.services.connection_security import PeerAuthenticator
 from archive.services.directory import CachedRegistry
 from archive.tls.peer import identity_from_peercert, tls_failure
 from archive.tls.rotation import RotatingTls
 
 LOG = logging.getLogger("archive.hl7.tls")
-Authorise = Callable[[PatientChangeRequest], None]
+Authorise = Callable[[str, str], None]  # (organisation OID, sender MSH-3|MSH-4); raises to refuse
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Authorise], Awaitable[None]]
 PROBE_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError)
 
@@ -98,9 +97,9 @@ class MllpTls:
         ssl_object: Any = secured.get_extra_info("ssl_object")
         identity = identity_from_peercert(ssl_object.getpeercert(), ssl_object.getpeercert(binary_form=True))
 
-        def authorise(request: PatientChangeRequest) -> None:
+        def authorise(org_oid: str, sender: str) -> None:
             self._authenticator.check_organisation(
-                self._registry.organisation(request.org_oid), identity, node=request.sender, address=host
+                self._registry.organisation(org_oid), identity, node=sender, address=host
             )
 
         await serve(reader, writer, authorise)

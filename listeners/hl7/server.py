@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from archive.errors import (
     ArchiveError,
     DuplicatePatient,
+    InvalidFieldValue,
     InvalidMerge,
     MalformedMessage,
     MessageTooLarge,
+    MessageTooLargeToKeep,
     NotAuthenticated,
+    NotControlledBySender,
     PatientMerged,
     QueueFailure,
     RequiredFieldMissing,
@@ -30,11 +33,11 @@ from archive.errors import (
     UnsupportedCharacterSet,
     UnsupportedMessageType,
     UnsupportedTriggerEvent,
+    UntrustedAssigningAuthority,
 )
 from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack
 from archive.hl7.message import MessageHeader, parse_header
 from archive.hl7.mllp import Frame, FrameDecoder, OversizedFrame, encode_frame
-from archive.model.patients import PatientChangeRequest
 from archive.services.patient_intake import AdtIntake
 
 from .secure import MllpTls
@@ -50,7 +53,11 @@ ACK_BY_ERROR: tuple[tuple[type[ArchiveError], AckCode, ErrorCode], ...] = (
     (UnsupportedCharacterSet, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
     (UnknownSendingFacility, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
     (RequiredFieldMissing, AckCode.ERROR, ErrorCode.REQUIRED_FIELD_MISSING),
-    (UnknownAssigningAuthority, AckCode.ERROR, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (InvalidFieldValue, AckCode.REJECT, ErrorCode.DATA_TYPE_ERROR),
+    (MessageTooLargeToKeep, AckCode.REJECT, ErrorCode.APPLICATION_ERROR),
+    (UnknownAssigningAuthority, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (UntrustedAssigningAuthority, AckCode.REJECT, ErrorCode.UNKNOWN_KEY),
+    (NotControlledBySender, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
     (PatientMerged, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
     (DuplicatePatient, AckCode.ERROR, ErrorCode.DUPLICATE_KEY),
     (InvalidMerge, AckCode.ERROR, ErrorCode.APPLICATION_ERROR),
@@ -148,7 +155,7 @@ class MllpListener:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        authorise: Callable[[PatientChangeRequest], None] | None = None,
+        authorise: Callable[[str, str], None] | None = None,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -202,7 +209,7 @@ class MllpListener:
                 await writer.wait_closed()
 
     async def _answer(
-        self, payload: bytes, peer: object, authorise: Callable[[PatientChangeRequest], None] | None = None
+        self, payload: bytes, peer: object, authorise: Callable[[str, str], None] | None = None
     ) -> tuple[bytes, bool]:
         """The ACK, and whether the connection must be closed after it (not authenticated)."""
         header = peek_header(payload)

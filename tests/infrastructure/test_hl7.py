@@ -113,9 +113,10 @@ def test_hl7_task_may_queue_messages_and_read_the_index_but_not_touch_images(pro
     # In S3 only its audit batches: create, under audit/ in the audit bucket
     audit_id, _ = audit_bucket(production.template)
     assert s3_grants(statements) == [("s3:PutObject", objects_under(audit_id, "audit/"))]
+    patients_id = _environment(production)[TABLE_ENV["patients"]]["Ref"]
+    assert {"dynamodb:GetItem", "dynamodb:Query"} <= actions_on(statements, arn_of(patients_id))
     for table_id in resources(production.template, "AWS::DynamoDB::Table"):
         granted = actions_on(statements, arn_of(table_id))
-        assert {"dynamodb:GetItem", "dynamodb:Query"} <= granted, table_id
         # It decides before queueing; the patient_update Lambda is what writes.
         assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & granted, table_id
 

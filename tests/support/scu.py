@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,9 +131,13 @@ class Modality:
 
 
 class CommitmentReceiver:
-    """The requester's own SCP: accepts the archive's new association and its N-EVENT-REPORT."""
+    """The requester's own SCP: accepts the archive's new association and its N-EVENT-REPORT
+    (answering after ``answer_after`` seconds, to play a slow requester)."""
 
-    def __init__(self, ae_title: str, port: int = 0, ssl_context: Any = None) -> None:
+    def __init__(
+        self, ae_title: str, port: int = 0, ssl_context: Any = None, answer_after: float = 0.0
+    ) -> None:
+        self.answer_after = answer_after
         self.reports: queue.Queue[Report] = queue.Queue()
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
@@ -147,6 +152,8 @@ class CommitmentReceiver:
 
     def _on_report(self, event: Any) -> tuple[int, None]:
         self.reports.put(Report(event.request.EventTypeID, event.event_information, False))
+        if self.answer_after:
+            time.sleep(self.answer_after)
         return 0x0000, None
 
     def wait_report(self, timeout: float = 60.0) -> Report:

@@ -28,11 +28,16 @@ class Settings:
     commitment_wait_seconds: float = 60.0
     commitment_retry_base_seconds: float = 5.0
     commitment_max_attempts: int = 8
+    # Bound of each network wait of a report delivery (connect, associate, N-EVENT-REPORT, release);
+    # a worker's lease on a transaction is derived from it so a lease always outlives an attempt.
+    commitment_delivery_timeout_seconds: float = 30.0
     # Largest single object accepted over C-STORE (S3 single PUT limit is 5 GiB).
     max_object_bytes: int = 4 * 1024**3
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # CloudWatch namespace of the metrics the archive emits (powertools' variable; CDK sets it).
+    metrics_namespace: str = "ImagingArchive"
     # Object Lock set on each PUT (docs/retention.md): COMPLIANCE in production; the shortest lock
     # an object gets even when its retention has ended already (an old study stored late).
     object_lock_mode: str = "COMPLIANCE"
@@ -80,6 +85,8 @@ class Settings:
             max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
             spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
             index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
+            commitment_delivery_timeout_seconds=float(env.get(t.ENV_COMMITMENT_DELIVERY_TIMEOUT, "30")),
+            metrics_namespace=env.get(t.ENV_METRICS_NAMESPACE) or "ImagingArchive",
             object_lock_mode=env.get(t.ENV_OBJECT_LOCK_MODE, "COMPLIANCE"),
             minimum_lock_seconds=float(env.get(t.ENV_MINIMUM_LOCK_SECONDS, "86400")),
             registration_queue_url=env.get(t.ENV_REGISTRATION_QUEUE_URL) or None,
@@ -110,6 +117,8 @@ class Settings:
             t.ENV_COMMITMENT_MAX_ATTEMPTS: str(self.commitment_max_attempts),
             t.ENV_MAX_OBJECT_BYTES: str(self.max_object_bytes),
             t.ENV_SPOOL_DIR: self.spool_dir,
+            t.ENV_COMMITMENT_DELIVERY_TIMEOUT: str(self.commitment_delivery_timeout_seconds),
+            t.ENV_METRICS_NAMESPACE: self.metrics_namespace,
             t.ENV_OBJECT_LOCK_MODE: self.object_lock_mode,
             t.ENV_MINIMUM_LOCK_SECONDS: str(self.minimum_lock_seconds),
             t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),

@@ -59,6 +59,22 @@ class StorageFailure(ArchiveError):
     """The object could not be made durable (0xA700 Out of resources)."""
 
 
+# --- storage commitment (N-ACTION) -------------------------------------------------------------
+# The DICOM listener maps these to N-ACTION statuses.
+
+
+class InvalidCommitmentRequest(ArchiveError):
+    """The Action Information is malformed (N-ACTION 0x0115 Invalid argument value)."""
+
+
+class CommitmentRequestTooLarge(ArchiveError):
+    """More references than one transaction can record atomically (N-ACTION 0x0213 Resource limitation)."""
+
+
+class TransactionUIDInUse(ArchiveError):
+    """The Transaction UID belongs to another requester's transaction (N-ACTION 0x0115)."""
+
+
 # --- HL7 v2 patient administration (ADT) ------------------------------------------------------
 # The MLLP listener maps these types to ACK codes and HL7 table 0357 error codes.
 
@@ -120,8 +136,28 @@ class QueueFailure(ArchiveError):
     """A message could not be durably queued; nothing was acknowledged (HL7 error 207)."""
 
 
+class InvalidFieldValue(HL7MessageError):
+    """A field the archive would keep has a value it cannot keep as sent: too long for the DICOM
+    attribute or the table key it ends in, characters those cannot carry, a malformed escape
+    sequence, a date or code outside its format (HL7 error 102, data type error)."""
+
+
+class MessageTooLargeToKeep(HL7MessageError):
+    """The message fits the MLLP limit but not the queue or the history item that must keep it
+    (HL7 error 207): acknowledging it would promise a change that could never be applied."""
+
+
 class UnknownAssigningAuthority(HL7MessageError):
-    """PID-3.4/MRG-1.4 is neither a trusted issuer OID nor a namespace mapped to one (HL7 error 103)."""
+    """PID-3.4/MRG-1.4 cannot name an issuer: a namespace mapped to none, a universal ID whose type
+    is not ISO or that is not an OID, or no authority where the sender has no default (HL7 error 103)."""
+
+
+class UntrustedAssigningAuthority(HL7MessageError):
+    """PID-3.4/MRG-1.4 names a well-formed issuer the organisation is not trusted for (HL7 error 204)."""
+
+
+class NotControlledBySender(PatientUpdateRefused):
+    """The change would touch an identity or studies another organisation controls (HL7 error 204)."""
 
 
 class MessageTooLarge(HL7MessageError):

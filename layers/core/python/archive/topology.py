@@ -22,6 +22,9 @@ ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
 ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
 ENV_COMMITMENT_RETRY_BASE = "COMMITMENT_RETRY_BASE_SECONDS"
 ENV_COMMITMENT_MAX_ATTEMPTS = "COMMITMENT_MAX_ATTEMPTS"
+ENV_COMMITMENT_DELIVERY_TIMEOUT = "COMMITMENT_DELIVERY_TIMEOUT_SECONDS"
+# Powertools' own variable; also the namespace of the metrics the listeners emit themselves.
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_MAX_OBJECT_BYTES = "MAX_OBJECT_BYTES"
 ENV_SPOOL_DIR = "SPOOL_DIR"
 ENV_INDEX_QUEUE_URL = "INDEX_QUEUE_URL"
@@ -69,6 +72,7 @@ TABLE_ENV = {
     "series": "TABLE_SERIES",
     "instances": "TABLE_INSTANCES",
     "commitments": "TABLE_COMMITMENTS",
+    "commitment_parts": "TABLE_COMMITMENT_PARTS",
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
@@ -82,6 +86,14 @@ TABLE_ENV = {
     "registration_config": "TABLE_REGISTRATION_CONFIG",
     "disclosure_log": "TABLE_DISCLOSURE_LOG",
 }
+
+
+# --- what the operator is alarmed on (CDK builds the alarms; the code emits or logs these) -------
+# CloudWatch metric (embedded metric format, dimension ``service``) the DICOM listener emits when
+# it gives a storage commitment report up (UNDELIVERABLE).
+COMMITMENT_UNDELIVERABLE_METRIC = "CommitmentsUndeliverable"
+# Logged at ERROR by the DICOM listener when a disclosure's access record cannot be written.
+ACCESS_RECORD_LOST_LOG_TEXT = "ACCESS RECORD LOST"
 
 
 # --- queues and their consumers -----------------------------------------------------------------

@@ -142,6 +142,21 @@ class StudiesByAccession(GlobalSecondaryIndex["Study"]):
     accession_number = UnicodeAttribute(hash_key=True)
 
 
+class StudiesByOrganisationDate(GlobalSecondaryIndex["Study"]):
+    """An organisation's studies by date ("today's studies"): the C-FIND StudyDate lookup.
+
+    Keys only: the index entry is written once (when the study gets its organisation and date),
+    not on every instance that updates the study's counters; the studies are then read in batches.
+    """
+
+    class Meta:
+        index_name = "by_org_date"
+        projection = KeysOnlyProjection()
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_date = UnicodeAttribute(range_key=True)
+
+
 class StudiesByRetentionEnd(GlobalSecondaryIndex["Study"]):
     """Sparse and sharded: studies with a known retention end, by that end. The destruction job
     queries each shard for ends up to now, so its cost follows the due studies, not the archive."""
@@ -197,6 +212,19 @@ class Study(Model):
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
     by_retention_end = StudiesByRetentionEnd()
+    by_org_date = StudiesByOrganisationDate()
+
+
+class SeriesByOrganisationModality(GlobalSecondaryIndex["Series"]):
+    """An organisation's series by modality and study date: the C-FIND ModalitiesInStudy lookup
+    ("today's CT studies"), a study being found through any of its series. Keys only."""
+
+    class Meta:
+        index_name = "by_org_modality"
+        projection = KeysOnlyProjection()
+
+    org_modality = UnicodeAttribute(hash_key=True)  # "<organisation OID>|<Modality>"
+    study_date = UnicodeAttribute(range_key=True)
 
 
 class Series(Model):
@@ -213,6 +241,10 @@ class Series(Model):
     number_of_instances = NumberAttribute(default=0)
     rejected_instances = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    # Set with the series' first instance, for the by_org_modality index.
+    org_modality = UnicodeAttribute(null=True)
+    study_date = UnicodeAttribute(null=True)
+    by_org_modality = SeriesByOrganisationModality()
 
 
 class InstancesByStudy(GlobalSecondaryIndex["Instance"]):
@@ -348,8 +380,23 @@ class PendingCommitments(GlobalSecondaryIndex["StorageCommitment"]):
     next_attempt_at = NumberAttribute(range_key=True)
 
 
+class UndeliverableCommitments(GlobalSecondaryIndex["StorageCommitment"]):
+    """Sparse index: transactions whose report was given up on, for the operator (admin CLI)."""
+
+    class Meta:
+        index_name = "undeliverable"
+        projection = AllProjection()
+
+    undeliverable = UnicodeAttribute(hash_key=True)  # always "UNDELIVERABLE" where present
+    undeliverable_at = NumberAttribute(range_key=True)
+
+
 class StorageCommitment(Model):
-    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered."""
+    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered.
+
+    Kept small (it is updated on every lease and attempt): the references and the outcomes live
+    in ``StorageCommitmentPart`` items, written with this one in one DynamoDB transaction.
+    """
 
     class Meta(_Unbound):
         logical_name = "commitments"
@@ -357,8 +404,10 @@ class StorageCommitment(Model):
     transaction_uid = UnicodeAttribute(hash_key=True)
     requester_ae = UnicodeAttribute()
     org_oid = UnicodeAttribute()
-    # [{"sop_class_uid": ..., "sop_instance_uid": ...}, ...] as received in the N-ACTION.
-    references = JSONAttribute()
+    # Listener task that received the N-ACTION; only it can report on the requester's association.
+    origin = UnicodeAttribute(null=True)
+    reference_count = NumberAttribute()
+    request_parts = NumberAttribute()
     state = UnicodeAttribute()  # PENDING | REPORTED | UNDELIVERABLE
     pending = UnicodeAttribute(null=True)
     next_attempt_at = NumberAttribute(null=True)
@@ -367,11 +416,37 @@ class StorageCommitment(Model):
     attempts = NumberAttribute(default=0)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(default=0)
-    result = JSONAttribute(null=True)
+    # Set once the outcome is frozen (number of result parts written with it).
+    result_parts = NumberAttribute(null=True)
+    committed_count = NumberAttribute(null=True)
+    failed_count = NumberAttribute(null=True)
     reported_at = UTCDateTimeAttribute(null=True)
     reported_on = UnicodeAttribute(null=True)  # SAME_ASSOCIATION | NEW_ASSOCIATION
     last_error = UnicodeAttribute(null=True)
+    undeliverable = UnicodeAttribute(null=True)
+    undeliverable_at = NumberAttribute(null=True)
     pending_index = PendingCommitments()
+    undeliverable_index = UndeliverableCommitments()
+
+
+class StorageCommitmentPart(Model):
+    """A slice of a transaction: up to 1,000 of its references, or the outcomes of one such slice.
+
+    DynamoDB items hold at most 400 KB; a request for 10,000 instances (large CT, MR and
+    tomosynthesis studies) is about 1 MB, so it is split here, in request order.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "commitment_parts"
+
+    transaction_uid = UnicodeAttribute(hash_key=True)
+    part = UnicodeAttribute(range_key=True)  # "request#0000" ... | "result#0000" ...
+    # Request slice: distinct SOP Class UIDs, then [class index, SOP Instance UID] per reference.
+    sop_classes = JSONAttribute(null=True)
+    references = JSONAttribute(null=True)
+    # Result slice: per reference of the request slice with the same number, 0 (committed) or
+    # its Failure Reason.
+    outcomes = JSONAttribute(null=True)
 
 
 # --- access record (start of the disclosure log; see docs/disclosure-log.md) ------------------
@@ -618,6 +693,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Series,
     Instance,
     StorageCommitment,
+    StorageCommitmentPart,
     AccessRecord,
     HL7Facility,
     PatientChange,
