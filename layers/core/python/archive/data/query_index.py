@@ -143,7 +143,9 @@ class QueryIndex:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        return {(s.study_uid, s.series_uid): _series(s) for s in Series.batch_get(unique) if not _all_rejected(s)}
+        return {
+            (s.study_uid, s.series_uid): _series(s) for s in Series.batch_get(unique) if not _all_rejected(s)
+        }
 
     def instances_of_study(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRecord]:
         """Instances of a study, or of one series (begins_with on the GSI range key), in series order."""
