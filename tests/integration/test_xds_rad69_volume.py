@@ -27,7 +27,7 @@ import requests
 from archive.data.models import Study
 from lxml import etree
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelGet,
@@ -93,10 +93,14 @@ def c_get(cloud: LocalCloud, study_uid: str, syntax: str) -> dict[str, bytes]:
     query = pydicom.Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
+    # Importing the listener module (other tests do, in this process) switches pynetdicom to spool
+    # received datasets to files; this SCU wants them in memory, as received.
+    chunked, _config.STORE_RECV_CHUNKED_DATASET = _config.STORE_RECV_CHUNKED_DATASET, False
     try:
         responses = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
     finally:
         assoc.release()
+        _config.STORE_RECV_CHUNKED_DATASET = chunked
     assert responses[-1][0].Status == 0x0000, responses[-1][0]
     return received
 
