@@ -46,7 +46,7 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
     query_retrieve = QueryRetrieveSCP(
         registry,
         queries,
-        RetrieveService(query_index, queries, objects),
+        RetrieveService(query_index, queries, objects, spool_dir=settings.spool_dir),
         AccessLog(),
         on_conn_open=set_nodelay,
     )

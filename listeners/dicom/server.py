@@ -34,6 +34,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from . import statuses
+from .connection import MAX_PDU_BYTES, guard_connection
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
 
 LOG = logging.getLogger("archive.dicom")
@@ -112,7 +113,8 @@ class DicomListener:
         ae = AE(ae_title=self.deps.archive_ae_title)
         ae.require_called_aet = True
         ae.maximum_associations = 64
-        ae.maximum_pdu_size = 0  # no limit on what peers may send per PDU
+        # Bounded (0 would be unlimited); guard_connection refuses longer PDUs. See connection.py.
+        ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.network_timeout = 60
         ae.dimse_timeout = 120
         transfer_syntaxes = list(AllTransferSyntaxes)
@@ -129,6 +131,7 @@ class DicomListener:
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, guard_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),

@@ -1,35 +1,38 @@
-"""C-MOVE and C-GET: which instances an identifier names, and their datasets ready to send.
+"""C-MOVE and C-GET: which instances an identifier names, and their objects ready to send.
 
-Datasets are produced one at a time, in series order: the study is never held in memory. S3 reads
-run ahead on a small thread pool (``prefetch`` objects in flight), so throughput is bound by the
-receiver and the network rather than by one object's first-byte latency. Each dataset carries the
-patient identity the index holds now (attribute coercion); the stored bytes never change.
+Objects are produced one at a time, in series order: neither the study nor one object is held in
+memory. Each stored object is streamed from S3 to a spool file in 1 MiB chunks, then written to a
+second spool file in the transfer syntax the receiver accepted, carrying the patient identity the
+index holds now (attribute coercion; the stored bytes never change). The sender streams that file
+(``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
+Reads run ahead on a small thread pool, at most ``prefetch`` objects and ``read_ahead_bytes`` bytes
+in flight, so throughput is bound by the receiver rather than by one object's first-byte latency.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
-import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pathlib import Path
 
 from archive.data.models import Instance, Study
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
-from archive.errors import ArchiveError, QueryRefused, StorageFailure
+from archive.errors import ArchiveError, QueryRefused, StorageFailure, TranscodingImpossible
 from archive.query.coercion import CurrentPatients, PatientDemographics, coerce
 from archive.query.find import QueryRequest, QueryService
 from archive.query.matching import has_wildcard, is_single_value, uid_list
-from archive.query.transcode import choose_syntax, convert
+from archive.query.transcode import choose_syntax, write_for_receiver
 
-SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+READ_AHEAD_BYTES = 256 * 1024 * 1024
+# Objects that must be decoded or byte-swapped are converted in memory up to this size.
+CONVERT_IN_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,21 @@ class RetrieveItem:
 
 @dataclass
 class Prepared:
-    """A sub-operation's dataset, or why there is none."""
+    """A sub-operation's object as a Part-10 spool file in the syntax to send, or why there is none.
+
+    The consumer sends ``path`` and then calls ``discard()``; the file is the only copy in flight.
+    """
 
     item: RetrieveItem
-    dataset: Dataset | None
+    path: Path | None
     transfer_syntax_uid: str | None = None
     error: ArchiveError | None = None
+
+    def discard(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
 
 
 class RetrieveService:
@@ -66,6 +78,9 @@ class RetrieveService:
         *,
         prefetch: int = 4,
         workers: int = 16,
+        read_ahead_bytes: int = READ_AHEAD_BYTES,
+        convert_in_memory_bytes: int = CONVERT_IN_MEMORY_BYTES,
+        spool_dir: str | None = None,
     ) -> None:
         self._index = index
         self._queries = queries
@@ -73,6 +88,9 @@ class RetrieveService:
         # Each retrieval keeps ``prefetch`` reads in flight; the pool is shared by the listener's
         # concurrent associations, so it is sized for several of them.
         self._prefetch = max(1, prefetch)
+        self._read_ahead_bytes = read_ahead_bytes
+        self._convert_in_memory_bytes = convert_in_memory_bytes
+        self._spool_dir = spool_dir
         self._pool = ThreadPoolExecutor(
             max_workers=max(workers, self._prefetch), thread_name_prefix="retrieve-read"
         )
@@ -131,59 +149,96 @@ class RetrieveService:
             raise QueryRefused(f"{keyword} above the retrieve level must be a single UID")
         return uid_list(value)
 
-    # --- datasets --------------------------------------------------------------------------
+    # --- objects to send ---------------------------------------------------------------------
 
     def prepared(
         self,
         items: Sequence[RetrieveItem],
         accepted: Callable[[str, str], bool],
     ) -> Generator[Prepared, None, None]:
-        """Datasets to send, in order, converted to what the receiver ``accepted(sop_class, ts)``.
+        """Objects to send, in order, converted to what the receiver ``accepted(sop_class, ts)``.
 
-        Stops reading ahead when the consumer stops iterating (C-CANCEL, released association).
+        Stops reading ahead when the consumer stops iterating (C-CANCEL, released association);
+        spool files of objects read ahead but never handed out are removed.
         """
-        window: deque[tuple[RetrieveItem, Future[Dataset]]] = deque()
+        window: deque[tuple[RetrieveItem, Future[Prepared]]] = deque()
         position = 0
+        in_flight = 0
         try:
             while position < len(items) or window:
                 while position < len(items) and len(window) < self._prefetch:
                     item = items[position]
-                    window.append((item, self._pool.submit(self._read, item)))
+                    if window and in_flight + item.size > self._read_ahead_bytes:
+                        break
+                    window.append((item, self._pool.submit(self._prepare, item, accepted)))
+                    in_flight += item.size
                     position += 1
                 item, future = window.popleft()
-                yield self._prepare(item, future, accepted)
+                in_flight -= item.size
+                yield future.result()
         finally:
             for _, future in window:
-                future.cancel()
+                if not future.cancel():
+                    future.add_done_callback(_discard_result)
 
-    def _prepare(
-        self, item: RetrieveItem, future: Future[Dataset], accepted: Callable[[str, str], bool]
-    ) -> Prepared:
+    def _prepare(self, item: RetrieveItem, accepted: Callable[[str, str], bool]) -> Prepared:
         try:
             target = choose_syntax(item.transfer_syntax_uid, lambda ts: accepted(item.sop_class_uid, ts))
-            ds = convert(future.result(), item.transfer_syntax_uid, target)
-            return Prepared(item, coerce(ds, item.patient), target)
+            source = self._download(item)
+            try:
+                out = self._spool_path("send")
+                try:
+                    write_for_receiver(
+                        source,
+                        item.transfer_syntax_uid,
+                        target,
+                        out,
+                        lambda ds: coerce(ds, item.patient),
+                        memory_limit=self._convert_in_memory_bytes,
+                    )
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(out)
+                    raise
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(source)
+            return Prepared(item, out, target)
         except ArchiveError as exc:
             return Prepared(item, None, error=exc)
+        except Exception as exc:  # a dataset pydicom cannot re-encode: this sub-operation fails
+            return Prepared(item, None, error=TranscodingImpossible(f"cannot re-encode: {exc}"))
 
-    def _read(self, item: RetrieveItem) -> Dataset:
-        """Read one object (spooled to disk beyond a few MB) and parse it."""
+    def _spool_path(self, kind: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f"retrieve-{kind}-", suffix=".dcm", dir=self._spool_dir)
+        os.close(fd)
+        return Path(name)
+
+    def _download(self, item: RetrieveItem) -> Path:
+        """Stream one stored object from S3 to a spool file in bounded chunks."""
+        path = self._spool_path("read")
         try:
             body = self._objects.get_stream(item.s3_key, item.s3_version_id)
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
+            with open(path, "wb") as spool:
                 while chunk := body.read(READ_CHUNK):
                     spool.write(chunk)
-                spool.seek(0)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return pydicom.dcmread(spool)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-            raise StorageFailure(f"cannot read {item.s3_key}: {exc}") from exc
-        except Exception as exc:  # botocore errors: the sub-operation fails, the others go on
-            raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
+            return path
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if isinstance(exc, OSError | ValueError | EOFError):
+                raise StorageFailure(f"cannot read {item.s3_key}: {exc}") from exc
+            if isinstance(exc, Exception):  # botocore errors: the sub-operation fails, others go on
+                raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _discard_result(future: Future[Prepared]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().discard()
 
 
 def _item(instance: Instance, patient: PatientDemographics, study: Study) -> RetrieveItem:

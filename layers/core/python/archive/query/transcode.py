@@ -1,17 +1,20 @@
-"""Choosing the transfer syntax a retrieved object is sent in, and converting it when needed.
+"""Choosing the transfer syntax a retrieved object is sent in, and writing it in that syntax.
 
-Objects are sent as stored whenever the receiver accepted that syntax for the SOP class. Otherwise
-an uncompressed little-endian copy is made (Explicit, else Implicit VR Little Endian): compressed
-pixel data is decoded with pydicom's pixel backend and the pylibjpeg plugins (JPEG baseline/extended/
-lossless, JPEG-LS, JPEG 2000, RLE). The SOP Instance UID is kept: decoding adds no further loss, as
-dcm4chee does. Where nothing the receiver accepts can be produced, TranscodingImpossible.
+Objects are sent as stored whenever the receiver accepted that syntax for the SOP class (only the
+header is re-encoded, for attribute coercion). Otherwise an uncompressed little-endian copy is made
+(Explicit, else Implicit VR Little Endian): Explicit <-> Implicit by re-encoding every element
+(nested sequences, undefined lengths, private tags, VR UN), Big Endian by swapping the binary
+values, Deflated by inflating, and compressed pixel data by decoding it with pydicom's pixel
+backend and the pylibjpeg plugins (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE). The
+SOP Instance UID is kept: decoding adds no further loss, as dcm4chee does. Where nothing the
+receiver accepts can be produced, TranscodingImpossible: that sub-operation fails, nothing is sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     UID,
@@ -21,6 +24,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from archive.dicom.transcode import Edit, rewrite
 from archive.errors import TranscodingImpossible
 
 UNCOMPRESSED_LE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -34,35 +38,28 @@ def can_decode(transfer_syntax: str) -> bool:
         return False
 
 
+def convertible_to_uncompressed(stored: str) -> bool:
+    stored_uid = UID(stored)
+    return stored_uid in (*UNCOMPRESSED_LE, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian) or (
+        stored_uid.is_compressed and can_decode(stored)
+    )
+
+
 def choose_syntax(stored: str, accepted: Callable[[str], bool]) -> str:
     """The syntax to send an object stored in ``stored`` in, given what the receiver ``accepted``."""
     if accepted(stored):
         return stored
-    stored_uid = UID(stored)
-    convertible = (
-        stored_uid in (*UNCOMPRESSED_LE, DeflatedExplicitVRLittleEndian)
-        or (stored_uid.is_compressed and can_decode(stored))
-    ) and stored_uid != ExplicitVRBigEndian
-    if convertible:
+    if convertible_to_uncompressed(stored):
         for target in UNCOMPRESSED_LE:
             if accepted(target):
                 return str(target)
     raise TranscodingImpossible(
-        f"receiver accepts no syntax that {stored_uid.name} can be sent or converted in"
+        f"receiver accepts no syntax that {UID(stored).name} can be sent or converted in"
     )
 
 
-def convert(ds: Dataset, stored: str, target: str) -> Dataset:
-    """Make ``ds`` (an in-memory copy read from ``stored``) encodable in ``target``."""
-    if target == stored:
-        return ds
-    if UID(stored).is_compressed and "PixelData" in ds:
-        try:
-            ds.decompress(generate_instance_uid=False)
-        except (RuntimeError, ValueError, NotImplementedError, AttributeError) as exc:
-            raise TranscodingImpossible(f"cannot decode {UID(stored).name}: {exc}") from exc
-    target_uid = UID(target)
-    ds.file_meta.TransferSyntaxUID = target_uid
-    # The encoding the dataset will be written in; pynetdicom checks it against the context.
-    ds.set_original_encoding(target_uid.is_implicit_VR, target_uid.is_little_endian)
-    return ds
+def write_for_receiver(
+    source: Path, stored: str, target: str, out: Path, coerce: Edit, *, memory_limit: int
+) -> None:
+    """Write the Part-10 file ``source`` (stored in ``stored``) to ``out`` in ``target``, coerced."""
+    rewrite(source, stored, target, out, coerce, memory_limit=memory_limit)

@@ -1,0 +1,253 @@
+"""Writing a stored Part-10 object in the transfer syntax a receiver accepted, with bounded memory.
+
+Two ways, chosen by what the conversion needs:
+
+- **Splice** (stored syntax = target, or Explicit <-> Implicit VR Little Endian): only the elements
+  before the pixel data are parsed, edited (attribute coercion) and re-encoded by pydicom in the
+  target syntax; the pixel data value and everything after it are copied from the stored bytes in
+  1 MiB chunks (for Explicit <-> Implicit only the pixel data element's own header is rewritten;
+  native little-endian pixel bytes are the same in both). Memory: the header, whatever the object's
+  size. A 2 GB multi-frame image costs the same as a 2 KB one.
+- **In memory** (decompression of an encapsulated syntax, Big Endian, Deflated): the whole dataset
+  is read, decoded and re-encoded by pydicom; refused with TranscodingImpossible above
+  ``memory_limit`` bytes (stored plus decoded size) instead of exhausting the listener.
+
+pydicom converts Explicit <-> Implicit correctly only if the dataset's ``original_encoding`` is
+left as read: raw elements (nested sequences, private tags, VR UN) are then decoded and
+re-encoded. Declaring the target as the "original" encoding makes pydicom copy them verbatim in the
+old encoding, which is what produced "Element PatientID larger than remaining bytes" at receivers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import dcmwrite, write_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from archive.dicom.structure import dataset_offset
+from archive.errors import TranscodingImpossible
+
+COPY_CHUNK = 1024 * 1024
+NATIVE_LE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+# Explicit VR elements with a 4-byte length field (PS3.5 7.1.2)
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"}
+# Byte-swap unit of "other" binary VRs between big and little endian.
+SWAP_UNIT = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+UNDEFINED = 0xFFFFFFFF
+
+Edit = Callable[[Dataset], Any]
+
+
+def rewrite(
+    source: Path,
+    stored: str,
+    target: str,
+    out: Path,
+    edit: Edit,
+    *,
+    memory_limit: int,
+) -> None:
+    """Write ``source`` (a Part-10 file in ``stored``) to ``out`` as a Part-10 file in ``target``,
+    with ``edit`` applied to the dataset. Raises TranscodingImpossible if it cannot be done."""
+    stored_uid, target_uid = UID(stored), UID(target)
+    spliceable = stored_uid != DeflatedExplicitVRLittleEndian and (
+        stored_uid == target_uid or (stored_uid in NATIVE_LE and target_uid in NATIVE_LE)
+    )
+    if spliceable and _splice(source, stored_uid, target_uid, out, edit):
+        return
+    _in_memory(source, stored_uid, target_uid, out, edit, memory_limit)
+
+
+# --- splice --------------------------------------------------------------------------------------
+
+
+def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return int(tag) in PIXEL_TAGS
+
+
+def _splice(source: Path, stored: UID, target: UID, out: Path, edit: Edit) -> bool:
+    """Re-encode the header, copy the pixel data; False if the layout needs the in-memory path."""
+    with open(source, "rb") as fp:
+        start = dataset_offset(fp)
+        fp.seek(start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = read_dataset(fp, stored.is_implicit_VR, stored.is_little_endian, stop_when=_at_pixels)
+        pixel_start = fp.tell()
+        total = fp.seek(0, os.SEEK_END)
+        pixel: tuple[int, bytes, int] | None = None
+        if pixel_start < total and stored != target:
+            fp.seek(pixel_start)
+            pixel = _pixel_element(fp, stored, header)
+            if pixel is None:
+                return False
+        header.file_meta = _file_meta(header, target)
+        edit(header)
+        with open(out, "wb") as dest:
+            dcmwrite(dest, header, enforce_file_format=True)
+            if pixel is None:
+                # Same syntax: the stored bytes from the pixel data element on, unchanged.
+                fp.seek(pixel_start)
+                _copy(fp, dest, total - pixel_start)
+                return True
+            tag, vr, length = pixel
+            dest.write(_element_header(tag, vr, length, target))
+            _copy(fp, dest, length)
+            if fp.tell() < total:
+                _reencode_trailer(fp, total, stored, target, header, dest)
+    return True
+
+
+def _pixel_element(fp: IO[bytes], stored: UID, header: Dataset) -> tuple[int, bytes, int] | None:
+    """Tag, VR and length of the native pixel data element at ``fp`` (positioned after its header)."""
+    group, element = struct.unpack("<HH", fp.read(4))
+    tag = (group << 16) | element
+    if stored.is_implicit_VR:
+        (length,) = struct.unpack("<L", fp.read(4))
+        if tag == 0x7FE00010:
+            vr = b"OW" if int(header.get("BitsAllocated", 16)) > 8 else b"OB"
+        else:
+            vr = b"OF" if tag == 0x7FE00008 else b"OD"
+    else:
+        vr = fp.read(2)
+        if vr in LONG_VRS:
+            fp.read(2)
+            (length,) = struct.unpack("<L", fp.read(4))
+        else:
+            (length,) = struct.unpack("<H", fp.read(2))
+    if length == UNDEFINED:
+        return None  # encapsulated data under a native syntax: let pydicom judge it
+    return tag, vr, length
+
+
+def _element_header(tag: int, vr: bytes, length: int, target: UID) -> bytes:
+    tag_bytes = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if target.is_implicit_VR:
+        return tag_bytes + struct.pack("<L", length)
+    return tag_bytes + vr + b"\0\0" + struct.pack("<L", length)
+
+
+def _reencode_trailer(
+    fp: BinaryIO, total: int, stored: UID, target: UID, header: Dataset, dest: IO[bytes]
+) -> None:
+    """Elements after the pixel data (padding, private groups): small, parsed and re-encoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trailer = read_dataset(
+            fp,
+            stored.is_implicit_VR,
+            stored.is_little_endian,
+            bytelength=total - fp.tell(),
+            parent_encoding=header.get("SpecificCharacterSet", "iso8859"),
+        )
+    writer = DicomFileLike(dest)
+    writer.is_implicit_VR = target.is_implicit_VR
+    writer.is_little_endian = True
+    write_dataset(writer, trailer, header.get("SpecificCharacterSet", "iso8859"))
+
+
+def _copy(src: IO[bytes], dest: IO[bytes], length: int) -> None:
+    remaining = length
+    while remaining > 0:
+        chunk = src.read(min(COPY_CHUNK, remaining))
+        if not chunk:
+            raise TranscodingImpossible("stored object ends inside its pixel data")
+        dest.write(chunk)
+        remaining -= len(chunk)
+
+
+def _file_meta(ds: Dataset, target: UID) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = target
+    return meta
+
+
+# --- in memory -----------------------------------------------------------------------------------
+
+
+def native_size(ds: Dataset) -> int:
+    """Bytes of the decoded pixel data the image attributes announce."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    bits = int(ds.get("BitsAllocated") or 8)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * samples * frames * max(bits, 8) // 8
+
+
+def _in_memory(source: Path, stored: UID, target: UID, out: Path, edit: Edit, memory_limit: int) -> None:
+    size = source.stat().st_size
+    if size > memory_limit:
+        raise TranscodingImpossible(
+            f"{stored.name} object of {size} bytes exceeds the conversion limit of {memory_limit}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(source)
+        if stored.is_compressed and stored != DeflatedExplicitVRLittleEndian and "PixelData" in ds:
+            if target.is_compressed:
+                raise TranscodingImpossible(f"no encoder from {stored.name} to {target.name}")
+            if size + native_size(ds) > memory_limit:
+                raise TranscodingImpossible(
+                    f"decoded {stored.name} object exceeds the conversion limit of {memory_limit} bytes"
+                )
+            try:
+                ds.decompress(generate_instance_uid=False)
+            except Exception as exc:  # any decoder failure: this sub-operation fails, others go on
+                raise TranscodingImpossible(f"cannot decode {stored.name}: {exc}") from exc
+        if not stored.is_little_endian and target.is_little_endian:
+            _big_to_little_endian(ds)
+    ds.file_meta = _file_meta(ds, target)
+    edit(ds)
+    with open(out, "wb") as dest:
+        dcmwrite(dest, ds, enforce_file_format=True)
+
+
+def _big_to_little_endian(ds: Dataset) -> None:
+    """Swap the bytes of binary values pydicom keeps as bytes (numbers it re-encodes itself).
+
+    Native pixel data is swapped per pixel cell (BitsAllocated), as pydicom and DCMTK read it.
+    """
+    bits = int(ds.get("BitsAllocated") or 16)
+    for element in ds.iterall():
+        value = element.value
+        if element.VR not in SWAP_UNIT or not isinstance(value, bytes | bytearray):
+            continue
+        unit = SWAP_UNIT[element.VR]
+        if element.tag == 0x7FE00010 and element.VR == "OW" and bits in (32, 64):
+            unit = bits // 8
+        element.value = swap_bytes(bytes(value), unit)
+
+
+def swap_bytes(value: bytes, unit: int) -> bytes:
+    """Reverse the byte order of each ``unit``-byte word of ``value`` (a trailing odd byte stays)."""
+    whole = len(value) - len(value) % unit
+    out = bytearray(value)
+    for offset in range(unit):
+        out[offset:whole:unit] = value[unit - 1 - offset : whole : unit]
+    return bytes(out)
+
+
+def copy_stream(src: IO[bytes], dest: IO[bytes]) -> int:
+    """Copy a stream in bounded chunks; returns the number of bytes."""
+    before = dest.tell()
+    shutil.copyfileobj(src, dest, COPY_CHUNK)
+    return dest.tell() - before
