@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
@@ -130,6 +132,44 @@ class Registry:
             raise UnknownApplicationEntity(ae_title) from exc
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+MISS = object()
+
+
+class LookupCache(Generic[K, V]):
+    """Expiring lookups keyed by names a peer chooses (calling AE titles, MSH-4), bounded in size.
+
+    A peer can present any number of distinct names (each unknown title is remembered briefly, as a
+    miss); beyond ``max_entries`` the least recently used entry goes, so memory stays bounded
+    whatever arrives. Thread-safe.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K, now: float) -> V | object:
+        """The cached value, or ``MISS`` when absent or expired."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or hit[0] <= now:
+                return MISS
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: K, value: V, expires_at: float) -> None:
+        with self._lock:
+            self._items[key] = (expires_at, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class CachedRegistry:
     """Read-through cache in front of the registry for the listeners' hot path."""
 
@@ -138,31 +178,27 @@ class CachedRegistry:
         self._ttl = ttl
         # Unknown titles are remembered briefly only, so a newly registered AE is served at once.
         self._negative_ttl = negative_ttl
-        self._lock = threading.Lock()
-        self._aes: dict[str, tuple[float, AEInfo | None]] = {}
-        self._orgs: dict[str, tuple[float, OrganisationInfo]] = {}
+        # Keyed by whatever calling AE title a peer presents: bounded.
+        self._aes: LookupCache[str, AEInfo | None] = LookupCache()
+        self._orgs: LookupCache[str, OrganisationInfo] = LookupCache()
 
     def find_ae(self, ae_title: str) -> AEInfo | None:
         now = time.monotonic()
-        with self._lock:
-            hit = self._aes.get(ae_title)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit = self._aes.get(ae_title, now)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
         try:
             value: AEInfo | None = self._registry.get_ae(ae_title)
         except UnknownApplicationEntity:
             value = None
-        with self._lock:
-            self._aes[ae_title] = (now + (self._ttl if value else self._negative_ttl), value)
+        self._aes.put(ae_title, value, now + (self._ttl if value else self._negative_ttl))
         return value
 
     def organisation(self, oid: str) -> OrganisationInfo:
         now = time.monotonic()
-        with self._lock:
-            hit = self._orgs.get(oid)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit = self._orgs.get(oid, now)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
         value = self._registry.get_organisation(oid)
-        with self._lock:
-            self._orgs[oid] = (now + self._ttl, value)
+        self._orgs.put(oid, value, now + self._ttl)
         return value

@@ -12,7 +12,6 @@ trusts, exactly as for DICOM; an empty authority means the organisation's defaul
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from archive.errors import (
 )
 from archive.hl7.message import AdtMessage, PatientIdentifier, parse_adt, require
 from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent, PatientService
-from archive.registry import CachedRegistry, OrganisationInfo
+from archive.registry import MISS, CachedRegistry, LookupCache, OrganisationInfo
 
 SUPPORTED_EVENTS = {e.value: e for e in PatientEvent}
 
@@ -48,8 +47,8 @@ class FacilityDirectory:
         self._registry = registry
         self._facilities = facilities
         self._ttl = ttl
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, SendingFacility | None]] = {}
+        # Keyed by the MSH-4 values senders present: bounded.
+        self._cache: LookupCache[str, SendingFacility | None] = LookupCache()
 
     def resolve(self, message: AdtMessage) -> SendingFacility:
         hd = message.header.sending_facility
@@ -63,10 +62,9 @@ class FacilityDirectory:
 
     def _lookup(self, name: str) -> SendingFacility | None:
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit = self._cache.get(name, now)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
         value: SendingFacility | None = None
         facility = self._facilities.get(name)
         try:
@@ -78,8 +76,7 @@ class FacilityDirectory:
                 value = SendingFacility(self._registry.organisation(name))
         except UnknownOrganisation:
             value = None
-        with self._lock:
-            self._cache[name] = (now + (self._ttl if value else 2.0), value)
+        self._cache.put(name, value, now + (self._ttl if value else 2.0))
         return value
 
 
