@@ -7,7 +7,9 @@ Two ways, chosen by what the conversion needs:
   target syntax; the pixel data value and everything after it are copied from the stored bytes in
   1 MiB chunks (for Explicit <-> Implicit only the pixel data element's own header is rewritten;
   native little-endian pixel bytes are the same in both). Memory: the header, whatever the object's
-  size. A 2 GB multi-frame image costs the same as a 2 KB one.
+  size. A 2 GB multi-frame image costs the same as a 2 KB one. The stored bytes come from a
+  ``Source``: the header through a seekable reader, the rest as one sequential stream, so a large
+  object is read once, straight from the store into the file that is sent.
 - **In memory** (decompression of an encapsulated syntax, Big Endian, Deflated): the whole dataset
   is read, decoded and re-encoded by pydicom; refused with TranscodingImpossible above
   ``memory_limit`` bytes (stored plus decoded size) instead of exhausting the listener.
@@ -20,13 +22,14 @@ old encoding, which is what produced "Element PatientID larger than remaining by
 
 from __future__ import annotations
 
-import os
+import io
 import shutil
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -56,8 +59,46 @@ UNDEFINED = 0xFFFFFFFF
 Edit = Callable[[Dataset], Any]
 
 
+class Source(Protocol):
+    """Where a stored Part-10 object's bytes are read from."""
+
+    size: int
+
+    def header(self) -> Any:
+        """A context manager giving a seekable binary reader over the whole object."""
+
+    def tail(self, offset: int) -> Any:
+        """A context manager giving a sequential reader of the object from ``offset`` to its end."""
+
+    def whole(self) -> Any:
+        """A context manager giving a local Path holding the whole object (in-memory conversions)."""
+
+
+class FileSource:
+    """A Part-10 file on local disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+
+    @contextmanager
+    def header(self) -> Iterator[BinaryIO]:
+        with open(self.path, "rb") as fp:
+            yield fp
+
+    @contextmanager
+    def tail(self, offset: int) -> Iterator[BinaryIO]:
+        with open(self.path, "rb") as fp:
+            fp.seek(offset)
+            yield fp
+
+    @contextmanager
+    def whole(self) -> Iterator[Path]:
+        yield self.path
+
+
 def rewrite(
-    source: Path,
+    source: Source | Path,
     stored: str,
     target: str,
     out: Path,
@@ -65,8 +106,10 @@ def rewrite(
     *,
     memory_limit: int,
 ) -> None:
-    """Write ``source`` (a Part-10 file in ``stored``) to ``out`` as a Part-10 file in ``target``,
+    """Write ``source`` (a Part-10 object in ``stored``) to ``out`` as a Part-10 file in ``target``,
     with ``edit`` applied to the dataset. Raises TranscodingImpossible if it cannot be done."""
+    if isinstance(source, Path):
+        source = FileSource(source)
     stored_uid, target_uid = UID(stored), UID(target)
     spliceable = stored_uid != DeflatedExplicitVRLittleEndian and (
         stored_uid == target_uid or (stored_uid in NATIVE_LE and target_uid in NATIVE_LE)
@@ -83,36 +126,39 @@ def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
     return int(tag) in PIXEL_TAGS
 
 
-def _splice(source: Path, stored: UID, target: UID, out: Path, edit: Edit) -> bool:
+def _splice(source: Source, stored: UID, target: UID, out: Path, edit: Edit) -> bool:
     """Re-encode the header, copy the pixel data; False if the layout needs the in-memory path."""
-    with open(source, "rb") as fp:
+    total = source.size
+    with source.header() as fp:
         start = dataset_offset(fp)
         fp.seek(start)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = read_dataset(fp, stored.is_implicit_VR, stored.is_little_endian, stop_when=_at_pixels)
         pixel_start = fp.tell()
-        total = fp.seek(0, os.SEEK_END)
         pixel: tuple[int, bytes, int] | None = None
         if pixel_start < total and stored != target:
             fp.seek(pixel_start)
             pixel = _pixel_element(fp, stored, header)
             if pixel is None:
                 return False
-        header.file_meta = _file_meta(header, target)
-        edit(header)
-        with open(out, "wb") as dest:
-            dcmwrite(dest, header, enforce_file_format=True)
-            if pixel is None:
-                # Same syntax: the stored bytes from the pixel data element on, unchanged.
-                fp.seek(pixel_start)
-                _copy(fp, dest, total - pixel_start)
-                return True
-            tag, vr, length = pixel
-            dest.write(_element_header(tag, vr, length, target))
-            _copy(fp, dest, length)
-            if fp.tell() < total:
-                _reencode_trailer(fp, total, stored, target, header, dest)
+            value_start = fp.tell()
+    header.file_meta = _file_meta(header, target)
+    edit(header)
+    with open(out, "wb") as dest:
+        dcmwrite(dest, header, enforce_file_format=True)
+        if pixel is None:
+            # Same syntax: the stored bytes from the pixel data element on, unchanged.
+            with source.tail(pixel_start) as rest:
+                _copy(rest, dest, total - pixel_start)
+            return True
+        tag, vr, length = pixel
+        dest.write(_element_header(tag, vr, length, target))
+        with source.tail(value_start) as rest:
+            _copy(rest, dest, length)
+            if value_start + length < total:
+                trailer = io.BytesIO(rest.read(total - value_start - length))
+                _reencode_trailer(trailer, stored, target, header, dest)
     return True
 
 
@@ -145,9 +191,7 @@ def _element_header(tag: int, vr: bytes, length: int, target: UID) -> bytes:
     return tag_bytes + vr + b"\0\0" + struct.pack("<L", length)
 
 
-def _reencode_trailer(
-    fp: BinaryIO, total: int, stored: UID, target: UID, header: Dataset, dest: IO[bytes]
-) -> None:
+def _reencode_trailer(fp: io.BytesIO, stored: UID, target: UID, header: Dataset, dest: IO[bytes]) -> None:
     """Elements after the pixel data (padding, private groups): small, parsed and re-encoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,7 +199,7 @@ def _reencode_trailer(
             fp,
             stored.is_implicit_VR,
             stored.is_little_endian,
-            bytelength=total - fp.tell(),
+            bytelength=len(fp.getbuffer()),
             parent_encoding=header.get("SpecificCharacterSet", "iso8859"),
         )
     writer = DicomFileLike(dest)
@@ -193,15 +237,15 @@ def native_size(ds: Dataset) -> int:
     return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * samples * frames * max(bits, 8) // 8
 
 
-def _in_memory(source: Path, stored: UID, target: UID, out: Path, edit: Edit, memory_limit: int) -> None:
-    size = source.stat().st_size
+def _in_memory(source: Source, stored: UID, target: UID, out: Path, edit: Edit, memory_limit: int) -> None:
+    size = source.size
     if size > memory_limit:
         raise TranscodingImpossible(
             f"{stored.name} object of {size} bytes exceeds the conversion limit of {memory_limit}"
         )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), source.whole() as path:
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(source)
+        ds = pydicom.dcmread(path)
         if stored.is_compressed and stored != DeflatedExplicitVRLittleEndian and "PixelData" in ds:
             if target.is_compressed:
                 raise TranscodingImpossible(f"no encoder from {stored.name} to {target.name}")

@@ -1,10 +1,11 @@
 """C-MOVE and C-GET: which instances an identifier names, and their objects ready to send.
 
 Objects are produced one at a time, in series order: neither the study nor one object is held in
-memory. Each stored object is streamed from S3 to a spool file in 1 MiB chunks, then written to a
-second spool file in the transfer syntax the receiver accepted, carrying the patient identity the
-index holds now (attribute coercion; the stored bytes never change). The sender streams that file
-(``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
+memory. Each stored object is written to a spool file in the transfer syntax the receiver accepted,
+carrying the patient identity the index holds now (attribute coercion; the stored bytes never
+change), and the sender streams that file. Objects up to 8 MiB are read from S3 in one GET; larger
+ones through ranged reads of the header and one streamed GET of the rest, straight into the spool
+file (``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
 Reads run ahead on a small thread pool, at most ``prefetch`` objects and ``read_ahead_bytes`` bytes
 in flight, so throughput is bound by the receiver rather than by one object's first-byte latency.
 """
@@ -12,24 +13,28 @@ in flight, so throughput is bound by the receiver rather than by one object's fi
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from archive.data.models import Instance, Study
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
-from archive.errors import ArchiveError, QueryRefused, StorageFailure, TranscodingImpossible
+from archive.errors import ArchiveError, QueryRefused, StorageFailure
 from archive.query.coercion import CurrentPatients, PatientDemographics, coerce
 from archive.query.find import QueryRequest, QueryService
 from archive.query.matching import has_wildcard, is_single_value, uid_list
 from archive.query.transcode import choose_syntax, write_for_receiver
 
 READ_CHUNK = 1024 * 1024
+# Objects up to this size are read in one GET (at most ``prefetch`` of them in memory at once).
+SMALL_OBJECT_BYTES = 8 * 1024 * 1024
 READ_AHEAD_BYTES = 256 * 1024 * 1024
 # Objects that must be decoded or byte-swapped are converted in memory up to this size.
 CONVERT_IN_MEMORY_BYTES = 512 * 1024 * 1024
@@ -184,56 +189,84 @@ class RetrieveService:
     def _prepare(self, item: RetrieveItem, accepted: Callable[[str, str], bool]) -> Prepared:
         try:
             target = choose_syntax(item.transfer_syntax_uid, lambda ts: accepted(item.sop_class_uid, ts))
-            source = self._download(item)
             try:
-                out = self._spool_path("send")
-                try:
-                    write_for_receiver(
-                        source,
-                        item.transfer_syntax_uid,
-                        target,
-                        out,
-                        lambda ds: coerce(ds, item.patient),
-                        memory_limit=self._convert_in_memory_bytes,
-                    )
-                except BaseException:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(out)
-                    raise
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(source)
+                source = StoredObjectSource(self._objects, item, self._spool_path)
+            except Exception as exc:  # botocore errors: the sub-operation fails, the others go on
+                raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
+            out = self._spool_path("send")
+            try:
+                write_for_receiver(
+                    source,
+                    item.transfer_syntax_uid,
+                    target,
+                    out,
+                    lambda ds: coerce(ds, item.patient),
+                    memory_limit=self._convert_in_memory_bytes,
+                )
+            except BaseException:
+                _unlink(out)
+                raise
             return Prepared(item, out, target)
         except ArchiveError as exc:
             return Prepared(item, None, error=exc)
-        except Exception as exc:  # a dataset pydicom cannot re-encode: this sub-operation fails
-            return Prepared(item, None, error=TranscodingImpossible(f"cannot re-encode: {exc}"))
+        except Exception as exc:  # a read cut short, a dataset pydicom cannot re-encode
+            return Prepared(item, None, error=StorageFailure(f"cannot read or re-encode: {exc}"))
 
     def _spool_path(self, kind: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=f"retrieve-{kind}-", suffix=".dcm", dir=self._spool_dir)
         os.close(fd)
         return Path(name)
 
-    def _download(self, item: RetrieveItem) -> Path:
-        """Stream one stored object from S3 to a spool file in bounded chunks."""
-        path = self._spool_path("read")
-        try:
-            body = self._objects.get_stream(item.s3_key, item.s3_version_id)
-            with open(path, "wb") as spool:
-                while chunk := body.read(READ_CHUNK):
-                    spool.write(chunk)
-            return path
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            if isinstance(exc, OSError | ValueError | EOFError):
-                raise StorageFailure(f"cannot read {item.s3_key}: {exc}") from exc
-            if isinstance(exc, Exception):  # botocore errors: the sub-operation fails, others go on
-                raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
-            raise
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class StoredObjectSource:
+    """A stored object in S3 as the transcoder's ``Source``: small objects read once into memory,
+    large ones as ranged reads (header) and one streamed GET from an offset (the rest)."""
+
+    def __init__(self, objects: ObjectStore, item: RetrieveItem, spool_path: Callable[[str], Path]) -> None:
+        self._objects = objects
+        self._item = item
+        self._spool_path = spool_path
+        self._data: bytes | None = None
+        if 0 < item.size <= SMALL_OBJECT_BYTES:
+            self._data = bytes(objects.get_stream(item.s3_key, item.s3_version_id).read())
+            self.size = len(self._data)
+        else:
+            self._reader = objects.open(item.s3_key, item.s3_version_id)
+            self.size = self._reader.size
+
+    @contextlib.contextmanager
+    def header(self) -> Iterator[Any]:
+        yield io.BytesIO(self._data) if self._data is not None else self._reader
+
+    @contextlib.contextmanager
+    def tail(self, offset: int) -> Iterator[Any]:
+        if self._data is not None:
+            yield io.BytesIO(memoryview(self._data)[offset:])
+            return
+        body = self._objects.get_stream(self._item.s3_key, self._item.s3_version_id, start=offset)
+        try:
+            yield body
+        finally:
+            body.close()
+
+    @contextlib.contextmanager
+    def whole(self) -> Iterator[Path]:
+        path = self._spool_path("read")
+        try:
+            with open(path, "wb") as spool, self.tail(0) as body:
+                while chunk := body.read(READ_CHUNK):
+                    spool.write(chunk)
+            yield path
+        finally:
+            _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _discard_result(future: Future[Prepared]) -> None:

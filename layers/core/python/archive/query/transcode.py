@@ -24,7 +24,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from archive.dicom.transcode import Edit, rewrite
+from archive.dicom.transcode import Edit, Source, rewrite
 from archive.errors import TranscodingImpossible
 
 UNCOMPRESSED_LE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -59,7 +59,7 @@ def choose_syntax(stored: str, accepted: Callable[[str], bool]) -> str:
 
 
 def write_for_receiver(
-    source: Path, stored: str, target: str, out: Path, coerce: Edit, *, memory_limit: int
+    source: Source | Path, stored: str, target: str, out: Path, coerce: Edit, *, memory_limit: int
 ) -> None:
-    """Write the Part-10 file ``source`` (stored in ``stored``) to ``out`` in ``target``, coerced."""
+    """Write the Part-10 object ``source`` (stored in ``stored``) to ``out`` in ``target``, coerced."""
     rewrite(source, stored, target, out, coerce, memory_limit=memory_limit)
