@@ -19,6 +19,7 @@ from typing import Any
 
 from archive.data.access_log import AccessEvent, AccessLog, Disclosed
 from archive.errors import (
+    AccessRecordNotWritten,
     ArchiveError,
     CountryWideQuery,
     NotAuthorised,
@@ -122,10 +123,6 @@ class _Operation:
     disclosed: list[Disclosed] = field(default_factory=list)
     # One id for the records of one request (C-MOVE/C-GET: the "started" and the completing one).
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-class AccessRecordNotWritten(ArchiveError):
-    """The access record of a retrieval could not be written: nothing may be sent."""
 
 
 class QueryRetrieveSCP:
@@ -360,8 +357,8 @@ class QueryRetrieveSCP:
             yield _status(STATUS_UNABLE_TO_PERFORM_SUB_OPERATIONS, str(exc)[:ERROR_COMMENT_MAX]), None
             return
         failures: list[str] = []
-        sent = 0
         prepared_items = self._retrievals.prepared(items, accepted)
+        handed_over: Prepared | None = None
         try:
             for position, prepared in enumerate(prepared_items):
                 keep_alive(event.assoc)
@@ -379,7 +376,6 @@ class QueryRetrieveSCP:
                 if prepared.path is None:
                     failures.append(self._failure(operation, prepared))
                 else:
-                    sent += 1
                     operation.disclosed.append(
                         Disclosed(
                             item.patient.patient_key,
@@ -391,9 +387,12 @@ class QueryRetrieveSCP:
                 sub_operation = SpooledSubOperation(
                     item.sop_class_uid, item.sop_instance_uid, prepared.path, prepared.discard
                 )
+                handed_over = prepared
                 yield self._pending(failures), sub_operation
         finally:
             prepared_items.close()
+            if handed_over is not None:
+                handed_over.discard()  # sent already (a no-op), or never sent: the peer went away
             keep_alive(event.assoc)
         operation.outcome = (
             f"COMPLETED ({len(failures)} of {len(items)} not sent: {_summary(failures)})"

@@ -141,3 +141,7 @@ class UnknownMoveDestination(ArchiveError):
 
 class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
+
+
+class AccessRecordNotWritten(ArchiveError):
+    """The access record of a retrieval could not be written before sending: nothing is sent."""
