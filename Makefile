@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy layers/core/python/archive functions listeners local infrastructure app.py bench
+	$(VENV)/bin/mypy layers/core/python/archive admin functions listeners local infrastructure app.py bench
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archive.registry import AEInfo
+from archive.model.organisations import AEInfo
 
 from local.cloud import DEMO_ORG, LocalCloud, free_port
 from local.resources import client

@@ -138,7 +138,7 @@ FIND_RULES: list[Rule] = [
     ),
     ("botocore client setup (no request yet)", _has("Connection.client", "create_client", "loaders.py")),
     ("botocore/urllib3 request CPU", _has("botocore", "urllib3", "pynamodb")),
-    ("matching and response building", _has("archive/query")),
+    ("matching and response building", _has("archive/services/query")),
     ("pynetdicom: encoding and sending responses", lambda frames: True),
 ]
 # The local Lambda runner's index thread (stacks through QueuePoller._run).

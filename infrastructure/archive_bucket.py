@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archive.indexing import INSTANCE_PREFIX
+from archive.data.objects import INSTANCE_PREFIX
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms

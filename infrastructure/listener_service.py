@@ -156,6 +156,11 @@ class TcpListenerService(Construct):
             # Long-lived connections get this long to finish when a task is drained.
             deregistration_delay=Duration.seconds(sizing.stop_timeout_seconds),
         )
+        # The listener admits a caller only from the addresses registered for it (its AE title or
+        # HL7 facility), so it must see the caller's address, not the load balancer's: IP targets
+        # over TCP/TLS hide it unless told otherwise. The tasks still admit only the load balancer's
+        # security group, which holds the client networks.
+        self.target_group.set_attribute("preserve_client_ip.enabled", "true")
         self.service.connections.allow_from(
             self.load_balancer_security_group, ec2.Port.tcp(container_port), "from the load balancer"
         )

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from archive.topology import INDEX_INSTANCE, INDEX_QUEUE, PATIENT_UPDATE, PATIENT_UPDATE_QUEUE
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -26,28 +27,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # access logs need a concrete region at synth time.
 DEFAULT_REGION = "eu-north-1"
 
-# --- what the code expects (the env var names match archive.config.Settings.from_env) -----------
-ENV_BUCKET = "ARCHIVE_BUCKET"
-ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
-ENV_SPOOL_DIR = "SPOOL_DIR"
-ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
-ENV_DICOM_PORT = "DICOM_PORT"  # read by listeners/dicom/__main__.py
-# read by listeners/hl7/app.py (HL7ListenerSettings.from_env)
-ENV_HL7_PORT = "HL7_PORT"
-ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
-ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
-ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
+# Environment variable names, queues and their consumers come from archive.topology (one
+# declaration, also read by the local cloud and the code); only their AWS sizing is decided here.
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
 
 # --- source folders (relative to the repository root) --------------------------------------------
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"
 DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
-INDEX_FUNCTION_DIR = REPO_ROOT / "functions" / "index_instance"
-INDEX_FUNCTION_HANDLER = "handler.handler"
+INDEX_FUNCTION_DIR = REPO_ROOT / INDEX_INSTANCE.code_dir
+INDEX_FUNCTION_HANDLER = INDEX_INSTANCE.handler
 DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
-PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / "functions" / "patient_update"
-PATIENT_UPDATE_FUNCTION_HANDLER = "handler.handler"
+PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / PATIENT_UPDATE.code_dir
+PATIENT_UPDATE_FUNCTION_HANDLER = PATIENT_UPDATE.handler
 HL7_DOCKERFILE = "listeners/hl7/Dockerfile"
 # What a listener image never needs; keeping it out of the build context also keeps the image's
 # asset hash stable when only tests or docs change.
@@ -76,8 +68,8 @@ LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 INDEX_FUNCTION_MEMORY_MB = 512
-INDEX_BATCH_SIZE = 10
-INDEX_MAX_RECEIVE_COUNT = 5
+INDEX_BATCH_SIZE = INDEX_INSTANCE.batch_size
+INDEX_MAX_RECEIVE_COUNT = INDEX_QUEUE.max_receive_count
 DLQ_RETENTION = Duration.days(14)
 DICOM_CONTAINER_PORT = 11112
 COMMITMENT_WAIT_SECONDS = 60
@@ -89,8 +81,8 @@ HL7_MAX_MESSAGE_BYTES = 1024 * 1024
 HL7_IDLE_TIMEOUT_SECONDS = 300
 PATIENT_UPDATE_FUNCTION_TIMEOUT = Duration.seconds(60)
 PATIENT_UPDATE_FUNCTION_MEMORY_MB = 256
-PATIENT_UPDATE_BATCH_SIZE = 10
-PATIENT_UPDATE_MAX_RECEIVE_COUNT = 5
+PATIENT_UPDATE_BATCH_SIZE = PATIENT_UPDATE.batch_size
+PATIENT_UPDATE_MAX_RECEIVE_COUNT = PATIENT_UPDATE_QUEUE.max_receive_count
 MAX_AZS = 2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archive.config import TABLE_ENV
+from archive import topology as t
 from archive.data.schema import table_specs
 from aws_cdk import Duration, Stack
 from constructs import Construct
@@ -34,7 +34,7 @@ class ArchiveStack(Stack):
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
         )
-        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=TABLE_ENV)
+        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         index_queue = DeadLetteredQueue(
             self,
             "IndexQueue",
@@ -49,8 +49,8 @@ class ArchiveStack(Stack):
         alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
 
         archive_env = {
-            s.ENV_BUCKET: storage.bucket.bucket_name,
-            s.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            t.ENV_BUCKET: storage.bucket.bucket_name,
+            t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
             **tables.environment,
         }
 
@@ -99,9 +99,9 @@ class ArchiveStack(Stack):
             environment={
                 **archive_env,
                 **s.powertools_env("dicom-listener"),
-                s.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
-                s.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
-                s.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+                t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
+                t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
+                t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
             },
             certificate_arn=deployment.dicom_certificate_arn,
             client_cidrs=deployment.listener_client_cidrs,
@@ -148,10 +148,10 @@ class ArchiveStack(Stack):
             environment={
                 **archive_env,
                 **s.powertools_env("hl7-listener"),
-                s.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
-                s.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
-                s.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
-                s.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
+                t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
+                t.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
+                t.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
+                t.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
             },
             certificate_arn=deployment.hl7_certificate,
             client_cidrs=deployment.listener_client_cidrs,

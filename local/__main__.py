@@ -29,7 +29,7 @@ def banner(cloud: LocalCloud) -> str:
 
  Try:  /usr/bin/storescu -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_port} FILES
  HL7:  .venv/bin/mllp_send --loose -f MESSAGE.hl7 -p {cloud.hl7_port} 127.0.0.1
- Admin: python -m archive.admin --endpoint {cloud.endpoint} org list
+ Admin: python -m admin --endpoint {cloud.endpoint} org list
  Ctrl-C stops everything. Data lives in memory and is gone after a stop.
 ==========================================================================
 """

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from archive import topology as t
 from archive.config import Settings
-from archive.data.patients import FacilityInfo, FacilityRepository
-from archive.registry import AEInfo, OrganisationInfo, Registry
+from archive.data.facilities import FacilityRepository
+from archive.data.registry import Registry
+from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 
 from .resources import QueueInfo, client, provision
 from .runner import FUNCTIONS, QueuePoller
@@ -183,7 +185,7 @@ class LocalCloud:
                 self.pollers.append(poller)
 
     def start_dicom_listener(self) -> subprocess.Popen[bytes]:
-        env = {**self.env(), "DICOM_HOST": "127.0.0.1", "DICOM_PORT": str(self.dicom_port)}
+        env = {**self.env(), t.ENV_DICOM_HOST: "127.0.0.1", t.ENV_DICOM_PORT: str(self.dicom_port)}
         self.dicom_process = self._spawn("dicom", [sys.executable, "-m", "listeners.dicom"], env=env)
         wait_for_port("127.0.0.1", self.dicom_port, process=self.dicom_process)
         return self.dicom_process
@@ -200,9 +202,9 @@ class LocalCloud:
     def start_hl7_listener(self) -> subprocess.Popen[bytes]:
         env = {
             **self.env(),
-            "HL7_HOST": "127.0.0.1",
-            "HL7_PORT": str(self.hl7_port),
-            "PATIENT_UPDATE_QUEUE_URL": self.queues["patient-updates"].url,
+            t.ENV_HL7_HOST: "127.0.0.1",
+            t.ENV_HL7_PORT: str(self.hl7_port),
+            t.PATIENT_UPDATE_QUEUE.url_env: self.queues[t.PATIENT_UPDATE_QUEUE.name].url,
             **self.hl7_settings,
         }
         self.hl7_process = self._spawn("hl7", [sys.executable, "-m", "listeners.hl7"], env=env)

@@ -10,19 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from archive.admin import local_table_names
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
-from archive.indexing import INSTANCE_PREFIX
+from archive.data.objects import INSTANCE_PREFIX
+from archive.topology import INDEX_QUEUE, QUEUES, TABLE_ENV
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
-QUEUES = {
-    # logical name -> (fifo, maxReceiveCount before the DLQ)
-    "index": (False, 5),
-    # HL7 patient changes from the MLLP listener: FIFO, ordered per patient, deduplicated per message.
-    "patient-updates": (True, 5),
-}
+LOCAL_TABLE_PREFIX = "archive-"
 
 
 @dataclass(frozen=True)
@@ -31,6 +26,11 @@ class QueueInfo:
     url: str
     arn: str
     dlq_url: str
+
+
+def local_table_names() -> dict[str, str]:
+    """The physical table names of the local cloud (one per logical table of the topology)."""
+    return {name: f"{LOCAL_TABLE_PREFIX}{name}" for name in TABLE_ENV}
 
 
 def client(service: str, endpoint: str) -> Any:
@@ -57,7 +57,8 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
 def create_queues(endpoint: str) -> dict[str, QueueInfo]:
     sqs = client("sqs", endpoint)
     out = {}
-    for name, (fifo, max_receive) in QUEUES.items():
+    for queue in QUEUES:
+        name, fifo, max_receive = queue.name, queue.fifo, queue.max_receive_count
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
         dlq_url = sqs.create_queue(QueueName=f"archive-{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
@@ -117,7 +118,7 @@ def provision(
     endpoint: str, *, retention_days: int = 1, **overrides: Any
 ) -> tuple[Settings, dict[str, QueueInfo]]:
     queues = create_queues(endpoint)
-    create_bucket(endpoint, queues["index"].arn, retention_days)
-    settings = local_settings(endpoint, index_queue_url=queues["index"].url, **overrides)
+    create_bucket(endpoint, queues[INDEX_QUEUE.name].arn, retention_days)
+    settings = local_settings(endpoint, index_queue_url=queues[INDEX_QUEUE.name].url, **overrides)
     create_tables(settings)
     return settings, queues

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from archive.topology import CONSUMERS, ConsumerSpec
+
 LOG = logging.getLogger("archive.local.runner")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +30,7 @@ class LocalFunction:
 
     name: str
     handler_file: str  # relative to the repository root
-    queue: str  # logical queue name in local.resources.QUEUES
+    queue: str  # logical queue name (archive.topology.QUEUES)
     batch_size: int = 10
     # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
     # loads its own copy of the handler module, as separate execution environments would. FIFO
@@ -36,12 +38,13 @@ class LocalFunction:
     concurrency: int = 1
 
 
-FUNCTIONS = (
-    # One poller: moto applies concurrent transactions on the same item without isolation (counter
-    # updates get lost; seen here with 4 pollers), which real DynamoDB does not.
-    LocalFunction("index_instance", "functions/index_instance/handler.py", "index"),
-    LocalFunction("patient_update", "functions/patient_update/handler.py", "patient-updates"),
-)
+def local_function(consumer: ConsumerSpec) -> LocalFunction:
+    # One poller each: moto applies concurrent transactions on the same item without isolation
+    # (counter updates get lost; seen here with 4 pollers), which real DynamoDB does not.
+    return LocalFunction(consumer.function, consumer.handler_file, consumer.queue, consumer.batch_size)
+
+
+FUNCTIONS = tuple(local_function(consumer) for consumer in CONSUMERS)
 
 
 class LambdaContext:

@@ -1,6 +1,6 @@
 """Lambda: index stored DICOM objects (S3 ObjectCreated -> SQS -> here).
 
-Thin by design: parse the SQS batch, call archive.indexing for each S3 record, report partial
+Thin by design: parse the SQS batch, call archive.services.indexing for each S3 record, report partial
 batch failures so only failed messages are retried (and reach the DLQ after maxReceiveCount).
 """
 
@@ -14,7 +14,7 @@ from archive.config import Settings
 from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
-from archive.indexing import index_object
+from archive.services.indexing import index_object
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord

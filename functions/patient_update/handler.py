@@ -14,7 +14,8 @@ from typing import Any
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
-from archive.patients import PatientChangeRequest, PatientService
+from archive.model.patients import PatientChangeRequest
+from archive.services.patients import PatientService
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 
+from archive import topology as t
 from archive.config import Settings
 
 from .app import build
@@ -18,8 +19,8 @@ def main() -> None:
     settings = Settings.from_env()
     service = build(
         settings,
-        host=os.environ.get("DICOM_HOST", "0.0.0.0"),
-        port=int(os.environ.get("DICOM_PORT", "11112")),
+        host=os.environ.get(t.ENV_DICOM_HOST, "0.0.0.0"),
+        port=int(os.environ.get(t.ENV_DICOM_PORT, "11112")),
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -11,10 +11,11 @@ from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
-from archive.ingest import StoreService
-from archive.query.find import QueryService
-from archive.query.retrieve import RetrieveService
-from archive.registry import CachedRegistry, Registry
+from archive.data.registry import Registry
+from archive.services.directory import CachedRegistry
+from archive.services.ingest import StoreService
+from archive.services.query.find import QueryService
+from archive.services.query.retrieve import RetrieveService
 
 from .commitment_worker import CommitmentWorker
 from .query_retrieve import QueryRetrieveSCP

@@ -16,17 +16,13 @@ import time
 import uuid
 from typing import Any
 
-from archive.commitment import (
-    STORAGE_COMMITMENT_SOP_INSTANCE,
-    CommitmentResult,
-    Reference,
-    evaluate,
-    event_report,
-)
-from archive.data.commitments import CommitmentRepository, references_of
+from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
-from archive.registry import CachedRegistry
+from archive.dicom.commitment import STORAGE_COMMITMENT_SOP_INSTANCE, event_report
+from archive.model.commitment import Reference
+from archive.services.commitment import evaluate
+from archive.services.directory import CachedRegistry
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
@@ -101,8 +97,7 @@ class CommitmentWorker:
         now = time.time() if now is None else now
         count = 0
         for transaction_uid in list(self.repository.due(now)):
-            item = self.repository.lease(transaction_uid, self.owner, now, LEASE_SECONDS)
-            if item is None:
+            if not self.repository.lease(transaction_uid, self.owner, now, LEASE_SECONDS):
                 continue
             count += 1
             self._work(transaction_uid, now)
@@ -113,11 +108,11 @@ class CommitmentWorker:
         if item is None:
             return
         if item.result is not None:
-            result = CommitmentResult.from_json(item.result)
+            result = item.result
         else:
             settled = self._settled.setdefault(transaction_uid, {})
             result = evaluate(
-                references_of(item),
+                item.references,
                 self.index,
                 self.objects,
                 deadline_passed=now >= item.deadline_at,
@@ -132,7 +127,7 @@ class CommitmentWorker:
         try:
             channel = self._deliver(transaction_uid, item.requester_ae, event_type, info)
         except Exception as exc:
-            attempts = int(item.attempts or 0) + 1
+            attempts = item.attempts + 1
             give_up = attempts >= self.max_attempts
             at = None if give_up else now + self.retry_base_seconds * 2 ** (attempts - 1)
             LOG.warning(

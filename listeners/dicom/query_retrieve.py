@@ -1,11 +1,11 @@
 """Query/Retrieve SCP of the DICOM listener: C-FIND, C-MOVE and C-GET (Patient and Study Root).
 
-Handlers only translate between DIMSE and the core: the core plans lookups (``archive.query.find``),
-prepares objects to send (``archive.query.retrieve``) and the access record is written for every
-request, refused ones included (``archive.data.access_log``); for C-MOVE and C-GET a first record
-lists what is about to be sent before the first object leaves, and a second one completes it.
-Expected failures map to statuses by type; sub-operations are sent from spool files by
-``connection.StoreSender``.
+Handlers only translate between DIMSE and the core: the core plans lookups
+(``archive.services.query.find``), prepares objects to send (``archive.services.query.retrieve``)
+and the access record is written for every request, refused ones included
+(``archive.data.access_log``); for C-MOVE and C-GET a first record lists what is about to be sent
+before the first object leaves, and a second one completes it. Expected failures map to statuses
+by type; sub-operations are sent from spool files by ``connection.StoreSender``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from archive.errors import (
     TranscodingImpossible,
     UnknownMoveDestination,
 )
-from archive.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
-from archive.query.retrieve import Prepared, RetrieveItem, RetrieveService
-from archive.registry import AEInfo, CachedRegistry
+from archive.model.organisations import AEInfo
+from archive.services.directory import CachedRegistry
+from archive.services.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
+from archive.services.query.retrieve import Prepared, RetrieveItem, RetrieveService
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt

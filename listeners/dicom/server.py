@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from archive.commitment import CommitmentRequest
 from archive.data.commitments import CommitmentRepository
+from archive.dicom.commitment import request_from_action_information
 from archive.errors import (
     ArchiveError,
     DatasetDoesNotMatchSOPClass,
@@ -24,13 +24,17 @@ from archive.errors import (
     ObjectTooLarge,
     PatientIdConflict,
     StorageFailure,
+    StudyOfAnotherOrganisation,
     UntrustedPatientId,
 )
-from archive.ingest import StoreService
-from archive.registry import AEInfo, CachedRegistry
+from archive.model.organisations import AEInfo
+from archive.services.directory import CachedRegistry
+from archive.services.ingest import StoreService
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.fsm import InvalidEventError
+from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from . import statuses
@@ -46,6 +50,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
     (InvalidDataset, 0xC000),
     (DatasetDoesNotMatchSOPClass, 0xA900),
     (UntrustedPatientId, 0xA777),
+    (StudyOfAnotherOrganisation, 0x0124),
     (PatientIdConflict, 0xA778),
     (InstanceConflict, 0x0124),
     (ObjectTooLarge, 0xA700),
@@ -131,6 +136,7 @@ class DicomListener:
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, guard_protocol_errors),
             (evt.EVT_CONN_OPEN, guard_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_RELEASED, self._on_closed),
@@ -159,11 +165,26 @@ class DicomListener:
 
     def _on_requested(self, event: Any) -> None:
         calling = event.assoc.requestor.primitive.calling_ae_title.strip()
-        if self.deps.registry.find_ae(calling) is None:
-            LOG.warning("rejecting association from unregistered AE %r", calling)
+        address = str(event.assoc.requestor.address)
+        refusal = self._refusal(calling, address)
+        if refusal:
+            LOG.warning("rejecting association from %r at %s: %s", calling, address, refusal)
             event.assoc.acse.send_reject(*REJECT_CALLING_AE)
             evt.trigger(event.assoc, evt.EVT_REJECTED, {})
             event.assoc.kill()
+
+    def _refusal(self, calling: str, address: str) -> str | None:
+        """Why an association claiming AE title ``calling`` from ``address`` is refused, if it is.
+
+        The caller is identified by more than its title: the connection must come from an address
+        registered for that AE. (A client certificate check for the AE's organisation adds a step.)
+        """
+        ae = self.deps.registry.find_ae(calling)
+        if ae is None:
+            return "AE title not registered"
+        if not ae.admits(address):
+            return "not an address registered for this AE"
+        return None
 
     def _on_closed(self, event: Any) -> None:
         self.live.forget(event.assoc)
@@ -198,6 +219,13 @@ class DicomListener:
             calling.ae_title,
             " (duplicate, identical)" if outcome.duplicate else "",
         )
+        if outcome.tolerated:
+            LOG.warning(
+                "stored %s from %s as received, tolerating: %s",
+                outcome.header.sop_instance_uid,
+                calling.ae_title,
+                ", ".join(outcome.tolerated),
+            )
         return _status(0x0000)
 
     # --- Storage Commitment ----------------------------------------------------------------
@@ -212,7 +240,7 @@ class DicomListener:
         if request.ActionTypeID != 1:
             return 0x0123, None  # No such action
         try:
-            commitment = CommitmentRequest.from_action_information(event.action_information)
+            commitment = request_from_action_information(event.action_information)
         except (ValueError, AttributeError) as exc:
             LOG.warning("N-ACTION from %s malformed: %s", calling.ae_title, exc)
             return 0x0115, None  # Invalid argument value
@@ -234,6 +262,52 @@ class DicomListener:
             "" if created else " (repeated Transaction UID)",
         )
         return 0x0000, None
+
+
+def guard_protocol_errors(event: Any) -> None:
+    """Close an association cleanly when its upper-layer state machine fails.
+
+    pynetdicom raises out of its DUL reactor thread when an event is not valid in the current state
+    (for example a peer's second A-RELEASE-RQ crossing the archive's A-RELEASE-RP, so the response
+    arrives after the abort it provoked): the thread dies with a traceback and the socket is left
+    open. The archive logs the violation, sends an A-ABORT if the association still stands, and
+    closes the connection; the listener goes on serving everyone else.
+    """
+    dul = event.assoc.dul
+    machine = dul.state_machine
+    do_action = machine.do_action
+
+    def guarded(fsm_event: str) -> None:
+        try:
+            do_action(fsm_event)
+        except Exception as exc:
+            state = machine.current_state
+            peer = getattr(event.assoc.requestor, "address", "?")
+            if isinstance(exc, InvalidEventError):
+                LOG.warning(
+                    "protocol violation from %s (%s in %s); closing the association", peer, fsm_event, state
+                )
+            else:
+                LOG.error("upper layer failure on the association from %s; closing it", peer, exc_info=True)
+            _close(event.assoc, send_abort=state not in ("Sta1", "Sta13"))
+
+    machine.do_action = guarded  # type: ignore[method-assign]
+
+
+def _close(assoc: Any, *, send_abort: bool) -> None:
+    dul = assoc.dul
+    sock = dul.socket
+    if sock is not None and send_abort:
+        abort = A_ABORT_RQ()
+        abort.source = 0x02  # service provider
+        abort.reason_diagnostic = 0x00
+        sock.send(abort.encode())  # AssociationSocket.send swallows a broken connection
+    assoc.is_aborted = True
+    assoc.is_established = False
+    assoc._kill = True
+    dul._kill_thread = True
+    if sock is not None:
+        sock.close()
 
 
 def set_nodelay(event: Any) -> None:

@@ -6,12 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from archive import topology as t
 from archive.config import Settings
+from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
-from archive.data.patients import FacilityRepository, PatientRepository, PatientUpdateQueue
-from archive.hl7.adt import AdtIntake, FacilityDirectory
-from archive.patients import PatientService
-from archive.registry import CachedRegistry, Registry
+from archive.data.patients import PatientRepository
+from archive.data.queues import PatientUpdateQueue
+from archive.data.registry import Registry
+from archive.services.directory import CachedRegistry
+from archive.services.patient_intake import AdtIntake, FacilityDirectory
+from archive.services.patients import PatientService
 
 from .server import ListenerLimits, MllpListener
 
@@ -28,16 +32,16 @@ class HL7ListenerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HL7ListenerSettings:
         env = os.environ if env is None else env
-        queue_url = env.get("PATIENT_UPDATE_QUEUE_URL")
+        queue_url = env.get(t.ENV_PATIENT_UPDATE_QUEUE_URL)
         if not queue_url:
-            raise RuntimeError("missing configuration: PATIENT_UPDATE_QUEUE_URL")
+            raise RuntimeError(f"missing configuration: {t.ENV_PATIENT_UPDATE_QUEUE_URL}")
         return cls(
-            host=env.get("HL7_HOST", "0.0.0.0"),
-            port=int(env.get("HL7_PORT", "2575")),
+            host=env.get(t.ENV_HL7_HOST, "0.0.0.0"),
+            port=int(env.get(t.ENV_HL7_PORT, "2575")),
             queue_url=queue_url,
             limits=ListenerLimits(
-                max_message_bytes=int(env.get("HL7_MAX_MESSAGE_BYTES", str(1024 * 1024))),
-                idle_timeout_seconds=float(env.get("HL7_IDLE_TIMEOUT_SECONDS", "300")),
+                max_message_bytes=int(env.get(t.ENV_HL7_MAX_MESSAGE_BYTES, str(1024 * 1024))),
+                idle_timeout_seconds=float(env.get(t.ENV_HL7_IDLE_TIMEOUT, "300")),
             ),
         )
 
@@ -45,7 +49,7 @@ class HL7ListenerSettings:
 def build(settings: Settings, hl7: HL7ListenerSettings) -> MllpListener:
     bind_models(settings)
     intake = AdtIntake(
-        FacilityDirectory(CachedRegistry(Registry()), FacilityRepository()),
+        FacilityDirectory(CachedRegistry(Registry(), FacilityRepository())),
         PatientService(PatientRepository(settings)),
         PatientUpdateQueue(settings, hl7.queue_url),
     )

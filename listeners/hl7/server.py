@@ -30,9 +30,9 @@ from archive.errors import (
     UnsupportedTriggerEvent,
 )
 from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack
-from archive.hl7.adt import AdtIntake
 from archive.hl7.message import MessageHeader, parse_header
 from archive.hl7.mllp import Frame, FrameDecoder, OversizedFrame, encode_frame
+from archive.services.patient_intake import AdtIntake
 
 LOG = logging.getLogger("archive.hl7")
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from archive.config import TABLE_ENV
+from archive.topology import TABLE_ENV
 from aws_cdk.assertions import Annotations, Match
 
 from infrastructure.listener_service import NO_CERTIFICATE_WARNING_ID

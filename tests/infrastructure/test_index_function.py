@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archive.config import TABLE_ENV
 from archive.data.schema import table_specs
+from archive.topology import TABLE_ENV
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from archive.config import TABLE_ENV
+from archive.topology import TABLE_ENV
 from aws_cdk.assertions import Annotations, Match
 
 from infrastructure.listener_service import NO_CERTIFICATE_WARNING_ID
@@ -89,6 +89,9 @@ def test_forwards_to_the_tasks_and_health_checks_them_over_tcp(production: Synth
     assert target_group["Port"] == DICOM_PORT
     assert target_group["TargetType"] == "ip"
     assert target_group["HealthCheckProtocol"] == "TCP"
+    # The tasks see the caller's address, which must be one registered for its AE
+    attributes = {a["Key"]: a["Value"] for a in target_group["TargetGroupAttributes"]}
+    assert attributes["preserve_client_ip.enabled"] == "true"
 
 
 def test_load_balancer_is_internal_unless_public_networks_may_connect(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from archive.config import TABLE_ENV
 from archive.data.schema import KeySpec, TableSpec, table_specs
+from archive.topology import TABLE_ENV
 
 from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import index_function, resources

@@ -10,7 +10,7 @@ import pytest
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore, instance_key
 from archive.errors import ObjectTooLarge
-from archive.ingest import StoreService
+from archive.services.ingest import StoreService
 from botocore.exceptions import ClientError
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]

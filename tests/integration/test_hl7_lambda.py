@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from archive.data.models import Patient
 from archive.data.patients import PatientRepository
-from archive.dicom.instance import PatientIdentity
-from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent
+from archive.model.identity import PatientIdentity
+from archive.model.patients import NewDemographics, PatientChangeRequest, PatientEvent
 
 from local.cloud import DEMO_ORG, LocalCloud
 from local.runner import FUNCTIONS, LambdaContext, load_handler, sqs_event

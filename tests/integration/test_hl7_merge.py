@@ -13,7 +13,7 @@ import pydicom
 from archive.data.index import IndexRepository
 from archive.data.models import Instance, Patient, Study
 from archive.data.patients import PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.model.identity import PatientIdentity
 from pydicom.dataset import Dataset
 
 from local.cloud import LocalCloud

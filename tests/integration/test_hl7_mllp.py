@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from archive.data.patients import PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.model.identity import PatientIdentity
 
 from local.cloud import LocalCloud
 from tests.support.hl7 import (

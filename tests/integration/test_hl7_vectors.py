@@ -12,7 +12,7 @@ from pathlib import Path
 
 from archive.data.models import Patient
 from archive.data.patients import PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.model.identity import PatientIdentity
 
 from local.cloud import DEMO_ORG, ROOT, LocalCloud
 from tests.support.cloud import wait_until
@@ -80,7 +80,7 @@ def test_a31_and_a08_update_the_name_and_keep_the_history(cloud: LocalCloud, wor
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
     history_args = ("patient", "history", pid, "--issuer", TEMP_ISSUER)
     result = subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *history_args],
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *history_args],
         capture_output=True,
         text=True,
         env=env,
@@ -131,9 +131,7 @@ def test_a_facility_registered_with_the_admin_cli_or_the_organisation_oid_may_se
     facility = fresh_id("FAC_")
     admin = ("hl7-facility", "add", facility, DEMO_ORG.oid, "--namespace", f"NS2={HETU_ISSUER}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
-    subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *admin], env=env, check=True
-    )
+    subprocess.run([sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *admin], env=env, check=True)
     first, second, unknown = fresh_id(), fresh_id(), fresh_id()
     messages = [
         # When it sends with its namespace, the organisation sends with its OID as MSH-4 (HD with

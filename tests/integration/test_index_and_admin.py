@@ -61,7 +61,7 @@ def test_redelivered_s3_event_changes_nothing(cloud: LocalCloud) -> None:
 
 def _admin(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "archive.admin", "--endpoint", cloud.endpoint, *args],
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
         capture_output=True,
         text=True,
         env=cloud.env(),
@@ -86,6 +86,7 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
             "tls": False,
             "roles": ["store", "query"],
             "description": None,
+            "addresses": ["127.0.0.1/32"],
         }
     ]
     # A registered AE may associate at once
@@ -97,8 +98,27 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
     )
     # An organisation with AEs cannot be removed; a duplicate is refused; an unknown role too
     assert _admin(cloud, "org", "remove", oid).returncode == 1
-    assert "exists" in _admin(cloud, "ae", "add", "CLI_PACS", oid, "h", "1").stderr
+    assert "exists" in _admin(cloud, "ae", "add", "CLI_PACS", oid, "127.0.0.1", "1").stderr
     assert _admin(cloud, "ae", "add", "X", oid, "h", "1", "--role", "admin").returncode == 2
+    # The addresses an AE may call from: given, as networks, or resolved from host names now
+    added = _admin(
+        cloud,
+        "ae",
+        "add",
+        "CLI_MOD",
+        oid,
+        "localhost",
+        "104",
+        "--address",
+        "10.1.2.0/28",
+        "--address",
+        "192.0.2.7",
+    )
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["addresses"] == ["10.1.2.0/28", "192.0.2.7/32"]
+    added = _admin(cloud, "ae", "add", "CLI_MOD", oid, "localhost", "104", "--replace")
+    assert "127.0.0.1/32" in json.loads(added.stdout)["addresses"]
+    assert _admin(cloud, "ae", "remove", "CLI_MOD").returncode == 0
     assert _admin(cloud, "ae", "remove", "CLI_PACS").returncode == 0
     assert _admin(cloud, "org", "remove", oid).returncode == 0
     assert oid not in _admin(cloud, "org", "list").stdout
@@ -108,7 +128,7 @@ def test_indexing_reads_only_the_header_of_a_large_object(cloud: LocalCloud) -> 
     # Given an 8 MB image stored in the archive
     from archive.data.index import IndexRepository
     from archive.data.objects import ObjectStore, instance_key
-    from archive.indexing import index_object
+    from archive.services.indexing import index_object
 
     ds = ct_dataset(rows=2048, columns=2048)
     modality = Modality(cloud.dicom_port)

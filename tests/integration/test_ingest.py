@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from archive.data.models import Instance, Patient, Series, Study
 from archive.data.objects import instance_key
 from archive.dicom.structure import dataset_offset
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
 from botocore.exceptions import ClientError
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from local.cloud import LocalCloud
 from local.resources import BUCKET
@@ -367,6 +369,34 @@ def test_second_patient_for_a_study_is_a778(cloud: LocalCloud) -> None:
     assert _not_stored(cloud, second.SOPInstanceUID)
 
 
+def test_study_of_another_organisation_cannot_be_claimed_through_a_shared_patient_key(
+    cloud: LocalCloud,
+) -> None:
+    # Given a study of the demo hospital (organisation A) for a patient with a national ID
+    study_uid = new_uid()
+    first = ct_dataset(study_uid=study_uid, patient_id="020516C903K")
+    assert _send(cloud, first).Status == 0
+    cloud.drain()
+    before = Study.get(study_uid, consistent_read=True).attribute_values
+    # And organisation B, which trusts the same national issuer
+    org_b = OrganisationInfo("1.2.246.10.33334444.10", "Other Hospital", ("1.2.246.21",))
+    cloud.register(org_b, AEInfo("OTHER_MOD", org_b.oid, "127.0.0.1", 1, roles=("store",)))
+    # When B sends an instance with A's Study Instance UID and the same patient
+    intruder = ct_dataset(study_uid=study_uid, patient_id="020516C903K", accession="B-ACC")
+    status = _send(cloud, intruder, ae_title="OTHER_MOD")
+    # Then it is refused as not authorised, saying why, and nothing of A's changes
+    assert status.Status == 0x0124
+    assert status.ErrorComment.startswith("Study is controlled by another organisation")
+    assert _not_stored(cloud, intruder.SOPInstanceUID)
+    # ... also when B sends again (this listener remembers the claims it has seen)
+    assert _send(cloud, intruder, ae_title="OTHER_MOD").Status == 0x0124
+    cloud.drain()
+    assert Study.get(study_uid, consistent_read=True).attribute_values == before
+    # And A goes on adding to its study
+    more = ct_dataset(study_uid=study_uid, patient_id="020516C903K", instance_number=2)
+    assert _send(cloud, more).Status == 0
+
+
 def test_ae_without_store_role_is_not_authorised(cloud: LocalCloud) -> None:
     org = OrganisationInfo("1.2.246.10.11112222.10", "Viewer Only", ("1.2.246.21",))
     cloud.register(org, AEInfo("VIEWER", org.oid, "127.0.0.1", 1, roles=("query",)))
@@ -380,6 +410,39 @@ def test_unregistered_calling_ae_is_rejected_at_association(cloud: LocalCloud) -
     result = dcmtk("echoscu", "-aet", "STRANGER", "-aec", "ARCHIVE", "127.0.0.1", str(cloud.dicom_port))
     assert result.returncode != 0
     assert "Calling AE Title Not Recognized" in result.stderr
+
+
+def _associate_from(cloud: LocalCloud, ae_title: str, address: str) -> Any:
+    ae = AE(ae_title=ae_title)
+    ae.add_requested_context(Verification)
+    return ae.associate("127.0.0.1", cloud.dicom_port, ae_title="ARCHIVE", bind_address=(address, 0))
+
+
+def test_registered_title_from_another_address_is_rejected(cloud: LocalCloud) -> None:
+    # Given DEMO_MOD, registered at 127.0.0.1
+    # When a peer calls with its title from another loopback address
+    assoc = _associate_from(cloud, "DEMO_MOD", "127.0.0.2")
+    # Then the association is rejected: permanent, by the service user, calling AE not recognised
+    assert assoc.is_rejected
+    rejection = assoc.acceptor.primitive
+    assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x01, 0x01, 0x03)
+    # And from its registered address it is accepted
+    assoc = _associate_from(cloud, "DEMO_MOD", "127.0.0.1")
+    assert assoc.is_established
+    assoc.release()
+
+
+def test_an_ae_may_be_registered_with_a_network(cloud: LocalCloud) -> None:
+    # Given an AE registered for the network 127.0.0.0/30 (host name elsewhere)
+    org = OrganisationInfo("1.2.246.10.44445555.10", "Network Clinic", ("1.2.246.21",))
+    cloud.register(
+        org, AEInfo("NET_MOD", org.oid, "pacs.invalid", 104, roles=("store",), addresses=("127.0.0.0/30",))
+    )
+    # Then it may call from 127.0.0.2 and store, but not from 127.0.0.5
+    assoc = _associate_from(cloud, "NET_MOD", "127.0.0.2")
+    assert assoc.is_established
+    assoc.release()
+    assert _associate_from(cloud, "NET_MOD", "127.0.0.5").is_rejected
 
 
 def test_wrong_called_ae_is_rejected_at_association(cloud: LocalCloud) -> None:

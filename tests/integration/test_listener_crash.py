@@ -66,7 +66,10 @@ def test_sigkill_mid_study_loses_nothing_acknowledged(cloud: LocalCloud, workdir
     sender.wait(60)
     assert killed and sender.returncode != 0
     assert 10 <= len(acknowledged) < len(files)
-    # And comes back (a new task on Fargate)
+    # And comes back (a new task on Fargate), once the killed one is gone: until it has exited its
+    # listening socket still accepts, and the new one could not bind the port
+    assert cloud.dicom_process is not None
+    cloud.dicom_process.wait(10)
     cloud.dicom_process = None
     cloud.start_dicom_listener()
     cloud.drain()
@@ -94,7 +97,7 @@ def test_sigkill_mid_study_loses_nothing_acknowledged(cloud: LocalCloud, workdir
 
 def test_pending_commitment_survives_a_listener_restart(cloud: LocalCloud) -> None:
     # Given a requester with its own SCP, and a commitment request for an instance not yet sent
-    from archive.registry import AEInfo
+    from archive.model.organisations import AEInfo
 
     from local.cloud import DEMO_ORG, free_port
     from tests.support.dicom import ct_dataset

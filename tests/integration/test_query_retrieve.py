@@ -12,7 +12,7 @@ from typing import Any
 
 import pydicom
 from archive.data.models import AccessRecord, Patient, Study
-from archive.registry import AEInfo, OrganisationInfo
+from archive.model.organisations import AEInfo, OrganisationInfo
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 import pydicom
-from archive.registry import AEInfo
+from archive.model.organisations import AEInfo
 
 from local.cloud import LocalCloud
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub

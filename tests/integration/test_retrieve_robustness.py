@@ -10,7 +10,7 @@ from typing import Any
 
 import pydicom
 from archive.data.models import AccessRecord
-from archive.registry import AEInfo
+from archive.model.organisations import AEInfo
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import pydicom
 import pytest
 from archive.data.models import Study
 from archive.data.objects import instance_key
-from archive.registry import AEInfo
+from archive.model.organisations import AEInfo
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from archive.data.models import StorageCommitment
-from archive.registry import AEInfo
+from archive.model.organisations import AEInfo
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 
 from local.cloud import DEMO_ORG, LocalCloud, free_port

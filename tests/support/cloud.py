@@ -88,3 +88,17 @@ def s3(cloud: LocalCloud) -> Any:
 
 def dynamodb(cloud: LocalCloud) -> Any:
     return client("dynamodb", cloud.endpoint)
+
+
+class ListenerLog:
+    """What a local-cloud process writes to its log from now on (``cloud`` must have a log_dir)."""
+
+    def __init__(self, cloud: LocalCloud, name: str = "dicom") -> None:
+        assert cloud.log_dir is not None
+        self.path = cloud.log_dir / f"{name}.log"
+        self.start = self.path.stat().st_size
+
+    def text(self) -> str:
+        with open(self.path, "rb") as fp:
+            fp.seek(self.start)
+            return fp.read().decode(errors="replace")

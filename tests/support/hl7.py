@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from archive.data.patients import PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.model.identity import PatientIdentity
 
 from local.cloud import ROOT, LocalCloud, free_port, wait_for_port
 from tests.support.cloud import wait_until

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from archive.commitment import CommitmentRequest, CommitmentResult, Reference, event_report
+from archive.dicom.commitment import event_report, request_from_action_information
+from archive.model.commitment import CommitmentResult, Reference
 
 from tests.support.scu import action_information
 
@@ -12,7 +13,7 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 def test_request_is_read_from_action_information() -> None:
     info = action_information([(CT, "1.2.3.1"), (CT, "1.2.3.2")], transaction_uid="1.2.3.99")
-    request = CommitmentRequest.from_action_information(info)
+    request = request_from_action_information(info)
     assert request.transaction_uid == "1.2.3.99"
     assert request.references == (Reference(CT, "1.2.3.1"), Reference(CT, "1.2.3.2"))
 
@@ -21,7 +22,7 @@ def test_item_without_instance_uid_is_refused() -> None:
     info = action_information([(CT, "1.2.3.1")])
     del info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
     with pytest.raises(ValueError, match="lacks"):
-        CommitmentRequest.from_action_information(info)
+        request_from_action_information(info)
 
 
 def test_all_committed_is_event_type_1_without_failed_sequence() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from archive.dicom.instance import InstanceHeader, PatientIdentity
+from archive.dicom.instance import InstanceHeader
 from archive.errors import (
     DatasetDoesNotMatchSOPClass,
     InstanceConflict,
@@ -13,8 +13,9 @@ from archive.errors import (
     StorageFailure,
     UntrustedPatientId,
 )
-from archive.ingest import patient_identity
-from archive.registry import OrganisationInfo
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import OrganisationInfo
+from archive.services.ingest import patient_identity
 
 from listeners.dicom.server import status_for
 from tests.support.dicom import ct_dataset

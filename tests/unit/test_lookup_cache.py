@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from archive.registry import MISS, LookupCache
+from archive.services.directory import _TtlCache
 
 
 def test_cache_keeps_at_most_its_size_evicting_the_least_recently_used() -> None:
-    # Given a cache of 100 entries and a peer presenting 10,000 distinct unknown AE titles
-    cache: LookupCache[str, None] = LookupCache(max_entries=100)
-    cache.put("KNOWN_AE", None, expires_at=1e9)
+    # Given a cache of 100 names and a peer presenting 10,000 distinct unknown AE titles
+    cache: _TtlCache[str] = _TtlCache(ttl=60, negative_ttl=60, max_entries=100)
+    loads: list[str] = []
+
+    def load(name: str) -> str | None:
+        loads.append(name)
+        return "known" if name == "KNOWN_AE" else None
+
+    cache.get("KNOWN_AE", load)
     for n in range(10_000):
-        cache.put(f"PROBE_{n}", None, expires_at=1e9)
+        assert cache.get(f"PROBE_{n}", load) is None
         if n % 50 == 0:
-            assert cache.get("KNOWN_AE", now=0.0) is None  # in use: stays
-    # Then it holds 100 entries, the one in use among them, the oldest probes gone
+            assert cache.get("KNOWN_AE", load) == "known"  # in use: stays cached
+    # Then it holds 100 names, the one in use among them (loaded once), the oldest probes gone
     assert len(cache) == 100
-    assert cache.get("KNOWN_AE", now=0.0) is None
-    assert cache.get("PROBE_0", now=0.0) is MISS
-    assert cache.get("PROBE_9999", now=0.0) is None
+    assert loads.count("KNOWN_AE") == 1
+    cache.get("PROBE_0", load)
+    assert loads.count("PROBE_0") == 2
 
 
-def test_expired_entries_are_misses() -> None:
-    cache: LookupCache[str, str] = LookupCache()
-    cache.put("AE", "value", expires_at=10.0)
-    assert cache.get("AE", now=9.9) == "value"
-    assert cache.get("AE", now=10.0) is MISS
+def test_unknown_names_expire_quickly() -> None:
+    cache: _TtlCache[str] = _TtlCache(ttl=60, negative_ttl=0)
+    loads: list[str] = []
+    cache.get("NEW_AE", lambda n: loads.append(n))  # type: ignore[func-returns-value]
+    cache.get("NEW_AE", lambda n: loads.append(n))  # type: ignore[func-returns-value]
+    assert loads == ["NEW_AE", "NEW_AE"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from io import BytesIO
 
 import pydicom
-from archive.query.coercion import PatientDemographics, coerce
-from archive.query.retrieve import RetrieveItem
+from archive.dicom.coercion import coerce
+from archive.model.records import PatientDemographics
+from archive.services.query.retrieve import RetrieveItem
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from listeners.dicom.query_retrieve import move_contexts

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from archive.dicom.transcode import choose_syntax
 from archive.errors import QueryRefused, TranscodingImpossible
-from archive.query.find import QueryRequest, build_response, matches_all
-from archive.query.matching import date_range, is_single_value, matches
-from archive.query.transcode import choose_syntax
+from archive.services.query.find import QueryRequest, build_response, matches_all
+from archive.services.query.matching import date_range, is_single_value, matches
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     ExplicitVRBigEndian,

@@ -10,19 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Logical table names -> environment variable holding the physical table name.
-TABLE_ENV = {
-    "organisations": "TABLE_ORGANISATIONS",
-    "application_entities": "TABLE_APPLICATION_ENTITIES",
-    "patients": "TABLE_PATIENTS",
-    "studies": "TABLE_STUDIES",
-    "series": "TABLE_SERIES",
-    "instances": "TABLE_INSTANCES",
-    "commitments": "TABLE_COMMITMENTS",
-    "access_log": "TABLE_ACCESS_LOG",
-    "hl7_facilities": "TABLE_HL7_FACILITIES",
-    "patient_history": "TABLE_PATIENT_HISTORY",
-}
+from archive import topology as t
+from archive.topology import TABLE_ENV
 
 
 @dataclass(frozen=True)
@@ -49,38 +38,38 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        missing = [v for v in ("ARCHIVE_BUCKET", *TABLE_ENV.values()) if not env.get(v)]
+        missing = [v for v in (t.ENV_BUCKET, *TABLE_ENV.values()) if not env.get(v)]
         if missing:
             raise RuntimeError(f"missing configuration: {', '.join(missing)}")
         return cls(
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-north-1",
-            bucket=env["ARCHIVE_BUCKET"],
+            region=env.get(t.ENV_REGION) or env.get(t.ENV_DEFAULT_REGION) or "eu-north-1",
+            bucket=env[t.ENV_BUCKET],
             tables={name: env[var] for name, var in TABLE_ENV.items()},
-            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            archive_ae_title=env.get("ARCHIVE_AE_TITLE", "ARCHIVE"),
-            commitment_wait_seconds=float(env.get("COMMITMENT_WAIT_SECONDS", "60")),
-            commitment_retry_base_seconds=float(env.get("COMMITMENT_RETRY_BASE_SECONDS", "5")),
-            commitment_max_attempts=int(env.get("COMMITMENT_MAX_ATTEMPTS", "8")),
-            max_object_bytes=int(env.get("MAX_OBJECT_BYTES", str(4 * 1024**3))),
-            spool_dir=env.get("SPOOL_DIR", "/tmp"),
-            index_queue_url=env.get("INDEX_QUEUE_URL") or None,
+            endpoint_url=env.get(t.ENV_ENDPOINT_URL) or None,
+            archive_ae_title=env.get(t.ENV_AE_TITLE, "ARCHIVE"),
+            commitment_wait_seconds=float(env.get(t.ENV_COMMITMENT_WAIT, "60")),
+            commitment_retry_base_seconds=float(env.get(t.ENV_COMMITMENT_RETRY_BASE, "5")),
+            commitment_max_attempts=int(env.get(t.ENV_COMMITMENT_MAX_ATTEMPTS, "8")),
+            max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
+            spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
+            index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
         )
 
     def as_env(self) -> dict[str, str]:
         """The environment that reproduces these settings (used by the local runner)."""
         env = {
-            "AWS_REGION": self.region,
-            "ARCHIVE_BUCKET": self.bucket,
-            "ARCHIVE_AE_TITLE": self.archive_ae_title,
-            "COMMITMENT_WAIT_SECONDS": str(self.commitment_wait_seconds),
-            "COMMITMENT_RETRY_BASE_SECONDS": str(self.commitment_retry_base_seconds),
-            "COMMITMENT_MAX_ATTEMPTS": str(self.commitment_max_attempts),
-            "MAX_OBJECT_BYTES": str(self.max_object_bytes),
-            "SPOOL_DIR": self.spool_dir,
+            t.ENV_REGION: self.region,
+            t.ENV_BUCKET: self.bucket,
+            t.ENV_AE_TITLE: self.archive_ae_title,
+            t.ENV_COMMITMENT_WAIT: str(self.commitment_wait_seconds),
+            t.ENV_COMMITMENT_RETRY_BASE: str(self.commitment_retry_base_seconds),
+            t.ENV_COMMITMENT_MAX_ATTEMPTS: str(self.commitment_max_attempts),
+            t.ENV_MAX_OBJECT_BYTES: str(self.max_object_bytes),
+            t.ENV_SPOOL_DIR: self.spool_dir,
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:
-            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+            env[t.ENV_ENDPOINT_URL] = self.endpoint_url
         if self.index_queue_url:
-            env["INDEX_QUEUE_URL"] = self.index_queue_url
+            env[t.ENV_INDEX_QUEUE_URL] = self.index_queue_url
         return env

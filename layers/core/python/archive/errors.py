@@ -43,6 +43,10 @@ class PatientIdConflict(ArchiveError):
     """The Patient ID differs from the one the study already has (dcm4chee 0xA778)."""
 
 
+class StudyOfAnotherOrganisation(ArchiveError):
+    """The Study Instance UID is controlled by another organisation (0x0124 Refused: Not authorised)."""
+
+
 class InstanceConflict(ArchiveError):
     """The SOP Instance UID is stored already with different content (0x0124 Refused: Not authorised)."""
 
@@ -108,6 +112,10 @@ class InvalidMerge(PatientUpdateRefused):
     """A merge of a patient with itself (HL7 error 207)."""
 
 
+class ChangeConflict(ArchiveError):
+    """A conditional write lost against a concurrent change; the caller re-reads and decides again."""
+
+
 class QueueFailure(ArchiveError):
     """A message could not be durably queued; nothing was acknowledged (HL7 error 207)."""
 
@@ -141,6 +149,173 @@ class UnknownMoveDestination(ArchiveError):
 
 class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
+
+
+# --- XDS (ITI-18, ITI-42, ITI-43, RAD-69) -----------------------------------------------------
+# Two kinds. A SoapFaultError refuses the whole message before any XDS processing: the edge answers
+# with a SOAP 1.2 Fault and nothing else. An XdsError is reported inside the transaction's response
+# as a RegistryError of the RegistryErrorList; its ``code`` is the errorCode of ITI TF-3 4.2.4.
+
+
+class SoapFaultError(ArchiveError):
+    """The message is refused as a whole: the answer is a SOAP Fault."""
+
+
+class UnsafeXml(SoapFaultError):
+    """A DTD, an entity declaration or reference, or an external reference in the XML."""
+
+
+class XmlTooLarge(SoapFaultError):
+    """The message is larger than the archive accepts; reading stopped at the limit."""
+
+
+class XmlTooDeep(SoapFaultError):
+    """Elements nested deeper than the limit (a parser-exhaustion attempt)."""
+
+
+class MalformedXml(SoapFaultError):
+    """Not well-formed XML, or not the SOAP 1.2 envelope or multipart/related message expected."""
+
+
+class AddressingHeaderMissing(SoapFaultError):
+    """wsa:MessageID or wsa:Action is missing (WS-Addressing MessageAddressingHeaderRequired);
+    ``header`` names it (``wsa:Action``)."""
+
+    def __init__(self, message: str, *, header: str) -> None:
+        super().__init__(message)
+        self.header = header
+
+
+class ActionNotSupported(SoapFaultError):
+    """wsa:Action names no transaction of this endpoint (WS-Addressing ActionNotSupported)."""
+
+
+class MustUnderstandHeader(SoapFaultError):
+    """A header block marked mustUnderstand that the archive does not process (SOAP MustUnderstand)."""
+
+
+class SecurityTokenError(SoapFaultError):
+    """The XUA identity assertion cannot be accepted (WS-Security faults)."""
+
+
+class AssertionMissing(SecurityTokenError):
+    """No wsse:Security header or no SAML 2.0 assertion in it."""
+
+
+class AssertionUnsigned(SecurityTokenError):
+    """The assertion carries no XML signature."""
+
+
+class AssertionSignatureInvalid(SecurityTokenError):
+    """The signature does not verify against the identity provider's certificate (tampered)."""
+
+
+class UntrustedIdentityProvider(SecurityTokenError):
+    """The assertion's Issuer is no identity provider registered with the archive."""
+
+
+class AssertionExpired(SecurityTokenError):
+    """Outside the assertion's NotBefore/NotOnOrAfter window (with the allowed clock skew)."""
+
+
+class AssertionAudienceMismatch(SecurityTokenError):
+    """The AudienceRestriction does not name this archive."""
+
+
+class ResourceIdMismatch(SecurityTokenError):
+    """The assertion's resource-id is not the patient the request is about."""
+
+
+class AssertionIncomplete(SecurityTokenError):
+    """A required XUA attribute (subject-id, organization-id, purposeofuse) is missing or malformed."""
+
+
+class XdsError(ArchiveError):
+    """An error reported in a RegistryErrorList; ``code`` is its errorCode (ITI TF-3 4.2.4).
+
+    ``location`` says where (a parameter name, an object id); ``warning`` makes it a Warning
+    instead of an Error (the transaction then still succeeds).
+    """
+
+    code = "XDSRegistryError"
+
+    def __init__(self, message: str, *, location: str | None = None, warning: bool = False) -> None:
+        super().__init__(message)
+        self.location = location
+        self.warning = warning
+
+
+class XdsRegistryError(XdsError):
+    """Internal error or a request the registry cannot process (bad parameter values)."""
+
+    code = "XDSRegistryError"
+
+
+class XdsRegistryMetadataError(XdsError):
+    """Submitted metadata violates ITI TF-3 4.1 (missing or malformed attribute, bad structure)."""
+
+    code = "XDSRegistryMetadataError"
+
+
+class XdsUnknownStoredQuery(XdsError):
+    code = "XDSUnknownStoredQuery"
+
+
+class XdsStoredQueryParamNumber(XdsError):
+    """A required parameter is missing, a single-valued one has several values, or exclusive
+    parameters are given together."""
+
+    code = "XDSStoredQueryParamNumber"
+
+
+class XdsUnknownPatientId(XdsError):
+    code = "XDSUnknownPatientId"
+
+
+class XdsPatientIdDoesNotMatch(XdsError):
+    """Objects of one submission (or a replaced document) name different patients."""
+
+    code = "XDSPatientIdDoesNotMatch"
+
+
+class XdsDuplicateUniqueIdInMessage(XdsError):
+    code = "XDSRegistryDuplicateUniqueIdInMessage"
+
+
+class XdsDuplicateUniqueIdInRegistry(XdsError):
+    code = "XDSDuplicateUniqueIdInRegistry"
+
+
+class XdsResultNotSinglePatient(XdsError):
+    code = "XDSResultNotSinglePatient"
+
+
+class XdsTooManyResults(XdsError):
+    code = "XDSTooManyResults"
+
+
+class XdsUnknownRepositoryId(XdsError):
+    code = "XDSUnknownRepositoryId"
+
+
+class XdsDocumentUniqueIdError(XdsError):
+    """ITI-43/RAD-69: the document (or DICOM instance) is not held here."""
+
+    code = "XDSDocumentUniqueIdError"
+
+
+class WadoTransferSyntaxUnavailable(XdsError):
+    """RAD-69: the instance cannot be given in any requested transfer syntax (DICOM PS3.18 WADO-WS)."""
+
+    code = "urn:dicom:wado:0007"
+
+
+class SubmissionRejected(ArchiveError):
+    """An ITI-42 submission failed validation; every error found is in ``errors`` (all or nothing)."""
+
+    def __init__(self, errors: list[XdsError]) -> None:
+        super().__init__("; ".join(f"{e.code}: {e}" for e in errors))
+        self.errors = tuple(errors)
 
 
 class AccessRecordNotWritten(ArchiveError):

@@ -14,8 +14,8 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from archive.commitment import CommitmentRequest, CommitmentResult, Reference
 from archive.data.models import StorageCommitment
+from archive.model.commitment import CommitmentRequest, CommitmentResult, CommitmentTransaction, Reference
 
 SHARDS = 4
 PENDING = "PENDING"
@@ -49,9 +49,9 @@ class CommitmentRepository:
         except PutError:
             return False
 
-    def get(self, transaction_uid: str) -> StorageCommitment | None:
+    def get(self, transaction_uid: str) -> CommitmentTransaction | None:
         try:
-            return StorageCommitment.get(transaction_uid, consistent_read=True)
+            return _transaction(StorageCommitment.get(transaction_uid, consistent_read=True))
         except DoesNotExist:
             return None
 
@@ -63,8 +63,8 @@ class CommitmentRepository:
             ):
                 yield item.transaction_uid
 
-    def lease(self, transaction_uid: str, owner: str, now: float, seconds: float) -> StorageCommitment | None:
-        """Take the transaction for ``seconds``; None if another worker holds it or it is done."""
+    def lease(self, transaction_uid: str, owner: str, now: float, seconds: float) -> bool:
+        """Take the transaction for ``seconds``; False if another worker holds it or it is done."""
         item = StorageCommitment(transaction_uid)
         try:
             item.update(
@@ -76,8 +76,8 @@ class CommitmentRepository:
                 & ((StorageCommitment.lease_until < now) | (StorageCommitment.lease_owner == owner)),
             )
         except UpdateError:
-            return None
-        return item
+            return False
+        return True
 
     def recheck_later(self, transaction_uid: str, at: float) -> None:
         StorageCommitment(transaction_uid).update(
@@ -120,5 +120,14 @@ class CommitmentRepository:
             )
 
 
-def references_of(item: StorageCommitment) -> list[Reference]:
-    return [Reference.from_json(r) for r in item.references]
+def _transaction(item: StorageCommitment) -> CommitmentTransaction:
+    return CommitmentTransaction(
+        transaction_uid=item.transaction_uid,
+        requester_ae=item.requester_ae,
+        org_oid=item.org_oid,
+        references=tuple(Reference.from_json(r) for r in item.references),
+        state=item.state,
+        deadline_at=float(item.deadline_at),
+        attempts=int(item.attempts or 0),
+        result=CommitmentResult.from_json(item.result) if item.result is not None else None,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,35 +19,14 @@ from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.models import Instance, Patient, Series, Study
-from archive.errors import PatientIdConflict
+from archive.errors import PatientIdConflict, StudyOfAnotherOrganisation
+from archive.model.records import IndexedInstance, InstanceRecord, StudyRecord
 
 # DynamoDB refuses empty strings in index keys; a study without a date sorts first under this value.
 STUDY_DATE_UNKNOWN = "0"
 MAX_MERGE_CHAIN = 16
 KNOWN_SERIES_CACHE = 10_000
 MAX_CONFLICT_RETRIES = 5
-
-
-@dataclass(frozen=True)
-class IndexedInstance:
-    """Everything the index records about one stored instance."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    study_uid: str
-    series_uid: str
-    transfer_syntax_uid: str
-    s3_key: str
-    s3_version_id: str | None
-    sha256: str
-    size: int
-    sending_ae: str | None
-    org_oid: str | None
-    patient_key: str
-    patient_id: str
-    issuer: str
-    received_at: datetime
-    attributes: dict[str, Any]
 
 
 class IndexRepository:
@@ -92,10 +70,13 @@ class IndexRepository:
     # --- studies ---------------------------------------------------------------------------
 
     def claim_study_patient(self, study_uid: str, patient_key: str, org_oid: str) -> None:
-        """Bind a study to its patient on first sight; refuse a different patient later (A778).
+        """Bind a study to its patient and organisation on first sight; refuse another organisation
+        (0x0124) or a different patient (A778) later.
 
         Done by the listener before an instance is acknowledged, with a conditional write, so two
-        associations sending the same study for different patients cannot both succeed.
+        associations sending the same study for different patients or organisations cannot both
+        succeed. The organisation that first stored a study controls it: another one sending an
+        instance of it, even for the same (shared, e.g. national) patient ID, changes nothing.
         """
         study = Study(study_uid)
         try:
@@ -104,11 +85,17 @@ class IndexRepository:
                     Study.patient_key.set(patient_key),
                     Study.org_oid.set(Study.org_oid | org_oid),
                 ],
-                condition=Study.patient_key.does_not_exist() | (Study.patient_key == patient_key),
+                condition=(Study.patient_key.does_not_exist() | (Study.patient_key == patient_key))
+                & (Study.org_oid.does_not_exist() | (Study.org_oid == org_oid)),
             )
         except UpdateError as exc:
             if _is_conditional_failure(exc):
-                current = Study.get(study_uid, consistent_read=True).patient_key
+                existing = Study.get(study_uid, consistent_read=True)
+                if existing.org_oid and existing.org_oid != org_oid:
+                    raise StudyOfAnotherOrganisation(
+                        f"Study is controlled by another organisation: {study_uid}"
+                    ) from exc
+                current = existing.patient_key
                 if current and self.resolve_patient(current) == patient_key:
                     # The study's patient was merged into this one (HL7 A40) before the merge
                     # re-pointed the study: the same person, so re-point it now.
@@ -130,26 +117,29 @@ class IndexRepository:
                 raise PatientIdConflict(f"study {study_uid} changed patient concurrently") from exc
             raise
 
-    def get_study(self, study_uid: str) -> Study | None:
+    def get_study(self, study_uid: str) -> StudyRecord | None:
         try:
-            return Study.get(study_uid)
+            return study_record(Study.get(study_uid))
         except DoesNotExist:
             return None
 
     # --- instances -------------------------------------------------------------------------
 
-    def get_instance(self, sop_instance_uid: str, *, consistent: bool = True) -> Instance | None:
+    def get_instance(self, sop_instance_uid: str, *, consistent: bool = True) -> InstanceRecord | None:
         try:
-            return Instance.get(sop_instance_uid, consistent_read=consistent)
+            return instance_record(Instance.get(sop_instance_uid, consistent_read=consistent))
         except DoesNotExist:
             return None
 
-    def get_instances(self, sop_instance_uids: list[str]) -> dict[str, Instance]:
+    def get_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
         """Several instances by SOP Instance UID (BatchGetItem, 100 keys a request)."""
         unique = list(dict.fromkeys(sop_instance_uids))
         if not unique:
             return {}
-        return {item.sop_instance_uid: item for item in Instance.batch_get(unique, consistent_read=True)}
+        return {
+            item.sop_instance_uid: instance_record(item)
+            for item in Instance.batch_get(unique, consistent_read=True)
+        }
 
     def record_instance(self, item: IndexedInstance) -> bool:
         """Record an instance and its aggregates; False if it was indexed already.
@@ -270,6 +260,48 @@ class IndexRepository:
             )
             tx.update(Study(item.study_uid), actions=study_actions)
             tx.update(Patient(item.patient_key), actions=patient_actions)
+
+
+def study_record(item: Study) -> StudyRecord:
+    return StudyRecord(
+        study_uid=item.study_uid,
+        patient_key=item.patient_key,
+        org_oid=item.org_oid,
+        patient_id=item.patient_id,
+        issuer=item.issuer,
+        patient_name=item.patient_name,
+        patient_birth_date=item.patient_birth_date,
+        patient_sex=item.patient_sex,
+        study_date=item.study_date,
+        study_time=item.study_time,
+        accession_number=item.accession_number,
+        study_id=item.study_id,
+        study_description=item.study_description,
+        referring_physician_name=item.referring_physician_name,
+        modalities=frozenset(item.modalities or ()),
+        sop_classes=frozenset(item.sop_classes or ()),
+        number_of_series=int(item.number_of_series or 0),
+        number_of_instances=int(item.number_of_instances or 0),
+    )
+
+
+def instance_record(item: Instance) -> InstanceRecord:
+    return InstanceRecord(
+        sop_instance_uid=item.sop_instance_uid,
+        sop_class_uid=item.sop_class_uid,
+        study_uid=item.study_uid,
+        series_uid=item.series_uid,
+        transfer_syntax_uid=item.transfer_syntax_uid,
+        s3_key=item.s3_key,
+        s3_version_id=item.s3_version_id,
+        sha256=item.sha256,
+        size=int(item.size),
+        instance_number=item.instance_number,
+        rows=_int(item.rows),
+        columns=_int(item.columns),
+        number_of_frames=_int(item.number_of_frames),
+        attributes=dict(item.attributes) if item.attributes else None,
+    )
 
 
 def _set_if_absent(model: Any, **values: Any) -> list[Any]:

@@ -70,6 +70,8 @@ class ApplicationEntity(Model):
     tls = BooleanAttribute(default=False)
     roles = ListAttribute(of=UnicodeAttribute, default=list)
     description = UnicodeAttribute(null=True)
+    # Networks (CIDR) associations from this AE may come from; see archive.registry.AEInfo.
+    addresses = ListAttribute(of=UnicodeAttribute, default=list)
     by_organisation = AEByOrganisation()
 
 

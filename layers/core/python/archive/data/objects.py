@@ -14,8 +14,10 @@ import io
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import IO, Any
+from urllib.parse import quote, unquote
 
 import boto3
 from botocore.config import Config
@@ -25,11 +27,60 @@ from archive.config import Settings
 from archive.errors import StorageFailure
 
 METADATA_SHA256 = "sha256"
+# Every SOP instance object's key starts so; the bucket notifies the index queue of these only.
+INSTANCE_PREFIX = "instances/"
 
 
 def instance_key(sop_instance_uid: str) -> str:
     prefix = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()[:4]
-    return f"instances/{prefix}/{sop_instance_uid}.dcm"
+    return f"{INSTANCE_PREFIX}{prefix}/{sop_instance_uid}.dcm"
+
+
+@dataclass(frozen=True)
+class InstanceMetadata:
+    """The user metadata of an instance object: written by the listener with the object, read by
+    the index. The one place that spells the S3 metadata keys (docs/storage.md)."""
+
+    patient_key: str
+    sending_ae: str | None = None
+    org_oid: str | None = None
+    received_at: datetime | None = None
+    transfer_syntax: str = ""
+    sop_class_uid: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    # Irregularities of the encoding the listener tolerated (archive.dicom.structure), sorted codes.
+    tolerated: tuple[str, ...] = ()
+
+    def as_object_metadata(self) -> dict[str, str]:
+        # S3 metadata is ASCII: AE titles and patient keys are percent-encoded.
+        values = {
+            "sending-ae": quote(self.sending_ae) if self.sending_ae is not None else None,
+            "org-oid": self.org_oid,
+            "received-at": self.received_at.isoformat(timespec="milliseconds") if self.received_at else None,
+            "transfer-syntax": self.transfer_syntax,
+            "sop-class-uid": self.sop_class_uid,
+            "study-uid": self.study_uid,
+            "series-uid": self.series_uid,
+            "patient-key": quote(self.patient_key),
+            "tolerated": ",".join(self.tolerated) if self.tolerated else None,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_object_metadata(cls, metadata: Mapping[str, str]) -> InstanceMetadata:
+        received = metadata.get("received-at")
+        return cls(
+            patient_key=unquote(metadata["patient-key"]),
+            sending_ae=unquote(metadata.get("sending-ae", "")) or None,
+            org_oid=metadata.get("org-oid"),
+            received_at=datetime.fromisoformat(received) if received else None,
+            transfer_syntax=metadata.get("transfer-syntax", ""),
+            sop_class_uid=metadata.get("sop-class-uid"),
+            study_uid=metadata.get("study-uid"),
+            series_uid=metadata.get("series-uid"),
+            tolerated=tuple(filter(None, metadata.get("tolerated", "").split(","))),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
-"""Data access for patient administration: identities, their studies, the change history, the
-HL7 facility directory and the FIFO queue between the MLLP listener and the patient_update Lambda.
+"""Data access for patient administration: identities, their studies and the change history.
 
 Every write that changes an identity is one DynamoDB transaction that also appends its history
 items, each conditioned on not existing yet, so a redelivered message changes nothing twice.
@@ -7,84 +6,37 @@ items, each conditioned on not existing yet, so a redelivered message changes no
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import HL7Facility, Patient, PatientChange, Study
-from archive.dicom.instance import PatientIdentity
-from archive.errors import ArchiveError, DuplicateEntry, QueueFailure, UnknownSendingFacility
+from archive.data.models import Patient, PatientChange, Study
+from archive.errors import ChangeConflict
+from archive.model.patients import ChangeEntry, PatientState
 
 
-class ChangeConflict(ArchiveError):
-    """A conditional write lost against a concurrent change; the caller re-reads and decides again."""
-
-
-@dataclass(frozen=True)
-class PatientState:
-    """A patient identity as the index holds it (the before/after of the history)."""
-
-    patient_key: str
-    patient_id: str
-    issuer: str
-    patient_name: str | None = None
-    name_charset: str | None = None
-    birth_date: str | None = None
-    sex: str | None = None
-    merged_into: str | None = None
-    org_oid: str | None = None
-
-    @property
-    def identity(self) -> PatientIdentity:
-        return PatientIdentity(self.patient_id, self.issuer)
-
-    def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass(frozen=True)
-class ChangeEntry:
-    """One history item: what one message did (or was refused to do) to one identity."""
-
-    patient_key: str
-    change_id: str
-    event: str
-    outcome: str
-    message_control_id: str
-    sender: str
-    org_oid: str
-    received_at: datetime
-    message: str
-    before: PatientState | None = None
-    after: PatientState | None = None
-    related_key: str | None = None
-    reason: str | None = None
-
-    def item(self, applied_at: datetime) -> PatientChange:
-        return PatientChange(
-            self.patient_key,
-            self.change_id,
-            event=self.event,
-            outcome=self.outcome,
-            message_control_id=self.message_control_id,
-            sender=self.sender,
-            org_oid=self.org_oid,
-            received_at=self.received_at,
-            applied_at=applied_at,
-            before=self.before.as_json() if self.before else None,
-            after=self.after.as_json() if self.after else None,
-            related_key=self.related_key,
-            reason=self.reason,
-            message=self.message,
-        )
+def _change_item(entry: ChangeEntry, applied_at: datetime) -> PatientChange:
+    return PatientChange(
+        entry.patient_key,
+        entry.change_id,
+        event=entry.event,
+        outcome=entry.outcome,
+        message_control_id=entry.message_control_id,
+        sender=entry.sender,
+        org_oid=entry.org_oid,
+        received_at=entry.received_at,
+        applied_at=applied_at,
+        before=entry.before.as_json() if entry.before else None,
+        after=entry.after.as_json() if entry.after else None,
+        related_key=entry.related_key,
+        reason=entry.reason,
+        message=entry.message,
+    )
 
 
 def _state(item: Patient) -> PatientState:
@@ -193,7 +145,7 @@ class PatientRepository:
                         condition = condition & Patient.patient_key.does_not_exist()
                     tx.update(Patient(after.patient_key), actions=actions, condition=condition)
                 for entry in entries:
-                    tx.save(entry.item(now), condition=PatientChange.change_id.does_not_exist())
+                    tx.save(_change_item(entry, now), condition=PatientChange.change_id.does_not_exist())
         except TransactWriteError as exc:
             reasons = [getattr(r, "code", None) for r in (exc.cancellation_reasons or [])]
             if "ConditionalCheckFailed" in reasons:
@@ -205,7 +157,7 @@ class PatientRepository:
         now = now or datetime.now(UTC)
         for entry in entries:
             try:
-                entry.item(now).save(condition=PatientChange.change_id.does_not_exist())
+                _change_item(entry, now).save(condition=PatientChange.change_id.does_not_exist())
             except PutError as exc:
                 if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
                     raise
@@ -241,66 +193,3 @@ class PatientRepository:
                 if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
                     raise
         return count
-
-
-@dataclass(frozen=True)
-class FacilityInfo:
-    facility: str
-    org_oid: str
-    issuer_namespaces: Mapping[str, str]
-
-
-class FacilityRepository:
-    """HL7 sending facilities (MSH-4) and the identifier namespaces each one uses."""
-
-    def add(self, info: FacilityInfo, *, replace: bool = False) -> None:
-        item = HL7Facility(
-            info.facility,
-            org_oid=info.org_oid,
-            issuer_namespaces=dict(info.issuer_namespaces),
-            created_at=datetime.now(UTC),
-        )
-        try:
-            item.save(condition=None if replace else HL7Facility.facility.does_not_exist())
-        except PutError as exc:
-            raise DuplicateEntry(f"HL7 facility {info.facility} exists") from exc
-
-    def get(self, facility: str) -> FacilityInfo | None:
-        try:
-            item = HL7Facility.get(facility)
-        except DoesNotExist:
-            return None
-        return FacilityInfo(item.facility, item.org_oid, dict(item.issuer_namespaces or {}))
-
-    def list(self) -> list[FacilityInfo]:
-        # Admin listing of a small configuration table; never on a request path.
-        return [
-            FacilityInfo(i.facility, i.org_oid, dict(i.issuer_namespaces or {})) for i in HL7Facility.scan()
-        ]
-
-    def remove(self, facility: str) -> None:
-        try:
-            HL7Facility.get(facility).delete()
-        except DoesNotExist as exc:
-            raise UnknownSendingFacility(facility) from exc
-
-
-class PatientUpdateQueue:
-    """The SQS FIFO queue from the MLLP listener to the patient_update Lambda."""
-
-    def __init__(self, settings: Settings, queue_url: str) -> None:
-        self._url = queue_url
-        self._sqs = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
-
-    def put(self, body: Mapping[str, Any], *, group_id: str, deduplication_id: str) -> str:
-        """Returns once SQS has the message durably; raises QueueFailure otherwise."""
-        try:
-            response = self._sqs.send_message(
-                QueueUrl=self._url,
-                MessageBody=json.dumps(body, ensure_ascii=False),
-                MessageGroupId=group_id,
-                MessageDeduplicationId=deduplication_id,
-            )
-        except Exception as exc:  # botocore's errors are many; any of them means "not queued"
-            raise QueueFailure(f"could not queue the message: {exc}") from exc
-        return str(response["MessageId"])

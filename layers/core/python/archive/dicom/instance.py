@@ -18,6 +18,7 @@ from pydicom.uid import UID
 from archive.errors import DatasetDoesNotMatchSOPClass, InvalidDataset
 
 ISSUER_TYPE_ISO = "ISO"
+MAX_LO = 64
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -25,23 +26,6 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     if value is None or value == "":
         return None
     return str(value).strip() or None
-
-
-@dataclass(frozen=True)
-class PatientIdentity:
-    """Patient ID qualified by its assigning authority (an OID, or a namespace where there is none)."""
-
-    patient_id: str
-    issuer: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.patient_id}^^^{self.issuer}"
-
-    @classmethod
-    def from_key(cls, key: str) -> PatientIdentity:
-        patient_id, _, issuer = key.partition("^^^")
-        return cls(patient_id, issuer)
 
 
 @dataclass(frozen=True)
@@ -67,23 +51,40 @@ class InstanceHeader:
             if not UID(value).is_valid:
                 raise DatasetDoesNotMatchSOPClass(f"{keyword} {value!r} is not a valid UID")
             uids[keyword] = value
+        patient_id = _text(ds, "PatientID")
         issuer = _text(ds, "IssuerOfPatientID")
         qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
         if qualifiers:
             item = qualifiers[0]
             if _text(item, "UniversalEntityID") and _text(item, "UniversalEntityIDType") == ISSUER_TYPE_ISO:
                 issuer = _text(item, "UniversalEntityID")
+        for keyword in ("PatientID", "IssuerOfPatientID"):
+            if isinstance(ds.get(keyword), pydicom.multival.MultiValue):
+                raise DatasetDoesNotMatchSOPClass(f"{keyword} has more than one value")
+        _check_identifier("PatientID", patient_id)
+        _check_identifier("Issuer of Patient ID", issuer)
         return cls(
             sop_class_uid=uids["SOPClassUID"],
             sop_instance_uid=uids["SOPInstanceUID"],
             study_uid=uids["StudyInstanceUID"],
             series_uid=uids["SeriesInstanceUID"],
-            patient_id=_text(ds, "PatientID"),
+            patient_id=patient_id,
             issuer=issuer,
             has_pixel_data=has_pixel_data,
             is_image="Rows" in ds and "Columns" in ds,
             attributes=index_attributes(ds),
         )
+
+
+def _check_identifier(name: str, value: str | None) -> None:
+    """A Patient ID or issuer becomes part of a key: at most 64 characters (LO), no control
+    characters, and no ``^^^`` (the separator of patient keys)."""
+    if value is None:
+        return
+    if len(value) > MAX_LO:
+        raise DatasetDoesNotMatchSOPClass(f"{name} longer than {MAX_LO} characters")
+    if "^^^" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise DatasetDoesNotMatchSOPClass(f"{name} has ^^^ or control characters")
 
 
 def index_attributes(ds: Dataset) -> dict[str, Any]:
@@ -139,5 +140,12 @@ def read_header(fp: IO[bytes] | BinaryIO, *, has_pixel_data: bool = False) -> In
             return InstanceHeader.from_dataset(ds, has_pixel_data=has_pixel_data)
     except (DatasetDoesNotMatchSOPClass, InvalidDataset):
         raise
-    except (InvalidDicomError, ValueError, KeyError, OSError, EOFError, TypeError, AttributeError) as exc:
+    except MemoryError:
+        raise  # a resource problem, not a property of the data
+    except InvalidDicomError as exc:
         raise InvalidDataset(f"cannot parse dataset: {exc}") from exc
+    except Exception as exc:
+        # Whatever pydicom raises while decoding bytes that passed the structural check (zlib
+        # errors, BytesLengthException, NotImplementedError for a VR, ...) is a property of the
+        # data: "cannot understand", never "out of resources", which makes senders retry forever.
+        raise InvalidDataset(f"cannot parse dataset: {type(exc).__name__}: {exc}") from exc

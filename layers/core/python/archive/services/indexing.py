@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import unquote
 
-from archive.data.index import IndexedInstance, IndexRepository
-from archive.data.objects import ObjectStore
-from archive.dicom.instance import PatientIdentity, read_header
-
-INSTANCE_PREFIX = "instances/"
+from archive.data.index import IndexRepository
+from archive.data.objects import INSTANCE_PREFIX, InstanceMetadata, ObjectStore
+from archive.dicom.instance import read_header
+from archive.model.identity import PatientIdentity
+from archive.model.records import IndexedInstance
 
 
 @dataclass(frozen=True)
@@ -27,25 +26,24 @@ def index_object(
         return IndexOutcome(key, indexed=False)
     reader = objects.open(key, version_id)
     header = read_header(reader)  # type: ignore[arg-type]  # RangedReader is a RawIOBase
-    metadata = reader.head.metadata
-    patient = PatientIdentity.from_key(unquote(metadata["patient-key"]))
-    received = metadata.get("received-at")
+    metadata = InstanceMetadata.from_object_metadata(reader.head.metadata)
+    patient = PatientIdentity.from_key(metadata.patient_key)
     item = IndexedInstance(
         sop_instance_uid=header.sop_instance_uid,
         sop_class_uid=header.sop_class_uid,
         study_uid=header.study_uid,
         series_uid=header.series_uid,
-        transfer_syntax_uid=metadata.get("transfer-syntax", ""),
+        transfer_syntax_uid=metadata.transfer_syntax,
         s3_key=key,
         s3_version_id=reader.head.version_id,
         sha256=reader.head.sha256,
         size=reader.size,
-        sending_ae=unquote(metadata.get("sending-ae", "")) or None,
-        org_oid=metadata.get("org-oid"),
+        sending_ae=metadata.sending_ae,
+        org_oid=metadata.org_oid,
         patient_key=patient.key,
         patient_id=patient.patient_id,
         issuer=patient.issuer,
-        received_at=datetime.fromisoformat(received) if received else datetime.now(UTC),
+        received_at=metadata.received_at or datetime.now(UTC),
         attributes=header.attributes,
     )
     return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched)

@@ -25,11 +25,19 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 
 from archive.data.index import STUDY_DATE_UNKNOWN
-from archive.data.models import Instance, Series, Study
 from archive.data.query_index import QueryIndex
+from archive.dicom.coercion import UTF8, issuer_qualifiers
 from archive.errors import CountryWideQuery, QueryRefused
-from archive.query.coercion import UTF8, CurrentPatients, PatientDemographics, issuer_qualifiers
-from archive.query.matching import date_range, has_wildcard, is_single_value, is_universal, matches, uid_list
+from archive.model.records import InstanceRecord, PatientDemographics, SeriesRecord, StudyRecord
+from archive.services.query.matching import (
+    date_range,
+    has_wildcard,
+    is_single_value,
+    is_universal,
+    matches,
+    uid_list,
+)
+from archive.services.query.patients import CurrentPatients
 
 PATIENT_ROOT = "PATIENT"
 STUDY_ROOT = "STUDY"
@@ -117,12 +125,12 @@ def _vr(keyword: str) -> str:
         return "UN"
 
 
-def _study_date(study: Study) -> str | None:
+def _study_date(study: StudyRecord) -> str | None:
     date = study.study_date
     return None if not date or date == STUDY_DATE_UNKNOWN else date
 
 
-def study_attributes(study: Study) -> Attributes:
+def study_attributes(study: StudyRecord) -> Attributes:
     return {
         "StudyInstanceUID": study.study_uid,
         "StudyDate": _study_date(study),
@@ -138,7 +146,7 @@ def study_attributes(study: Study) -> Attributes:
     }
 
 
-def series_attributes(series: Series) -> Attributes:
+def series_attributes(series: SeriesRecord) -> Attributes:
     return {
         "SeriesInstanceUID": series.series_uid,
         "Modality": series.modality,
@@ -150,7 +158,7 @@ def series_attributes(series: Series) -> Attributes:
     }
 
 
-def instance_attributes(instance: Instance) -> Attributes:
+def instance_attributes(instance: InstanceRecord) -> Attributes:
     extra = dict(instance.attributes or {})
     return {
         "SOPInstanceUID": instance.sop_instance_uid,
@@ -258,11 +266,11 @@ class QueryService:
 
     # --- planning --------------------------------------------------------------------------
 
-    def studies_for(self, request: QueryRequest, org_oid: str) -> list[Study]:
+    def studies_for(self, request: QueryRequest, org_oid: str) -> list[StudyRecord]:
         """The studies the identifier names, by the narrowest key lookup, visible to ``org_oid``."""
         return self.plan_studies(request, org_oid)[0]
 
-    def plan_studies(self, request: QueryRequest, org_oid: str) -> tuple[list[Study], frozenset[str]]:
+    def plan_studies(self, request: QueryRequest, org_oid: str) -> tuple[list[StudyRecord], frozenset[str]]:
         """Studies by the narrowest lookup, and the keys that lookup matched already."""
         skip: frozenset[str] = frozenset()
         if request.given("StudyInstanceUID"):
@@ -331,7 +339,7 @@ class QueryService:
     ) -> Iterator[FindMatch]:
         instances = self._index.instances(uid_list(request.value("SOPInstanceUID")))
         studies = {s.study_uid: s for s in self._index.studies({i.study_uid for i in instances})}
-        series_cache: dict[tuple[str, str], Series | None] = {}
+        series_cache: dict[tuple[str, str], SeriesRecord | None] = {}
         for instance in instances:
             study = studies.get(instance.study_uid)
             if study is None or study.org_oid != org_oid:
@@ -355,8 +363,8 @@ class QueryService:
                 )
 
 
-def _unique_studies(studies: Iterable[Study]) -> list[Study]:
-    seen: dict[str, Study] = {}
+def _unique_studies(studies: Iterable[StudyRecord]) -> list[StudyRecord]:
+    seen: dict[str, StudyRecord] = {}
     for study in studies:
         seen.setdefault(study.study_uid, study)
     return list(seen.values())

@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archive.data.models import Instance, Study
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
+from archive.dicom.coercion import coerce
+from archive.dicom.transcode import choose_syntax, write_for_receiver
 from archive.errors import ArchiveError, QueryRefused, StorageFailure
-from archive.query.coercion import CurrentPatients, PatientDemographics, coerce
-from archive.query.find import QueryRequest, QueryService
-from archive.query.matching import has_wildcard, is_single_value, uid_list
-from archive.query.transcode import choose_syntax, write_for_receiver
+from archive.model.records import InstanceRecord, PatientDemographics, StudyRecord
+from archive.services.query.find import QueryRequest, QueryService
+from archive.services.query.matching import has_wildcard, is_single_value, uid_list
+from archive.services.query.patients import CurrentPatients
 
 READ_CHUNK = 1024 * 1024
 # Objects up to this size are read in one GET (at most ``prefetch`` of them in memory at once).
@@ -274,7 +275,7 @@ def _discard_result(future: Future[Prepared]) -> None:
         future.result().discard()
 
 
-def _item(instance: Instance, patient: PatientDemographics, study: Study) -> RetrieveItem:
+def _item(instance: InstanceRecord, patient: PatientDemographics, study: StudyRecord) -> RetrieveItem:
     return RetrieveItem(
         sop_instance_uid=instance.sop_instance_uid,
         sop_class_uid=instance.sop_class_uid,

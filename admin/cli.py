@@ -1,11 +1,12 @@
-"""Admin CLI for the configuration registry: ``python -m archive.admin``.
+"""Admin CLI for the configuration registry: ``python -m admin``.
 
-    python -m archive.admin org add 1.2.246.10.12345678.10 "Demo Hospital" --trusted-issuer 1.2.246.21
-    python -m archive.admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
-    python -m archive.admin ae list [--org OID]
-    python -m archive.admin ae remove DEMO_PACS
-    python -m archive.admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
-    python -m archive.admin patient history 020516C903K --issuer 1.2.246.21
+    python -m admin org add 1.2.246.10.12345678.10 "Demo Hospital" --trusted-issuer 1.2.246.21
+    python -m admin ae add DEMO_PACS 1.2.246.10.12345678.10 10.0.0.5 11112 --role store --role query
+    python -m admin ae add DEMO_MOD 1.2.246.10.12345678.10 mod1.example 104 --address 10.0.1.0/28
+    python -m admin ae list [--org OID]
+    python -m admin ae remove DEMO_PACS
+    python -m admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
+    python -m admin patient history 020516C903K --issuer 1.2.246.21
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -20,18 +21,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from archive.config import TABLE_ENV, Settings
+from archive.config import Settings
+from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
-from archive.data.patients import FacilityInfo, FacilityRepository, PatientRepository
-from archive.dicom.instance import PatientIdentity
+from archive.data.patients import PatientRepository
+from archive.data.registry import Registry
 from archive.errors import ArchiveError
-from archive.registry import ROLES, AEInfo, OrganisationInfo, Registry
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
 
-LOCAL_TABLE_PREFIX = "archive-"
-
-
-def local_table_names() -> dict[str, str]:
-    return {name: f"{LOCAL_TABLE_PREFIX}{name}" for name in TABLE_ENV}
+from local.resources import local_table_names
 
 
 def _settings(endpoint: str | None) -> Settings:
@@ -48,7 +47,7 @@ def _settings(endpoint: str | None) -> Settings:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m archive.admin", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m admin", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--endpoint", help="AWS endpoint (the local cloud, e.g. http://127.0.0.1:4566)")
     sub = p.add_subparsers(dest="kind", required=True)
 
@@ -71,6 +70,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("port", type=int)
     add.add_argument("--role", action="append", default=[], choices=ROLES)
     add.add_argument("--tls", action="store_true")
+    add.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="ADDRESS|NETWORK|HOST",
+        help="where associations from this AE may come from (repeatable): an IP address, a network "
+        "in CIDR form, or a host name resolved now; default: the addresses of HOST",
+    )
     add.add_argument("--description")
     add.add_argument("--replace", action="store_true")
     ls = ae.add_parser("list")
@@ -146,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 registry.remove_organisation(args.oid)
         else:
             if args.action == "add":
-                registry.add_ae(
+                registered = registry.add_ae(
                     AEInfo(
                         args.ae_title,
                         args.org_oid,
@@ -155,9 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.tls,
                         tuple(args.role),
                         args.description,
+                        tuple(args.address),
                     ),
                     replace=args.replace,
                 )
+                print(json.dumps(asdict(registered)))
             elif args.action == "list":
                 for a in registry.list_aes(args.org):
                     print(json.dumps(asdict(a)))

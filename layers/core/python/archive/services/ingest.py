@@ -13,12 +13,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
-from urllib.parse import quote
 
 from archive.data.index import IndexRepository
-from archive.data.objects import ObjectExists, ObjectStore, StoredObject, instance_key
+from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject, instance_key
 from archive.dicom.deflate import refuse_inflation_beyond
-from archive.dicom.instance import InstanceHeader, PatientIdentity, read_header
+from archive.dicom.instance import InstanceHeader, read_header
 from archive.dicom.structure import check_structure
 from archive.errors import (
     DatasetDoesNotMatchSOPClass,
@@ -26,7 +25,8 @@ from archive.errors import (
     ObjectTooLarge,
     UntrustedPatientId,
 )
-from archive.registry import OrganisationInfo
+from archive.model.identity import PatientIdentity, is_trusted_issuer
+from archive.model.organisations import OrganisationInfo
 
 CHUNK = 1024 * 1024
 
@@ -37,6 +37,8 @@ class StoreOutcome:
     patient: PatientIdentity
     stored: StoredObject
     duplicate: bool
+    # Irregularities of the encoding tolerated with a warning (archive.dicom.structure).
+    tolerated: tuple[str, ...] = ()
 
 
 def sha256_of(fp: IO[bytes]) -> str:
@@ -55,30 +57,31 @@ def patient_identity(header: InstanceHeader, org: OrganisationInfo) -> PatientId
     issuer = header.issuer or org.default_issuer
     if not issuer:
         raise UntrustedPatientId("no Issuer of Patient ID and no default issuer for the sender")
-    trusted = set(org.trusted_issuers) | ({org.default_issuer} if org.default_issuer else set())
-    if issuer not in trusted:
+    if not is_trusted_issuer(issuer, org):
         raise UntrustedPatientId(f"untrusted issuer {issuer} (organisation {org.oid})")
     return PatientIdentity(header.patient_id, issuer)
 
 
 class _StudyClaims:
-    """Remembers which study this process has already bound to which patient (bounded LRU)."""
+    """Remembers which study this process has already bound to which patient and organisation
+    (bounded LRU): a hit for the same study with another patient or organisation is a miss, so the
+    conditional write in the index decides."""
 
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
-        self._items: OrderedDict[str, str] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def known(self, study_uid: str, patient_key: str) -> bool:
+    def known(self, study_uid: str, patient_key: str, org_oid: str) -> bool:
         with self._lock:
-            if self._items.get(study_uid) == patient_key:
+            if self._items.get(study_uid) == (patient_key, org_oid):
                 self._items.move_to_end(study_uid)
                 return True
             return False
 
-    def remember(self, study_uid: str, patient_key: str) -> None:
+    def remember(self, study_uid: str, patient_key: str, org_oid: str) -> None:
         with self._lock:
-            self._items[study_uid] = patient_key
+            self._items[study_uid] = (patient_key, org_oid)
             self._items.move_to_end(study_uid)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
@@ -104,40 +107,45 @@ class StoreService:
         """Validate and durably store the Part-10 file at ``path``.
 
         Raises InvalidDataset (C000), DatasetDoesNotMatchSOPClass (A900), UntrustedPatientId (A777),
-        PatientIdConflict (A778), InstanceConflict (0124), ObjectTooLarge / StorageFailure (A700).
+        StudyOfAnotherOrganisation (0124), PatientIdConflict (A778), InstanceConflict (0124),
+        ObjectTooLarge / StorageFailure (A700).
         """
         size = os.path.getsize(path)
         if size > self._max_object_bytes:
             raise ObjectTooLarge(f"object too large: {size} > {self._max_object_bytes} bytes")
         with open(path, "rb") as fp:
             refuse_inflation_beyond(fp, transfer_syntax, self._max_object_bytes)
-            has_pixels = check_structure(fp, size, transfer_syntax)
+            structure = check_structure(fp, size, transfer_syntax)
             fp.seek(0)
-            header = read_header(fp, has_pixel_data=has_pixels)
+            header = read_header(fp, has_pixel_data=structure.has_pixel_data)
             self._check_sop(header, sop_class_uid, sop_instance_uid)
             patient = PatientIdentity.from_key(self._index.resolve_patient(patient_identity(header, org).key))
-            if not self._claims.known(header.study_uid, patient.key):
+            if not self._claims.known(header.study_uid, patient.key, org.oid):
                 self._index.claim_study_patient(header.study_uid, patient.key, org.oid)
-                self._claims.remember(header.study_uid, patient.key)
+                self._claims.remember(header.study_uid, patient.key, org.oid)
             sha = sha256_of(fp)
             key = instance_key(header.sop_instance_uid)
-            metadata = {
-                "sending-ae": quote(calling_ae),
-                "org-oid": org.oid,
-                "received-at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "transfer-syntax": transfer_syntax,
-                "sop-class-uid": header.sop_class_uid,
-                "study-uid": header.study_uid,
-                "series-uid": header.series_uid,
-                "patient-key": quote(patient.key),
-            }
+            metadata = InstanceMetadata(
+                sending_ae=calling_ae,
+                org_oid=org.oid,
+                received_at=datetime.now(UTC),
+                transfer_syntax=transfer_syntax,
+                sop_class_uid=header.sop_class_uid,
+                study_uid=header.study_uid,
+                series_uid=header.series_uid,
+                patient_key=patient.key,
+                # Stored as received; what was irregular stays on record with the object.
+                tolerated=structure.tolerated,
+            ).as_object_metadata()
             try:
                 stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
-                return StoreOutcome(header, patient, stored, duplicate=False)
+                return StoreOutcome(header, patient, stored, duplicate=False, tolerated=structure.tolerated)
             except ObjectExists:
                 existing = self._objects.head(key)
                 if existing is not None and existing.sha256 == sha:
-                    return StoreOutcome(header, patient, existing, duplicate=True)
+                    return StoreOutcome(
+                        header, patient, existing, duplicate=True, tolerated=structure.tolerated
+                    )
                 raise InstanceConflict(
                     "different content archived under this UID (immutable; use IOCM): "
                     f"{header.sop_instance_uid}"

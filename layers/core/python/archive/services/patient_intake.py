@@ -4,7 +4,7 @@ maps what it raises (by type) to the ACK's codes.
 
 Sending facility (MSH-4): either the OID of a registered organisation (as MSH-4.2 with MSH-4.3
 ``ISO``, or as MSH-4.1), or a facility name registered for an organisation in the HL7 facility
-directory (``python -m archive.admin hl7-facility add``). A namespace-only assigning authority in
+directory (``python -m admin hl7-facility add``). A namespace-only assigning authority in
 PID-3.4/MRG-1.4 (``^^^ADT1``) is translated through that facility's namespace map; an authority given
 as an OID (``^^^&1.2.246.21&ISO``) is used as is. Either way the issuer must be one the organisation
 trusts, exactly as for DICOM; an empty authority means the organisation's default issuer.
@@ -12,72 +12,42 @@ trusts, exactly as for DICOM; an empty authority means the organisation's defaul
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from archive.data.patients import FacilityRepository, PatientUpdateQueue
-from archive.dicom.instance import PatientIdentity
+from archive.data.queues import PatientUpdateQueue
 from archive.errors import (
     RequiredFieldMissing,
     UnknownAssigningAuthority,
-    UnknownOrganisation,
     UnknownSendingFacility,
     UnsupportedMessageType,
     UnsupportedTriggerEvent,
 )
 from archive.hl7.message import AdtMessage, PatientIdentifier, parse_adt, require
-from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent, PatientService
-from archive.registry import MISS, CachedRegistry, LookupCache, OrganisationInfo
+from archive.model.identity import PatientIdentity, is_trusted_issuer
+from archive.model.organisations import SendingFacility
+from archive.model.patients import NewDemographics, PatientChangeRequest, PatientEvent
+from archive.services.directory import CachedRegistry
+from archive.services.patients import PatientService
 
 SUPPORTED_EVENTS = {e.value: e for e in PatientEvent}
 
 
-@dataclass(frozen=True)
-class SendingFacility:
-    org: OrganisationInfo
-    issuer_namespaces: dict[str, str] = field(default_factory=dict)
-
-
 class FacilityDirectory:
-    """MSH-4 -> organisation, with a short cache (one GetItem per facility per ``ttl`` seconds)."""
+    """MSH-4 -> organisation, through the directory's cache."""
 
-    def __init__(self, registry: CachedRegistry, facilities: FacilityRepository, ttl: float = 30.0) -> None:
+    def __init__(self, registry: CachedRegistry) -> None:
         self._registry = registry
-        self._facilities = facilities
-        self._ttl = ttl
-        # Keyed by the MSH-4 values senders present: bounded.
-        self._cache: LookupCache[str, SendingFacility | None] = LookupCache()
 
     def resolve(self, message: AdtMessage) -> SendingFacility:
         hd = message.header.sending_facility
         for candidate in dict.fromkeys(c for c in (hd.oid, hd.namespace, hd.universal_id) if c):
-            found = self._lookup(candidate)
+            found = self._registry.sending_facility(candidate)
             if found is not None:
                 return found
         raise UnknownSendingFacility(
             f"sending facility {hd.encode()!r} is not registered", location="MSH^1^4"
         )
-
-    def _lookup(self, name: str) -> SendingFacility | None:
-        now = time.monotonic()
-        hit = self._cache.get(name, now)
-        if hit is not MISS:
-            return hit  # type: ignore[return-value]
-        value: SendingFacility | None = None
-        facility = self._facilities.get(name)
-        try:
-            if facility is not None:
-                value = SendingFacility(
-                    self._registry.organisation(facility.org_oid), dict(facility.issuer_namespaces)
-                )
-            else:
-                value = SendingFacility(self._registry.organisation(name))
-        except UnknownOrganisation:
-            value = None
-        self._cache.put(name, value, now + (self._ttl if value else 2.0))
-        return value
 
 
 def patient_identity(
@@ -87,7 +57,6 @@ def patient_identity(
     if not identifiers:
         raise RequiredFieldMissing(f"{what} is required", location=location)
     org = sender.org
-    trusted = set(org.trusted_issuers) | ({org.default_issuer} if org.default_issuer else set())
     refusal: UnknownAssigningAuthority | None = None
     for identifier in identifiers:
         authority = identifier.authority
@@ -97,7 +66,7 @@ def patient_identity(
             issuer = sender.issuer_namespaces.get(authority.namespace)
         else:
             issuer = org.default_issuer
-        if issuer and issuer in trusted:
+        if is_trusted_issuer(issuer, org):
             return PatientIdentity(identifier.id, issuer)
         refusal = refusal or UnknownAssigningAuthority(
             f"assigning authority {authority.encode()!r} of {identifier.id!r} is not a trusted issuer "

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from archive.data.patients import PatientState
-from archive.dicom.instance import PatientIdentity
 from archive.errors import RequiredFieldMissing, UnknownAssigningAuthority
-from archive.hl7.adt import SendingFacility, patient_identity
 from archive.hl7.message import HierarchicDesignator, PatientIdentifier
-from archive.patients import NewDemographics, PatientChangeRequest, PatientEvent
-from archive.registry import OrganisationInfo
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import OrganisationInfo, SendingFacility
+from archive.model.patients import NewDemographics, PatientChangeRequest, PatientEvent, PatientState
+from archive.services.patient_intake import patient_identity
 
 ORG = OrganisationInfo(
     "1.2.246.10.1", "Hospital", ("1.2.246.21", "1.2.246.10.1.22.2026"), "1.2.246.10.1.22.2026"

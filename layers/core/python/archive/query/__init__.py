@@ -1,1 +1,0 @@
-"""Query/Retrieve: C-FIND matching and planning, retrieval, attribute coercion, transcoding."""

@@ -1,0 +1,1 @@
+"""Query/Retrieve: C-FIND matching and planning, retrieval."""
