@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,21 @@ import pydicom
 from archive.data.models import AccessRecord
 from archive.model.organisations import AEInfo
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
-from listeners.dicom.connection import MAX_PDU_BYTES
+from listeners.dicom.connection import MAX_PDU_BYTES, SpooledSubOperation, StoreSender
 from local.cloud import LocalCloud
 from tests.integration.test_query_retrieve import Receiver, customer, hetu, store_study, sub
 from tests.support.dicom import HETU_ISSUER, study
 from tests.support.netns import IsolatedHost
 
-MOVES = 6
-INSTANCES = 200
+MOVES = 4
+INSTANCES = 150
 
 
 def _move(cloud: LocalCloud, calling: str, destination: str, study_uid: str) -> list[Dataset]:
@@ -60,7 +65,7 @@ def test_repeated_move_of_a_study_never_stalls(cloud: LocalCloud, workdir: Path)
         cloud.register(
             c.org, AEInfo("STALL_DEST", c.org.oid, host.address, 11112, roles=("move-destination",))
         )
-        # When it is moved there six times, one after the other (1,200 C-STORE sub-operations)
+        # When it is moved there four times, one after the other (600 C-STORE sub-operations)
         finals = [_move(cloud, c.scu, "STALL_DEST", study_uid)[-1] for _ in range(MOVES)]
     # Then every move delivered every instance. Before the fix, about one sub-operation in a few
     # hundred lost its response to the association's own reactor: the move waited out the 120 s
@@ -71,6 +76,50 @@ def test_repeated_move_of_a_study_never_stalls(cloud: LocalCloud, workdir: Path)
     log = _listener_log(cloud)[log_before:]
     assert "Received unexpected C-STORE service message" not in log
     assert "DIMSE timeout reached" not in log
+
+
+def test_a_polling_reactor_cannot_take_a_c_store_response_from_the_sender(workdir: Path) -> None:
+    """The stall's mechanism, made certain: a thread polling the association's DIMSE queue without
+    blocking (what pynetdicom's reactor does when its pause handshake loses the race) runs all the
+    time while C-STOREs are sent; none of their responses may go to it."""
+    # Given a pynetdicom storage SCP on loopback and an association to it, guarded by StoreSender
+    scp = AE(ae_title="STORE_SCP")
+    scp.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0x0000)]
+    )
+    scu = AE(ae_title="SENDER")
+    scu.dimse_timeout = 5
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="STORE_SCP")
+    assert assoc.is_established
+    sender = StoreSender(assoc)
+    stolen: list[Any] = []
+    stop = threading.Event()
+
+    def reactor_that_lost_the_race() -> None:
+        while not stop.is_set():
+            _, message = assoc.dimse.get_msg(False)
+            if message is not None:
+                stolen.append(message)
+
+    thief = threading.Thread(target=reactor_that_lost_the_race, daemon=True)
+    thief.start()
+    try:
+        # When 40 objects are sent from spool files through the sender
+        statuses = []
+        for path in study(sub(workdir, "spool"), 40, patient_id=hetu()):
+            statuses.append(
+                int(assoc.send_c_store(SpooledSubOperation(CTImageStorage, path.stem, path)).Status)
+            )
+    finally:
+        stop.set()
+        thief.join(5)
+        sender.detach()
+        assoc.release()
+        server.shutdown()
+    # Then every response reached the sender, none the polling thread (unguarded, it takes most)
+    assert statuses == [0x0000] * 40 and stolen == []
 
 
 def test_access_record_is_written_before_the_first_object_leaves(cloud: LocalCloud, workdir: Path) -> None:
