@@ -15,12 +15,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	touch $(STAMP)
 
-## Debian packages the tests talk to: DCMTK (storescu, findscu, ...) and Orthanc.
+## Debian packages the tests talk to: DCMTK (storescu, findscu, dsrdump, ...), Orthanc, and
+## dicom3tools (dciodvfy checks the XDS-I.b manifests against the KOS IOD).
 system-deps:
-	@if ! command -v /usr/bin/storescu >/dev/null || ! command -v /usr/sbin/Orthanc >/dev/null; then \
-		echo "installing dcmtk and orthanc"; \
+	@if ! command -v /usr/bin/storescu >/dev/null || ! command -v /usr/sbin/Orthanc >/dev/null \
+		|| ! command -v /usr/bin/dciodvfy >/dev/null; then \
+		echo "installing dcmtk, orthanc and dicom3tools"; \
 		$$(command -v sudo) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq dcmtk orthanc iproute2 >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq dcmtk orthanc dicom3tools iproute2 >/dev/null; \
 	fi
 
 ## Node packages: the pinned CDK CLI and simple-hl7, the tests' independent HL7 peer.

@@ -16,7 +16,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from archive.topology import INDEX_INSTANCE, INDEX_QUEUE, PATIENT_UPDATE, PATIENT_UPDATE_QUEUE
+from archive.topology import (
+    INDEX_INSTANCE,
+    INDEX_QUEUE,
+    PATIENT_UPDATE,
+    PATIENT_UPDATE_QUEUE,
+    REGISTER_STUDY,
+    REGISTRATION_QUEUE,
+    SEND_IAN,
+)
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -41,6 +49,10 @@ DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
 PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / PATIENT_UPDATE.code_dir
 PATIENT_UPDATE_FUNCTION_HANDLER = PATIENT_UPDATE.handler
 HL7_DOCKERFILE = "listeners/hl7/Dockerfile"
+REGISTER_FUNCTION_DIR = REPO_ROOT / REGISTER_STUDY.code_dir
+REGISTER_FUNCTION_HANDLER = REGISTER_STUDY.handler
+IAN_FUNCTION_DIR = REPO_ROOT / SEND_IAN.code_dir
+IAN_FUNCTION_HANDLER = SEND_IAN.handler
 # What a listener image never needs; keeping it out of the build context also keeps the image's
 # asset hash stable when only tests or docs change.
 CONTAINER_CONTEXT_EXCLUDES = (
@@ -84,6 +96,20 @@ PATIENT_UPDATE_FUNCTION_MEMORY_MB = 256
 PATIENT_UPDATE_BATCH_SIZE = PATIENT_UPDATE.batch_size
 PATIENT_UPDATE_MAX_RECEIVE_COUNT = PATIENT_UPDATE_QUEUE.max_receive_count
 MAX_AZS = 2
+# Registration: one message per study and quiet period; a manifest of a large study takes seconds.
+REGISTER_FUNCTION_TIMEOUT = Duration.seconds(120)
+REGISTER_FUNCTION_MEMORY_MB = 512
+REGISTER_BATCH_SIZE = REGISTER_STUDY.batch_size
+REGISTER_MAX_RECEIVE_COUNT = REGISTRATION_QUEUE.max_receive_count
+# IAN: attempt n failing waits IAN_RETRY_BASE_SECONDS x 2^(n-1) (30 s ... 2 h 8 min); after
+# IAN_MAX_ATTEMPTS (about 4 h 15 min in all) the notification is FAILED and dead-lettered (alarm).
+IAN_RETRY_BASE_SECONDS = 30
+IAN_MAX_ATTEMPTS = 10
+IAN_TIMEOUT_SECONDS = 30
+# One attempt is connect + associate + N-CREATE, each bounded by IAN_TIMEOUT_SECONDS.
+IAN_FUNCTION_TIMEOUT = Duration.seconds(4 * IAN_TIMEOUT_SECONDS)
+IAN_FUNCTION_MEMORY_MB = 256
+IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
 @dataclass(frozen=True, kw_only=True)

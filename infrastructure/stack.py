@@ -12,16 +12,19 @@ from constructs import Construct
 from infrastructure import settings as s
 from infrastructure.alarms import OperatorAlarms
 from infrastructure.archive_bucket import ArchiveBucket
+from infrastructure.availability import AvailabilityNotifications
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
 from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
+from infrastructure.registration import StudyRegistration
 from infrastructure.tables import ArchiveTables
 
 
 class ArchiveStack(Stack):
-    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB."""
+    """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB; committed
+    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, deployment: s.DeploymentSettings, **kwargs: Any
@@ -62,6 +65,38 @@ class ArchiveStack(Stack):
             runtime=s.LAMBDA_RUNTIME,
             architecture=s.LAMBDA_ARCHITECTURE,
         )
+        network = ArchiveNetwork(
+            self,
+            "Network",
+            cidr=deployment.vpc_cidr,
+            max_azs=s.MAX_AZS,
+            nat_gateways=s.NAT_GATEWAYS,
+            log_retention=s.LOG_RETENTION,
+        )
+
+        # Registration of committed studies (XDS-I.b manifests) and its confirmation (IAN).
+        notifications = AvailabilityNotifications(
+            self,
+            "AvailabilityNotifications",
+            layers=[layers.deps, layers.core],
+            environment=archive_env,
+            alarms=alarms,
+            vpc=network.vpc,
+        )
+        tables.grant_read_write(notifications.consumer.role)
+        registration = StudyRegistration(
+            self,
+            "StudyRegistration",
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **notifications.environment},
+            alarms=alarms,
+        )
+        tables.grant_read_write(registration.consumer.role)
+        storage.grant_read_write_objects(registration.consumer.role)
+        notifications.grant_send(registration.consumer.role)
+        # Everything below may ask for a registration: the commitment worker (DICOM listener), the
+        # indexer (a registered study changed) and patient updates (merges, name changes).
+        archive_env = {**archive_env, **registration.environment}
         index_instance = QueueConsumerFunction(
             self,
             "IndexInstance",
@@ -80,15 +115,8 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_objects(index_instance.role)
         tables.grant_read_write(index_instance.role)
+        registration.grant_request(index_instance.role)
 
-        network = ArchiveNetwork(
-            self,
-            "Network",
-            cidr=deployment.vpc_cidr,
-            max_azs=s.MAX_AZS,
-            nat_gateways=s.NAT_GATEWAYS,
-            log_retention=s.LOG_RETENTION,
-        )
         dicom = TcpListenerService(
             self,
             "DicomListener",
@@ -110,6 +138,7 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_write_objects(dicom.task_role)
         tables.grant_read_write(dicom.task_role)
+        registration.grant_request(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
         patient_updates = DeadLetteredQueue(
@@ -138,6 +167,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         tables.grant_read_write(patient_update.role)
+        registration.grant_request(patient_update.role)
         hl7 = TcpListenerService(
             self,
             "Hl7Listener",

@@ -15,6 +15,7 @@ def banner(cloud: LocalCloud) -> str:
     aes = "\n".join(
         f"      {ae.ae_title:<10} {ae.host}:{ae.port}  ({', '.join(ae.roles)})" for ae in DEMO_AES
     )
+    ians = ", ".join(f"{ae.ae_title} at {ae.host}:{ae.port}" for ae in DEMO_AES if "ian" in ae.roles)
     return f"""
 ==========================================================================
  National imaging archive: local cloud is up
@@ -22,14 +23,17 @@ def banner(cloud: LocalCloud) -> str:
  DICOM listener     127.0.0.1:{cloud.dicom_port}   AE title {cloud.settings.archive_ae_title}
  HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31)
  AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS)
- Lambda handlers    {", ".join(dict.fromkeys(p.function.name for p in cloud.pollers))} (fed from SQS)
+ Lambda handlers    {", ".join([*dict.fromkeys(p.function.name for p in cloud.pollers), *cloud.function_processes])} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
+ Registration       committed studies -> XDS-I.b manifest after {cloud.registration_stability_seconds:g} s without new images
+ IANs go to         {ians or "nobody (no AE has the ian role)"}; pending/failed: admin ian list
  Logs               {cloud.log_dir}/
 
  Try:  /usr/bin/storescu -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_port} FILES
  HL7:  .venv/bin/mllp_send --loose -f MESSAGE.hl7 -p {cloud.hl7_port} 127.0.0.1
  Admin: python -m admin --endpoint {cloud.endpoint} org list
+        python -m admin --endpoint {cloud.endpoint} ian list --state PENDING
  Ctrl-C stops everything. Data lives in memory and is gone after a stop.
 ==========================================================================
 """

@@ -27,8 +27,17 @@ from typing import IO, Any
 from archive import topology as t
 from archive.config import Settings
 from archive.data.facilities import FacilityRepository
+from archive.data.models import bind_models
+from archive.data.registration import RegistrationConfigRepository
 from archive.data.registry import Registry
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
+from archive.model.registration import (
+    AffinityDomain,
+    ArchiveIdentity,
+    CodeSet,
+    OrganisationRegistration,
+    parse_code,
+)
 
 from .resources import QueueInfo, client, provision
 from .runner import FUNCTIONS, QueuePoller
@@ -61,6 +70,29 @@ DEMO_AES = (
 # the public test messages use); its namespace-only authority ADT1 stands for the temporary IDs.
 DEMO_HL7_FACILITIES = (FacilityInfo("XYZ_RADIOLOGY", DEMO_ORG.oid, {"ADT1": "1.2.246.10.12345678.22.2026"}),)
 
+# Registration (XDS-I.b) of the local archive. The OIDs are the demo namespace's; the codes are
+# illustrative placeholders, to be replaced by the affinity domain's real code sets (admin CLI).
+DEMO_ARCHIVE = ArchiveIdentity(
+    oid="1.2.246.10.12345678.99",
+    uid_root="1.2.246.10.12345678.99.1",
+    repository_unique_id="1.2.246.10.12345678.99.2",
+    retrieve_ae_title="ARCHIVE",
+    home_community_id="urn:oid:1.2.246.10.12345678.99.3",
+)
+DEMO_DOMAIN = AffinityDomain(
+    oid="1.2.246.21",
+    name="Finnish personal identity codes (demo code sets)",
+    codes=CodeSet(
+        class_code=parse_code("IMG^1.2.246.10.12345678.99.10^Imaging study"),
+        type_code=parse_code("IMGSTUDY^1.2.246.10.12345678.99.11^Imaging study manifest"),
+        confidentiality_codes=(parse_code("N^2.16.840.1.113883.5.25^normal"),),
+        healthcare_facility_type=parse_code("HOSP^1.2.246.10.12345678.99.12^Hospital"),
+        practice_setting=parse_code("RAD^1.2.246.10.12345678.99.13^Radiology"),
+        content_type=parse_code("IMG^1.2.246.10.12345678.99.14^Imaging"),
+        language_code="fi-FI",
+    ),
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -92,6 +124,8 @@ class LocalCloud:
     start_hl7: bool = True
     hl7_settings: dict[str, str] = field(default_factory=dict)
     register_demo: bool = True
+    # Seconds without new instances before a committed study is registered (the demo organisation's).
+    registration_stability_seconds: float = 10.0
     retention_days: int = 1
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     log_dir: Path | None = ROOT / ".local-cloud"
@@ -100,6 +134,7 @@ class LocalCloud:
     settings: Settings | None = None
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     pollers: list[QueuePoller] = field(default_factory=list)
+    function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _moto: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
     hl7_process: subprocess.Popen[bytes] | None = None
@@ -125,6 +160,7 @@ class LocalCloud:
             self.register(DEMO_ORG, *DEMO_AES)
             for facility in DEMO_HL7_FACILITIES:
                 FacilityRepository().add(facility, replace=True)
+            self.configure_registration(DEMO_ORG.oid, stability_seconds=self.registration_stability_seconds)
         self.start_pollers()
         if self.start_dicom:
             self.start_dicom_listener()
@@ -136,6 +172,8 @@ class LocalCloud:
         for poller in self.pollers:
             poller.stop()
         self.pollers.clear()
+        for name in list(self.function_processes):
+            self.stop_function_process(name)
         self.stop_dicom_listener()
         self.stop_hl7_listener()
         if self._moto is not None:
@@ -179,10 +217,58 @@ class LocalCloud:
         sqs = client("sqs", self.endpoint)
         for function in FUNCTIONS:
             queue = self.queues[function.queue]
+            if function.own_process:
+                self.start_function_process(function.name)
+                continue
             for _ in range(function.concurrency):
                 poller = QueuePoller(function, sqs, queue.url, queue.arn)
                 poller.start()
                 self.pollers.append(poller)
+
+    def start_function_process(self, name: str) -> subprocess.Popen[bytes]:
+        """Run one function's poller as its own process (see ``local.lambda_process``)."""
+        function = next(f for f in FUNCTIONS if f.name == name)
+        queue = self.queues[function.queue]
+        process = self._spawn(
+            name, [sys.executable, "-m", "local.lambda_process", name, queue.url, queue.arn], env=self.env()
+        )
+        self.function_processes[name] = process
+        return process
+
+    def stop_function_process(self, name: str, *, kill: bool = False) -> None:
+        process = self.function_processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def configure_registration(
+        self,
+        org_oid: str,
+        *,
+        stability_seconds: float,
+        register_uncommitted: bool = False,
+        timezone: str = "Europe/Helsinki",
+    ) -> None:
+        """The local archive's identity and code sets, and an organisation's registration settings."""
+        assert self.settings is not None
+        bind_models(self.settings)
+        config = RegistrationConfigRepository()
+        config.set_archive(DEMO_ARCHIVE)
+        config.set_domain(DEMO_DOMAIN)
+        config.set_organisation(
+            OrganisationRegistration(
+                org_oid=org_oid,
+                affinity_domain=DEMO_DOMAIN.oid,
+                timezone=timezone,
+                stability_seconds=stability_seconds,
+                register_uncommitted=register_uncommitted,
+            )
+        )
 
     def start_dicom_listener(self) -> subprocess.Popen[bytes]:
         env = {**self.env(), t.ENV_DICOM_HOST: "127.0.0.1", t.ENV_DICOM_PORT: str(self.dicom_port)}
@@ -232,7 +318,7 @@ class LocalCloud:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pending = 0
-            for function in FUNCTIONS:
+            for function in (f for f in FUNCTIONS if f.drained):
                 attrs = sqs.get_queue_attributes(
                     QueueUrl=self.queues[function.queue].url,
                     AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],

@@ -13,11 +13,12 @@ import boto3
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
-from archive.topology import INDEX_QUEUE, QUEUES, TABLE_ENV
+from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
 LOCAL_TABLE_PREFIX = "archive-"
+VISIBILITY_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,17 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def create_queues(endpoint: str) -> dict[str, QueueInfo]:
+def create_queues(
+    endpoint: str, *, max_receive: dict[str, int] | None = None, visibility: dict[str, int] | None = None
+) -> dict[str, QueueInfo]:
+    """Every queue of the topology with its DLQ; ``max_receive`` and ``visibility`` override the
+    topology's receive counts and the default visibility timeout per queue."""
     sqs = client("sqs", endpoint)
     out = {}
     for queue in QUEUES:
-        name, fifo, max_receive = queue.name, queue.fifo, queue.max_receive_count
+        name, fifo = queue.name, queue.fifo
+        max_receive_count = (max_receive or {}).get(name, queue.max_receive_count)
+        visibility_timeout = (visibility or {}).get(name, VISIBILITY_TIMEOUT)
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
         dlq_url = sqs.create_queue(QueueName=f"archive-{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
@@ -69,8 +76,8 @@ def create_queues(endpoint: str) -> dict[str, QueueInfo]:
             QueueName=f"archive-{name}{suffix}",
             Attributes={
                 **fifo_attrs,
-                "VisibilityTimeout": "30",
-                "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive}"}}',
+                "VisibilityTimeout": str(visibility_timeout),
+                "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}',
             },
         )["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -117,8 +124,23 @@ def create_tables(settings: Settings) -> None:
 def provision(
     endpoint: str, *, retention_days: int = 1, **overrides: Any
 ) -> tuple[Settings, dict[str, QueueInfo]]:
-    queues = create_queues(endpoint)
+    defaults = Settings(region=REGION, bucket=BUCKET, tables={})
+    attempts = int(overrides.get("ian_max_attempts", defaults.ian_max_attempts))
+    timeout = float(overrides.get("ian_timeout_seconds", defaults.ian_timeout_seconds))
+    queues = create_queues(
+        endpoint,
+        # The IAN queue dead-letters after the configured number of attempts, and an attempt
+        # (connect, associate, N-CREATE) ends before its message shows again.
+        max_receive={IAN_QUEUE.name: attempts},
+        visibility={IAN_QUEUE.name: int(3 * timeout) + 2},
+    )
     create_bucket(endpoint, queues[INDEX_QUEUE.name].arn, retention_days)
-    settings = local_settings(endpoint, index_queue_url=queues[INDEX_QUEUE.name].url, **overrides)
+    settings = local_settings(
+        endpoint,
+        index_queue_url=queues[INDEX_QUEUE.name].url,
+        registration_queue_url=queues[REGISTRATION_QUEUE.name].url,
+        ian_queue_url=queues[IAN_QUEUE.name].url,
+        **overrides,
+    )
     create_tables(settings)
     return settings, queues

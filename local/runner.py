@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from archive.topology import CONSUMERS, ConsumerSpec
+from archive.topology import CONSUMERS, REGISTER_STUDY, SEND_IAN, ConsumerSpec
 
 LOG = logging.getLogger("archive.local.runner")
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +36,30 @@ class LocalFunction:
     # loads its own copy of the handler module, as separate execution environments would. FIFO
     # queues keep 1 here: ordering per message group is the point of them.
     concurrency: int = 1
+    # Run in a process of its own (``python -m local.lambda_process``), so a test can SIGKILL it
+    # mid-invocation as a Lambda execution environment can die.
+    own_process: bool = False
+    # ``LocalCloud.drain`` waits for this queue: work that other steps depend on (indexing, patient
+    # updates). Registration and IAN queues hold delayed and backed-off messages by design.
+    drained: bool = True
+
+
+# The IAN sender runs apart so that tests can kill it in the middle of a delivery.
+OWN_PROCESS = frozenset({SEND_IAN.function})
+NOT_DRAINED = frozenset({REGISTER_STUDY.function, SEND_IAN.function})
 
 
 def local_function(consumer: ConsumerSpec) -> LocalFunction:
     # One poller each: moto applies concurrent transactions on the same item without isolation
     # (counter updates get lost; seen here with 4 pollers), which real DynamoDB does not.
-    return LocalFunction(consumer.function, consumer.handler_file, consumer.queue, consumer.batch_size)
+    return LocalFunction(
+        consumer.function,
+        consumer.handler_file,
+        consumer.queue,
+        consumer.batch_size,
+        own_process=consumer.function in OWN_PROCESS,
+        drained=consumer.function not in NOT_DRAINED,
+    )
 
 
 FUNCTIONS = tuple(local_function(consumer) for consumer in CONSUMERS)

@@ -19,7 +19,15 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     instance = LocalCloud(
         dicom_port=free_port(),
         log_dir=logs,
-        settings_overrides={"commitment_wait_seconds": 8.0, "commitment_retry_base_seconds": 0.5},
+        settings_overrides={
+            "commitment_wait_seconds": 8.0,
+            "commitment_retry_base_seconds": 0.5,
+            # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
+            "ian_retry_base_seconds": 0.5,
+            "ian_max_attempts": 5,
+            "ian_timeout_seconds": 2.0,
+        },
+        registration_stability_seconds=1.5,
     )
     instance.start()
     try:

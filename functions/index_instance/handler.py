@@ -15,6 +15,7 @@ from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.services.indexing import index_object
+from archive.services.registration import RegistrationRequests
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -25,6 +26,7 @@ settings = Settings.from_env()
 bind_models(settings)
 objects = ObjectStore(settings)
 index = IndexRepository(settings)
+registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -36,6 +38,8 @@ def record_handler(record: SQSRecord) -> None:
         logger.info(
             "indexed", extra={"key": outcome.key, "new": outcome.indexed, "bytes_read": outcome.bytes_read}
         )
+        if outcome.indexed and registration is not None and outcome.study_uid:
+            registration.study_changed(outcome.study_uid, outcome.org_oid)
 
 
 @logger.inject_lambda_context

@@ -14,8 +14,9 @@ from typing import Any
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
-from archive.model.patients import PatientChangeRequest
+from archive.model.patients import Outcome, PatientChangeRequest
 from archive.services.patients import PatientService
+from archive.services.registration import RegistrationRequests
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,6 +27,7 @@ settings = Settings.from_env()
 bind_models(settings)
 service = PatientService(PatientRepository(settings))
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -43,6 +45,8 @@ def record_handler(record: SQSRecord) -> None:
             "studies_updated": result.studies_updated,
         },
     )
+    if registration is not None and result.outcome is Outcome.APPLIED:
+        registration.patient_changed([request.patient.key, *([request.prior.key] if request.prior else [])])
 
 
 @logger.inject_lambda_context

@@ -16,6 +16,7 @@ from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
+from archive.services.registration import RegistrationRequests
 
 from .commitment_worker import CommitmentWorker
 from .query_retrieve import QueryRetrieveSCP
@@ -69,5 +70,10 @@ def build(settings: Settings, *, host: str = "0.0.0.0", port: int = 11112) -> Di
         archive_ae_title=settings.archive_ae_title,
         retry_base_seconds=settings.commitment_retry_base_seconds,
         max_attempts=settings.commitment_max_attempts,
+        on_all_committed=(
+            RegistrationRequests.from_settings(settings).instances_committed
+            if settings.registration_queue_url
+            else None
+        ),
     )
     return DicomService(listener, worker)

@@ -14,12 +14,13 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
-from archive.dicom.commitment import STORAGE_COMMITMENT_SOP_INSTANCE, event_report
+from archive.dicom.commitment import EVENT_ALL_COMMITTED, STORAGE_COMMITMENT_SOP_INSTANCE, event_report
 from archive.model.commitment import Reference
 from archive.services.commitment import evaluate
 from archive.services.directory import CachedRegistry
@@ -54,6 +55,7 @@ class CommitmentWorker:
         retry_base_seconds: float,
         max_attempts: int,
         poll_seconds: float = 0.25,
+        on_all_committed: Callable[[list[str]], object] | None = None,
     ) -> None:
         self.repository = repository
         self.index = index
@@ -64,6 +66,8 @@ class CommitmentWorker:
         self.retry_base_seconds = retry_base_seconds
         self.max_attempts = max_attempts
         self.poll_seconds = poll_seconds
+        # Registration of the committed studies (archive.services.registration), when configured.
+        self.on_all_committed = on_all_committed
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,6 +145,11 @@ class CommitmentWorker:
             self.repository.delivery_failed(transaction_uid, attempts=attempts, at=at, error=str(exc))
             return
         self.repository.reported(transaction_uid, on=channel)
+        if event_type == EVENT_ALL_COMMITTED and self.on_all_committed is not None:
+            try:
+                self.on_all_committed([r.sop_instance_uid for r in result.committed])
+            except Exception:
+                LOG.exception("registration request for commitment %s failed", transaction_uid)
         LOG.info(
             "commitment %s reported on %s: %d committed, %d failed",
             transaction_uid,

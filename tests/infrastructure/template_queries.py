@@ -42,12 +42,20 @@ def index_function(template: Template) -> tuple[str, Resource]:
 
 
 def index_queue(template: Template) -> tuple[str, Resource]:
-    """The queue the bucket notifies: the standard (not FIFO) queue with a redrive policy."""
-    return only(
+    """The queue the archive bucket notifies of new objects (standard, with a redrive policy)."""
+    notified = {
+        config["QueueArn"]["Fn::GetAtt"][0]
+        for notification in resources(template, "Custom::S3BucketNotifications").values()
+        for config in notification["Properties"]["NotificationConfiguration"].get("QueueConfigurations", [])
+    }
+    queues = resources(
         template,
         "AWS::SQS::Queue",
         Match.object_like({"RedrivePolicy": Match.any_value(), "FifoQueue": Match.absent()}),
     )
+    found = {logical_id: queue for logical_id, queue in queues.items() if logical_id in notified}
+    assert len(found) == 1, f"expected one notified queue, found {sorted(found)}"
+    return next(iter(found.items()))
 
 
 def dicom_task_definition(template: Template) -> tuple[str, Resource]:

@@ -33,6 +33,14 @@ class Settings:
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # Registration of committed studies (XDS-I.b) and its confirmation (IAN); see docs/registration.md.
+    registration_queue_url: str | None = None
+    ian_queue_url: str | None = None
+    # IAN delivery: the n-th failed attempt is retried after base x 2^(n-1) s; after max_attempts
+    # the notification is FAILED and its message goes to the dead-letter queue (maxReceiveCount).
+    ian_retry_base_seconds: float = 30.0
+    ian_max_attempts: int = 10
+    ian_timeout_seconds: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -53,6 +61,11 @@ class Settings:
             max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
             spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
             index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
+            registration_queue_url=env.get(t.ENV_REGISTRATION_QUEUE_URL) or None,
+            ian_queue_url=env.get(t.ENV_IAN_QUEUE_URL) or None,
+            ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
+            ian_max_attempts=int(env.get(t.ENV_IAN_MAX_ATTEMPTS, "10")),
+            ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -66,10 +79,17 @@ class Settings:
             t.ENV_COMMITMENT_MAX_ATTEMPTS: str(self.commitment_max_attempts),
             t.ENV_MAX_OBJECT_BYTES: str(self.max_object_bytes),
             t.ENV_SPOOL_DIR: self.spool_dir,
+            t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),
+            t.ENV_IAN_MAX_ATTEMPTS: str(self.ian_max_attempts),
+            t.ENV_IAN_TIMEOUT: str(self.ian_timeout_seconds),
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:
             env[t.ENV_ENDPOINT_URL] = self.endpoint_url
         if self.index_queue_url:
             env[t.ENV_INDEX_QUEUE_URL] = self.index_queue_url
+        if self.registration_queue_url:
+            env[t.ENV_REGISTRATION_QUEUE_URL] = self.registration_queue_url
+        if self.ian_queue_url:
+            env[t.ENV_IAN_QUEUE_URL] = self.ian_queue_url
         return env

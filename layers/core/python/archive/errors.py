@@ -151,6 +151,25 @@ class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
 
 
+# --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
+
+
+class RegistryConflict(ArchiveError):
+    """A registry write lost against another (a replaced entry is no longer Approved)."""
+
+
+class DuplicateUniqueId(RegistryConflict):
+    """A uniqueId of the submission is registered already (XDSRegistryDuplicateUniqueIdInMessage)."""
+
+
+class RegistrationNotConfigured(ConfigurationError):
+    """The organisation (or the archive) has no registration configuration."""
+
+
+class NotificationUndeliverable(ArchiveError):
+    """An IAN could not be delivered this time (refused association, failure status, timeout)."""
+
+
 # --- XDS (ITI-18, ITI-42, ITI-43, RAD-69) -----------------------------------------------------
 # Two kinds. A SoapFaultError refuses the whole message before any XDS processing: the edge answers
 # with a SOAP 1.2 Fault and nothing else. An XdsError is reported inside the transaction's response

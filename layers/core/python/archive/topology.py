@@ -25,6 +25,12 @@ ENV_COMMITMENT_MAX_ATTEMPTS = "COMMITMENT_MAX_ATTEMPTS"
 ENV_MAX_OBJECT_BYTES = "MAX_OBJECT_BYTES"
 ENV_SPOOL_DIR = "SPOOL_DIR"
 ENV_INDEX_QUEUE_URL = "INDEX_QUEUE_URL"
+# Registration (XDS-I.b manifests) and IAN delivery:
+ENV_REGISTRATION_QUEUE_URL = "REGISTRATION_QUEUE_URL"
+ENV_IAN_QUEUE_URL = "IAN_QUEUE_URL"
+ENV_IAN_RETRY_BASE = "IAN_RETRY_BASE_SECONDS"
+ENV_IAN_MAX_ATTEMPTS = "IAN_MAX_ATTEMPTS"
+ENV_IAN_TIMEOUT = "IAN_TIMEOUT_SECONDS"
 # Read by listeners/dicom/__main__.py:
 ENV_DICOM_HOST = "DICOM_HOST"
 ENV_DICOM_PORT = "DICOM_PORT"
@@ -47,6 +53,10 @@ TABLE_ENV = {
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
+    "xds_registry": "TABLE_XDS_REGISTRY",
+    "registrations": "TABLE_REGISTRATIONS",
+    "ian_notifications": "TABLE_IAN_NOTIFICATIONS",
+    "registration_config": "TABLE_REGISTRATION_CONFIG",
 }
 
 
@@ -82,7 +92,14 @@ INDEX_QUEUE = QueueSpec("index", fifo=False, max_receive_count=5, url_env=ENV_IN
 PATIENT_UPDATE_QUEUE = QueueSpec(
     "patient-updates", fifo=True, max_receive_count=5, url_env=ENV_PATIENT_UPDATE_QUEUE_URL
 )
-QUEUES = (INDEX_QUEUE, PATIENT_UPDATE_QUEUE)
+# Studies to register: delayed by the organisation's stability time; see docs/registration.md.
+REGISTRATION_QUEUE = QueueSpec(
+    "registration", fifo=False, max_receive_count=5, url_env=ENV_REGISTRATION_QUEUE_URL
+)
+# One message per IAN; each failed attempt hides it for the backoff. Receives before the DLQ = the
+# number of attempts, which the deployment sets (IAN_MAX_ATTEMPTS); this is the default.
+IAN_QUEUE = QueueSpec("ian", fifo=False, max_receive_count=10, url_env=ENV_IAN_QUEUE_URL)
+QUEUES = (INDEX_QUEUE, PATIENT_UPDATE_QUEUE, REGISTRATION_QUEUE, IAN_QUEUE)
 
 INDEX_INSTANCE = ConsumerSpec(
     "index_instance", "functions/index_instance", "handler.handler", queue=INDEX_QUEUE.name, batch_size=10
@@ -94,4 +111,15 @@ PATIENT_UPDATE = ConsumerSpec(
     queue=PATIENT_UPDATE_QUEUE.name,
     batch_size=10,
 )
-CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE)
+REGISTER_STUDY = ConsumerSpec(
+    "register_study",
+    "functions/register_study",
+    "handler.handler",
+    queue=REGISTRATION_QUEUE.name,
+    batch_size=5,
+)
+# One notification per invocation: each message's visibility is its own backoff.
+SEND_IAN = ConsumerSpec(
+    "send_ian", "functions/send_ian", "handler.handler", queue=IAN_QUEUE.name, batch_size=1
+)
+CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN)

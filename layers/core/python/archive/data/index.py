@@ -27,6 +27,17 @@ STUDY_DATE_UNKNOWN = "0"
 MAX_MERGE_CHAIN = 16
 KNOWN_SERIES_CACHE = 10_000
 MAX_CONFLICT_RETRIES = 5
+# Kept per instance: C-FIND IMAGE level, and what registration needs (manifest times, IAN's
+# performed procedure step, the XDS typeCode and anatomic region).
+INSTANCE_ATTRIBUTES = (
+    "InstanceNumber",
+    "ContentDate",
+    "ContentTime",
+    "TimezoneOffsetFromUTC",
+    "PerformedProcedureStep",
+    "ProcedureCode",
+    "AnatomicRegion",
+)
 
 
 class IndexRepository:
@@ -194,7 +205,7 @@ class IndexRepository:
             rows=_int(a.get("Rows")),
             columns=_int(a.get("Columns")),
             number_of_frames=_int(a.get("NumberOfFrames")),
-            attributes={k: v for k, v in a.items() if k in ("InstanceNumber", "ContentDate", "ContentTime")},
+            attributes={k: v for k, v in a.items() if k in INSTANCE_ATTRIBUTES},
         )
         series_actions = [
             Series.number_of_instances.add(1),

@@ -359,6 +359,107 @@ class PatientChange(Model):
     message = UnicodeAttribute()  # the HL7 message as received (decoded)
 
 
+# --- registration: the XDS registry, registration state, IAN notifications, configuration ----
+
+
+class RegistryByPatient(GlobalSecondaryIndex["XdsRegistryItem"]):
+    """Sparse: registry objects by patient and kind, sorted by status then time, so FindDocuments,
+    FindSubmissionSets and FindFolders are one Query per status (with a time range on the sort key)."""
+
+    class Meta:
+        index_name = "by_patient"
+        projection = AllProjection()
+
+    patient_kind = UnicodeAttribute(hash_key=True)  # "<patient CX>#<kind>"
+    status_time = UnicodeAttribute(range_key=True)  # "<status>#<UTC ISO time>"
+
+
+class XdsRegistryItem(Model):
+    """The XDS registry, one table, four item shapes (see archive.data.xds_registry):
+
+    - ``O#<entryUUID>`` / ``O``: a DocumentEntry, SubmissionSet, Folder or Association (``body``);
+    - ``U#<kind>#<uniqueId>`` / ``U``: the uniqueId guard (conditioned not to exist) -> entryUUID;
+    - ``R#<patient CX>#<CXi>`` / ``<entryUUID>``: a document's referenceIdList value;
+    - ``A#<entryUUID>`` / ``<association entryUUID>``: an association, under each of its two ends.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "xds_registry"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute(null=True)
+    entry_uuid = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    patient_kind = UnicodeAttribute(null=True)
+    status_time = UnicodeAttribute(null=True)
+    body = JSONAttribute(null=True)
+    by_patient = RegistryByPatient()
+
+
+class Registration(Model):
+    """Where a study stands in registration: committed, registered (which version, which entry)."""
+
+    class Meta(_Unbound):
+        logical_name = "registrations"
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    org_oid = UnicodeAttribute()
+    state = UnicodeAttribute()  # COMMITTED | REGISTERED
+    version = NumberAttribute(default=0)
+    entry_uuid = UnicodeAttribute(null=True)
+    manifest_uid = UnicodeAttribute(null=True)
+    fingerprint = UnicodeAttribute(null=True)
+    patient_id = UnicodeAttribute(null=True)
+    committed_at = UTCDateTimeAttribute(null=True)
+    registered_at = UTCDateTimeAttribute(null=True)
+    # Epoch seconds until which a registration message is on its way (one message per quiet period).
+    queued_until = NumberAttribute(default=0)
+
+
+class OpenNotifications(GlobalSecondaryIndex["IanNotification"]):
+    """Sparse: notifications not delivered yet (PENDING) or given up on (FAILED), oldest first."""
+
+    class Meta:
+        index_name = "open"
+        projection = AllProjection()
+
+    open_state = UnicodeAttribute(hash_key=True)
+    created = UnicodeAttribute(range_key=True)
+
+
+class IanNotification(Model):
+    """One Instance Availability Notification to one destination AE for one registration version."""
+
+    class Meta(_Unbound):
+        logical_name = "ian_notifications"
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)  # "<version, 6 digits>#<destination AE>"
+    version = NumberAttribute()
+    destination_ae = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    state = UnicodeAttribute()  # PENDING | DELIVERED | FAILED
+    open_state = UnicodeAttribute(null=True)
+    created = UnicodeAttribute()
+    attempts = NumberAttribute(default=0)
+    last_error = UnicodeAttribute(null=True)
+    delivered_at = UTCDateTimeAttribute(null=True)
+    open_notifications = OpenNotifications()
+
+
+class RegistrationConfig(Model):
+    """Registration configuration: ``archive`` (the archive's identity), ``domain#<OID>`` (an
+    affinity domain's codes), ``org#<OID>`` (an organisation's codes, time zone, stability time)."""
+
+    class Meta(_Unbound):
+        logical_name = "registration_config"
+
+    scope = UnicodeAttribute(hash_key=True)
+    data = JSONAttribute()
+    updated_at = UTCDateTimeAttribute()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organisation,
     ApplicationEntity,
@@ -370,6 +471,10 @@ ALL_MODELS: tuple[type[Model], ...] = (
     AccessRecord,
     HL7Facility,
     PatientChange,
+    XdsRegistryItem,
+    Registration,
+    IanNotification,
+    RegistrationConfig,
 )
 
 

@@ -265,3 +265,10 @@ class RangedReader(io.RawIOBase):
         buffer = bytearray(max(0, min(size, self.size - self._pos)))
         n = self.readinto(buffer)
         return bytes(buffer[:n])
+
+
+def manifest_key(sop_instance_uid: str) -> str:
+    """Manifests (XDS-I.b KOS) live beside the instances, outside ``instances/``: the bucket's
+    notification indexes only ``instances/``, so a manifest never becomes part of its own study."""
+    prefix = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()[:4]
+    return f"manifests/{prefix}/{sop_instance_uid}.dcm"

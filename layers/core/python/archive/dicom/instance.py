@@ -111,6 +111,7 @@ def index_attributes(ds: Dataset) -> dict[str, Any]:
         "Rows",
         "Columns",
         "NumberOfFrames",
+        "TimezoneOffsetFromUTC",
     )
     out: dict[str, Any] = {}
     for keyword in keywords:
@@ -124,6 +125,22 @@ def index_attributes(ds: Dataset) -> dict[str, Any]:
     accession_issuer = ds.get("IssuerOfAccessionNumberSequence")
     if accession_issuer and _text(accession_issuer[0], "UniversalEntityID"):
         out["AccessionIssuer"] = _text(accession_issuer[0], "UniversalEntityID")
+    # For registration (XDS-I.b manifest metadata and IAN): the first item of each, kept small.
+    pps = ds.get("ReferencedPerformedProcedureStepSequence")
+    if pps and _text(pps[0], "ReferencedSOPInstanceUID"):
+        out["PerformedProcedureStep"] = (
+            f"{_text(pps[0], 'ReferencedSOPClassUID') or ''}|{_text(pps[0], 'ReferencedSOPInstanceUID')}"
+        )
+    for keyword, name in (
+        ("ProcedureCodeSequence", "ProcedureCode"),
+        ("AnatomicRegionSequence", "AnatomicRegion"),
+    ):
+        items = ds.get(keyword)
+        if items and _text(items[0], "CodeValue") and _text(items[0], "CodingSchemeDesignator"):
+            item = items[0]
+            out[name] = (
+                f"{_text(item, 'CodeValue')}^{_text(item, 'CodingSchemeDesignator')}^{_text(item, 'CodeMeaning') or ''}"
+            )
     return out
 
 

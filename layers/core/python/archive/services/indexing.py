@@ -17,6 +17,8 @@ class IndexOutcome:
     key: str
     indexed: bool  # False: not an instance object, or indexed before (a redelivery)
     bytes_read: int = 0
+    study_uid: str | None = None
+    org_oid: str | None = None
 
 
 def index_object(
@@ -46,4 +48,4 @@ def index_object(
         received_at=metadata.received_at or datetime.now(UTC),
         attributes=header.attributes,
     )
-    return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched)
+    return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched, item.study_uid, item.org_oid)
