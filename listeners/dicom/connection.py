@@ -7,8 +7,9 @@ pynetdicom 3.0 leaves four things to the application, each fixed here per associ
    reading it is refused (the connection is closed, as on any transport error).
 2. **Send window.** ``send_c_store`` of a file reads it in PDU-sized pieces and queues every piece
    for the association's network thread without limit: a 2 GB object read from a local disk faster
-   than the receiver takes it would end up in memory. Queueing waits while ``SEND_WINDOW_PDUS``
-   pieces are still unsent.
+   than the receiver takes it would end up in memory. Queueing waits while ``SEND_WINDOW_BYTES``
+   worth of PDUs are still unsent. A peer announcing no maximum PDU length (0) would get one PDU
+   per object; the archive sends it PDUs of at most ``MAX_PDU_BYTES`` (always allowed).
 3. **Stolen responses** (the C-MOVE stall). A requestor association's reactor thread polls the
    DIMSE queue while the sending thread waits for a C-STORE response. pynetdicom pauses the reactor
    with a flag handshake that has a window: the reactor can pass its checkpoint just before the
@@ -31,7 +32,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu_primitives import P_DATA, MaximumLengthNotification
 
 # Largest PDU the listener accepts (announced in A-ASSOCIATE as Maximum Length). 0 would mean
 # unlimited; 1 MiB keeps the number of PDUs per large object low while bounding what one read holds.
@@ -40,7 +41,7 @@ MAX_PDU_BYTES = 1024 * 1024
 # long UIDs and user identity stay far below this.
 MAX_ASSOCIATE_PDU_BYTES = 256 * 1024
 PDU_HEADER_BYTES = 6
-SEND_WINDOW_PDUS = 8
+SEND_WINDOW_BYTES = 8 * 1024 * 1024
 # A sub-operation the archive itself fails (no syntax it can send, unreadable object):
 # 0xC000 (Cannot understand) is counted as failed by pynetdicom's C-MOVE/C-GET service.
 STATUS_NOT_SENT = 0xC000
@@ -75,7 +76,7 @@ def guard_connection(event: Any) -> None:
     """EVT_CONN_OPEN handler: receive bound and send window for this association."""
     assoc = event.assoc
     bound_received_pdus(assoc, MAX_PDU_BYTES)
-    bound_send_queue(assoc, SEND_WINDOW_PDUS)
+    bound_send_queue(assoc, SEND_WINDOW_BYTES)
 
 
 def bound_received_pdus(assoc: Any, max_pdu: int) -> None:
@@ -94,7 +95,7 @@ def bound_received_pdus(assoc: Any, max_pdu: int) -> None:
     sock._archive_bounded = True
 
 
-def bound_send_queue(assoc: Any, window: int) -> None:
+def bound_send_queue(assoc: Any, window_bytes: int) -> None:
     dul = assoc.dul
     if getattr(dul, "_archive_window", False):
         return
@@ -103,6 +104,7 @@ def bound_send_queue(assoc: Any, window: int) -> None:
 
     def send_pdu(primitive: Any) -> None:
         if isinstance(primitive, P_DATA):
+            window = max(4, window_bytes // max(assoc.dimse.maximum_pdu_size or MAX_PDU_BYTES, 4096))
             # Queue.get() notifies not_full even for an unbounded queue: wait for the network thread.
             with queue.not_full:
                 while queue._qsize() >= window and dul.is_alive() and not assoc.is_aborted:
@@ -111,6 +113,15 @@ def bound_send_queue(assoc: Any, window: int) -> None:
 
     dul.send_pdu = send_pdu
     dul._archive_window = True
+
+
+def _cap_peer_pdu_length(assoc: Any, cap: int) -> None:
+    """Send PDUs of at most ``cap`` bytes, also to a peer that announced no limit (0)."""
+    peer = assoc.acceptor if assoc.is_requestor else assoc.requestor
+    for item in peer.user_information:
+        if isinstance(item, MaximumLengthNotification):
+            announced = item.maximum_length_received or 0
+            item.maximum_length_received = cap if announced == 0 else min(announced, cap)
 
 
 def keep_alive(assoc: Any) -> None:
@@ -127,6 +138,7 @@ class StoreSender:
 
     def __init__(self, assoc: Any) -> None:
         self._assoc = assoc
+        _cap_peer_pdu_length(assoc, MAX_PDU_BYTES)
         self._lock = threading.Lock()
         self._outstanding = False
         self._original_send = assoc.send_c_store

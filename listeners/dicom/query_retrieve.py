@@ -374,7 +374,7 @@ class QueryRetrieveSCP:
                     yield from self._unsent(items[position:], failures)
                     break
                 item = prepared.item
-                if prepared.path is None:
+                if prepared.path is None and prepared.dataset is None:
                     failures.append(self._failure(operation, prepared))
                 else:
                     operation.disclosed.append(
@@ -385,8 +385,12 @@ class QueryRetrieveSCP:
                             [item.sop_instance_uid],
                         )
                     )
-                sub_operation = SpooledSubOperation(
-                    item.sop_class_uid, item.sop_instance_uid, prepared.path, prepared.discard
+                sub_operation: Dataset = (
+                    prepared.dataset
+                    if prepared.dataset is not None
+                    else SpooledSubOperation(
+                        item.sop_class_uid, item.sop_instance_uid, prepared.path, prepared.discard
+                    )
                 )
                 handed_over = prepared
                 yield self._pending(failures), sub_operation

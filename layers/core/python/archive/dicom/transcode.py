@@ -109,24 +109,43 @@ class FileSource:
         yield self.path
 
 
+Out = Path | BinaryIO
+
+
+def spliced(stored: str, target: str) -> bool:
+    """Whether converting ``stored`` to ``target`` re-encodes only the header (output about as large
+    as the stored object, memory bounded by the header) rather than the whole dataset in memory."""
+    stored_uid, target_uid = UID(stored), UID(target)
+    return stored_uid != DeflatedExplicitVRLittleEndian and (
+        stored_uid == target_uid or (stored_uid in NATIVE_LE and target_uid in NATIVE_LE)
+    )
+
+
+@contextmanager
+def _opened(out: Out) -> Iterator[BinaryIO]:
+    if isinstance(out, Path):
+        with open(out, "wb") as dest:
+            yield dest
+    else:
+        yield out
+
+
 def rewrite(
     source: Source | Path,
     stored: str,
     target: str,
-    out: Path,
+    out: Out,
     edit: Edit,
     *,
     memory_limit: int,
 ) -> None:
-    """Write ``source`` (a Part-10 object in ``stored``) to ``out`` as a Part-10 file in ``target``,
-    with ``edit`` applied to the dataset. Raises TranscodingImpossible if it cannot be done."""
+    """Write ``source`` (a Part-10 object in ``stored``) to ``out`` (a file, or a binary stream) as
+    Part-10 in ``target``, with ``edit`` applied to the dataset. Raises TranscodingImpossible if it
+    cannot be done."""
     if isinstance(source, Path):
         source = FileSource(source)
     stored_uid, target_uid = UID(stored), UID(target)
-    spliceable = stored_uid != DeflatedExplicitVRLittleEndian and (
-        stored_uid == target_uid or (stored_uid in NATIVE_LE and target_uid in NATIVE_LE)
-    )
-    if spliceable and _splice(source, stored_uid, target_uid, out, edit):
+    if spliced(stored, target) and _splice(source, stored_uid, target_uid, out, edit):
         return
     _in_memory(source, stored_uid, target_uid, out, edit, memory_limit)
 
@@ -163,7 +182,7 @@ def choose_syntax(stored: str, accepted: Callable[[str], bool]) -> str:
 
 
 def write_for_receiver(
-    source: Source | Path, stored: str, target: str, out: Path, coerce: Edit, *, memory_limit: int
+    source: Source | Path, stored: str, target: str, out: Out, coerce: Edit, *, memory_limit: int
 ) -> None:
     """Write the Part-10 object ``source`` (stored in ``stored``) to ``out`` in ``target``, coerced."""
     rewrite(source, stored, target, out, coerce, memory_limit=memory_limit)
@@ -176,7 +195,7 @@ def _at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
     return int(tag) in PIXEL_TAGS
 
 
-def _splice(source: Source, stored: UID, target: UID, out: Path, edit: Edit) -> bool:
+def _splice(source: Source, stored: UID, target: UID, out: Out, edit: Edit) -> bool:
     """Re-encode the header, copy the pixel data; False if the layout needs the in-memory path."""
     total = source.size
     with source.header() as fp:
@@ -195,7 +214,7 @@ def _splice(source: Source, stored: UID, target: UID, out: Path, edit: Edit) -> 
             value_start = fp.tell()
     header.file_meta = _file_meta(header, target)
     edit(header)
-    with open(out, "wb") as dest:
+    with _opened(out) as dest:
         dcmwrite(dest, header, enforce_file_format=True)
         if pixel is None:
             # Same syntax: the stored bytes from the pixel data element on, unchanged.
@@ -287,7 +306,7 @@ def native_size(ds: Dataset) -> int:
     return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * samples * frames * max(bits, 8) // 8
 
 
-def _in_memory(source: Source, stored: UID, target: UID, out: Path, edit: Edit, memory_limit: int) -> None:
+def _in_memory(source: Source, stored: UID, target: UID, out: Out, edit: Edit, memory_limit: int) -> None:
     size = source.size
     if size > memory_limit:
         raise TranscodingImpossible(
@@ -311,8 +330,14 @@ def _in_memory(source: Source, stored: UID, target: UID, out: Path, edit: Edit, 
             _big_to_little_endian(ds)
     ds.file_meta = _file_meta(ds, target)
     edit(ds)
-    with open(out, "wb") as dest:
+    with _opened(out) as dest:
         dcmwrite(dest, ds, enforce_file_format=True)
+
+
+def encoded_dataset(part10: bytes) -> Dataset:
+    """A dataset whose elements stay the given encoded bytes: pydicom writes them back verbatim in
+    the same syntax (its original encoding), so handing it to a DIMSE encoder re-encodes nothing."""
+    return pydicom.dcmread(io.BytesIO(part10))
 
 
 def _big_to_little_endian(ds: Dataset) -> None:

@@ -1,11 +1,12 @@
 """C-MOVE and C-GET: which instances an identifier names, and their objects ready to send.
 
 Objects are produced one at a time, in series order: neither the study nor one object is held in
-memory. Each stored object is written to a spool file in the transfer syntax the receiver accepted,
-carrying the patient identity the index holds now (attribute coercion; the stored bytes never
-change), and the sender streams that file. Objects up to 8 MiB are read from S3 in one GET; larger
-ones through ranged reads of the header and one streamed GET of the rest, straight into the spool
-file (``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
+memory. Each stored object is written in the transfer syntax the receiver accepted, carrying the
+patient identity the index holds now (attribute coercion; the stored bytes never change). Objects up
+to 8 MiB are read from S3 in one GET and prepared in memory, as a dataset of already-encoded
+elements the DIMSE encoder copies as they are; larger ones go through ranged reads of the header and
+one streamed GET of the rest, straight into a spool file the sender streams
+(``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
 Reads run ahead on a small thread pool, at most ``prefetch`` objects and ``read_ahead_bytes`` bytes
 in flight, so throughput is bound by the receiver rather than by one object's first-byte latency.
 """
@@ -16,6 +17,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
+
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.dicom.coercion import coerce
-from archive.dicom.transcode import choose_syntax, write_for_receiver
+from archive.dicom.transcode import choose_syntax, encoded_dataset, spliced, write_for_receiver
 from archive.errors import ArchiveError, QueryRefused, StorageFailure
 from archive.model.records import InstanceRecord, PatientDemographics, StudyRecord
 from archive.services.query.find import QueryRequest, QueryService
@@ -67,6 +71,8 @@ class Prepared:
     path: Path | None
     transfer_syntax_uid: str | None = None
     error: ArchiveError | None = None
+    # A small object, ready in memory (elements encoded in ``transfer_syntax_uid``); no spool file.
+    dataset: Dataset | None = None
 
     def discard(self) -> None:
         if self.path is not None:
@@ -97,6 +103,8 @@ class RetrieveService:
         self._read_ahead_bytes = read_ahead_bytes
         self._convert_in_memory_bytes = convert_in_memory_bytes
         self._spool_dir = spool_dir
+        # Conversions that hold a whole dataset (up to ``convert_in_memory_bytes``) run two at a time.
+        self._whole_dataset_conversions = threading.BoundedSemaphore(2)
         self._pool = ThreadPoolExecutor(
             max_workers=max(workers, self._prefetch), thread_name_prefix="retrieve-read"
         )
@@ -194,24 +202,48 @@ class RetrieveService:
                 source = StoredObjectSource(self._objects, item, self._spool_path)
             except Exception as exc:  # botocore errors: the sub-operation fails, the others go on
                 raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
-            out = self._spool_path("send")
-            try:
+
+            def edit(ds: Dataset) -> None:
+                coerce(ds, item.patient)
+
+            if not spliced(item.transfer_syntax_uid, target):
+                # Decoding, byte-swapping, inflating: the whole dataset in memory, a few at a time.
+                with self._whole_dataset_conversions:
+                    return self._to_spool_file(item, source, target, edit)
+            if source.size <= SMALL_OBJECT_BYTES:
+                buffer = io.BytesIO()
                 write_for_receiver(
                     source,
                     item.transfer_syntax_uid,
                     target,
-                    out,
-                    lambda ds: coerce(ds, item.patient),
+                    buffer,
+                    edit,
                     memory_limit=self._convert_in_memory_bytes,
                 )
-            except BaseException:
-                _unlink(out)
-                raise
-            return Prepared(item, out, target)
+                return Prepared(item, None, target, dataset=encoded_dataset(buffer.getvalue()))
+            return self._to_spool_file(item, source, target, edit)
         except ArchiveError as exc:
             return Prepared(item, None, error=exc)
         except Exception as exc:  # a read cut short, a dataset pydicom cannot re-encode
             return Prepared(item, None, error=StorageFailure(f"cannot read or re-encode: {exc}"))
+
+    def _to_spool_file(
+        self, item: RetrieveItem, source: StoredObjectSource, target: str, edit: Callable[[Dataset], None]
+    ) -> Prepared:
+        out = self._spool_path("send")
+        try:
+            write_for_receiver(
+                source,
+                item.transfer_syntax_uid,
+                target,
+                out,
+                edit,
+                memory_limit=self._convert_in_memory_bytes,
+            )
+        except BaseException:
+            _unlink(out)
+            raise
+        return Prepared(item, out, target)
 
     def _spool_path(self, kind: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=f"retrieve-{kind}-", suffix=".dcm", dir=self._spool_dir)
