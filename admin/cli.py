@@ -7,11 +7,25 @@
     python -m admin ae remove DEMO_PACS
     python -m admin hl7-facility add XYZ_RADIOLOGY 1.2.246.10.12345678.10 --namespace ADT1=1.2.246.10.12345678.22.2026
     python -m admin patient history 020516C903K --issuer 1.2.246.21
+    python -m admin commitment undeliverable
+    python -m admin commitment show 1.2.826.0.1.3680043.10.1394.77
+    python -m admin commitment redeliver 1.2.826.0.1.3680043.10.1394.77
     python -m admin xds archive set --oid 1.2.246.x --uid-root 1.2.246.x.1 --repository-unique-id 1.2.246.x.2
     python -m admin xds domain set 1.2.246.21 --class-code 'CODE^SCHEME^Display' ...
     python -m admin xds org set 1.2.246.10.12345678.10 --domain 1.2.246.21 --stability-seconds 60
     python -m admin ian list --state FAILED
     python -m admin ian resend STUDY_UID [--ae DEMO_PACS]
+    python -m admin rejection show <note SOP Instance UID>
+    python -m admin rejection list --study <Study Instance UID>
+    python -m admin rejection revoke <note SOP Instance UID> --by "J. Operator" --reason "ticket 123"
+    python -m admin retention rule set 1.2.246.10.12345678.10 '*' --years 12
+    python -m admin retention show <Study Instance UID>
+    python -m admin retention due [--until 2040-01-01T00:00:00+00:00]
+    python -m admin hold place --study <UID> --by "Lawyer L." --reason "case 7/2026"
+    python -m admin hold release <hold id> --study <UID> --by "Lawyer L."
+    python -m admin disclosures verify 020516C903K --issuer 1.2.246.21
+    python -m admin disclosures report 020516C903K --issuer 1.2.246.21 --format csv
+    python -m admin disclosures anchor
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -23,20 +37,28 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 
 from archive.config import Settings
+from archive.data.commitments import CommitmentRepository
 from archive.data.facilities import FacilityRepository
+from archive.data.index import IndexRepository
 from archive.data.models import bind_models
-from archive.data.patients import PatientRepository
+from archive.data.objects import ObjectStore
+from archive.data.patients import PatientRepository, refusal_log_key
 from archive.data.registration import (
     NotificationRepository,
     RegistrationConfigRepository,
     queue_url_by_name,
 )
 from archive.data.registry import Registry
+from archive.data.rejections import RejectionRepository
+from archive.data.retention import RetentionRepository
 from archive.errors import ArchiveError
+from archive.model.disclosure import report_csv
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import ROLES, AEInfo, FacilityInfo, OrganisationInfo
 from archive.model.registration import (
@@ -47,9 +69,14 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
+from archive.model.retention import RetentionRule
 from archive.services.availability import AvailabilityService
+from archive.services.corrections import CorrectionService
+from archive.services.disclosure import build_disclosure_log
+from archive.services.retention import RetentionService
 
-from local.resources import local_table_names
+from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
+from local.resources import local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
 
@@ -58,11 +85,10 @@ def _settings(endpoint: str | None) -> Settings:
     if endpoint:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        return Settings(
+        return local_settings(
+            endpoint,
             region=os.environ.get("AWS_REGION", "eu-north-1"),
-            bucket="unused",
-            tables=local_table_names(),
-            endpoint_url=endpoint,
+            audit_bucket=LOCAL_AUDIT_BUCKET,
             ian_queue_url=os.environ.get("IAN_QUEUE_URL") or None,
         )
     return Settings.from_env()
@@ -79,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--trusted-issuer", action="append", default=[], help="assigning authority OID")
     add.add_argument("--default-issuer", help="issuer assumed when an image carries none")
+    add.add_argument(
+        "--certificate-name",
+        action="append",
+        default=[],
+        help="a name (CN=..., DNS:...) identifying the organisation's certificates, if they carry no urn:oid",
+    )
     add.add_argument("--replace", action="store_true")
     org.add_parser("list")
     rm = org.add_parser("remove")
@@ -91,7 +123,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("host")
     add.add_argument("port", type=int)
     add.add_argument("--role", action="append", default=[], choices=ROLES)
-    add.add_argument("--tls", action="store_true")
+    add.add_argument("--tls", action="store_true", help="connections to and from this AE use TLS")
+    add.add_argument(
+        "--certificate-name",
+        action="append",
+        default=[],
+        help="the node's certificate must carry this name (CN=..., DNS:..., URI:...)",
+    )
     add.add_argument(
         "--address",
         action="append",
@@ -130,6 +168,23 @@ def parser() -> argparse.ArgumentParser:
     history = patient.add_parser("history", help="every HL7 change to the identity, oldest first")
     history.add_argument("patient_id")
     history.add_argument("--issuer", required=True, help="assigning authority OID")
+    refusals = patient.add_parser(
+        "refusals", help="HL7 messages of an organisation refused before they named an identity"
+    )
+    refusals.add_argument("org_oid")
+
+    commitment = sub.add_parser("commitment", help="storage commitment transactions").add_subparsers(
+        dest="action", required=True
+    )
+    commitment.add_parser(
+        "undeliverable", help="transactions whose report could not be delivered (alarmed), oldest first"
+    )
+    show = commitment.add_parser("show", help="one transaction: state, attempts, outcome counts")
+    show.add_argument("transaction_uid")
+    redeliver = commitment.add_parser(
+        "redeliver", help="retry an UNDELIVERABLE transaction's report (after fixing the requester's AE)"
+    )
+    redeliver.add_argument("transaction_uid")
 
     xds = sub.add_parser("xds", help="registration of studies (XDS-I.b): identity and code sets")
     xds_scopes = xds.add_subparsers(dest="scope", required=True)
@@ -176,6 +231,65 @@ def parser() -> argparse.ArgumentParser:
     resend = ian.add_parser("resend", help="queue a study's latest notification again")
     resend.add_argument("study_uid")
     resend.add_argument("--ae", help="only to this destination (default: all of the study's)")
+
+    rejection = sub.add_parser("rejection", help="IOCM rejection notes (docs/conformance-iocm.md)")
+    rejection_actions = rejection.add_subparsers(dest="action", required=True)
+    show = rejection_actions.add_parser("show", help="a rejection note's record")
+    show.add_argument("note_uid")
+    ls = rejection_actions.add_parser("list", help="instances of a study that rejection notes hide now")
+    ls.add_argument("--study", required=True)
+    revoke = rejection_actions.add_parser("revoke", help="show the instances a note rejected again")
+    revoke.add_argument("note_uid")
+    revoke.add_argument("--by", required=True, help="who decided the revoke")
+    revoke.add_argument("--reason", required=True, help="why (ticket, decision)")
+
+    retention = sub.add_parser("retention", help="retention rules and study retention (docs/retention.md)")
+    retention_actions = retention.add_subparsers(dest="action", required=True)
+    rule = retention_actions.add_parser("rule", help="rules per organisation and study type")
+    rule_actions = rule.add_subparsers(dest="rule_action", required=True)
+    rule_set = rule_actions.add_parser("set")
+    rule_set.add_argument("org_oid")
+    rule_set.add_argument("study_type", help="a modality (CT, MG, ...) or * for any study")
+    rule_set.add_argument("--years", type=int, default=0)
+    rule_set.add_argument("--days", type=int, default=0)
+    rule_set.add_argument(
+        "--allow-early-destruction", action="store_true", help="113039 notes may ask for it"
+    )
+    rule_list = rule_actions.add_parser("list")
+    rule_list.add_argument("org_oid")
+    show = retention_actions.add_parser("show", help="a study's retention end and holds")
+    show.add_argument("study_uid")
+    due = retention_actions.add_parser("due", help="studies whose retention has ended (from the index)")
+    due.add_argument("--until", help="UTC ISO time; default now")
+
+    hold = sub.add_parser("hold", help="legal holds on a study or a patient")
+    hold_actions = hold.add_subparsers(dest="action", required=True)
+    for name in ("place", "release", "list"):
+        action = hold_actions.add_parser(name)
+        if name == "release":
+            action.add_argument("hold_id")
+        target = action.add_mutually_exclusive_group(required=True)
+        target.add_argument("--study", help="Study Instance UID")
+        target.add_argument("--patient", help="Patient ID (with --issuer)")
+        action.add_argument("--issuer", help="assigning authority OID of --patient")
+        if name != "list":
+            action.add_argument("--by", required=True, help="who places or releases the hold")
+        if name == "place":
+            action.add_argument("--reason", required=True, help="why (case, decision)")
+    disclosures = sub.add_parser("disclosures", help="the disclosure log").add_subparsers(
+        dest="action", required=True
+    )
+    for name, text in (
+        ("verify", "prove the patient's chains intact, or name the first broken link (exit 2)"),
+        ("report", "every disclosure of the patient: to whom, why, when (UTC), how"),
+    ):
+        command = disclosures.add_parser(name, help=text)
+        command.add_argument("patient", help="Patient ID (with --issuer), or <id>^^^<issuer>")
+        command.add_argument("--issuer", help="assigning authority OID")
+        if name == "report":
+            command.add_argument("--format", choices=("json", "csv"), default="json")
+    anchor = disclosures.add_parser("anchor", help="anchor recently grown chains in the audit bucket now")
+    anchor.add_argument("--hours", type=float, default=3.0, help="look-back window")
     return p
 
 
@@ -255,6 +369,93 @@ def _ian(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({**asdict(notification), "resent": args.action == "resend"}, default=str))
 
 
+def _commitment(args: argparse.Namespace, settings: Settings) -> int:
+    commitments = CommitmentRepository(settings)
+    if args.action == "undeliverable":
+        for transaction in commitments.undeliverable():
+            print(json.dumps(transaction.as_json()))
+        return 0
+    if args.action == "show":
+        found = commitments.get(args.transaction_uid)
+        if found is None:
+            print(f"error: no commitment transaction {args.transaction_uid}", file=sys.stderr)
+            return 1
+        print(json.dumps(found.as_json()))
+        return 0
+    if not commitments.redeliver(args.transaction_uid, now=time.time()):
+        print(f"error: {args.transaction_uid} is not an UNDELIVERABLE transaction", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _retention_service(settings: Settings) -> RetentionService:
+    return RetentionService(
+        RetentionRepository(),
+        ObjectStore(settings),
+        lock_mode=settings.object_lock_mode,
+        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+    )
+
+
+def _retention(args: argparse.Namespace, settings: Settings) -> None:
+    service = _retention_service(settings)
+    if args.action == "rule":
+        if args.rule_action == "set":
+            service.set_rule(
+                RetentionRule(
+                    args.org_oid, args.study_type, args.years, args.days, args.allow_early_destruction
+                )
+            )
+        else:
+            for rule in service.rules_of(args.org_oid):
+                print(json.dumps(asdict(rule)))
+    elif args.action == "show":
+        found = service.retention_of(args.study_uid)
+        if found is None:
+            raise ValueError(f"no study {args.study_uid}")
+        print(json.dumps(asdict(found), default=str))
+    else:
+        until = datetime.fromisoformat(args.until) if args.until else datetime.now(UTC)
+        for study_uid, end in service.studies_due(until):
+            print(json.dumps({"study_uid": study_uid, "retention_end": end.isoformat()}))
+
+
+def _hold(args: argparse.Namespace, settings: Settings) -> None:
+    service = _retention_service(settings)
+    if args.patient and not args.issuer:
+        raise ValueError("--patient needs --issuer")
+    target = {
+        "study_uid": args.study,
+        "patient_key": PatientIdentity(args.patient, args.issuer).key if args.patient else None,
+    }
+    if args.action == "place":
+        placed, objects = service.place_hold(by=args.by, reason=args.reason, **target)
+        print(json.dumps({**asdict(placed), "objects_held": objects}, default=str))
+    elif args.action == "release":
+        released = service.release_hold(args.hold_id, by=args.by, **target)
+        print(json.dumps({"hold_id": args.hold_id, "objects_released": released}))
+    else:
+        for found in service.holds_on(**target):
+            print(json.dumps(asdict(found), default=str))
+
+
+def _rejection(args: argparse.Namespace, settings: Settings) -> None:
+    index = IndexRepository(settings)
+    corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
+    if args.action == "show":
+        print(json.dumps(asdict(corrections.rejection(args.note_uid)), default=str))
+    elif args.action == "list":
+        for rejected in corrections.rejected_in_study(args.study):
+            print(json.dumps(asdict(rejected)))
+    else:
+        outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        print(
+            json.dumps(
+                {"note_uid": args.note_uid, "restored": outcome.restored, "state": outcome.record.state}
+            )
+        )
+
+
 def _hl7_facility(args: argparse.Namespace) -> None:
     facilities = FacilityRepository()
     if args.action == "add":
@@ -269,9 +470,36 @@ def _hl7_facility(args: argparse.Namespace) -> None:
 
 
 def _patient(args: argparse.Namespace, settings: Settings) -> None:
-    key = PatientIdentity(args.patient_id, args.issuer).key
+    if args.action == "refusals":
+        key = refusal_log_key(args.org_oid)
+    else:
+        key = PatientIdentity(args.patient_id, args.issuer).key
     for change in PatientRepository(settings).history(key):
         print(json.dumps(change, ensure_ascii=False))
+
+
+def _disclosures(args: argparse.Namespace, settings: Settings) -> int:
+    log = build_disclosure_log(settings)
+    if args.action == "anchor":
+        print(json.dumps({"anchors_written": log.anchor(lookback=timedelta(hours=args.hours))}))
+        return 0
+    if "^^^" in args.patient:
+        key = args.patient
+    elif args.issuer:
+        key = PatientIdentity(args.patient, args.issuer).key
+    else:
+        raise ValueError("give --issuer, or the patient as <id>^^^<issuer>")
+    if args.action == "verify":
+        verdicts = log.verify(key)
+        for verdict in verdicts:
+            print(json.dumps(verdict.as_json(), ensure_ascii=False))
+        return 0 if all(v.intact for v in verdicts) else 2
+    rows = log.report(key)
+    if args.format == "csv":
+        sys.stdout.write(report_csv(rows))
+    else:
+        print(json.dumps({"patient": key, "disclosures": rows}, ensure_ascii=False, indent=1))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,6 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bind_models(settings)
     registry = Registry()
     try:
+        if args.kind == "commitment":
+            return _commitment(args, settings)
+        if args.kind == "disclosures":
+            return _disclosures(args, settings)
         if args.kind == "hl7-facility":
             _hl7_facility(args)
         elif args.kind == "xds":
@@ -288,10 +520,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             _ian(args, settings)
         elif args.kind == "patient":
             _patient(args, settings)
+        elif args.kind == "rejection":
+            _rejection(args, settings)
+        elif args.kind == "retention":
+            _retention(args, settings)
+        elif args.kind == "hold":
+            _hold(args, settings)
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(
-                    OrganisationInfo(args.oid, args.name, tuple(args.trusted_issuer), args.default_issuer),
+                    OrganisationInfo(
+                        args.oid,
+                        args.name,
+                        tuple(args.trusted_issuer),
+                        args.default_issuer,
+                        tuple(args.certificate_name),
+                    ),
                     replace=args.replace,
                 )
             elif args.action == "list":
@@ -311,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         tuple(args.role),
                         args.description,
                         tuple(args.address),
+                        tuple(args.certificate_name),
                     ),
                     replace=args.replace,
                 )

@@ -7,10 +7,14 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+# Where metrics counted from log lines (metric filters) go.
+ALARM_METRICS_NAMESPACE = "ImagingArchive/Logs"
 
 
 class OperatorAlarms(Construct):
@@ -51,7 +55,54 @@ class OperatorAlarms(Construct):
             evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self._notify(alarm)
+        return alarm
+
+    def alarm_on_metric(
+        self, metric: cloudwatch.IMetric, *, purpose: str, description: str
+    ) -> cloudwatch.Alarm:
+        """Alarm as soon as ``metric`` (a count of failures the code reports) is at least 1."""
+        alarm = cloudwatch.Alarm(
+            self,
+            _construct_id(purpose),
+            alarm_description=description,
+            metric=metric,
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self._notify(alarm)
+        return alarm
+
+    def alarm_on_log_text(
+        self, log_group: logs.ILogGroup, text: str, *, purpose: str, description: str
+    ) -> cloudwatch.Alarm:
+        """Alarm on every log line of ``log_group`` containing ``text`` (a metric filter counts them)."""
+        metric_filter = logs.MetricFilter(
+            self,
+            f"{_construct_id(purpose)}Filter",
+            log_group=log_group,
+            filter_pattern=logs.FilterPattern.literal(f'"{text}"'),
+            metric_namespace=ALARM_METRICS_NAMESPACE,
+            metric_name=_construct_id(purpose),
+            metric_value="1",
+        )
+        return self.alarm_on_metric(
+            metric_filter.metric(statistic=cloudwatch.Stats.SUM, period=Duration.minutes(5)),
+            purpose=purpose,
+            description=description,
+        )
+
+    def _notify(self, alarm: cloudwatch.Alarm) -> None:
         action = cloudwatch_actions.SnsAction(self.topic)
         alarm.add_alarm_action(action)
         alarm.add_ok_action(action)
-        return alarm
+
+    def alarm_to_operator(self, alarm: cloudwatch.Alarm) -> None:
+        """Send an alarm made elsewhere (e.g. a failing scheduled job) to the operator's topic."""
+        self._notify(alarm)
+
+
+def _construct_id(purpose: str) -> str:
+    return purpose.title().replace(" ", "")

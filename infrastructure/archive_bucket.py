@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from archive.data.objects import INSTANCE_PREFIX
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
@@ -23,8 +25,12 @@ _READ_OBJECT_ACTIONS = (
     "s3:GetObjectVersionAttributes",
 )
 # PutObject also covers multipart create/upload/complete; aborting a failed multipart upload is
-# separate. There is deliberately no delete, retention or legal-hold action here.
-_WRITE_OBJECT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# separate. PutObjectRetention lets the PUT carry its retain-until date (docs/retention.md): under
+# COMPLIANCE it can only lengthen a lock, and without s3:BypassGovernanceRetention not shorten a
+# GOVERNANCE one. There is deliberately no delete or legal-hold action here.
+# Smaller objects are not worth a transition (see the lifecycle rule).
+TIER_MINIMUM_OBJECT_BYTES = 128 * 1024 - 1
+_WRITE_OBJECT_ACTIONS = ("s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload")
 
 
 class ArchiveBucket(Construct):
@@ -41,6 +47,7 @@ class ArchiveBucket(Construct):
         *,
         object_lock_mode: ObjectLockMode,
         retention_days: int,
+        tiers: Sequence[tuple[s3.StorageClass, Duration]] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         retention = Duration.days(retention_days)
@@ -90,6 +97,22 @@ class ArchiveBucket(Construct):
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="archive-bucket/",
             removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                # Instances move to colder classes as they age (docs/retention.md, "Tiers"); a
+                # transition keeps the version and its Object Lock. Objects under 128 KB stay:
+                # Glacier classes bill them as 128 KB plus a per-object transition fee.
+                s3.LifecycleRule(
+                    id="instance-tiers",
+                    prefix=INSTANCE_PREFIX,
+                    object_size_greater_than=TIER_MINIMUM_OBJECT_BYTES,
+                    transitions=[
+                        s3.Transition(storage_class=storage_class, transition_after=after)
+                        for storage_class, after in tiers
+                    ],
+                )
+            ]
+            if tiers
+            else None,
         )
         CfnOutput(self, "BucketName", value=self.bucket.bucket_name, description="The archive bucket")
 

@@ -24,9 +24,10 @@ NO_CERTIFICATE_WARNING_ID = "archive:listener-without-tls"
 class TcpListenerService(Construct):
     """One containerised TCP listener: image, task, service, autoscaling, NLB and its listener.
 
-    The load balancer terminates TLS when ``certificate_arn`` is given and forwards plain TCP to the
-    container; without a certificate it forwards TCP as is, and synth warns (see
-    docs/deployment.md). Health checks open a TCP connection to the container port.
+    The load balancer passes TCP through: with ``tls`` the container terminates TLS itself, since
+    only it can check the client certificate against the organisation registered for the caller
+    (docs/security.md). Without ``tls`` the listener is plain TCP and synth warns. Health checks
+    open a TCP connection and close it without a byte (the listener treats that as a probe).
     """
 
     def __init__(
@@ -39,7 +40,7 @@ class TcpListenerService(Construct):
         dockerfile: str,
         container_port: int,
         environment: Mapping[str, str],
-        certificate_arn: str | None,
+        tls: bool,
         client_cidrs: Sequence[str],
         internet_facing: bool,
         access_logs_bucket: s3.IBucket,
@@ -125,22 +126,14 @@ class TcpListenerService(Construct):
             ),
         )
         self.load_balancer.log_access_logs(access_logs_bucket, prefix=f"nlb/{name}")
-        if certificate_arn:
-            self.listener = self.load_balancer.add_listener(
-                "Tls",
-                port=listener_port,
-                protocol=elbv2.Protocol.TLS,
-                certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn)],
-                ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
-            )
-        else:
-            self.listener = self.load_balancer.add_listener(
-                "Tcp", port=listener_port, protocol=elbv2.Protocol.TCP
-            )
+        self.listener = self.load_balancer.add_listener(
+            "Tcp", port=listener_port, protocol=elbv2.Protocol.TCP
+        )
+        if not tls:
             Annotations.of(self).add_warning_v2(
                 NO_CERTIFICATE_WARNING_ID,
-                f"No certificate for the {name} listener: it accepts plain TCP on port {listener_port}. "
-                "Patient data must not cross networks unencrypted; see docs/deployment.md.",
+                f"No TLS for the {name} listener: it accepts plain TCP on port {listener_port}. "
+                "Patient data must not cross networks unencrypted; see docs/security.md.",
             )
         self.target_group = self.listener.add_targets(
             "Tasks",
@@ -185,7 +178,8 @@ class TcpListenerService(Construct):
             self.task_definition,
             "AwsSolutions-ECS2",
             "The environment holds only resource names and tuning values (bucket, tables, AE title, "
-            "timeouts), no secrets.",
+            "timeouts, the TLS secret's ARN), no secrets; the TLS material is read from Secrets "
+            "Manager at run time.",
         )
 
     @property

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infrastructure.nag import acknowledge
 from infrastructure.settings import DLQ_RETENTION
 
 
@@ -60,4 +62,15 @@ class DeadLetteredQueue(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dead_letter_queue, max_receive_count=max_receive_count
             ),
+        )
+
+    def grant_send_messages(self, grantee: iam.IRole) -> None:
+        """Let ``grantee`` send to the queue (and encrypt with its key), nothing else."""
+        self.queue.grant_send_messages(grantee)
+        acknowledge(
+            grantee,
+            "AwsSolutions-IAM5",
+            "CDK's grant to encrypt messages with the queue's own key: the resource is that one key; "
+            "the wildcards only cover variants of the same operation.",
+            findings=("Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"),
         )

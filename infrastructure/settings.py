@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from archive.topology import (
+    ADMIN_API,
+    DESTROY_EXPIRED,
+    DISCLOSURE_ANCHOR,
+    DISCLOSURE_NOTIFICATION,
     INDEX_INSTANCE,
     INDEX_QUEUE,
     PATIENT_UPDATE,
@@ -28,6 +32,7 @@ from archive.topology import (
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Node
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,18 +42,26 @@ DEFAULT_REGION = "eu-north-1"
 
 # Environment variable names, queues and their consumers come from archive.topology (one
 # declaration, also read by the local cloud and the code); only their AWS sizing is decided here.
+# A listener port set to this is switched off (TLS-only listeners; listeners/*/__main__.py).
+PORT_OFF = "off"
 ARCHIVE_AE_TITLE = "ARCHIVE"
 POWERTOOLS_METRICS_NAMESPACE = "ImagingArchive"
+# Powertools service name of the DICOM listener: the ``service`` dimension of its metrics.
+DICOM_LISTENER_SERVICE = "dicom-listener"
 
 # --- source folders (relative to the repository root) --------------------------------------------
 CORE_LAYER_DIR = REPO_ROOT / "layers" / "core"
 DEPS_REQUIREMENTS_DIR = REPO_ROOT / "layers" / "deps"
 INDEX_FUNCTION_DIR = REPO_ROOT / INDEX_INSTANCE.code_dir
+DESTROY_FUNCTION_DIR = REPO_ROOT / DESTROY_EXPIRED.code_dir
 INDEX_FUNCTION_HANDLER = INDEX_INSTANCE.handler
 DICOM_DOCKERFILE = "listeners/dicom/Dockerfile"
 PATIENT_UPDATE_FUNCTION_DIR = REPO_ROOT / PATIENT_UPDATE.code_dir
 PATIENT_UPDATE_FUNCTION_HANDLER = PATIENT_UPDATE.handler
 HL7_DOCKERFILE = "listeners/hl7/Dockerfile"
+NOTIFICATION_FUNCTION_DIR = REPO_ROOT / DISCLOSURE_NOTIFICATION.code_dir
+ADMIN_API_FUNCTION_DIR = REPO_ROOT / ADMIN_API.code_dir
+ANCHOR_FUNCTION_DIR = REPO_ROOT / DISCLOSURE_ANCHOR.code_dir
 REGISTER_FUNCTION_DIR = REPO_ROOT / REGISTER_STUDY.code_dir
 REGISTER_FUNCTION_HANDLER = REGISTER_STUDY.handler
 IAN_FUNCTION_DIR = REPO_ROOT / SEND_IAN.code_dir
@@ -78,6 +91,10 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_11
 # Graviton: cheaper per GB-second; the deps layer is built from aarch64 wheels to match.
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+# Storage tiers of instance objects by age (docs/retention.md). Only classes served without a
+# restore: Glacier Flexible Retrieval and Deep Archive need the restore-on-retrieve path and the
+# NEARLINE availability in C-FIND first, which the archive does not have yet.
+INSTANCE_TIERS = ((s3.StorageClass.GLACIER_INSTANT_RETRIEVAL, Duration.days(90)),)
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 INDEX_FUNCTION_MEMORY_MB = 512
 INDEX_BATCH_SIZE = INDEX_INSTANCE.batch_size
@@ -96,6 +113,20 @@ PATIENT_UPDATE_FUNCTION_MEMORY_MB = 256
 PATIENT_UPDATE_BATCH_SIZE = PATIENT_UPDATE.batch_size
 PATIENT_UPDATE_MAX_RECEIVE_COUNT = PATIENT_UPDATE_QUEUE.max_receive_count
 MAX_AZS = 2
+# TLS ends in the containers (the NLB passes TCP through): DICOM on the registered dicom-tls port,
+# MLLP/TLS on the usual MLLP port. Certificates are reloaded this often after a rotation.
+DICOM_TLS_PORT = 2762
+HL7_TLS_PORT = 2575
+TLS_CHECK_SECONDS = 300
+# Audit trail and disclosure log: retention of the Object-Locked audit bucket (12 years, the
+# Finnish retention of log data about the use of patient records), anchoring schedule.
+AUDIT_RETENTION_DAYS = 4383
+DISCLOSURE_ANCHOR_EVERY = Duration.hours(1)
+DISCLOSURE_ANCHOR_LOOKBACK_HOURS = 3
+API_FUNCTION_TIMEOUT = Duration.seconds(29)
+API_FUNCTION_MEMORY_MB = 512
+TRUSTSTORE_KEY = "truststore.pem"
+SYSLOG_TLS_PORT = 6514
 # Registration: one message per study and quiet period; a manifest of a large study takes seconds.
 REGISTER_FUNCTION_TIMEOUT = Duration.seconds(120)
 REGISTER_FUNCTION_MEMORY_MB = 512
@@ -149,8 +180,15 @@ def powertools_env(service: str) -> dict[str, str]:
 CTX_STAGE = "stage"
 CTX_OBJECT_LOCK_MODE = "objectLockMode"
 CTX_RETENTION_DAYS = "retentionDays"
-CTX_DICOM_CERTIFICATE_ARN = "dicomCertificateArn"
-CTX_HL7_CERTIFICATE_ARN = "hl7CertificateArn"
+CTX_LISTENER_TLS = "listenerTls"
+CTX_AUDIT_RETENTION_DAYS = "auditRetentionDays"
+CTX_AUDIT_SYSLOG_HOST = "auditSyslogHost"
+CTX_AUDIT_SYSLOG_PORT = "auditSyslogPort"
+CTX_XDS_DOMAIN_NAME = "xdsDomainName"
+CTX_XDS_CERTIFICATE_ARN = "xdsCertificateArn"
+CTX_XDS_TRUSTSTORE_VERSION = "xdsTruststoreVersion"
+# Gone: the load balancer no longer terminates TLS (it cannot check client certificates).
+RETIRED_CONTEXT = ("dicomCertificateArn", "hl7CertificateArn")
 CTX_CLIENT_CIDRS = "clientCidrs"
 CTX_VPC_CIDR = "vpcCidr"
 CTX_ALARM_EMAIL = "alarmEmail"
@@ -170,9 +208,17 @@ class DeploymentSettings:
     stage: str = "production"
     object_lock_mode: ObjectLockMode = ObjectLockMode.COMPLIANCE
     retention_days: int = 3650
-    dicom_certificate_arn: str | None = None
-    # The HL7 (MLLP) listener's certificate; without one it uses the DICOM listener's.
-    hl7_certificate_arn: str | None = None
+    # TLS with organisation certificates in the listener containers, from the stack's TLS secret
+    # (filled by the operator before this is turned on; docs/security.md).
+    listener_tls: bool = False
+    audit_retention_days: int = AUDIT_RETENTION_DAYS
+    # An IHE ATNA audit repository that also receives every audit message (ITI-20, syslog/TLS).
+    audit_syslog_host: str | None = None
+    audit_syslog_port: int = SYSLOG_TLS_PORT
+    # The XDS API's custom domain (mutual TLS with the customers' CAs) and its ACM certificate.
+    xds_domain_name: str | None = None
+    xds_certificate_arn: str | None = None
+    xds_truststore_version: str | None = None
     # The VPC's address range; choose one that does not overlap customers' networks reached by VPN.
     vpc_cidr: str = "10.60.0.0/16"
     # Networks allowed to reach the listeners besides the VPC itself. Any public range makes the
@@ -194,15 +240,22 @@ class DeploymentSettings:
             )
         for cidr in (self.vpc_cidr, *self.client_cidrs):
             ipaddress.ip_network(cidr)  # raises ValueError on a typo or host bits set
-        if self.listeners_internet_facing and not self.dicom_certificate_arn:
+        if self.listeners_internet_facing and not self.listener_tls:
             raise ValueError(
-                f"{CTX_CLIENT_CIDRS} includes public networks: give {CTX_DICOM_CERTIFICATE_ARN} too; "
+                f"{CTX_CLIENT_CIDRS} includes public networks: set {CTX_LISTENER_TLS}=true too; "
                 "DICOM without TLS must not cross the internet"
             )
-
-    @property
-    def hl7_certificate(self) -> str | None:
-        return self.hl7_certificate_arn or self.dicom_certificate_arn
+        if self.audit_retention_days < 1:
+            raise ValueError(
+                f"{CTX_AUDIT_RETENTION_DAYS} must be at least 1, got {self.audit_retention_days}"
+            )
+        if self.audit_syslog_host and not self.listener_tls:
+            raise ValueError(
+                f"{CTX_AUDIT_SYSLOG_HOST} needs {CTX_LISTENER_TLS}=true: audit messages go out over TLS "
+                "with the archive's certificate"
+            )
+        if bool(self.xds_domain_name) != bool(self.xds_certificate_arn):
+            raise ValueError(f"give {CTX_XDS_DOMAIN_NAME} and {CTX_XDS_CERTIFICATE_ARN} together")
 
     @property
     def listener_client_cidrs(self) -> tuple[str, ...]:
@@ -229,14 +282,28 @@ class DeploymentSettings:
             value = node.try_get_context(key)
             return None if value in (None, "") else value
 
+        retired = [key for key in RETIRED_CONTEXT if get(key) is not None]
+        if retired:
+            raise ValueError(
+                f"{', '.join(retired)}: the load balancers no longer terminate TLS (they cannot check "
+                f"client certificates); TLS ends in the containers with {CTX_LISTENER_TLS}=true and the "
+                "stack's TLS secret (docs/security.md)"
+            )
         mode = get(CTX_OBJECT_LOCK_MODE)
         days = get(CTX_RETENTION_DAYS)
+        audit_days = get(CTX_AUDIT_RETENTION_DAYS)
+        syslog_port = get(CTX_AUDIT_SYSLOG_PORT)
         return cls(
             stage=str(get(CTX_STAGE) or defaults.stage),
             object_lock_mode=ObjectLockMode(str(mode).upper()) if mode else defaults.object_lock_mode,
             retention_days=int(days) if days is not None else defaults.retention_days,
-            dicom_certificate_arn=get(CTX_DICOM_CERTIFICATE_ARN),
-            hl7_certificate_arn=get(CTX_HL7_CERTIFICATE_ARN),
+            listener_tls=_flag(get(CTX_LISTENER_TLS)),
+            audit_retention_days=int(audit_days) if audit_days is not None else defaults.audit_retention_days,
+            audit_syslog_host=get(CTX_AUDIT_SYSLOG_HOST),
+            audit_syslog_port=int(syslog_port) if syslog_port is not None else defaults.audit_syslog_port,
+            xds_domain_name=get(CTX_XDS_DOMAIN_NAME),
+            xds_certificate_arn=get(CTX_XDS_CERTIFICATE_ARN),
+            xds_truststore_version=get(CTX_XDS_TRUSTSTORE_VERSION),
             vpc_cidr=str(get(CTX_VPC_CIDR) or defaults.vpc_cidr),
             client_cidrs=_string_list(get(CTX_CLIENT_CIDRS)),
             alarm_email=get(CTX_ALARM_EMAIL),
@@ -255,6 +322,16 @@ def _is_internal(cidr: str) -> bool:
     return isinstance(network, ipaddress.IPv4Network) and any(
         network.subnet_of(internal) for internal in _INTERNAL_NETWORKS
     )
+
+
+def _flag(value: Any) -> bool:
+    """A boolean from cdk.json, or "true"/"false" from ``-c key=value``."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "yes", "no", "1", "0"):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return text in ("true", "yes", "1")
 
 
 def _string_list(value: Any) -> tuple[str, ...]:

@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from archive import topology as t
 from archive.data.schema import table_specs
-from aws_cdk import Duration, Stack
+from aws_cdk import Annotations, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infrastructure import settings as s
+from infrastructure import table_access
 from infrastructure.alarms import OperatorAlarms
+from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
+from infrastructure.audit_bucket import AuditBucket
 from infrastructure.availability import AvailabilityNotifications
+from infrastructure.disclosure_apis import AdminApi, CustomerApi
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
 from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
+from infrastructure.retention import DestructionSchedule
 from infrastructure.tables import ArchiveTables
+from infrastructure.tls_secret import TlsSecret
+
+NO_CUSTOMER_API_WARNING_ID = "archive:no-customer-api"
 
 
 class ArchiveStack(Stack):
@@ -36,8 +49,18 @@ class ArchiveStack(Stack):
             "Archive",
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
+            tiers=s.INSTANCE_TIERS,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
+        # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
+        audit = AuditBucket(
+            self,
+            "Audit",
+            object_lock_mode=deployment.object_lock_mode,
+            retention_days=deployment.audit_retention_days,
+            access_logs_bucket=storage.access_logs_bucket,
+        )
+        tls_secret = TlsSecret(self, "ListenerTls")
         index_queue = DeadLetteredQueue(
             self,
             "IndexQueue",
@@ -51,11 +74,29 @@ class ArchiveStack(Stack):
         alarms = OperatorAlarms(self, "Alarms", email=deployment.alarm_email)
         alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
 
+        security_env = {
+            t.ENV_AUDIT_BUCKET: audit.bucket.bucket_name,
+            t.ENV_AUDIT_SOURCE_ID: s.ARCHIVE_AE_TITLE,
+        }
+        if deployment.listener_tls:
+            security_env[t.ENV_TLS_SECRET_ID] = tls_secret.secret.secret_arn
+            security_env[t.ENV_TLS_CHECK_SECONDS] = str(s.TLS_CHECK_SECONDS)
+        if deployment.audit_syslog_host:
+            security_env[t.ENV_AUDIT_SYSLOG_HOST] = deployment.audit_syslog_host
+            security_env[t.ENV_AUDIT_SYSLOG_PORT] = str(deployment.audit_syslog_port)
         archive_env = {
             t.ENV_BUCKET: storage.bucket.bucket_name,
             t.ENV_AE_TITLE: s.ARCHIVE_AE_TITLE,
+            t.ENV_OBJECT_LOCK_MODE: deployment.object_lock_mode.value,
             **tables.environment,
+            **security_env,
         }
+
+        def may_audit(role: iam.IRole) -> None:
+            """Write audit batches; with the TLS material if it forwards them over syslog/TLS."""
+            audit.grant_write_audit(role)
+            if deployment.listener_tls:
+                tls_secret.grant_read(role)
 
         layers = ArchiveLayers(
             self,
@@ -83,7 +124,10 @@ class ArchiveStack(Stack):
             alarms=alarms,
             vpc=network.vpc,
         )
-        tables.grant_read_write(notifications.consumer.role)
+        tables.grant(notifications.consumer.role, table_access.SEND_IAN)
+        if deployment.listener_tls:
+            # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
+            tls_secret.grant_read(notifications.consumer.role)
         registration = StudyRegistration(
             self,
             "StudyRegistration",
@@ -91,7 +135,7 @@ class ArchiveStack(Stack):
             environment={**archive_env, **notifications.environment},
             alarms=alarms,
         )
-        tables.grant_read_write(registration.consumer.role)
+        tables.grant(registration.consumer.role, table_access.REGISTER_STUDY)
         storage.grant_read_write_objects(registration.consumer.role)
         notifications.grant_send(registration.consumer.role)
         # Everything below may ask for a registration: the commitment worker (DICOM listener), the
@@ -114,8 +158,25 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         storage.grant_read_objects(index_instance.role)
-        tables.grant_read_write(index_instance.role)
+        tables.grant(index_instance.role, table_access.INDEX_INSTANCE)
         registration.grant_request(index_instance.role)
+
+        destruction = DestructionSchedule(
+            self,
+            "Destruction",
+            code_dir=s.DESTROY_FUNCTION_DIR,
+            handler=t.DESTROY_EXPIRED.handler,
+            schedule=t.DESTRUCTION_SCHEDULE,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **s.powertools_env("destroy-expired")},
+            bucket=storage.bucket,
+            log_retention=s.LOG_RETENTION,
+        )
+        storage.key.grant_decrypt(destruction.role)
+        tables.grant(destruction.role, table_access.DESTROY_EXPIRED)
+        alarms.alarm_to_operator(destruction.failures)
 
         dicom = TcpListenerService(
             self,
@@ -123,22 +184,48 @@ class ArchiveStack(Stack):
             name="dicom",
             cluster=network.cluster,
             dockerfile=s.DICOM_DOCKERFILE,
-            container_port=s.DICOM_CONTAINER_PORT,
+            container_port=s.DICOM_TLS_PORT if deployment.listener_tls else s.DICOM_CONTAINER_PORT,
             environment={
                 **archive_env,
-                **s.powertools_env("dicom-listener"),
-                t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT),
+                **s.powertools_env(s.DICOM_LISTENER_SERVICE),
+                # TLS only when on: the plain port is off, the registered dicom-tls port serves.
+                **(
+                    {t.ENV_DICOM_PORT: s.PORT_OFF, t.ENV_DICOM_TLS_PORT: str(s.DICOM_TLS_PORT)}
+                    if deployment.listener_tls
+                    else {t.ENV_DICOM_PORT: str(s.DICOM_CONTAINER_PORT)}
+                ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
                 t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
             },
-            certificate_arn=deployment.dicom_certificate_arn,
+            tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
             internet_facing=deployment.listeners_internet_facing,
             access_logs_bucket=storage.access_logs_bucket,
         )
         storage.grant_read_write_objects(dicom.task_role)
-        tables.grant_read_write(dicom.task_role)
+        tables.grant(dicom.task_role, table_access.DICOM_LISTENER)
+        alarms.alarm_on_metric(
+            cloudwatch.Metric(
+                namespace=s.POWERTOOLS_METRICS_NAMESPACE,
+                metric_name=t.COMMITMENT_UNDELIVERABLE_METRIC,
+                dimensions_map={"service": s.DICOM_LISTENER_SERVICE},
+                statistic=cloudwatch.Stats.SUM,
+                period=Duration.minutes(5),
+            ),
+            purpose="commitment undeliverable",
+            description="A storage commitment report could not be delivered after every retry: the "
+            "requester does not know its images are committed. List them with `python -m admin "
+            "commitment undeliverable`; fix the AE's address, then `commitment redeliver`.",
+        )
+        alarms.alarm_on_log_text(
+            dicom.log_group,
+            t.ACCESS_RECORD_LOST_LOG_TEXT,
+            purpose="access record lost",
+            description="A query or retrieval was answered but its access record (the disclosure log) "
+            "could not be written; see the DICOM listener's log for the request.",
+        )
         registration.grant_request(dicom.task_role)
+        may_audit(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
         patient_updates = DeadLetteredQueue(
@@ -166,29 +253,110 @@ class ArchiveStack(Stack):
             memory_size=s.PATIENT_UPDATE_FUNCTION_MEMORY_MB,
             log_retention=s.LOG_RETENTION,
         )
-        tables.grant_read_write(patient_update.role)
+        tables.grant(patient_update.role, table_access.PATIENT_UPDATE)
         registration.grant_request(patient_update.role)
+        may_audit(patient_update.role)
         hl7 = TcpListenerService(
             self,
             "Hl7Listener",
             name="hl7",
             cluster=network.cluster,
             dockerfile=s.HL7_DOCKERFILE,
-            container_port=s.HL7_CONTAINER_PORT,
+            container_port=s.HL7_TLS_PORT if deployment.listener_tls else s.HL7_CONTAINER_PORT,
             environment={
                 **archive_env,
                 **s.powertools_env("hl7-listener"),
-                t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT),
+                **(
+                    {t.ENV_HL7_PORT: s.PORT_OFF, t.ENV_HL7_TLS_PORT: str(s.HL7_TLS_PORT)}
+                    if deployment.listener_tls
+                    else {t.ENV_HL7_PORT: str(s.HL7_CONTAINER_PORT)}
+                ),
                 t.ENV_PATIENT_UPDATE_QUEUE_URL: patient_updates.queue.queue_url,
                 t.ENV_HL7_MAX_MESSAGE_BYTES: str(s.HL7_MAX_MESSAGE_BYTES),
                 t.ENV_HL7_IDLE_TIMEOUT: str(s.HL7_IDLE_TIMEOUT_SECONDS),
             },
-            certificate_arn=deployment.hl7_certificate,
+            tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
             internet_facing=deployment.listeners_internet_facing,
             access_logs_bucket=storage.access_logs_bucket,
             sizing=s.HL7_LISTENER_SIZING,
         )
-        patient_updates.queue.grant_send_messages(hl7.task_role)
+        patient_updates.grant_send_messages(hl7.task_role)
         # The listener only reads (merged/duplicate checks before queueing); the Lambda writes.
-        tables.grant_read(hl7.task_role)
+        tables.grant(hl7.task_role, table_access.HL7_LISTENER)
+        may_audit(hl7.task_role)
+
+        # The disclosure log: customers' notifications (XDS domain, mutual TLS), the admin API's
+        # reports and verification, the hourly anchoring of chain heads in the audit bucket.
+        def function(construct_id: str, description: str, code_dir: Path, service: str) -> ArchiveFunction:
+            return ArchiveFunction(
+                self,
+                construct_id,
+                description=description,
+                code_dir=code_dir,
+                handler="handler.handler",
+                runtime=s.LAMBDA_RUNTIME,
+                architecture=s.LAMBDA_ARCHITECTURE,
+                layers=[layers.deps, layers.core],
+                environment={
+                    **archive_env,
+                    **s.powertools_env(service),
+                    t.ENV_ANCHOR_LOOKBACK_HOURS: str(s.DISCLOSURE_ANCHOR_LOOKBACK_HOURS),
+                },
+                timeout=s.API_FUNCTION_TIMEOUT,
+                memory_size=s.API_FUNCTION_MEMORY_MB,
+                log_retention=s.LOG_RETENTION,
+            )
+
+        reports = function(
+            "DisclosureReports",
+            "Disclosure log reports and verification (admin API)",
+            s.ADMIN_API_FUNCTION_DIR,
+            "admin-api",
+        )
+        tables.grant(reports.role, table_access.ADMIN_API)
+        audit.grant_read_anchors(reports.role)
+        AdminApi(self, "AdminApi", function=reports.function, log_retention=s.LOG_RETENTION)
+
+        anchor = function(
+            "DisclosureAnchor",
+            "Anchors disclosure-log chain heads in the audit bucket",
+            s.ANCHOR_FUNCTION_DIR,
+            "disclosure-anchor",
+        )
+        tables.grant(anchor.role, table_access.DISCLOSURE_ANCHOR)
+        audit.grant_anchor(anchor.role)
+        events.Rule(
+            self,
+            "DisclosureAnchorSchedule",
+            description="Anchor the disclosure log's chain heads in the Object-Locked audit bucket",
+            schedule=events.Schedule.rate(s.DISCLOSURE_ANCHOR_EVERY),
+            targets=[targets.LambdaFunction(anchor.function, retry_attempts=2)],
+        )
+
+        if deployment.xds_domain_name and deployment.xds_certificate_arn:
+            disclosure_notifications = function(
+                "DisclosureNotifications",
+                "Customers' disclosure notifications",
+                s.NOTIFICATION_FUNCTION_DIR,
+                "disclosure-notification",
+            )
+            tables.grant(disclosure_notifications.role, table_access.DISCLOSURE_NOTIFICATION)
+            may_audit(disclosure_notifications.role)
+            CustomerApi(
+                self,
+                "CustomerApi",
+                notification_function=disclosure_notifications.function,
+                domain_name=deployment.xds_domain_name,
+                certificate_arn=deployment.xds_certificate_arn,
+                truststore_version=deployment.xds_truststore_version,
+                truststore_key=s.TRUSTSTORE_KEY,
+                access_logs_bucket=storage.access_logs_bucket,
+                log_retention=s.LOG_RETENTION,
+            )
+        else:
+            Annotations.of(self).add_warning_v2(
+                NO_CUSTOMER_API_WARNING_ID,
+                f"No {s.CTX_XDS_DOMAIN_NAME}: the customers' API (disclosure notifications, mutual TLS) "
+                "is not deployed; see docs/security.md.",
+            )

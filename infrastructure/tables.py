@@ -12,20 +12,13 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infrastructure.nag import acknowledge, arn_reference
+from infrastructure.table_access import Access, TableAccess
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,
     "N": dynamodb.AttributeType.NUMBER,
     "B": dynamodb.AttributeType.BINARY,
 }
-APPEND_ONLY_ACTIONS = (
-    "dynamodb:PutItem",
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:Query",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DescribeTable",
-)
 _PROJECTIONS = {
     "ALL": dynamodb.ProjectionType.ALL,
     "KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY,
@@ -96,38 +89,40 @@ class ArchiveTables(Construct):
             self._indexed[spec.logical_name] = bool(spec.indexes)
         self.environment = {env_vars[name]: table.table_name for name, table in self.tables.items()}
 
-    def grant_read_write(self, grantee: iam.IRole) -> None:
-        """Item reads and writes (incl. transactions and index queries) on every table; on an
-        append-only table (access log, change history) reads and PutItem only, so no role that
-        runs the archive can alter or delete an entry."""
-        for name, table in self.tables.items():
-            if name in self._append_only:
-                table.grant(grantee, *APPEND_ONLY_ACTIONS)
-                self.key.grant_encrypt_decrypt(grantee)
-            else:
-                table.grant_read_write_data(grantee)
-        self._acknowledge_grants(grantee)
+    def grant(self, grantee: iam.IRole, access: TableAccess) -> None:
+        """Grant ``grantee`` the tables in ``access``, each with its kind of access, and nothing else.
 
-    def grant_read(self, grantee: iam.IRole) -> None:
-        """Item reads and index queries only, for a role that never writes the index."""
-        for table in self.tables.values():
-            table.grant_read_data(grantee)
-        self._acknowledge_grants(grantee)
+        A table's grant covers its secondary indexes; the tables' key is granted to decrypt, and to
+        encrypt as well where anything is written. WRITE or OWN on an append-only table is refused.
+        """
+        unknown = set(access) - set(self.tables)
+        if unknown:
+            raise ValueError(f"no such table(s): {', '.join(sorted(unknown))}")
+        for name, kind in access.items():
+            if name in self._append_only and kind not in (Access.READ, Access.APPEND):
+                raise ValueError(f"{name} is append-only: grant it READ or APPEND, not {kind.name}")
+            self.tables[name].grant(grantee, *kind.actions)
+        writes = any(kind.writes for kind in access.values())
+        if writes:
+            self.key.grant_encrypt_decrypt(grantee)
+        else:
+            self.key.grant_decrypt(grantee)
+        self._acknowledge_grants(grantee, [name for name in access if self._indexed[name]], writes=writes)
 
-    def _acknowledge_grants(self, grantee: iam.IRole) -> None:
-        acknowledge(
-            grantee,
-            "AwsSolutions-IAM5",
-            "CDK's read/write grant on the tables' own key: the resource is that one key; the "
-            "wildcards only cover variants of the same operation.",
-            findings=("Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"),
-        )
-        indexed = [table for name, table in self.tables.items() if self._indexed[name]]
+    def _acknowledge_grants(self, grantee: iam.IRole, indexed: list[str], *, writes: bool) -> None:
+        if writes:
+            acknowledge(
+                grantee,
+                "AwsSolutions-IAM5",
+                "CDK's encrypt/decrypt grant on the tables' own key: the resource is that one key; "
+                "the wildcards only cover variants of the same operation.",
+                findings=("Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"),
+            )
         if indexed:
             acknowledge(
                 grantee,
                 "AwsSolutions-IAM5",
                 "Queries go through the tables' secondary indexes, which IAM addresses only as "
-                "<table>/index/*; the grant is limited to this stack's archive tables.",
-                findings=tuple(f"Resource::{arn_reference(table)}/index/*" for table in indexed),
+                "<table>/index/*; the grant is limited to the archive tables this service uses.",
+                findings=tuple(f"Resource::{arn_reference(self.tables[name])}/index/*" for name in indexed),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
@@ -15,14 +16,29 @@ def banner(cloud: LocalCloud) -> str:
     aes = "\n".join(
         f"      {ae.ae_title:<10} {ae.host}:{ae.port}  ({', '.join(ae.roles)})" for ae in DEMO_AES
     )
+    pki = cloud.pki
+    tls = ""
+    if pki is not None:
+        client = f"{pki.demo_client.key_path} {pki.demo_client.cert_path}"
+        tls = f"""
+ DICOM over TLS     127.0.0.1:{cloud.dicom_tls_port}   client certificate required (demo CA below)
+ MLLP over TLS      127.0.0.1:{cloud.hl7_tls_port}
+ Customers' API     https://127.0.0.1:{cloud.https_port}/disclosures/notifications   (mutual TLS)
+ Demo CA            {pki.ca.cert_path}
+ Demo client cert   {pki.demo_client.cert_path} (+ .key), organisation {DEMO_ORG.oid}
+
+ TLS:  /usr/bin/storescu +tls {client} +cf {pki.ca.cert_path} \\
+         -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_tls_port} FILES
+"""
     ians = ", ".join(f"{ae.ae_title} at {ae.host}:{ae.port}" for ae in DEMO_AES if "ian" in ae.roles)
     return f"""
 ==========================================================================
  National imaging archive: local cloud is up
 --------------------------------------------------------------------------
  DICOM listener     127.0.0.1:{cloud.dicom_port}   AE title {cloud.settings.archive_ae_title}
- HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31)
- AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS)
+ HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31){tls}
+ Admin API          http://127.0.0.1:{cloud.http_port}/admin/disclosures?patient_id=ID&issuer=OID
+ AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS, Secrets Manager)
  Lambda handlers    {", ".join([*dict.fromkeys(p.function.name for p in cloud.pollers), *cloud.function_processes])} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
@@ -34,6 +50,7 @@ def banner(cloud: LocalCloud) -> str:
  HL7:  .venv/bin/mllp_send --loose -f MESSAGE.hl7 -p {cloud.hl7_port} 127.0.0.1
  Admin: python -m admin --endpoint {cloud.endpoint} org list
         python -m admin --endpoint {cloud.endpoint} ian list --state PENDING
+        python -m admin --endpoint {cloud.endpoint} disclosures report ID --issuer OID
  Ctrl-C stops everything. Data lives in memory and is gone after a stop.
 ==========================================================================
 """
@@ -44,6 +61,10 @@ def main() -> None:
     parser.add_argument("--dicom-port", type=int, default=11112)
     parser.add_argument("--moto-port", type=int, default=4566)
     parser.add_argument("--hl7-port", type=int, default=2575)
+    parser.add_argument("--dicom-tls-port", type=int, default=2762)
+    parser.add_argument("--hl7-tls-port", type=int, default=2576)
+    parser.add_argument("--http-port", type=int, default=8080, help="admin API (API Gateway stand-in)")
+    parser.add_argument("--https-port", type=int, default=8443, help="customers' API, mutual TLS")
     parser.add_argument("--commitment-wait", type=float, default=30.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -55,6 +76,10 @@ def main() -> None:
         moto_port=args.moto_port,
         dicom_port=args.dicom_port,
         hl7_port=args.hl7_port,
+        dicom_tls_port=args.dicom_tls_port,
+        hl7_tls_port=args.hl7_tls_port,
+        http_port=args.http_port,
+        https_port=args.https_port,
         settings_overrides={"commitment_wait_seconds": args.commitment_wait},
     )
     try:
@@ -65,6 +90,10 @@ def main() -> None:
     finally:
         cloud.stop()
         print("stopped.", flush=True)
+        logging.shutdown()
+    # Everything is stopped and flushed. Skip the interpreter's teardown of this large process
+    # (modules, abandoned poller threads): measured at about 3 s on a loaded machine after Ctrl-C.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Used by ``make run`` and by the integration tests alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from archive.data.facilities import FacilityRepository
 from archive.data.models import bind_models
 from archive.data.registration import RegistrationConfigRepository
 from archive.data.registry import Registry
+from archive.data.secrets import SecretTlsMaterial
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 from archive.model.registration import (
     AffinityDomain,
@@ -38,11 +40,16 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
+from archive.tls.rotation import RotatingTls
 
-from .resources import QueueInfo, client, provision
-from .runner import FUNCTIONS, QueuePoller
+from .gateway import LocalGateway
+from .pki import DemoPki
+from .resources import QueueInfo, client, provision, put_tls_secret
+from .runner import FUNCTIONS, SCHEDULED, QueuePoller, Scheduler
 
 LOG = logging.getLogger("archive.local")
+# How long a stop (Ctrl-C on ``make run``) may take, whatever is queued.
+STOP_SECONDS = 5.0
 ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_ORG = OrganisationInfo(
@@ -129,11 +136,22 @@ class LocalCloud:
     retention_days: int = 1
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     log_dir: Path | None = ROOT / ".local-cloud"
+    # TLS beside the plain ports (0: any free port): a demo CA and certificates under tls_dir.
+    tls_dir: Path | None = ROOT / ".local-cloud" / "tls"
+    dicom_tls_port: int = 0
+    hl7_tls_port: int = 0
+    # API Gateway stand-in: admin API (HTTP) and the customers' mutual-TLS endpoint (HTTPS).
+    http_port: int = 0
+    https_port: int = 0
+    anchor_every_seconds: float = 3600.0
 
     endpoint: str = ""
     settings: Settings | None = None
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     pollers: list[QueuePoller] = field(default_factory=list)
+    schedulers: list[Scheduler] = field(default_factory=list)
+    pki: DemoPki | None = None
+    gateway: LocalGateway | None = None
     function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _moto: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
@@ -147,13 +165,22 @@ class LocalCloud:
         self.hl7_port = self.hl7_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.moto_port}"
         self._moto = self._spawn(
-            "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
+            "moto", [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
         )
         self._wait_http(f"{self.endpoint}/moto-api/")
         # Handler modules and the pynamodb models read credentials and settings from the environment.
         os.environ.update(self.base_env())
+        if self.tls_dir is not None:
+            self.pki = DemoPki.create(self.tls_dir, DEMO_ORG.oid)
+            self.dicom_tls_port = self.dicom_tls_port or free_port()
+            self.hl7_tls_port = self.hl7_tls_port or free_port()
+            self.https_port = self.https_port or free_port()
+        self.http_port = self.http_port or free_port()
         self.settings, self.queues = provision(
-            self.endpoint, retention_days=self.retention_days, **self.settings_overrides
+            self.endpoint,
+            retention_days=self.retention_days,
+            tls_secret_value=self.pki.secret_value() if self.pki else None,
+            **self.settings_overrides,
         )
         os.environ.update(self.settings.as_env())
         if self.register_demo:
@@ -162,29 +189,66 @@ class LocalCloud:
                 FacilityRepository().add(facility, replace=True)
             self.configure_registration(DEMO_ORG.oid, stability_seconds=self.registration_stability_seconds)
         self.start_pollers()
+        self.start_gateway()
         if self.start_dicom:
             self.start_dicom_listener()
         if self.start_hl7:
             self.start_hl7_listener()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Stop everything within about ``timeout`` seconds, whatever is queued.
+
+        Pollers finish the batch in hand if they can in that time, else are abandoned; listeners
+        and function processes get SIGTERM together (each answers or finishes what it is handling)
+        and SIGKILL at the deadline. What is still queued stays queued: nothing is acknowledged that
+        is not durably queued, and the handlers are idempotent, so a later start (with a store that
+        keeps its data) resumes it.
+        """
+        deadline = time.monotonic() + timeout
+        LOG.info("stopping the local cloud")
         for poller in self.pollers:
-            poller.stop()
+            poller.request_stop()
+        for scheduler in self.schedulers:
+            scheduler.request_stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+        candidates = [self.dicom_process, self.hl7_process, *self.function_processes.values()]
+        processes = [p for p in candidates if p is not None and p.poll() is None]
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for poller in self.pollers:
+            if not poller.join(deadline - time.monotonic()):
+                LOG.warning("%s still busy at stop; its batch stays queued", poller.function.name)
         self.pollers.clear()
-        for name in list(self.function_processes):
-            self.stop_function_process(name)
-        self.stop_dicom_listener()
-        self.stop_hl7_listener()
+        for scheduler in self.schedulers:
+            if not scheduler.join(deadline - time.monotonic()):
+                LOG.warning("scheduled %s still running at stop", scheduler.function.name)
+        self.schedulers.clear()
+        LOG.info("pollers stopped after %.1f s", timeout - (deadline - time.monotonic()))
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.dicom_process = self.hl7_process = None
+        self.function_processes.clear()
+        LOG.info(
+            "listeners and function processes stopped after %.1f s", timeout - (deadline - time.monotonic())
+        )
         if self._moto is not None:
             self._moto.terminate()
             try:
-                self._moto.wait(10)
+                self._moto.wait(1)
             except subprocess.TimeoutExpired:
-                # moto holding gigabytes can take long to exit; its state is in memory anyway.
+                # moto holding much data can take long to exit; its state is in memory anyway, and a
+                # stop must not wait for it (Ctrl-C on make run).
                 self._moto.kill()
                 self._moto.wait(10)
             self._moto = None
+        LOG.info("local cloud stopped after %.1f s", timeout - (deadline - time.monotonic()))
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -224,6 +288,26 @@ class LocalCloud:
                 poller = QueuePoller(function, sqs, queue.url, queue.arn)
                 poller.start()
                 self.pollers.append(poller)
+
+    def start_gateway(self) -> None:
+        """API Gateway's part (the admin API and the mutual-TLS customer API) and the schedules."""
+        assert self.settings is not None
+        tls = None
+        if self.settings.tls_secret_id:
+            tls = RotatingTls(SecretTlsMaterial(self.settings, self.settings.tls_secret_id), check_seconds=5)
+        self.gateway = LocalGateway(
+            http_port=self.http_port,
+            https_port=self.https_port if tls else None,
+            tls_context=tls.server if tls else None,
+        ).start()
+        for function in SCHEDULED:
+            scheduler = Scheduler(function, self.anchor_every_seconds)
+            scheduler.start()
+            self.schedulers.append(scheduler)
+
+    def rotate_tls(self, secret_value: str) -> None:
+        """A new version of the TLS secret, as an operator's rotation would put it."""
+        put_tls_secret(self.endpoint, secret_value)
 
     def start_function_process(self, name: str) -> subprocess.Popen[bytes]:
         """Run one function's poller as its own process (see ``local.lambda_process``)."""
@@ -272,8 +356,12 @@ class LocalCloud:
 
     def start_dicom_listener(self) -> subprocess.Popen[bytes]:
         env = {**self.env(), t.ENV_DICOM_HOST: "127.0.0.1", t.ENV_DICOM_PORT: str(self.dicom_port)}
+        if self.pki is not None:
+            env[t.ENV_DICOM_TLS_PORT] = str(self.dicom_tls_port)
         self.dicom_process = self._spawn("dicom", [sys.executable, "-m", "listeners.dicom"], env=env)
         wait_for_port("127.0.0.1", self.dicom_port, process=self.dicom_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.dicom_tls_port, process=self.dicom_process)
         return self.dicom_process
 
     def stop_dicom_listener(self, *, kill: bool = False) -> None:
@@ -291,10 +379,13 @@ class LocalCloud:
             t.ENV_HL7_HOST: "127.0.0.1",
             t.ENV_HL7_PORT: str(self.hl7_port),
             t.PATIENT_UPDATE_QUEUE.url_env: self.queues[t.PATIENT_UPDATE_QUEUE.name].url,
+            **({t.ENV_HL7_TLS_PORT: str(self.hl7_tls_port)} if self.pki is not None else {}),
             **self.hl7_settings,
         }
         self.hl7_process = self._spawn("hl7", [sys.executable, "-m", "listeners.hl7"], env=env)
         wait_for_port("127.0.0.1", self.hl7_port, process=self.hl7_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.hl7_tls_port, process=self.hl7_process)
         return self.hl7_process
 
     def stop_hl7_listener(self) -> None:
@@ -311,6 +402,18 @@ class LocalCloud:
         registry.add_organisation(org, replace=True)
         for ae in aes:
             registry.add_ae(ae, replace=True)
+
+    def run_scheduled(self, function: str, event: dict[str, object] | None = None) -> dict[str, object]:
+        """Invoke a scheduled function once (EventBridge Scheduler's job on AWS) and return its result."""
+        result = subprocess.run(
+            [sys.executable, "-m", "local.scheduled", function, json.dumps(event or {})],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=600,
+            check=True,
+        )
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until every queue the pollers read is empty (all S3 events handled)."""
@@ -346,6 +449,9 @@ class LocalCloud:
             env=env or {**os.environ, **self.base_env()},
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
+            # Own process group: Ctrl-C reaches only the runner, which stops the children itself
+            # (pollers first, while moto still answers), instead of all of them at once.
+            start_new_session=True,
         )
 
     @staticmethod

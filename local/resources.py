@@ -50,6 +50,8 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
         "bucket": BUCKET,
         "tables": local_table_names(),
         "endpoint_url": endpoint,
+        # The local bucket's default retention is GOVERNANCE; explicit locks follow it.
+        "object_lock_mode": "GOVERNANCE",
     }
     values.update(overrides)
     return Settings(**values)
@@ -122,7 +124,7 @@ def create_tables(settings: Settings) -> None:
 
 
 def provision(
-    endpoint: str, *, retention_days: int = 1, **overrides: Any
+    endpoint: str, *, retention_days: int = 1, tls_secret_value: str | None = None, **overrides: Any
 ) -> tuple[Settings, dict[str, QueueInfo]]:
     defaults = Settings(region=REGION, bucket=BUCKET, tables={})
     attempts = int(overrides.get("ian_max_attempts", defaults.ian_max_attempts))
@@ -135,6 +137,9 @@ def provision(
         visibility={IAN_QUEUE.name: int(3 * timeout) + 2},
     )
     create_bucket(endpoint, queues[INDEX_QUEUE.name].arn, retention_days)
+    overrides.setdefault("audit_bucket", create_audit_bucket(endpoint, retention_days))
+    if tls_secret_value is not None:
+        overrides.setdefault("tls_secret_id", put_tls_secret(endpoint, tls_secret_value))
     settings = local_settings(
         endpoint,
         index_queue_url=queues[INDEX_QUEUE.name].url,
@@ -144,3 +149,35 @@ def provision(
     )
     create_tables(settings)
     return settings, queues
+
+
+AUDIT_BUCKET = "archive-local-audit"
+TLS_SECRET = "archive-local-tls"  # noqa: S105 - the name of the secret, not a secret
+
+
+def create_audit_bucket(endpoint: str, retention_days: int) -> str:
+    """The audit bucket: Object Lock (GOVERNANCE locally; COMPLIANCE on AWS), versioned."""
+    s3 = client("s3", endpoint)
+    s3.create_bucket(
+        Bucket=AUDIT_BUCKET,
+        ObjectLockEnabledForBucket=True,
+        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
+    )
+    s3.put_object_lock_configuration(
+        Bucket=AUDIT_BUCKET,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": retention_days}},
+        },
+    )
+    return AUDIT_BUCKET
+
+
+def put_tls_secret(endpoint: str, value: str) -> str:
+    """The listeners' TLS material in (local) Secrets Manager, as on AWS; a new version if it exists."""
+    secrets = client("secretsmanager", endpoint)
+    try:
+        secrets.create_secret(Name=TLS_SECRET, SecretString=value)
+    except secrets.exceptions.ResourceExistsException:
+        secrets.put_secret_value(SecretId=TLS_SECRET, SecretString=value)
+    return TLS_SECRET

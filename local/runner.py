@@ -18,9 +18,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from archive.topology import CONSUMERS, REGISTER_STUDY, SEND_IAN, ConsumerSpec
+from archive.topology import (
+    CONSUMERS,
+    DISCLOSURE_ANCHOR,
+    PATIENT_UPDATE,
+    REGISTER_STUDY,
+    SEND_IAN,
+    ConsumerSpec,
+    FunctionSpec,
+)
 
 LOG = logging.getLogger("archive.local.runner")
+_RECEIVE_LOCKS: dict[str, threading.Lock] = {}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,8 +42,9 @@ class LocalFunction:
     queue: str  # logical queue name (archive.topology.QUEUES)
     batch_size: int = 10
     # Concurrent "containers" polling the queue, as Lambda scales an SQS event source out. Each
-    # loads its own copy of the handler module, as separate execution environments would. FIFO
-    # queues keep 1 here: ordering per message group is the point of them.
+    # loads its own copy of the handler module, as separate execution environments would. On a FIFO
+    # queue this keeps the order per message group: SQS (and moto) hold back a group's messages
+    # while one of them is in flight, which is how Lambda scales a FIFO source too.
     concurrency: int = 1
     # Run in a process of its own (``python -m local.lambda_process``), so a test can SIGKILL it
     # mid-invocation as a Lambda execution environment can die.
@@ -49,14 +59,21 @@ OWN_PROCESS = frozenset({SEND_IAN.function})
 NOT_DRAINED = frozenset({REGISTER_STUDY.function, SEND_IAN.function})
 
 
+# Pollers per function. The index stays at one: moto applies concurrent transactions on the same
+# item without isolation (counter updates get lost; seen here with 4 pollers), which real DynamoDB
+# does not. Patient changes get four: a backlog of HL7 changes (after a burst) drains several
+# patients at a time, as Lambda would with one concurrent batch per message group (measured in
+# docs/conformance-hl7.md); a patient's own changes still come one at a time, in order.
+CONCURRENCY = {PATIENT_UPDATE.function: 4}
+
+
 def local_function(consumer: ConsumerSpec) -> LocalFunction:
-    # One poller each: moto applies concurrent transactions on the same item without isolation
-    # (counter updates get lost; seen here with 4 pollers), which real DynamoDB does not.
     return LocalFunction(
         consumer.function,
         consumer.handler_file,
         consumer.queue,
         consumer.batch_size,
+        concurrency=CONCURRENCY.get(consumer.function, 1),
         own_process=consumer.function in OWN_PROCESS,
         drained=consumer.function not in NOT_DRAINED,
     )
@@ -126,9 +143,23 @@ class QueuePoller:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        self.request_stop()
+        self.join(timeout)
+
+    def request_stop(self) -> None:
+        """No new batch after the one in hand."""
         self._stop.set()
-        self._thread.join(timeout=30)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the batch in hand; True if the poller has stopped.
+
+        A poller still busy after that is abandoned (its thread is a daemon): its messages were
+        not deleted, so they stay queued and come back after the visibility timeout, to handlers
+        that are idempotent.
+        """
+        self._thread.join(timeout=max(0.0, timeout))
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -139,13 +170,17 @@ class QueuePoller:
                 self._stop.wait(1)
 
     def poll_once(self, wait_seconds: int = 0) -> int:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.function.batch_size,
-            WaitTimeSeconds=wait_seconds,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        # moto decides which FIFO message groups are in flight at the start of a receive, without a
+        # lock: two receives at once can take two messages of one group, and apply them out of
+        # order. The pollers of a queue therefore receive one at a time (and handle concurrently).
+        with _RECEIVE_LOCKS.setdefault(self.queue_url, threading.Lock()):
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=self.function.batch_size,
+                WaitTimeSeconds=wait_seconds,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
         messages = response.get("Messages", [])
         if not messages:
             return 0
@@ -164,3 +199,65 @@ class QueuePoller:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
         return len(messages)
+
+
+def unqueued_function(spec: FunctionSpec) -> LocalFunction:
+    """A function API Gateway or a schedule invokes (no queue)."""
+    return LocalFunction(spec.function, spec.handler_file, "")
+
+
+# Functions an EventBridge schedule invokes on AWS (infrastructure/stack.py).
+SCHEDULED = (unqueued_function(DISCLOSURE_ANCHOR),)
+
+
+def scheduled_event(name: str) -> dict[str, Any]:
+    """The event an EventBridge scheduled rule sends."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": "eu-north-1",
+        "resources": [f"arn:aws:events:eu-north-1:000000000000:rule/{name}"],
+        "detail": {},
+    }
+
+
+class Scheduler:
+    """Plays an EventBridge schedule: calls the handler every ``every_seconds``."""
+
+    def __init__(self, function: LocalFunction, every_seconds: float) -> None:
+        self.function = function
+        self.every_seconds = every_seconds
+        self.module = load_handler(function)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"schedule-{function.name}", daemon=True)
+        self.invocations = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.request_stop()
+        self.join(30)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a run in hand; True if the schedule has stopped."""
+        self._thread.join(timeout=max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def invoke(self) -> Any:
+        self.invocations += 1
+        return self.module.handler(scheduled_event(self.function.name), LambdaContext(self.function.name))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_seconds):
+            try:
+                self.invoke()
+            except Exception:
+                LOG.exception("scheduled %s failed", self.function.name)

@@ -19,13 +19,21 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     instance = LocalCloud(
         dicom_port=free_port(),
         log_dir=logs,
+        tls_dir=tmp_path_factory.mktemp("cloud-tls"),
         settings_overrides={
             "commitment_wait_seconds": 8.0,
             "commitment_retry_base_seconds": 0.5,
+            # Gives a report up after 0.5 + 1 + 2 s of retries, so UNDELIVERABLE is testable quickly.
+            "commitment_max_attempts": 4,
+            # Objects whose retention ended already are locked this long (tests/integration/test_destruction.py).
+            "minimum_lock_seconds": 3.0,
             # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,
             "ian_timeout_seconds": 2.0,
+            # Audit batches and TLS rotation within a test's patience.
+            "audit_flush_seconds": 0.5,
+            "tls_check_seconds": 1.0,
         },
         registration_stability_seconds=1.5,
     )

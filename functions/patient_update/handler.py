@@ -3,7 +3,7 @@
 Thin by design: parse each record, call ``PatientService.apply``, report partial failures. The FIFO
 processor stops at the first failure so later messages of the batch are retried after it, in order.
 A refusal (the change would corrupt the index) is a result, recorded in the patient's history, not
-a failure to retry.
+a failure to retry; so are the records of messages the listener refused (``kind`` = refusal).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.patients import PatientRepository
-from archive.model.patients import Outcome, PatientChangeRequest
+from archive.model.patients import ListenerRefusal, Outcome, PatientChangeRequest
+from archive.services.audit import build_audit_trail
+from archive.services.patient_audit import audit_patient_change
 from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
 from aws_lambda_powertools import Logger
@@ -26,13 +28,20 @@ logger = Logger(service="patient-update")
 settings = Settings.from_env()
 bind_models(settings)
 service = PatientService(PatientRepository(settings))
+audit_trail = build_audit_trail(settings, background=False)
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
 
 
 def record_handler(record: SQSRecord) -> None:
-    request = PatientChangeRequest.from_json(json.loads(record.body))
+    body = json.loads(record.body)
+    if body.get("kind") == ListenerRefusal.KIND:
+        refused = service.record_refusal(ListenerRefusal.from_json(body))
+        logger.info("refusal recorded", extra={"reason": refused.reason, "sender": body.get("sender")})
+        return
+    request = PatientChangeRequest.from_json(body)
     result = service.apply(request)
+    audit_patient_change(audit_trail, request, result)
     logger.info(
         "patient change",
         extra={
@@ -51,6 +60,9 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        audit_trail.flush()

@@ -13,6 +13,11 @@ from archive.config import Settings
 from .app import build
 
 
+def _port(value: str) -> int | None:
+    """A port number; empty (or "off") turns that listener off."""
+    return None if value.strip().lower() in ("", "off") else int(value)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
@@ -20,7 +25,8 @@ def main() -> None:
     service = build(
         settings,
         host=os.environ.get(t.ENV_DICOM_HOST, "0.0.0.0"),
-        port=int(os.environ.get(t.ENV_DICOM_PORT, "11112")),
+        port=_port(os.environ.get(t.ENV_DICOM_PORT, "11112")),
+        tls_port=_port(os.environ.get(t.ENV_DICOM_TLS_PORT, "")),
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

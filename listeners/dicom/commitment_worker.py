@@ -2,18 +2,22 @@
 
 Runs beside the listener. Pending transactions come from DynamoDB, not from memory, so a restarted
 listener picks up what its predecessor left. A report goes back on the requester's association if
-that is still open on this listener; otherwise on a new association to the requester's registered
-AE (role selection: the archive as SCP), retried with exponential backoff.
+that is still open on this listener task (only the task that received the N-ACTION has it);
+otherwise on a new association to the requester's registered AE (role selection: the archive as
+SCP), retried with exponential backoff, and given up as UNDELIVERABLE (metric, alarm, admin CLI).
+
+No transaction is reported twice: a worker leases it for longer than one delivery attempt can
+take (every network wait of an attempt is bounded), and renews the lease (a conditional write
+that fails if another worker took over) immediately before sending.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
+import sys
 import threading
 import time
-import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +25,13 @@ from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
 from archive.dicom.commitment import EVENT_ALL_COMMITTED, STORAGE_COMMITMENT_SOP_INSTANCE, event_report
-from archive.model.commitment import Reference
+from archive.dicom.transport import open_association
+from archive.model.commitment import CommitmentTransaction, Reference
 from archive.services.commitment import evaluate
 from archive.services.directory import CachedRegistry
+from archive.tls.rotation import RotatingTls
+from archive.topology import COMMITMENT_UNDELIVERABLE_METRIC
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
@@ -33,13 +41,41 @@ from .server import LiveAssociations, set_nodelay
 LOG = logging.getLogger("archive.commitment")
 SAME_ASSOCIATION = "SAME_ASSOCIATION"
 NEW_ASSOCIATION = "NEW_ASSOCIATION"
-LEASE_SECONDS = 30.0
-RECHECK_SECONDS = 0.5
+# Re-checks of unsettled instances back off with the transaction's age: a quarter of it, within
+# these bounds (a 10,000-reference transaction is 100 index reads a pass).
+RECHECK_MIN_SECONDS = 0.5
+RECHECK_MAX_SECONDS = 10.0
 IDLE_POLL_SECONDS = 2.0
+# Transactions whose references a worker keeps in memory between checks: up to ~10 MB each for
+# 40,000 references, so a few hundred MB at worst; more pending ones are re-read, not lost.
+CHECKING_CACHE = 16
+# Another task's transaction is taken over only this long after its deadline (unless a delivery
+# was tried already): the receiving task, which settles it at the deadline, should have reported
+# it on the open association by then. After that it is presumed gone (crashed, scaled in).
+ORIGIN_GRACE_SECONDS = 5.0
+# Network waits of one new association: connect, A-ASSOCIATE, N-EVENT-REPORT response, A-RELEASE.
+WAITS_PER_ASSOCIATION = 4
 
 
 class DeliveryFailed(Exception):
-    pass
+    """This attempt failed; a later one may succeed."""
+
+
+class RequesterUnknown(DeliveryFailed):
+    """The requester's AE is not registered: there is nowhere to deliver to (given up at once)."""
+
+
+def emit_undeliverable_metric(namespace: str, transaction: CommitmentTransaction) -> None:
+    """One CloudWatch embedded-metric-format line (dimension ``service``); CDK alarms on it.
+
+    The transaction and requester ride along as EMF metadata (searchable in the log, not dimensions).
+    """
+    with single_metric(
+        name=COMMITMENT_UNDELIVERABLE_METRIC, unit=MetricUnit.Count, value=1, namespace=namespace
+    ) as metric:
+        metric.add_metadata(key="transaction_uid", value=transaction.transaction_uid)
+        metric.add_metadata(key="requester_ae", value=transaction.requester_ae)
+    sys.stdout.flush()  # the log driver must see the line now, not when a buffer fills
 
 
 class CommitmentWorker:
@@ -52,9 +88,16 @@ class CommitmentWorker:
         registry: CachedRegistry,
         live: LiveAssociations,
         archive_ae_title: str,
+        owner: str,
         retry_base_seconds: float,
         max_attempts: int,
+        delivery_timeout: float,
+        same_association_timeout: float,
+        on_undeliverable: Callable[[CommitmentTransaction], None] = lambda transaction: None,
         poll_seconds: float = 0.25,
+        origin_grace: float = ORIGIN_GRACE_SECONDS,
+        lease_seconds: float | None = None,
+        tls: RotatingTls | None = None,
         on_all_committed: Callable[[list[str]], object] | None = None,
     ) -> None:
         self.repository = repository
@@ -63,16 +106,28 @@ class CommitmentWorker:
         self.registry = registry
         self.live = live
         self.archive_ae_title = archive_ae_title
+        self.owner = owner
         self.retry_base_seconds = retry_base_seconds
         self.max_attempts = max_attempts
+        self.delivery_timeout = delivery_timeout
+        self.same_association_timeout = same_association_timeout
+        self.on_undeliverable = on_undeliverable
         self.poll_seconds = poll_seconds
+        self.origin_grace = origin_grace
+        # Longer than the longest delivery attempt, so nobody else starts one meanwhile.
+        self.lease_seconds = lease_seconds if lease_seconds is not None else self.attempt_bound() * 1.5
+        self.tls = tls  # for requesters registered with the tls flag
         # Registration of the committed studies (archive.services.registration), when configured.
         self.on_all_committed = on_all_committed
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Per pending transaction, the instances already decided (rebuilt after a restart).
-        self._settled: dict[str, dict[Reference, int]] = {}
+        # Per transaction this worker is checking: its references (they never change) and the
+        # instances already decided. Bounded: a transaction another task took over is forgotten.
+        self._checking: OrderedDict[str, tuple[list[Reference], dict[Reference, int]]] = OrderedDict()
+
+    def attempt_bound(self) -> float:
+        """The longest one delivery attempt can take: the same association, then a new one."""
+        return self.same_association_timeout + WAITS_PER_ASSOCIATION * self.delivery_timeout
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="commitment-worker", daemon=True)
@@ -96,67 +151,128 @@ class CommitmentWorker:
             wait = self.poll_seconds if busy else min(wait * 2, IDLE_POLL_SECONDS)
             self._stop.wait(wait)
 
-    def run_once(self, now: float | None = None) -> int:
-        """Work every due transaction once; returns how many were looked at."""
-        now = time.time() if now is None else now
+    def run_once(self) -> int:
+        """Work every due transaction this worker can lease, once; returns how many."""
         count = 0
-        for transaction_uid in list(self.repository.due(now)):
-            if not self.repository.lease(transaction_uid, self.owner, now, LEASE_SECONDS):
+        for transaction_uid in list(self.repository.due(time.time())):
+            if self._stop.is_set():
+                break
+            transaction = self.repository.lease(
+                transaction_uid,
+                self.owner,
+                now=time.time(),
+                seconds=self.lease_seconds,
+                origin_grace=self.origin_grace,
+            )
+            if transaction is None:
                 continue
             count += 1
-            self._work(transaction_uid, now)
+            try:
+                self.work(transaction)
+            except Exception:
+                # One transaction's failure (e.g. DynamoDB throttling) must not hold up the others;
+                # its lease runs out and it is taken up again.
+                LOG.exception("commitment %s: pass failed", transaction_uid)
         return count
 
-    def _work(self, transaction_uid: str, now: float) -> None:
-        item = self.repository.get(transaction_uid)
-        if item is None:
-            return
-        if item.result is not None:
-            result = item.result
+    def work(self, transaction: CommitmentTransaction) -> None:
+        """Check a leased transaction, and report it once settled."""
+        uid = transaction.transaction_uid
+        references, settled = self._checked(uid)
+        if transaction.result_saved:
+            self._checking.pop(uid, None)
+            result = self.repository.result(uid, references)
         else:
-            settled = self._settled.setdefault(transaction_uid, {})
+            now = time.time()
             result = evaluate(
-                item.references,
+                references,
                 self.index,
                 self.objects,
-                deadline_passed=now >= item.deadline_at,
+                org_oid=transaction.org_oid,
+                deadline_passed=now >= transaction.deadline_at,
                 settled=settled,
             )
             if not result.settled:
-                self.repository.recheck_later(transaction_uid, now + RECHECK_SECONDS)
+                at = min(transaction.deadline_at, time.time() + self._recheck_delay(transaction, now))
+                if not self.repository.recheck_later(uid, self.owner, now=time.time(), at=at):
+                    self._checking.pop(uid, None)
                 return
-            self.repository.save_result(transaction_uid, result)
-            self._settled.pop(transaction_uid, None)
-        event_type, info = event_report(transaction_uid, result, self.archive_ae_title)
-        try:
-            channel = self._deliver(transaction_uid, item.requester_ae, event_type, info)
-        except Exception as exc:
-            attempts = item.attempts + 1
-            give_up = attempts >= self.max_attempts
-            at = None if give_up else now + self.retry_base_seconds * 2 ** (attempts - 1)
-            LOG.warning(
-                "commitment %s report to %s failed (attempt %d)%s: %s",
-                transaction_uid,
-                item.requester_ae,
-                attempts,
-                "; giving up" if give_up else "",
-                exc,
-            )
-            self.repository.delivery_failed(transaction_uid, attempts=attempts, at=at, error=str(exc))
+            self._checking.pop(uid, None)
+            if not self.repository.save_result(
+                uid, self.owner, now=time.time(), references=references, result=result
+            ):
+                LOG.info("commitment %s: lease lost before the result was saved", uid)
+                return
+        # The check before reporting: still ours, and for long enough to finish the attempt.
+        if not self.repository.renew(uid, self.owner, now=time.time(), seconds=self.lease_seconds):
+            LOG.info("commitment %s: lease lost before reporting; another worker has it", uid)
             return
-        self.repository.reported(transaction_uid, on=channel)
-        if event_type == EVENT_ALL_COMMITTED and self.on_all_committed is not None:
+        event_type, info = event_report(uid, result, self.archive_ae_title)
+        try:
+            channel = self._deliver(uid, transaction.requester_ae, event_type, info)
+        except Exception as exc:
+            self._failed(transaction, exc)
+            return
+        if (
+            self.repository.reported(uid, on=channel)
+            and event_type == EVENT_ALL_COMMITTED
+            and self.on_all_committed is not None
+        ):
             try:
                 self.on_all_committed([r.sop_instance_uid for r in result.committed])
             except Exception:
-                LOG.exception("registration request for commitment %s failed", transaction_uid)
+                LOG.exception("registration request for commitment %s failed", uid)
         LOG.info(
             "commitment %s reported on %s: %d committed, %d failed",
-            transaction_uid,
+            uid,
             channel,
             len(result.committed),
             len(result.failed),
         )
+
+    def _checked(self, transaction_uid: str) -> tuple[list[Reference], dict[Reference, int]]:
+        """The transaction's references and decided instances, read from DynamoDB once per worker."""
+        if transaction_uid not in self._checking:
+            self._checking[transaction_uid] = (self.repository.references(transaction_uid), {})
+            while len(self._checking) > CHECKING_CACHE:
+                self._checking.popitem(last=False)
+        self._checking.move_to_end(transaction_uid)
+        return self._checking[transaction_uid]
+
+    @staticmethod
+    def _recheck_delay(transaction: CommitmentTransaction, now: float) -> float:
+        received = transaction.received_at.timestamp() if transaction.received_at else now
+        return min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, (now - received) / 4))
+
+    def _failed(self, transaction: CommitmentTransaction, exc: Exception) -> None:
+        uid = transaction.transaction_uid
+        attempts = transaction.attempts + 1
+        give_up = attempts >= self.max_attempts or isinstance(exc, RequesterUnknown)
+        now = time.time()
+        at = None if give_up else now + self.retry_base_seconds * 2 ** (attempts - 1)
+        error = f"{type(exc).__name__}: {exc}"
+        if not self.repository.delivery_failed(
+            uid, self.owner, now=now, attempts=attempts, at=at, error=error
+        ):
+            LOG.warning("commitment %s: delivery failed (%s) after the lease was lost", uid, error)
+            return
+        if give_up:
+            LOG.error(
+                "COMMITMENT UNDELIVERABLE %s to %s after %d attempts: %s",
+                uid,
+                transaction.requester_ae,
+                attempts,
+                error,
+            )
+            self.on_undeliverable(transaction)
+        else:
+            LOG.warning(
+                "commitment %s report to %s failed (attempt %d): %s",
+                uid,
+                transaction.requester_ae,
+                attempts,
+                error,
+            )
 
     def _deliver(self, transaction_uid: str, requester_ae: str, event_type: int, info: Dataset) -> str:
         assoc = self.live.pop(transaction_uid)
@@ -170,17 +286,20 @@ class CommitmentWorker:
                 )
         ae_info = self.registry.find_ae(requester_ae)
         if ae_info is None:
-            raise DeliveryFailed(f"requester AE {requester_ae} is no longer registered")
+            raise RequesterUnknown(f"requester AE {requester_ae} is not registered")
         ae = AE(ae_title=self.archive_ae_title)
-        ae.network_timeout = 30
-        ae.acse_timeout = 30
-        ae.dimse_timeout = 30
+        # Every wait bounded: the lease (attempt_bound) relies on it.
+        ae.connection_timeout = self.delivery_timeout
+        ae.network_timeout = self.delivery_timeout
+        ae.acse_timeout = self.delivery_timeout
+        ae.dimse_timeout = self.delivery_timeout
         ae.add_requested_context(StorageCommitmentPushModel)
         role = build_role(StorageCommitmentPushModel, scp_role=True, scu_role=False)
-        new = ae.associate(
-            ae_info.host,
-            ae_info.port,
-            ae_title=requester_ae,
+        new = open_association(
+            ae,
+            ae_info,
+            self.registry.organisation(ae_info.org_oid),
+            tls=self.tls,
             ext_neg=[role],
             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
         )

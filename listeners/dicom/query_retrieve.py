@@ -45,6 +45,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from . import statuses
+from .audit import DicomAudit
 from .connection import SpooledSubOperation, StoreSender, guard_connection, keep_alive
 
 LOG = logging.getLogger("archive.dicom.qr")
@@ -122,6 +123,7 @@ class _Operation:
     # Stays INCOMPLETE if the peer or the move destination goes away before the end.
     outcome: str = "INCOMPLETE"
     disclosed: list[Disclosed] = field(default_factory=list)
+    sop_classes: dict[str, str] = field(default_factory=dict)  # SOP Instance UID -> SOP Class UID
     # One id for the records of one request (C-MOVE/C-GET: the "started" and the completing one).
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -135,12 +137,17 @@ class QueryRetrieveSCP:
         access_log: AccessLog,
         *,
         on_conn_open: Callable[[Any], None] | None = None,
+        audit: DicomAudit | None = None,
+        destination_arguments: Callable[[AEInfo], dict[str, Any]] | None = None,
     ) -> None:
         self._registry = registry
         self._queries = queries
         self._retrievals = retrievals
         self._access_log = access_log
         self._on_conn_open = on_conn_open
+        self._audit = audit
+        # Extra associate() arguments for a move destination: TLS when it is registered for it.
+        self._destination_arguments = destination_arguments
 
     def handlers(self) -> list[Any]:
         return [
@@ -193,7 +200,25 @@ class QueryRetrieveSCP:
             LOG.exception("access record of %s by %s not written", operation.name, operation.calling_title)
             raise AccessRecordNotWritten("access record could not be written; nothing sent") from exc
 
-    def _record(self, operation: _Operation) -> None:
+    def _record(self, operation: _Operation, dimse: Any = None) -> None:
+        if self._audit is not None and dimse is not None:
+            try:
+                if operation.name == "C-FIND":
+                    self._audit.queried(
+                        dimse, operation.calling_title, operation.disclosed, operation.outcome
+                    )
+                else:
+                    self._audit.retrieved(
+                        dimse,
+                        operation.name,
+                        operation.calling_title,
+                        operation.destination,
+                        operation.disclosed,
+                        operation.outcome,
+                        operation.sop_classes,
+                    )
+            except Exception:
+                LOG.exception("AUDIT RECORD LOST: %s by %s", operation.name, operation.calling_title)
         event = self._event(operation, operation.outcome)
         try:
             self._access_log.record(event, operation.disclosed)
@@ -237,7 +262,7 @@ class QueryRetrieveSCP:
             operation.outcome = f"FAILED: {type(exc).__name__}"
             yield _status(STATUS_UNABLE_TO_PROCESS, f"processing failure: {type(exc).__name__}"), None
         finally:
-            self._record(operation)
+            self._record(operation, event)
 
     # --- C-MOVE ----------------------------------------------------------------------------
 
@@ -274,10 +299,11 @@ class QueryRetrieveSCP:
             ]
             if self._on_conn_open is not None:
                 handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
+            extra = self._destination_arguments(destination) if self._destination_arguments else {}
             yield (
                 destination.host,
                 destination.port,
-                {"contexts": move_contexts(items), "evt_handlers": handlers},
+                {"contexts": move_contexts(items), "evt_handlers": handlers, **extra},
             )
             yield len(items)
 
@@ -289,7 +315,7 @@ class QueryRetrieveSCP:
 
             yield from self._sub_operations(event, operation, items, accepted, sending)
         finally:
-            self._record(operation)
+            self._record(operation, event)
 
     def _destination(self, operation: _Operation) -> AEInfo:
         assert operation.calling is not None
@@ -334,7 +360,7 @@ class QueryRetrieveSCP:
             finally:
                 sender.detach()
         finally:
-            self._record(operation)
+            self._record(operation, event)
 
     # --- sub-operations --------------------------------------------------------------------
 
@@ -377,6 +403,7 @@ class QueryRetrieveSCP:
                 if prepared.path is None and prepared.dataset is None:
                     failures.append(self._failure(operation, prepared))
                 else:
+                    operation.sop_classes[item.sop_instance_uid] = item.sop_class_uid
                     operation.disclosed.append(
                         Disclosed(
                             item.patient.patient_key,

@@ -17,19 +17,33 @@ from typing import Any
 from archive.data.commitments import CommitmentRepository
 from archive.dicom.commitment import request_from_action_information
 from archive.errors import (
+    AlreadyRejected,
     ArchiveError,
+    CommitmentRequestTooLarge,
     DatasetDoesNotMatchSOPClass,
+    DuplicateRejectionNote,
     InstanceConflict,
+    InvalidCommitmentRequest,
     InvalidDataset,
+    NoSuchInstanceToReject,
     ObjectTooLarge,
     PatientIdConflict,
+    RejectedInstanceResent,
+    RejectionClassConflict,
+    RejectionNotAuthorised,
+    RetentionExpiryRejectionNotAllowed,
+    RetentionNotExpired,
     StorageFailure,
     StudyOfAnotherOrganisation,
+    TransactionUIDInUse,
     UntrustedPatientId,
 )
 from archive.model.organisations import AEInfo
+from archive.services.connection_security import PeerAuthenticator
 from archive.services.directory import CachedRegistry
 from archive.services.ingest import StoreService
+from archive.tls.peer import identity_of_socket
+from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
@@ -38,8 +52,10 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 
 from . import statuses
+from .audit import DicomAudit
 from .connection import MAX_PDU_BYTES, guard_connection
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
+from .secure import start_tls_server
 
 LOG = logging.getLogger("archive.dicom")
 
@@ -55,9 +71,26 @@ STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
     (InstanceConflict, 0x0124),
     (ObjectTooLarge, 0xA700),
     (StorageFailure, 0xA700),
+    # IOCM rejection notes, with dcm4chee-arc's statuses (docs/conformance-iocm.md)
+    (DuplicateRejectionNote, 0xA770),
+    (RejectedInstanceResent, 0xA771),
+    (NoSuchInstanceToReject, 0xA772),
+    (RejectionClassConflict, 0xA773),
+    (AlreadyRejected, 0xA774),
+    (RetentionExpiryRejectionNotAllowed, 0xA775),
+    (RetentionNotExpired, 0xA776),
+    (RejectionNotAuthorised, 0x0124),
 )
 STATUS_NOT_AUTHORISED = 0x0124
 STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_PROCESSING_FAILURE = 0x0110
+# N-ACTION of Storage Commitment: anything not recorded in full is a failure the requester sees.
+COMMITMENT_STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
+    (InvalidCommitmentRequest, 0x0115),  # Invalid argument value
+    (TransactionUIDInUse, 0x0115),
+    (CommitmentRequestTooLarge, 0x0213),  # Resource limitation
+    (StorageFailure, STATUS_PROCESSING_FAILURE),
+)
 # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling AE title not recognised
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
@@ -76,7 +109,14 @@ class ListenerDeps:
     commitments: CommitmentRepository
     commitment_wait_seconds: float
     archive_ae_title: str
+    # This listener task's identity: the origin of the commitments it receives.
+    task_id: str = ""
     query_retrieve: QueryRetrieveSCP | None = None
+    # Security (docs/security.md): TLS material for the TLS port, who may connect as which AE,
+    # and the audit trail.
+    tls: RotatingTls | None = None
+    authenticator: PeerAuthenticator | None = None
+    audit: DicomAudit | None = None
 
 
 class LiveAssociations:
@@ -104,15 +144,27 @@ class LiveAssociations:
 
 
 class DicomListener:
-    def __init__(self, deps: ListenerDeps, *, host: str, port: int, spool_dir: str | None = None) -> None:
+    """Plain DICOM on ``port`` and DICOM over TLS on ``tls_port`` (either may be None: off)."""
+
+    def __init__(
+        self,
+        deps: ListenerDeps,
+        *,
+        host: str,
+        port: int | None,
+        spool_dir: str | None = None,
+        tls_port: int | None = None,
+    ) -> None:
         self.deps = deps
         self.host = host
         self.port = port
+        self.tls_port = tls_port
         self.live = LiveAssociations()
         if spool_dir:
             tempfile.tempdir = spool_dir
         self.ae = self._build_ae()
         self._server: Any = None
+        self._tls_server: Any = None
 
     def _build_ae(self) -> AE:
         ae = AE(ae_title=self.deps.archive_ae_title)
@@ -149,14 +201,32 @@ class DicomListener:
         ]
 
     def start(self) -> None:
-        self._server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=self.handlers())
-        self.port = self._server.server_address[1]
-        LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+        if self.port is not None:
+            self._server = self.ae.start_server(
+                (self.host, self.port), block=False, evt_handlers=self.handlers()
+            )
+            self.port = self._server.server_address[1]
+            LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
+        if self.tls_port is not None:
+            if self.deps.tls is None:
+                raise RuntimeError("a TLS port needs TLS material (TLS_SECRET_ID)")
+            authenticator = self.deps.authenticator
+            self._tls_server = start_tls_server(
+                self.ae,
+                (self.host, self.tls_port),
+                tls=self.deps.tls,
+                evt_handlers=self.handlers(),
+                on_refused=authenticator.tls_refused if authenticator else None,
+            )
+            self.tls_port = self._tls_server.server_address[1]
+            LOG.info("DICOM TLS listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.tls_port)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._tls_server = None
 
     # --- association -----------------------------------------------------------------------
 
@@ -166,7 +236,7 @@ class DicomListener:
     def _on_requested(self, event: Any) -> None:
         calling = event.assoc.requestor.primitive.calling_ae_title.strip()
         address = str(event.assoc.requestor.address)
-        refusal = self._refusal(calling, address)
+        refusal = self._refusal(calling, address) or self._certificate_refusal(event, calling, address)
         if refusal:
             LOG.warning("rejecting association from %r at %s: %s", calling, address, refusal)
             event.assoc.acse.send_reject(*REJECT_CALLING_AE)
@@ -177,7 +247,7 @@ class DicomListener:
         """Why an association claiming AE title ``calling`` from ``address`` is refused, if it is.
 
         The caller is identified by more than its title: the connection must come from an address
-        registered for that AE. (A client certificate check for the AE's organisation adds a step.)
+        registered for that AE; ``_certificate_refusal`` then checks its certificate.
         """
         ae = self.deps.registry.find_ae(calling)
         if ae is None:
@@ -186,8 +256,19 @@ class DicomListener:
             return "not an address registered for this AE"
         return None
 
+    def _certificate_refusal(self, event: Any, calling: str, address: str) -> str | None:
+        """The certificate (or, on the plain port, its absence) must fit the AE's organisation."""
+        ae = self.deps.registry.find_ae(calling)
+        if self.deps.authenticator is None or ae is None:
+            return None
+        socket_ = getattr(event.assoc.dul.socket, "socket", None)
+        verdict = self.deps.authenticator.check_ae(ae, identity_of_socket(socket_), address=address)
+        return None if verdict.accepted else verdict.reason
+
     def _on_closed(self, event: Any) -> None:
         self.live.forget(event.assoc)
+        if self.deps.audit is not None:
+            self.deps.audit.association_ended(event.assoc)
 
     # --- C-STORE ---------------------------------------------------------------------------
 
@@ -209,10 +290,22 @@ class DicomListener:
         except ArchiveError as exc:
             status = status_for(exc)
             LOG.warning("C-STORE from %s refused 0x%04X: %s", calling.ae_title, status, exc)
+            if self.deps.audit is not None:
+                self.deps.audit.store_refused(event.assoc, calling.ae_title, status)
             return _status(status, str(exc))
         except Exception as exc:  # any other failure: nothing acknowledged, sender may retry
             LOG.exception("C-STORE from %s failed", calling.ae_title)
+            if self.deps.audit is not None:
+                self.deps.audit.store_refused(event.assoc, calling.ae_title, STATUS_OUT_OF_RESOURCES)
             return _status(STATUS_OUT_OF_RESOURCES, f"processing failure: {type(exc).__name__}")
+        if self.deps.audit is not None:
+            self.deps.audit.stored(
+                event.assoc,
+                calling.ae_title,
+                outcome.patient.key,
+                outcome.header.study_uid,
+                outcome.header.sop_class_uid,
+            )
         LOG.info(
             "stored %s from %s%s",
             outcome.header.sop_instance_uid,
@@ -230,10 +323,10 @@ class DicomListener:
 
     # --- Storage Commitment ----------------------------------------------------------------
 
-    def _on_commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
+    def _on_commitment_request(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
         calling = self._calling_ae(event)
-        if calling is None:
-            return STATUS_NOT_AUTHORISED, None
+        if calling is None or "commitment" not in calling.roles:
+            return _status(STATUS_NOT_AUTHORISED, "calling AE may not request storage commitment"), None
         request = event.request
         if str(request.RequestedSOPClassUID) != StorageCommitmentPushModel:
             return 0x0118, None  # No such SOP Class
@@ -241,19 +334,28 @@ class DicomListener:
             return 0x0123, None  # No such action
         try:
             commitment = request_from_action_information(event.action_information)
-        except (ValueError, AttributeError) as exc:
-            LOG.warning("N-ACTION from %s malformed: %s", calling.ae_title, exc)
-            return 0x0115, None  # Invalid argument value
-        now = time.time()
-        created = self.deps.commitments.create(
-            commitment,
-            requester_ae=calling.ae_title,
-            org_oid=calling.org_oid,
-            now=now,
-            deadline=now + self.deps.commitment_wait_seconds,
-        )
-        if created:
-            self.live.add(commitment.transaction_uid, event.assoc)
+            now = time.time()
+            created = self.deps.commitments.create(
+                commitment,
+                requester_ae=calling.ae_title,
+                org_oid=calling.org_oid,
+                origin=self.deps.task_id,
+                now=now,
+                deadline=now + self.deps.commitment_wait_seconds,
+            )
+            if not created:
+                earlier = self.deps.commitments.get(commitment.transaction_uid)
+                if earlier is None or earlier.requester_ae != calling.ae_title:
+                    raise TransactionUIDInUse("Transaction UID already used by another requester")
+        except ArchiveError as exc:
+            status = commitment_status_for(exc)
+            LOG.warning("N-ACTION from %s refused 0x%04X: %s", calling.ae_title, status, exc)
+            return _status(status, str(exc)), None
+        except Exception as exc:  # nothing recorded: the requester must not think it was
+            LOG.exception("N-ACTION from %s failed", calling.ae_title)
+            return _status(STATUS_PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}"), None
+        # A resend of a pending transaction may be answered on the newer association.
+        self.live.add(commitment.transaction_uid, event.assoc)
         LOG.info(
             "commitment %s for %d instances from %s%s",
             commitment.transaction_uid,
@@ -262,6 +364,10 @@ class DicomListener:
             "" if created else " (repeated Transaction UID)",
         )
         return 0x0000, None
+
+
+def commitment_status_for(exc: Exception) -> int:
+    return statuses.status_for(exc, COMMITMENT_STATUS_BY_ERROR, STATUS_PROCESSING_FAILURE)
 
 
 def guard_protocol_errors(event: Any) -> None:

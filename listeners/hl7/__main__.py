@@ -13,7 +13,7 @@ from .app import HL7ListenerSettings, build
 
 
 async def serve() -> None:
-    listener = build(Settings.from_env(), HL7ListenerSettings.from_env())
+    listener, audit_trail = build(Settings.from_env(), HL7ListenerSettings.from_env())
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -21,6 +21,7 @@ async def serve() -> None:
     await listener.start()
     await stopped.wait()
     await listener.stop()
+    audit_trail.close()
 
 
 def main() -> None:

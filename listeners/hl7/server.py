@@ -12,14 +12,19 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from archive.errors import (
     ArchiveError,
     DuplicatePatient,
+    InvalidFieldValue,
     InvalidMerge,
     MalformedMessage,
     MessageTooLarge,
+    MessageTooLargeToKeep,
+    NotAuthenticated,
+    NotControlledBySender,
     PatientMerged,
     QueueFailure,
     RequiredFieldMissing,
@@ -28,23 +33,31 @@ from archive.errors import (
     UnsupportedCharacterSet,
     UnsupportedMessageType,
     UnsupportedTriggerEvent,
+    UntrustedAssigningAuthority,
 )
 from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack
 from archive.hl7.message import MessageHeader, parse_header
 from archive.hl7.mllp import Frame, FrameDecoder, OversizedFrame, encode_frame
 from archive.services.patient_intake import AdtIntake
 
+from .secure import MllpTls
+
 LOG = logging.getLogger("archive.hl7")
 
 ACK_BY_ERROR: tuple[tuple[type[ArchiveError], AckCode, ErrorCode], ...] = (
     (MessageTooLarge, AckCode.REJECT, ErrorCode.APPLICATION_ERROR),
+    (NotAuthenticated, AckCode.REJECT, ErrorCode.APPLICATION_ERROR),
     (MalformedMessage, AckCode.REJECT, ErrorCode.SEGMENT_SEQUENCE),
     (UnsupportedMessageType, AckCode.REJECT, ErrorCode.UNSUPPORTED_MESSAGE_TYPE),
     (UnsupportedTriggerEvent, AckCode.REJECT, ErrorCode.UNSUPPORTED_EVENT),
     (UnsupportedCharacterSet, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
     (UnknownSendingFacility, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
     (RequiredFieldMissing, AckCode.ERROR, ErrorCode.REQUIRED_FIELD_MISSING),
-    (UnknownAssigningAuthority, AckCode.ERROR, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (InvalidFieldValue, AckCode.REJECT, ErrorCode.DATA_TYPE_ERROR),
+    (MessageTooLargeToKeep, AckCode.REJECT, ErrorCode.APPLICATION_ERROR),
+    (UnknownAssigningAuthority, AckCode.REJECT, ErrorCode.TABLE_VALUE_NOT_FOUND),
+    (UntrustedAssigningAuthority, AckCode.REJECT, ErrorCode.UNKNOWN_KEY),
+    (NotControlledBySender, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
     (PatientMerged, AckCode.ERROR, ErrorCode.UNKNOWN_KEY),
     (DuplicatePatient, AckCode.ERROR, ErrorCode.DUPLICATE_KEY),
     (InvalidMerge, AckCode.ERROR, ErrorCode.APPLICATION_ERROR),
@@ -79,12 +92,23 @@ class ListenerLimits:
 
 
 class MllpListener:
-    def __init__(self, intake: AdtIntake, *, host: str, port: int, limits: ListenerLimits) -> None:
+    def __init__(
+        self,
+        intake: AdtIntake,
+        *,
+        host: str,
+        port: int | None,
+        limits: ListenerLimits,
+        tls: MllpTls | None = None,
+    ) -> None:
         self._intake = intake
         self._host = host
         self._port = port
         self._limits = limits
+        # MLLP over TLS on its own port (docs/security.md); None: plain only.
+        self._tls = tls
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         # Connections in the middle of a message: on stop they may finish it and send its ACK.
         self._busy: set[asyncio.Task[None]] = set()
@@ -95,15 +119,25 @@ class MllpListener:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def tls_port(self) -> int:
+        assert self._tls_server is not None
+        return int(self._tls_server.sockets[0].getsockname()[1])
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port, reuse_address=True)
-        LOG.info("HL7 MLLP listener on %s:%d", self._host, self.port)
+        if self._port is not None:
+            self._server = await asyncio.start_server(self._serve, self._host, self._port, reuse_address=True)
+            LOG.info("HL7 MLLP listener on %s:%d", self._host, self.port)
+        if self._tls is not None:
+            self._tls_server = await self._tls.start_server(self._host, self._serve)
+            LOG.info("HL7 MLLP/TLS listener on %s:%d", self._host, self.tls_port)
 
     async def stop(self) -> None:
         """Stop accepting; answer the messages being handled (within the grace time); close."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
         for task in self._connections - self._busy:
             task.cancel()
         if self._busy:
@@ -113,10 +147,16 @@ class MllpListener:
         for task in list(self._connections):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                await server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        authorise: Callable[[str, str], None] | None = None,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -149,10 +189,13 @@ class MllpListener:
                     assert isinstance(event, Frame)
                     self._busy.add(task)
                     try:
-                        writer.write(encode_frame(await self._answer(event.payload, peer)))
+                        answer, refused = await self._answer(event.payload, peer, authorise)
+                        writer.write(encode_frame(answer))
                         await writer.drain()
                     finally:
                         self._busy.discard(task)
+                    if refused:
+                        return  # the certificate does not identify the sender: no further messages
                 if self._stopping:
                     return
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
@@ -165,16 +208,19 @@ class MllpListener:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _answer(self, payload: bytes, peer: object) -> bytes:
+    async def _answer(
+        self, payload: bytes, peer: object, authorise: Callable[[str, str], None] | None = None
+    ) -> tuple[bytes, bool]:
+        """The ACK, and whether the connection must be closed after it (not authenticated)."""
         header = peek_header(payload)
         try:
-            request = await asyncio.to_thread(self._intake.accept, payload)
+            request = await asyncio.to_thread(self._intake.accept, payload, authorise)
         except Exception as exc:
             code, error = ack_for(exc)
             if isinstance(exc, ArchiveError):
                 LOG.info("%s %s from %s: %s %s", code, error.code, peer, type(exc).__name__, exc)
             else:
                 LOG.exception("unexpected failure on a message from %s", peer)
-            return encode_ack(build_ack(header, code, error), header)
+            return encode_ack(build_ack(header, code, error), header), isinstance(exc, NotAuthenticated)
         LOG.info("queued %s %s from %s (%s)", request.event, request.message_control_id, request.sender, peer)
-        return encode_ack(build_ack(header, AckCode.ACCEPT), header)
+        return encode_ack(build_ack(header, AckCode.ACCEPT), header), False

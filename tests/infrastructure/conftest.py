@@ -43,17 +43,25 @@ def synthesize(**context: Any) -> Synthesized:
 
 @pytest.fixture(scope="module")
 def production() -> Synthesized:
-    """The defaults: a production stack, COMPLIANCE retention, no TLS certificate given."""
+    """The defaults: a production stack, COMPLIANCE retention, listeners without TLS."""
     return synthesize()
+
+
+XDS_DOMAIN = "xds.archive.example.org"
+SYSLOG_HOST = "audit.example.org"
 
 
 @pytest.fixture(scope="module")
 def dev_with_tls() -> Synthesized:
-    """A dev stack with GOVERNANCE retention, a TLS certificate and a public client network."""
+    """A dev stack with GOVERNANCE retention, TLS in the listeners, a public client network, audit
+    forwarding over syslog and the customers' API on its mutual-TLS domain."""
     return synthesize(
         stage="dev-ci",
         objectLockMode="GOVERNANCE",
         retentionDays="30",
-        dicomCertificateArn=CERTIFICATE_ARN,
+        listenerTls="true",
         clientCidrs="198.51.100.0/24",
+        auditSyslogHost=SYSLOG_HOST,
+        xdsDomainName=XDS_DOMAIN,
+        xdsCertificateArn=CERTIFICATE_ARN,
     )

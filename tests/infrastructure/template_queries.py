@@ -24,9 +24,46 @@ def only(template: Template, resource_type: str, properties: Any = None) -> tupl
     return next(iter(found.items()))
 
 
+def _locked_bucket(template: Template, log_prefix: str) -> tuple[str, Resource]:
+    return only(
+        template,
+        "AWS::S3::Bucket",
+        Match.object_like(
+            {
+                "ObjectLockEnabled": True,
+                "LoggingConfiguration": Match.object_like({"LogFilePrefix": log_prefix}),
+            }
+        ),
+    )
+
+
 def archive_bucket(template: Template) -> tuple[str, Resource]:
-    """The bucket that stores DICOM objects: the one with Object Lock."""
-    return only(template, "AWS::S3::Bucket", Match.object_like({"ObjectLockEnabled": True}))
+    """The bucket that stores DICOM objects: Object-Locked, its access logs under archive-bucket/."""
+    return _locked_bucket(template, "archive-bucket/")
+
+
+def audit_bucket(template: Template) -> tuple[str, Resource]:
+    """The audit trail's bucket: Object-Locked, its access logs under audit-bucket/."""
+    return _locked_bucket(template, "audit-bucket/")
+
+
+def s3_grants(statements: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """Every (S3 action, resource) the statements allow."""
+    out = []
+    for statement in statements:
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        targets = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
+        out.extend((a, t) for a in actions if a.startswith("s3:") for t in targets)
+    return out
+
+
+def objects_under(bucket_logical_id: str, prefix: str) -> dict[str, Any]:
+    """``<bucket ARN>/<prefix>*`` as CDK renders it."""
+    return {"Fn::Join": ["", [arn_of(bucket_logical_id), f"/{prefix}*"]]}
 
 
 def index_function(template: Template) -> tuple[str, Resource]:
@@ -59,10 +96,17 @@ def index_queue(template: Template) -> tuple[str, Resource]:
 
 
 def dicom_task_definition(template: Template) -> tuple[str, Resource]:
-    container = Match.object_like({"PortMappings": [Match.object_like({"ContainerPort": 11112})]})
-    return only(
-        template, "AWS::ECS::TaskDefinition", Match.object_like({"ContainerDefinitions": [container]})
-    )
+    """The DICOM listener's task: its container listens on 11112 (plain) or 2762 (TLS)."""
+    found = {}
+    for port in (11112, 2762):
+        container = Match.object_like({"PortMappings": [Match.object_like({"ContainerPort": port})]})
+        found.update(
+            resources(
+                template, "AWS::ECS::TaskDefinition", Match.object_like({"ContainerDefinitions": [container]})
+            )
+        )
+    assert len(found) == 1, sorted(found)
+    return next(iter(found.items()))
 
 
 def ref(logical_id: str) -> dict[str, str]:

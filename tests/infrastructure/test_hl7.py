@@ -13,19 +13,20 @@ from aws_cdk.assertions import Annotations, Match
 
 from infrastructure.listener_service import NO_CERTIFICATE_WARNING_ID
 from infrastructure.settings import REPO_ROOT
-from tests.infrastructure.conftest import CERTIFICATE_ARN, Synthesized, synthesize
+from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import (
     actions_on,
-    all_actions,
     arn_of,
+    audit_bucket,
+    objects_under,
     only,
     ref,
     resources,
+    s3_grants,
     statements_of_role,
 )
 
-HL7_PORT = 2575
-HL7_CERTIFICATE_ARN = CERTIFICATE_ARN.replace("0f6c1f4e", "1a2b3c4d")
+HL7_PORT = 2575  # plain MLLP, and MLLP over TLS when listenerTls is on
 
 
 def _listener(synthesized: Synthesized) -> dict[str, Any]:
@@ -65,32 +66,23 @@ def _function(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:
     return only(synthesized.template, "AWS::Lambda::Function", Match.object_like({"Environment": service}))
 
 
-def test_hl7_listener_terminates_tls_on_2575_with_the_dicom_certificate_by_default(
+def test_with_tls_the_hl7_load_balancer_passes_tcp_through_to_mllp_over_tls_in_the_container(
     dev_with_tls: Synthesized,
 ) -> None:
     props = _listener(dev_with_tls)["Properties"]
-    assert (props["Protocol"], props["Port"]) == ("TLS", HL7_PORT)
-    assert props["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
-    assert props["SslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-2")
+    env = _environment(dev_with_tls)
+    assert (props["Protocol"], props["Port"]) == ("TCP", HL7_PORT)
+    assert "Certificates" not in props
+    assert (env["HL7_TLS_PORT"], env["HL7_PORT"]) == (str(HL7_PORT), "off")
+    (secret_id,) = resources(dev_with_tls.template, "AWS::SecretsManager::Secret")
+    assert env["TLS_SECRET_ID"] == ref(secret_id)
 
 
-def test_hl7_listener_takes_its_own_certificate_when_given() -> None:
-    synthesized = synthesize(
-        stage="dev-hl7",
-        objectLockMode="GOVERNANCE",
-        dicomCertificateArn=CERTIFICATE_ARN,
-        hl7CertificateArn=HL7_CERTIFICATE_ARN,
-    )
-    assert _listener(synthesized)["Properties"]["Certificates"] == [{"CertificateArn": HL7_CERTIFICATE_ARN}]
-
-
-def test_without_a_certificate_the_hl7_listener_is_plain_tcp_and_synth_warns(production: Synthesized) -> None:
+def test_without_tls_the_hl7_listener_is_plain_tcp_and_synth_warns(production: Synthesized) -> None:
     assert _listener(production)["Properties"]["Protocol"] == "TCP"
     Annotations.from_stack(production.stack).has_warning(
         "*",
-        Match.string_like_regexp(
-            f"No certificate for the hl7 listener.*\\[ack: {NO_CERTIFICATE_WARNING_ID}\\]"
-        ),
+        Match.string_like_regexp(f"No TLS for the hl7 listener.*\\[ack: {NO_CERTIFICATE_WARNING_ID}\\]"),
     )
 
 
@@ -118,10 +110,13 @@ def test_hl7_task_may_queue_messages_and_read_the_index_but_not_touch_images(pro
     _, task = _task(production)
     statements = statements_of_role(production.template, task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
     assert "sqs:SendMessage" in actions_on(statements, arn_of(queue_id))
-    assert not {a for a in all_actions(statements) if a.startswith("s3:")}
+    # In S3 only its audit batches: create, under audit/ in the audit bucket
+    audit_id, _ = audit_bucket(production.template)
+    assert s3_grants(statements) == [("s3:PutObject", objects_under(audit_id, "audit/"))]
+    patients_id = _environment(production)[TABLE_ENV["patients"]]["Ref"]
+    assert {"dynamodb:GetItem", "dynamodb:Query"} <= actions_on(statements, arn_of(patients_id))
     for table_id in resources(production.template, "AWS::DynamoDB::Table"):
         granted = actions_on(statements, arn_of(table_id))
-        assert {"dynamodb:GetItem", "dynamodb:Query"} <= granted, table_id
         # It decides before queueing; the patient_update Lambda is what writes.
         assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & granted, table_id
 
@@ -179,7 +174,8 @@ def test_patient_update_function_is_fed_by_the_fifo_queue_with_partial_failures(
 def test_patient_update_function_writes_the_index_and_nothing_in_s3(production: Synthesized) -> None:
     _, function = _function(production)
     statements = statements_of_role(production.template, function["Properties"]["Role"]["Fn::GetAtt"][0])
-    assert not {a for a in all_actions(statements) if a.startswith("s3:")}
+    audit_id, _ = audit_bucket(production.template)
+    assert s3_grants(statements) == [("s3:PutObject", objects_under(audit_id, "audit/"))]
     history_id = function["Properties"]["Environment"]["Variables"][TABLE_ENV["patient_history"]]["Ref"]
     assert {"dynamodb:PutItem", "dynamodb:Query"} <= actions_on(statements, arn_of(history_id))
 

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Annotations, Match
 
 from infrastructure.listener_service import NO_CERTIFICATE_WARNING_ID
 from infrastructure.settings import REPO_ROOT
-from tests.infrastructure.conftest import CERTIFICATE_ARN, Synthesized
+from tests.infrastructure.conftest import Synthesized
 from tests.infrastructure.template_queries import (
     actions_on,
     all_actions,
@@ -27,12 +27,29 @@ from tests.infrastructure.template_queries import (
 )
 
 DICOM_PORT = 11112
+DICOM_TLS_PORT = 2762
+
+
+def _port(synthesized: Synthesized) -> int:
+    return (
+        DICOM_TLS_PORT if synthesized is not None and _has_port(synthesized, DICOM_TLS_PORT) else DICOM_PORT
+    )
+
+
+def _has_port(synthesized: Synthesized, port: int) -> bool:
+    return bool(
+        resources(
+            synthesized.template, "AWS::ElasticLoadBalancingV2::Listener", Match.object_like({"Port": port})
+        )
+    )
 
 
 def _listener(synthesized: Synthesized) -> dict[str, Any]:
-    """The load balancer listener on the DICOM port (the HL7 listener has its own)."""
+    """The load balancer listener of the DICOM listener (the HL7 listener has its own)."""
     _, listener = only(
-        synthesized.template, "AWS::ElasticLoadBalancingV2::Listener", Match.object_like({"Port": DICOM_PORT})
+        synthesized.template,
+        "AWS::ElasticLoadBalancingV2::Listener",
+        Match.object_like({"Port": _port(synthesized)}),
     )
     return listener
 
@@ -56,28 +73,36 @@ def _container(synthesized: Synthesized) -> dict[str, Any]:
     return container  # type: ignore[no-any-return]
 
 
-def test_with_a_certificate_the_load_balancer_terminates_tls(dev_with_tls: Synthesized) -> None:
-    # Given a stack synthesized with dicomCertificateArn
-    # When we look at the load balancer's listener
+def test_with_tls_the_load_balancer_passes_tcp_through_to_the_containers_tls_port(
+    dev_with_tls: Synthesized,
+) -> None:
+    # Given a stack synthesized with listenerTls=true
+    # When we look at the load balancer's listener, its target group and the container
     props = _listener(dev_with_tls)["Properties"]
+    (action,) = props["DefaultActions"]
+    target_group = dev_with_tls.template.to_json()["Resources"][action["TargetGroupArn"]["Ref"]]["Properties"]
+    env = {e["Name"]: e["Value"] for e in _container(dev_with_tls)["Environment"]}
 
-    # Then it speaks TLS on the DICOM port with that certificate and a TLS 1.2+ policy
-    assert props["Protocol"] == "TLS"
-    assert props["Port"] == DICOM_PORT
-    assert props["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
-    assert props["SslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-2")
+    # Then TCP passes through on the dicom-tls port to the container, which terminates TLS itself
+    # with the stack's TLS secret, the plain port switched off
+    assert (props["Protocol"], props["Port"]) == ("TCP", DICOM_TLS_PORT)
+    assert "Certificates" not in props
+    assert (target_group["Protocol"], target_group["Port"]) == ("TCP", DICOM_TLS_PORT)
+    assert env["DICOM_TLS_PORT"] == str(DICOM_TLS_PORT)
+    assert env["DICOM_PORT"] == "off"
+    (secret_id,) = resources(dev_with_tls.template, "AWS::SecretsManager::Secret")
+    assert env["TLS_SECRET_ID"] == ref(secret_id)
 
 
-def test_without_a_certificate_the_listener_is_plain_tcp_and_synth_warns(production: Synthesized) -> None:
+def test_without_tls_the_listener_is_plain_tcp_and_synth_warns(production: Synthesized) -> None:
     props = _listener(production)["Properties"]
 
     assert props["Protocol"] == "TCP"
     assert props["Port"] == DICOM_PORT
+    assert "TLS_SECRET_ID" not in {e["Name"] for e in _container(production)["Environment"]}
     Annotations.from_stack(production.stack).has_warning(
         "*",
-        Match.string_like_regexp(
-            f"No certificate for the dicom listener.*\\[ack: {NO_CERTIFICATE_WARNING_ID}\\]"
-        ),
+        Match.string_like_regexp(f"No TLS for the dicom listener.*\\[ack: {NO_CERTIFICATE_WARNING_ID}\\]"),
     )
 
 
@@ -108,10 +133,10 @@ def test_only_the_vpc_and_the_configured_client_networks_may_connect(dev_with_tl
     (group_id,) = [g["Fn::GetAtt"][0] for g in _load_balancer(dev_with_tls)["Properties"]["SecurityGroups"]]
     ingress = dev_with_tls.template.to_json()["Resources"][group_id]["Properties"]["SecurityGroupIngress"]
 
-    # Then it admits exactly the VPC and the clientCidrs, on the DICOM port only
+    # Then it admits exactly the VPC and the clientCidrs, on the DICOM TLS port only
     assert {rule["CidrIp"] for rule in ingress} == {"10.60.0.0/16", "198.51.100.0/24"}
     assert {(rule["FromPort"], rule["ToPort"], rule["IpProtocol"]) for rule in ingress} == {
-        (DICOM_PORT, DICOM_PORT, "tcp")
+        (DICOM_TLS_PORT, DICOM_TLS_PORT, "tcp")
     }
 
 
@@ -160,6 +185,7 @@ def test_container_gets_the_archive_environment_and_logs_to_cloudwatch(productio
     assert env["SPOOL_DIR"] == "/tmp"
     assert env["DICOM_PORT"] == str(DICOM_PORT)
     assert env["COMMITMENT_WAIT_SECONDS"] == "60"
+    assert env["OBJECT_LOCK_MODE"] == "COMPLIANCE"
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     log_group_ref = container["LogConfiguration"]["Options"]["awslogs-group"]
     log_group = production.template.to_json()["Resources"][log_group_ref["Ref"]]
@@ -174,9 +200,16 @@ def test_task_may_store_and_read_objects_but_not_delete_them(production: Synthes
 
     assert actions_on(statements, objects_of(bucket_id)) >= {"s3:PutObject", "s3:GetObject"}
     assert not {a for a in all_actions(statements) if "Delete" in a and a.startswith("s3:")}
-    assert not {a for a in all_actions(statements) if a.startswith("s3:") and "Retention" in a}
-    for table_id in resources(production.template, "AWS::DynamoDB::Table"):
-        assert {"dynamodb:PutItem", "dynamodb:Query"} <= actions_on(statements, arn_of(table_id)), table_id
+    # The PUT carries its retain-until date (docs/retention.md); COMPLIANCE locks can only be
+    # lengthened, and without the bypass action no GOVERNANCE lock can be shortened either.
+    assert {a for a in all_actions(statements) if a.startswith("s3:") and "Retention" in a} == {
+        "s3:PutObjectRetention"
+    }
+    assert not {a for a in all_actions(statements) if a.startswith("s3:") and "LegalHold" in a}
+    env = {e["Name"]: e["Value"] for e in _container(production)["Environment"]}
+    for name in ("commitments", "commitment_parts", "studies"):
+        table_id = env[TABLE_ENV[name]]["Ref"]
+        assert {"dynamodb:PutItem", "dynamodb:Query"} <= actions_on(statements, arn_of(table_id)), name
 
 
 def test_image_is_built_from_the_dicom_dockerfile_for_the_task_platform(production: Synthesized) -> None:

@@ -18,7 +18,8 @@ def test_defaults_are_production_grade() -> None:
     assert settings.object_lock_mode is ObjectLockMode.COMPLIANCE
     assert settings.retention_days == 3650
     assert not settings.is_dev
-    assert settings.dicom_certificate_arn is None
+    assert not settings.listener_tls
+    assert settings.audit_retention_days >= 12 * 365
 
 
 def test_context_values_given_with_dash_c_arrive_as_strings_and_are_parsed() -> None:
@@ -29,7 +30,9 @@ def test_context_values_given_with_dash_c_arrive_as_strings_and_are_parsed() -> 
             "objectLockMode": "governance",
             "retentionDays": "7",
             "clientCidrs": "192.0.2.0/24, 10.20.0.0/16",
-            "dicomCertificateArn": "arn:aws:acm:eu-north-1:111122223333:certificate/0f6c1f4e",
+            "listenerTls": "true",
+            "auditSyslogHost": "audit.example.org",
+            "auditSyslogPort": "6514",
         }
     )
 
@@ -41,6 +44,8 @@ def test_context_values_given_with_dash_c_arrive_as_strings_and_are_parsed() -> 
     assert settings.retention_days == 7
     assert settings.client_cidrs == ("192.0.2.0/24", "10.20.0.0/16")
     assert settings.stack_name == "ImagingArchive-dev-alice"
+    assert settings.listener_tls is True
+    assert (settings.audit_syslog_host, settings.audit_syslog_port) == ("audit.example.org", 6514)
 
 
 @pytest.mark.parametrize("stage", ["production", "staging", "developer"])
@@ -80,13 +85,30 @@ def test_unknown_object_lock_mode_is_refused() -> None:
 CERTIFICATE = "arn:aws:acm:eu-north-1:111122223333:certificate/0f6c1f4e"
 
 
+@pytest.mark.parametrize("key", ["dicomCertificateArn", "hl7CertificateArn"])
+def test_load_balancer_certificates_are_refused_with_the_reason(key: str) -> None:
+    # Given a context from before TLS moved into the containers
+    app = App(context={key: CERTIFICATE})
+    # Then synth says where TLS went instead of silently ignoring it
+    with pytest.raises(ValueError, match="listenerTls=true"):
+        DeploymentSettings.from_context(app.node)
+
+
+def test_syslog_forwarding_needs_the_archives_tls_material() -> None:
+    with pytest.raises(ValueError, match="auditSyslogHost needs listenerTls"):
+        DeploymentSettings(audit_syslog_host="audit.example.org")
+
+
+def test_the_customer_api_domain_needs_its_certificate() -> None:
+    with pytest.raises(ValueError, match="together"):
+        DeploymentSettings(xds_domain_name="xds.example.org")
+
+
 def test_load_balancers_face_the_internet_only_when_a_public_network_may_connect() -> None:
     # Given client networks that are all private (VPN / Transit Gateway)
     private = DeploymentSettings(client_cidrs=("10.20.0.0/16", "172.16.0.0/12"))
     # And one that includes a public range
-    public = DeploymentSettings(
-        client_cidrs=("10.20.0.0/16", "198.51.100.0/24"), dicom_certificate_arn=CERTIFICATE
-    )
+    public = DeploymentSettings(client_cidrs=("10.20.0.0/16", "198.51.100.0/24"), listener_tls=True)
 
     # Then only the second is internet-facing, and both always admit the VPC itself
     assert not private.listeners_internet_facing

@@ -173,3 +173,18 @@ def test_every_dead_letter_queue_has_an_alarm_to_an_encrypted_topic(production: 
         topic = production.template.to_json()["Resources"][action["Ref"]]
         assert topic["Type"] == "AWS::SNS::Topic"
         assert "KmsMasterKeyId" in topic["Properties"]
+
+
+def test_instances_move_to_glacier_instant_retrieval_after_90_days_and_small_ones_stay(
+    production: Synthesized,
+) -> None:
+    _, bucket = archive_bucket(production.template)
+    (rule,) = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == "instances/"
+    assert rule["ObjectSizeGreaterThan"] == 128 * 1024 - 1
+    assert rule["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 90}]
+    # Nothing expires by lifecycle: only the destruction job deletes, when Object Lock allows
+    assert "ExpirationInDays" not in rule and "NoncurrentVersionExpiration" not in rule
+    # And no class that would need a restore before a retrieval
+    assert not {t["StorageClass"] for t in rule["Transitions"]} & {"GLACIER", "DEEP_ARCHIVE"}

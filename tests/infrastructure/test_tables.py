@@ -75,7 +75,9 @@ def test_table_is_on_demand_recoverable_encrypted_and_protected(
 def test_append_only_tables_grant_no_update_or_delete(production: Synthesized) -> None:
     # Given the tables the models mark append-only (the access log, the patient change history)
     append_only = [spec for spec in SPECS if spec.append_only]
-    assert {"access_log", "patient_history"} <= {spec.logical_name for spec in append_only}
+    assert {"access_log", "patient_history", "destruction_records"} <= {
+        spec.logical_name for spec in append_only
+    }
     _, function = index_function(production.template)
     variables = function["Properties"]["Environment"]["Variables"]
     table_ids = {variables[TABLE_ENV[spec.logical_name]]["Ref"] for spec in append_only}

@@ -196,13 +196,17 @@ def test_merge_cases_users_hit(cloud: LocalCloud, workdir: Path) -> None:
     # And there is no loop: A points at B, B at nothing
     assert Patient.get(a_key).merged_into == b_key
     assert Patient.get(b_key).merged_into is None
-    # And the history has the merge once (the retry was deduplicated) and the repeat as a no-op
+    # And the history has the merge once (the retry was deduplicated), the repeat as a no-op, and
+    # the reversal the listener refused (recorded asynchronously, through the queue)
     assert cloud.settings is not None
-    history = PatientRepository(cloud.settings).history(a_key)
+    repository = PatientRepository(cloud.settings)
+    history = wait_until(lambda: (h := repository.history(a_key)) and len(h) >= 3 and h, timeout=60)
     assert [(h["message_control_id"], h["outcome"]) for h in history] == [
         (f"1{a}", "APPLIED"),
         (f"2{a}", "UNCHANGED"),
+        (f"3{a}", "REFUSED"),
     ]
+    assert "PatientMerged" in str(history[2]["reason"])
     # And images of A sent after the merge (A never had any) attach to B, where C-FIND finds them
     files = study(workdir / "a", 1, patient_id=a, issuer=TEMP_ISSUER)
     study_uid = store(cloud, files)

@@ -69,8 +69,22 @@ def test_malformed_and_unsupported_messages_get_their_error_codes(cloud: LocalCl
         (adt("A31", pid).replace(f"|{pid}^^^ADT1|".encode(), b"||"), ("AE", "101", "PID^1^3")),
         (adt("A40", pid), ("AE", "101", "MRG^1^1")),
         (adt("A31", pid, control_id=" "), ("AE", "101", "MSH^1^10")),
-        (adt("A31", pid, authority="UNKNOWN_NS"), ("AE", "103", "PID^1^3^1^4")),
-        (adt("A31", pid, authority="&1.2.3.4&ISO"), ("AE", "103", "PID^1^3^1^4")),
+        (adt("A31", pid, authority="UNKNOWN_NS"), ("AR", "103", "PID^1^3^1^4")),
+        (adt("A31", pid, authority="&1.2.3.4&ISO"), ("AR", "204", "PID^1^3^1^4")),
+        # Issue 15: an OID of another type, or without one, is never moved to the default issuer
+        (adt("A31", pid, authority="&1.2.246.21&L"), ("AR", "103", "PID^1^3^1^4")),
+        (adt("A31", pid, authority="&1.2.246.21"), ("AR", "103", "PID^1^3^1^4")),
+        # ... values that could not be kept, and malformed escapes, are refused before any AA
+        (adt("A31", "9" * 100_000), ("AR", "102", "PID^1^3^1^1")),
+        (adt("A31", pid, name="Doe\\XZZ\\^John"), ("AR", "102", "PID^1^5^1")),
+        (adt("A31", pid, name="Doe\\XD800\\^John"), ("AR", "102", "PID^1^5^1")),
+        # ... corrupt MSH-1/MSH-2 get an AR in the standard delimiters
+        (adt("A31", pid).replace(b"MSH|^~\\&|", b"MSH|^~|&|"), ("AR", "100", "MSH^1^2")),
+        # ... and blank segments are dropped, not an internal error
+        (
+            adt("A31", pid, control_id=f"B{pid}").replace(b"\rEVN|", b"\r\r\rEVN|") + b"\r\r",
+            ("AA", None, None),
+        ),
         (adt("A31", pid, control_id=f"OK{pid}"), ("AA", None, None)),
     ]
     # When they are sent one after the other on one connection
@@ -80,6 +94,8 @@ def test_malformed_and_unsupported_messages_get_their_error_codes(cloud: LocalCl
     assert [(a.code, a.error, a.location) for a in acks] == [want for _, want in cases], [
         a.text for a in acks
     ]
+    # And the ACK to corrupt delimiters is in the standard ones
+    assert acks[-3].text.startswith("MSH|^~\\&|"), acks[-3].text
     # And the ACK answers the message: MSA-2 echoes MSH-10, MSH-5/6 are the sender's MSH-3/4
     assert acks[-1].control_id == f"OK{pid}"
     assert acks[-1].text.split("|")[4:6] == ["TEST_PAS", "XYZ_RADIOLOGY"]

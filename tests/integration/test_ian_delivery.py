@@ -105,7 +105,7 @@ def test_ian_waits_for_a_destination_that_is_down_and_gives_up_to_the_dlq_then_r
         receiver_c.wait_for(study_c, timeout=60)
         # Given a second study of B while B's PACS is still down, its IAN failed once
         late = committed_study(cloud, workdir, "IANB_MOD")
-        wait_until(lambda: (n := notification(late)) and (n.attempts or 0) >= 1, timeout=60, interval=0.1)
+        wait_until(lambda: (n := notification(late)) and (n.attempts or 0) >= 1, timeout=180, interval=0.2)
         # When B's PACS comes up (before the attempts run out)
         receiver_b = IanReceiver(pacs_b, port_b)
         try:

@@ -87,6 +87,7 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
             "roles": ["store", "query"],
             "description": None,
             "addresses": ["127.0.0.1/32"],
+            "certificate_names": [],
         }
     ]
     # A registered AE may associate at once

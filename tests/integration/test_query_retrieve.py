@@ -518,10 +518,12 @@ def test_get_partial_failure_when_receiver_takes_no_usable_syntax(cloud: LocalCl
     ae = _scu(c.scu, get=True)
     ae.add_requested_context(MRImageStorage, [JPEG2000Lossless])  # MR only in a syntax we cannot make
     assoc = ae.associate(
-        "127.0.0.1", cloud.dicom_port, ae_title="ARCHIVE",
+        "127.0.0.1",
+        cloud.dicom_port,
+        ae_title="ARCHIVE",
         ext_neg=[build_role(CTImageStorage, scp_role=True), build_role(MRImageStorage, scp_role=True)],
         evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)],
-    )  # fmt: skip
+    )
     assert assoc.is_established
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
@@ -548,8 +550,9 @@ def test_retrieve_without_retrieve_role_is_refused(cloud: LocalCloud, workdir: P
     # When it tries C-GET and C-MOVE
     ae = _scu(querier, get=True)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate("127.0.0.1", cloud.dicom_port, ae_title="ARCHIVE",
-                         ext_neg=[build_role(CTImageStorage, scp_role=True)])  # fmt: skip
+    assoc = ae.associate(
+        "127.0.0.1", cloud.dicom_port, ae_title="ARCHIVE", ext_neg=[build_role(CTImageStorage, scp_role=True)]
+    )
     get = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
     move = list(assoc.send_c_move(query, c.dest, StudyRootQueryRetrieveInformationModelMove))
     assoc.release()

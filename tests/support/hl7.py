@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,11 @@ from archive.model.identity import PatientIdentity
 from local.cloud import ROOT, LocalCloud, free_port, wait_for_port
 from tests.support.cloud import wait_until
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "hl7"
+# The steering repository's shared/testdata beside the clone; ARCHIVE_TESTDATA points elsewhere.
+VECTORS = (
+    Path(os.environ.get("ARCHIVE_TESTDATA") or Path(__file__).resolve().parents[3] / "shared" / "testdata")
+    / "hl7"
+)
 PEER = Path(__file__).resolve().parents[1] / "integration" / "hl7_peer"
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 # The demo organisation's temporary-ID issuer; the demo facility XYZ_RADIOLOGY maps ^^^ADT1 to it.
@@ -29,12 +34,21 @@ TEMP_ISSUER = "1.2.246.10.12345678.22.2026"
 HETU_ISSUER = "1.2.246.21"
 
 
-def vector(name: str, **replace: str) -> bytes:
-    """A published test message, with identifiers replaced (so each test has its own patients)."""
+def vector(name: str, *, control_id: str | None = None, **replace: str) -> bytes:
+    """A published test message, with identifiers replaced (so each test has its own patients).
+
+    With replacements, MSH-10 is replaced too (by ``control_id`` or a fresh one): the archive applies
+    a message once per sender and MSH-10, so the same control ID for other patients would be a resend.
+    """
     data = (VECTORS / name).read_bytes()
     # Longest first: OLD_PID_1 and NEW_PID_1 contain PID_1.
     for old, new in sorted(replace.items(), key=lambda kv: -len(kv[0])):
         data = data.replace(f"|{old}^".encode(), f"|{new}^".encode())
+    if replace or control_id:
+        msh, rest = data.split(b"\r", 1)
+        fields = msh.split(b"|")
+        fields[9] = (control_id or uuid.uuid4().hex[:16]).encode()
+        data = b"|".join(fields) + b"\r" + rest
     return data
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ def action_information(refs: Iterable[tuple[str, str]], transaction_uid: str | N
 class Modality:
     """One SCU association to the archive with storage and commitment contexts."""
 
-    def __init__(self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE") -> None:
+    def __init__(
+        self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE", tls_args: Any = None
+    ) -> None:
         self.reports: queue.Queue[Report] = queue.Queue()
         ae = AE(ae_title=ae_title)
         ae.network_timeout = 30
@@ -101,6 +104,7 @@ class Modality:
             port,
             ae_title=called,
             evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+            tls_args=tls_args,
         )
 
     def _on_report(self, event: Any) -> tuple[int, None]:
@@ -127,9 +131,13 @@ class Modality:
 
 
 class CommitmentReceiver:
-    """The requester's own SCP: accepts the archive's new association and its N-EVENT-REPORT."""
+    """The requester's own SCP: accepts the archive's new association and its N-EVENT-REPORT
+    (answering after ``answer_after`` seconds, to play a slow requester)."""
 
-    def __init__(self, ae_title: str, port: int = 0) -> None:
+    def __init__(
+        self, ae_title: str, port: int = 0, ssl_context: Any = None, answer_after: float = 0.0
+    ) -> None:
+        self.answer_after = answer_after
         self.reports: queue.Queue[Report] = queue.Queue()
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
@@ -138,11 +146,14 @@ class CommitmentReceiver:
             ("127.0.0.1", port),
             block=False,
             evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+            ssl_context=ssl_context,
         )
         self.port = int(self.server.server_address[1])
 
     def _on_report(self, event: Any) -> tuple[int, None]:
         self.reports.put(Report(event.request.EventTypeID, event.event_information, False))
+        if self.answer_after:
+            time.sleep(self.answer_after)
         return 0x0000, None
 
     def wait_report(self, timeout: float = 60.0) -> Report:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from archive.dicom.commitment import event_report, request_from_action_information
-from archive.model.commitment import CommitmentResult, Reference
+from archive.errors import CommitmentRequestTooLarge, InvalidCommitmentRequest
+from archive.model.commitment import MAX_REFERENCES, CommitmentResult, Reference
 
 from tests.support.scu import action_information
 
@@ -21,7 +22,23 @@ def test_request_is_read_from_action_information() -> None:
 def test_item_without_instance_uid_is_refused() -> None:
     info = action_information([(CT, "1.2.3.1")])
     del info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(InvalidCommitmentRequest, match="lacks"):
+        request_from_action_information(info)
+
+
+@pytest.mark.parametrize("uid", ["", "1.2.3.x", "1." + "2" * 70, "1..2"])
+def test_a_reference_that_is_not_a_uid_is_refused(uid: str) -> None:
+    info = action_information([(CT, "1.2.3.1")])
+    info.ReferencedSOPSequence[0].ReferencedSOPInstanceUID = uid
+    with pytest.raises(InvalidCommitmentRequest):
+        request_from_action_information(info)
+
+
+def test_more_references_than_one_transaction_holds_are_refused() -> None:
+    info = action_information([(CT, "1.2.3.1")])
+    # The same item over and over: the count is what matters (and building 40,001 items is slow).
+    info.ReferencedSOPSequence = [info.ReferencedSOPSequence[0]] * (MAX_REFERENCES + 1)
+    with pytest.raises(CommitmentRequestTooLarge):
         request_from_action_information(info)
 
 
@@ -43,9 +60,12 @@ def test_failures_are_event_type_2_with_reasons() -> None:
     assert ds.FailedSOPSequence[0].FailureReason == 0x0112
 
 
-def test_result_survives_its_json_form() -> None:
-    result = CommitmentResult(committed=[Reference(CT, "1")], failed=[(Reference(CT, "2"), 0x0119)])
-    again = CommitmentResult.from_json(result.as_json())
+def test_result_survives_its_stored_form_of_one_outcome_per_reference() -> None:
+    refs = [Reference(CT, "1"), Reference(CT, "2"), Reference(CT, "3")]
+    result = CommitmentResult(committed=[refs[0], refs[2]], failed=[(refs[1], 0x0119)])
+    outcomes = result.outcomes(refs)
+    assert outcomes == [0, 0x0119, 0]
+    again = CommitmentResult.from_outcomes(refs, outcomes)
     assert again.committed == result.committed and again.failed == result.failed
 
 

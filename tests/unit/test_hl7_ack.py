@@ -8,9 +8,12 @@ import pytest
 from archive.errors import (
     ArchiveError,
     DuplicatePatient,
+    InvalidFieldValue,
     InvalidMerge,
     MalformedMessage,
     MessageTooLarge,
+    MessageTooLargeToKeep,
+    NotControlledBySender,
     PatientMerged,
     QueueFailure,
     RequiredFieldMissing,
@@ -19,6 +22,7 @@ from archive.errors import (
     UnsupportedCharacterSet,
     UnsupportedMessageType,
     UnsupportedTriggerEvent,
+    UntrustedAssigningAuthority,
 )
 from archive.hl7.ack import AckCode, AckError, ErrorCode, build_ack, encode_ack, escape
 from archive.hl7.message import parse_header
@@ -88,7 +92,11 @@ def test_peek_header_reads_any_bytes_leniently() -> None:
         (UnsupportedCharacterSet("x"), "AR", "103"),
         (UnknownSendingFacility("x"), "AR", "103"),
         (RequiredFieldMissing("x", location="PID^1^3"), "AE", "101"),
-        (UnknownAssigningAuthority("x"), "AE", "103"),
+        (UnknownAssigningAuthority("x"), "AR", "103"),
+        (UntrustedAssigningAuthority("x"), "AR", "204"),
+        (InvalidFieldValue("x"), "AR", "102"),
+        (MessageTooLargeToKeep("x"), "AR", "207"),
+        (NotControlledBySender("x"), "AE", "204"),
         (PatientMerged("x"), "AE", "204"),
         (DuplicatePatient("x"), "AE", "205"),
         (InvalidMerge("x"), "AE", "207"),
@@ -108,3 +116,31 @@ def test_the_location_travels_with_the_exception() -> None:
 
 def test_unexpected_errors_do_not_leak_their_text() -> None:
     assert "secret" not in ack_for(RuntimeError("secret table name"))[1].diagnostic
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"MSH^^~\\&^PAS^HOSP^A^B^2026^^ADT^A08^1\r",
+        b"MSH|^~\\|PAS|HOSP|A|B|2026||ADT^A08|1\r",
+        b"MSH\r|^~\\&|PAS|HOSP\r",
+        b"MSH|^~ &|PAS|HOSP|A|B|2026||ADT^A08|1\r",
+        b"MSH\x00^~\\&\x00PAS\r",
+    ],
+    ids=[
+        "MSH-1 repeated in MSH-2",
+        "MSH-2 three characters",
+        "CR as MSH-1",
+        "space in MSH-2",
+        "NUL as MSH-1",
+    ],
+)
+def test_an_ack_to_corrupt_delimiters_uses_the_standard_ones(payload: bytes) -> None:
+    """Issue 15 finding 8."""
+    header = peek_header(payload)
+    assert header is None
+    code, err = ack_for(MalformedMessage("MSH-1/MSH-2 encoding characters are invalid", location="MSH^1^2"))
+    text = encode_ack(build_ack(header, code, err), header).decode("ascii")
+    assert text.startswith("MSH|^~\\&|")
+    assert segments(text)["MSA"][1] == "AR"
+    assert segments(text)["ERR"][3] == "100^Segment sequence error^HL70357"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from archive.errors import MalformedMessage, UnsupportedCharacterSet
+from archive.errors import InvalidFieldValue, MalformedMessage, UnsupportedCharacterSet
 from archive.hl7.message import HierarchicDesignator, character_set, parse_adt
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "hl7"
+# The steering repository's shared/testdata beside the clone; ARCHIVE_TESTDATA points elsewhere.
+VECTORS = (
+    Path(os.environ.get("ARCHIVE_TESTDATA") or Path(__file__).resolve().parents[3] / "shared" / "testdata")
+    / "hl7"
+)
 
 
 def message(pid5: str = "Äärelä^Åsa^Öljy", charset: str = "8859/1", encoding: str = "latin-1") -> bytes:
@@ -104,3 +109,153 @@ def test_lf_segment_separators_are_tolerated() -> None:
 def test_something_that_is_not_an_hl7_message_is_malformed(raw: bytes) -> None:
     with pytest.raises(MalformedMessage):
         parse_adt(raw)
+
+
+# --- strict input (issue 15) ------------------------------------------------------------------
+
+HEAD = "MSH|^~\\&|PAS|XYZ_RADIOLOGY|ARCHIVE|NAT|20260101||ADT^A08^ADT_A01|42|P|2.5.1||||||{charset}\r"
+
+
+def adt08(pid: str = "PID|||T1^^^ADT1||Doe^John||19160502|M", *, charset: str = "", tail: str = "") -> bytes:
+    return (HEAD.format(charset=charset) + pid + "\r" + tail).encode("utf-8" if charset else "ascii")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        adt08(tail="\r\r"),
+        (HEAD.format(charset="") + "\rEVN||20260101\r\r  \rPID|||T1^^^ADT1||Doe^John||19160502|M\r").encode(),
+        (HEAD.format(charset="") + "\r\n\r\nPID|||T1^^^ADT1||Doe^John||19160502|M\r\n").encode(),
+    ],
+    ids=["trailing", "between segments and whitespace-only", "CRLF"],
+)
+def test_blank_segments_are_dropped(raw: bytes) -> None:
+    message = parse_adt(raw)
+    assert message.patient_ids[0].id == "T1"
+    assert message.demographics.patient_name == "Doe^John"
+    assert "\r\r" not in message.text
+
+
+@pytest.mark.parametrize(
+    ("name", "charset", "expected"),
+    [
+        ("Doe\\F\\\\S\\\\T\\\\R\\\\E\\x^John", "", "Doe|^&~\\x^John"),
+        ("D\\H\\oe\\N\\^John", "", "Doe^John"),
+        ("\\X41\\rel\\X61\\^John", "", "Arela^John"),
+        ("\\XC384\\rel\\XC3A4\\^John", "UNICODE UTF-8", "Ärelä^John"),
+        ("\\XC4\\rel\\XE4\\^John", "8859/1", "Ärelä^John"),
+    ],
+)
+def test_escapes_decode_by_the_documented_rule(name: str, charset: str, expected: str) -> None:
+    raw = (HEAD.format(charset=charset) + f"PID|||T1^^^ADT1||{name}\r").encode("ascii")
+    if "\\S\\" in name:
+        with pytest.raises(InvalidFieldValue):  # a delimiter that PN cannot hold
+            parse_adt(raw)
+        return
+    assert parse_adt(raw).demographics.patient_name == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Doe\\XZZ\\",
+        "Doe\\X00\\",
+        "Doe\\XD800\\",
+        "Doe\\XC3A4\\",
+        "Doe\\X4\\",
+        "Doe\\X 41\\",
+        "Doe\\",
+        "Doe\\Q\\",
+        "Doe\\C2842\\",
+        "Doe\\M2442\\",
+        "Doe\\Zab\\",
+        "Doe\\.br\\",
+        "Doe\\X0D\\",
+    ],
+)
+def test_malformed_or_unsupported_escapes_are_refused_with_102(name: str) -> None:
+    with pytest.raises(InvalidFieldValue) as caught:
+        parse_adt(adt08(f"PID|||T1^^^ADT1||{name}^John"))
+    assert caught.value.location == "PID^1^5^1"
+
+
+@pytest.mark.parametrize(
+    ("pid", "location"),
+    [
+        ("PID|||" + "9" * 100_000 + "^^^ADT1||Doe", "PID^1^3^1^1"),
+        ("PID|||" + "9" * 65 + "^^^ADT1||Doe", "PID^1^3^1^1"),
+        ("PID|||T\\E\\1^^^ADT1||Doe", "PID^1^3^1^1"),
+        ("PID|||T\\S\\1^^^ADT1||Doe", "PID^1^3^1^1"),
+        ("PID|||T\x001^^^ADT1||Doe", "PID^1^3^1^1"),
+        ("PID|||T1^^^" + "A" * 65 + "||Doe", "PID^1^3^1^4"),
+        ("PID|||T1^^^ADT1||" + "D" * 65, "PID^1^5^1"),
+        ("PID|||T1^^^ADT1||" + "D" * 40 + "^" + "J" * 30, "PID^1^5^1"),
+        ("PID|||T1^^^ADT1||Doe=Ichiro", "PID^1^5^1"),
+        ("PID|||T1^^^ADT1||Doe||19161302", "PID^1^7"),
+        ("PID|||T1^^^ADT1||Doe||1916", "PID^1^7"),
+        ("PID|||T1^^^ADT1||Doe||19160502|Q", "PID^1^8"),
+    ],
+    ids=[
+        "100k ID",
+        "65-char ID",
+        "backslash in ID",
+        "caret in ID",
+        "NUL in ID",
+        "long namespace",
+        "long family",
+        "long PN",
+        "PN group separator",
+        "no such date",
+        "partial date",
+        "sex not in table 0001",
+    ],
+)
+def test_values_the_archive_cannot_keep_are_refused_before_aa(pid: str, location: str) -> None:
+    with pytest.raises(InvalidFieldValue) as caught:
+        parse_adt(adt08(pid))
+    assert caught.value.location == location
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"), [("M", "M"), ("f", "F"), ("O", "O"), ("A", "O"), ("N", "O"), ("U", "")]
+)
+def test_administrative_sex_maps_to_dicom(sent: str, kept: str) -> None:
+    assert parse_adt(adt08(f"PID|||T1^^^ADT1||Doe||19160502|{sent}")).demographics.sex == kept
+
+
+def test_a_long_control_id_is_refused() -> None:
+    raw = adt08().replace(b"|42|", b"|" + b"7" * 200 + b"|")
+    with pytest.raises(InvalidFieldValue) as caught:
+        parse_adt(raw)
+    assert caught.value.location == "MSH^1^10"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"MSH|^~\\&|PAS|X|A|B|2026||ADT^A08|1|P|2.5\rpid|||T1\r",
+        b"MSH|^~\\&|PAS|X|A|B|2026||ADT^A08|1|P|2.5\rPIDX|T1\r",
+        b"MSH|^~\\&|PAS|X|A|B|2026||ADT^A08|1|P|2.5\r\x00\x01\x02\r",
+        b"MSH|^~ &|PAS|X|A|B|2026||ADT^A08|1|P|2.5\r",
+        b"MSH|^~\\a|PAS|X|A|B|2026||ADT^A08|1|P|2.5\r",
+        b"MSH|^~\\&XY|PAS|X|A|B|2026||ADT^A08|1|P|2.5\r",
+        b"MSH\xff^~\\&\xffPAS\r",
+    ],
+    ids=[
+        "lower-case segment",
+        "long segment id",
+        "binary segment",
+        "space in MSH-2",
+        "letter in MSH-2",
+        "MSH-2 too long",
+        "non-ASCII MSH-1",
+    ],
+)
+def test_broken_segments_or_delimiters_are_malformed(raw: bytes) -> None:
+    with pytest.raises((MalformedMessage, UnsupportedCharacterSet)):
+        parse_adt(raw)
+
+
+def test_a_v27_truncation_character_in_msh2_is_accepted() -> None:
+    raw = adt08().replace(b"MSH|^~\\&|", b"MSH|^~\\&#|")
+    assert parse_adt(raw).header.encoding_characters == "^~\\&"

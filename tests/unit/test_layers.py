@@ -18,7 +18,7 @@ EDGE_DIRS = ("listeners", "functions", "admin", "local")
 
 # The package itself (its __init__) and these modules are the ground floor, importable by all.
 GROUND = ("archive.config", "archive.errors", "archive.topology")
-CODECS = ("archive.dicom", "archive.hl7", "archive.xds")
+CODECS = ("archive.dicom", "archive.hl7", "archive.xds", "archive.audit", "archive.tls")
 AWS_LIBRARIES = ("pynamodb", "boto3", "botocore")
 EDGES = (*EDGE_DIRS, "infrastructure", "bench", "tests")
 
@@ -115,7 +115,7 @@ def test_edges_reach_aws_only_through_data() -> None:
 def test_the_layers_this_test_knows_exist() -> None:
     # A renamed package would silently escape the rules above.
     packages = {m.split(".")[1] for m, _ in core_modules() if m.count(".") >= 1}
-    assert {"model", "dicom", "hl7", "data", "services"} <= packages
+    assert {"model", "dicom", "hl7", "data", "services", "audit", "tls"} <= packages
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from archive.errors import RequiredFieldMissing, UnknownAssigningAuthority
+from archive.errors import RequiredFieldMissing, UnknownAssigningAuthority, UntrustedAssigningAuthority
 from archive.hl7.message import HierarchicDesignator, PatientIdentifier
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import OrganisationInfo, SendingFacility
@@ -42,14 +42,49 @@ def test_the_first_trusted_repetition_wins() -> None:
 
 
 @pytest.mark.parametrize(
-    "identifier",
-    [cx("X", namespace="zxcv"), cx("X", namespace="OTHER"), cx("X", oid="1.2.3", kind="ISO")],
+    ("identifier", "error"),
+    [
+        (cx("X", namespace="zxcv"), UnknownAssigningAuthority),
+        (cx("X", namespace="OTHER"), UntrustedAssigningAuthority),
+        (cx("X", oid="1.2.3", kind="ISO"), UntrustedAssigningAuthority),
+    ],
     ids=["unmapped namespace", "mapped to an untrusted issuer", "untrusted OID"],
 )
-def test_unknown_or_untrusted_authorities_are_refused_at_pid_3_4(identifier: PatientIdentifier) -> None:
-    with pytest.raises(UnknownAssigningAuthority) as caught:
+def test_unknown_or_untrusted_authorities_are_refused_at_pid_3_4(
+    identifier: PatientIdentifier, error: type
+) -> None:
+    with pytest.raises(error) as caught:
         patient_identity((identifier,), SENDER, "PID-3", "PID^1^3")
     assert caught.value.location == "PID^1^3^1^4"
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        cx("020516C903K", oid="1.2.246.21", kind="L"),
+        cx("020516C903K", oid="1.2.246.21"),
+        cx("020516C903K", kind="ISO"),
+        cx("020516C903K", oid="1.2.246.021", kind="ISO"),
+        cx("020516C903K", oid="HOSPITAL", kind="ISO"),
+        cx("020516C903K", namespace="ADT1", oid="1.2.246.21", kind="ISO"),
+    ],
+    ids=["type L", "no type", "type without ID", "leading zero", "not an OID", "namespace says otherwise"],
+)
+def test_a_malformed_authority_is_refused_even_beside_a_trusted_repetition(
+    identifier: PatientIdentifier,
+) -> None:
+    """Issue 15 finding 6: such an identifier used to be moved to the default temporary-ID issuer."""
+    with pytest.raises(UnknownAssigningAuthority) as caught:
+        patient_identity((identifier, cx("T9", namespace="ADT1")), SENDER, "PID-3", "PID^1^3")
+    assert caught.value.location == "PID^1^3^1^4"
+
+
+def test_only_an_identifier_with_no_authority_at_all_takes_the_default_and_only_where_configured() -> None:
+    no_default = SendingFacility(OrganisationInfo("1.2.246.10.2", "Clinic", ("1.2.246.21",), None), {})
+    with pytest.raises(UnknownAssigningAuthority):
+        patient_identity((cx("T1"),), no_default, "PID-3", "PID^1^3")
+    hetu = cx("020516C903K", oid="1.2.246.21", kind="ISO")
+    assert patient_identity((hetu,), no_default, "PID-3", "PID^1^3").issuer == "1.2.246.21"
 
 
 def test_no_identifier_is_a_missing_required_field() -> None:
@@ -103,3 +138,28 @@ def test_hl7_null_clears_and_absent_keeps() -> None:
         "1916",
         None,
     )
+
+
+def test_a_listener_refusal_survives_the_queue_and_keeps_a_bounded_message() -> None:
+    from archive.model.patients import ListenerRefusal
+
+    refusal = ListenerRefusal(
+        event="A31",
+        org_oid="1.2.246.10.1",
+        sender="PAS|XYZ",
+        message_control_id="42",
+        received_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        reason="refused by the listener: InvalidFieldValue: too long",
+        message="MSH|" + "x" * 100_000,
+        patient_keys=("T1^^^1.2.3",),
+    )
+    body = refusal.to_json()
+    assert body["kind"] == ListenerRefusal.KIND and len(body["message"]) == ListenerRefusal.MESSAGE_KEPT
+    back = ListenerRefusal.from_json(body)
+    assert back.patient_keys == refusal.patient_keys and back.reason == refusal.reason
+    assert back.change_id != ListenerRefusal.from_json({**body, "message": "other"}).change_id
+
+
+def test_the_fields_a_message_sends_are_the_ones_applied_to_another_organisations_studies() -> None:
+    assert NewDemographics(patient_name="A^B", sex="").sent == {"patient_name", "sex"}
+    assert NewDemographics().sent == frozenset()

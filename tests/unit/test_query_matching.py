@@ -82,8 +82,12 @@ def test_identifier_keeps_keys_and_refuses_unknown_levels() -> None:
 
 def test_response_has_requested_keys_and_unique_keys_only() -> None:
     request = QueryRequest("STUDY", "STUDY", {"PatientName": "", "NumberOfStudyRelatedInstances": ""})
-    attrs = {"PatientName": "Testinen^Matti", "StudyInstanceUID": "1.2.3", "NumberOfStudyRelatedInstances": 3,
-             "StudyDescription": "not asked for"}  # fmt: skip
+    attrs = {
+        "PatientName": "Testinen^Matti",
+        "StudyInstanceUID": "1.2.3",
+        "NumberOfStudyRelatedInstances": 3,
+        "StudyDescription": "not asked for",
+    }
     ds = build_response(request, attrs, "ARCHIVE")
     assert str(ds.PatientName) == "Testinen^Matti"
     assert ds.StudyInstanceUID == "1.2.3"

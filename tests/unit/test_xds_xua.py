@@ -26,10 +26,18 @@ from archive.xds.xua import read_assertion, verify_assertion
 from lxml import etree
 
 from tests.support.xds import XDS
-from tests.support.xua import AUDIENCE, make_assertion, make_identity_provider, security_header
+from tests.support.xua import AUDIENCE, make_identity_provider, security_header
+from tests.support.xua import make_assertion as make_signed_assertion
 
 IDP = make_identity_provider()
 NOW = datetime.now(UTC)
+
+
+def make_assertion(*args, **kw) -> etree._Element:
+    """Assertions issued at the module's NOW, the time verify() checks against by default: a test
+    that runs minutes after collection (a loaded machine) still sees them as fresh."""
+    kw.setdefault("issued", NOW)
+    return make_signed_assertion(*args, **kw)
 
 
 def received(assertion: etree._Element | None) -> etree._Element:

@@ -28,11 +28,20 @@ class Settings:
     commitment_wait_seconds: float = 60.0
     commitment_retry_base_seconds: float = 5.0
     commitment_max_attempts: int = 8
+    # Bound of each network wait of a report delivery (connect, associate, N-EVENT-REPORT, release);
+    # a worker's lease on a transaction is derived from it so a lease always outlives an attempt.
+    commitment_delivery_timeout_seconds: float = 30.0
     # Largest single object accepted over C-STORE (S3 single PUT limit is 5 GiB).
     max_object_bytes: int = 4 * 1024**3
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # CloudWatch namespace of the metrics the archive emits (powertools' variable; CDK sets it).
+    metrics_namespace: str = "ImagingArchive"
+    # Object Lock set on each PUT (docs/retention.md): COMPLIANCE in production; the shortest lock
+    # an object gets even when its retention has ended already (an old study stored late).
+    object_lock_mode: str = "COMPLIANCE"
+    minimum_lock_seconds: float = 86400.0
     # Registration of committed studies (XDS-I.b) and its confirmation (IAN); see docs/registration.md.
     registration_queue_url: str | None = None
     ian_queue_url: str | None = None
@@ -41,6 +50,18 @@ class Settings:
     ian_retry_base_seconds: float = 30.0
     ian_max_attempts: int = 10
     ian_timeout_seconds: float = 30.0
+    # Security (docs/security.md): the Object-Locked audit bucket (audit trail and disclosure-log
+    # anchors), the Secrets Manager secret with the TLS material, where audit messages also go.
+    audit_bucket: str | None = None
+    audit_source_id: str = "ARCHIVE"
+    audit_site_id: str | None = None
+    audit_flush_seconds: float = 5.0
+    audit_syslog_host: str | None = None
+    audit_syslog_port: int = 6514
+    tls_secret_id: str | None = None
+    tls_check_seconds: float = 300.0
+    # The anchoring job writes the heads of chains that grew within this window.
+    anchor_lookback_hours: float = 3.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -61,11 +82,24 @@ class Settings:
             max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
             spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
             index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
+            commitment_delivery_timeout_seconds=float(env.get(t.ENV_COMMITMENT_DELIVERY_TIMEOUT, "30")),
+            metrics_namespace=env.get(t.ENV_METRICS_NAMESPACE) or "ImagingArchive",
+            object_lock_mode=env.get(t.ENV_OBJECT_LOCK_MODE, "COMPLIANCE"),
+            minimum_lock_seconds=float(env.get(t.ENV_MINIMUM_LOCK_SECONDS, "86400")),
             registration_queue_url=env.get(t.ENV_REGISTRATION_QUEUE_URL) or None,
             ian_queue_url=env.get(t.ENV_IAN_QUEUE_URL) or None,
             ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
             ian_max_attempts=int(env.get(t.ENV_IAN_MAX_ATTEMPTS, "10")),
             ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
+            audit_bucket=env.get(t.ENV_AUDIT_BUCKET) or None,
+            audit_source_id=env.get(t.ENV_AUDIT_SOURCE_ID) or env.get(t.ENV_AE_TITLE, "ARCHIVE"),
+            audit_site_id=env.get(t.ENV_AUDIT_SITE_ID) or None,
+            audit_flush_seconds=float(env.get(t.ENV_AUDIT_FLUSH_SECONDS, "5")),
+            audit_syslog_host=env.get(t.ENV_AUDIT_SYSLOG_HOST) or None,
+            audit_syslog_port=int(env.get(t.ENV_AUDIT_SYSLOG_PORT, "6514")),
+            tls_secret_id=env.get(t.ENV_TLS_SECRET_ID) or None,
+            tls_check_seconds=float(env.get(t.ENV_TLS_CHECK_SECONDS, "300")),
+            anchor_lookback_hours=float(env.get(t.ENV_ANCHOR_LOOKBACK_HOURS, "3")),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -79,6 +113,10 @@ class Settings:
             t.ENV_COMMITMENT_MAX_ATTEMPTS: str(self.commitment_max_attempts),
             t.ENV_MAX_OBJECT_BYTES: str(self.max_object_bytes),
             t.ENV_SPOOL_DIR: self.spool_dir,
+            t.ENV_COMMITMENT_DELIVERY_TIMEOUT: str(self.commitment_delivery_timeout_seconds),
+            t.ENV_METRICS_NAMESPACE: self.metrics_namespace,
+            t.ENV_OBJECT_LOCK_MODE: self.object_lock_mode,
+            t.ENV_MINIMUM_LOCK_SECONDS: str(self.minimum_lock_seconds),
             t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),
             t.ENV_IAN_MAX_ATTEMPTS: str(self.ian_max_attempts),
             t.ENV_IAN_TIMEOUT: str(self.ian_timeout_seconds),
@@ -92,4 +130,16 @@ class Settings:
             env[t.ENV_REGISTRATION_QUEUE_URL] = self.registration_queue_url
         if self.ian_queue_url:
             env[t.ENV_IAN_QUEUE_URL] = self.ian_queue_url
+        env[t.ENV_AUDIT_SOURCE_ID] = self.audit_source_id
+        env[t.ENV_AUDIT_FLUSH_SECONDS] = str(self.audit_flush_seconds)
+        env[t.ENV_AUDIT_SYSLOG_PORT] = str(self.audit_syslog_port)
+        env[t.ENV_TLS_CHECK_SECONDS] = str(self.tls_check_seconds)
+        env[t.ENV_ANCHOR_LOOKBACK_HOURS] = str(self.anchor_lookback_hours)
+        optional = {
+            t.ENV_AUDIT_BUCKET: self.audit_bucket,
+            t.ENV_AUDIT_SITE_ID: self.audit_site_id,
+            t.ENV_AUDIT_SYSLOG_HOST: self.audit_syslog_host,
+            t.ENV_TLS_SECRET_ID: self.tls_secret_id,
+        }
+        env.update({name: value for name, value in optional.items() if value})
         return env

@@ -59,6 +59,22 @@ class StorageFailure(ArchiveError):
     """The object could not be made durable (0xA700 Out of resources)."""
 
 
+# --- storage commitment (N-ACTION) -------------------------------------------------------------
+# The DICOM listener maps these to N-ACTION statuses.
+
+
+class InvalidCommitmentRequest(ArchiveError):
+    """The Action Information is malformed (N-ACTION 0x0115 Invalid argument value)."""
+
+
+class CommitmentRequestTooLarge(ArchiveError):
+    """More references than one transaction can record atomically (N-ACTION 0x0213 Resource limitation)."""
+
+
+class TransactionUIDInUse(ArchiveError):
+    """The Transaction UID belongs to another requester's transaction (N-ACTION 0x0115)."""
+
+
 # --- HL7 v2 patient administration (ADT) ------------------------------------------------------
 # The MLLP listener maps these types to ACK codes and HL7 table 0357 error codes.
 
@@ -120,8 +136,28 @@ class QueueFailure(ArchiveError):
     """A message could not be durably queued; nothing was acknowledged (HL7 error 207)."""
 
 
+class InvalidFieldValue(HL7MessageError):
+    """A field the archive would keep has a value it cannot keep as sent: too long for the DICOM
+    attribute or the table key it ends in, characters those cannot carry, a malformed escape
+    sequence, a date or code outside its format (HL7 error 102, data type error)."""
+
+
+class MessageTooLargeToKeep(HL7MessageError):
+    """The message fits the MLLP limit but not the queue or the history item that must keep it
+    (HL7 error 207): acknowledging it would promise a change that could never be applied."""
+
+
 class UnknownAssigningAuthority(HL7MessageError):
-    """PID-3.4/MRG-1.4 is neither a trusted issuer OID nor a namespace mapped to one (HL7 error 103)."""
+    """PID-3.4/MRG-1.4 cannot name an issuer: a namespace mapped to none, a universal ID whose type
+    is not ISO or that is not an OID, or no authority where the sender has no default (HL7 error 103)."""
+
+
+class UntrustedAssigningAuthority(HL7MessageError):
+    """PID-3.4/MRG-1.4 names a well-formed issuer the organisation is not trusted for (HL7 error 204)."""
+
+
+class NotControlledBySender(PatientUpdateRefused):
+    """The change would touch an identity or studies another organisation controls (HL7 error 204)."""
 
 
 class MessageTooLarge(HL7MessageError):
@@ -149,6 +185,53 @@ class UnknownMoveDestination(ArchiveError):
 
 class TranscodingImpossible(ArchiveError):
     """The receiver accepts no transfer syntax the stored object can be sent or converted in."""
+
+
+# --- IOCM corrections (rejection notes); statuses as dcm4chee-arc gives them ------------------
+
+
+class RejectionRefused(ArchiveError):
+    """A rejection note the archive does not apply; nothing is rejected."""
+
+
+class DuplicateRejectionNote(RejectionRefused):
+    """This rejection note was received and applied already (0xA770)."""
+
+
+class RejectedInstanceResent(ArchiveError):
+    """A C-STORE of an instance that a rejection note hides (0xA771 subsequent occurrence)."""
+
+
+class NoSuchInstanceToReject(RejectionRefused):
+    """The note names an instance the archive does not hold (0xA772)."""
+
+
+class RejectionClassConflict(RejectionRefused):
+    """The note names an instance with another SOP Class than the archived one (0xA773)."""
+
+
+class AlreadyRejected(RejectionRefused):
+    """The note names an instance another note has rejected already (0xA774)."""
+
+
+class RetentionExpiryRejectionNotAllowed(RejectionRefused):
+    """A 113039 (retention expired) note where no retention rule allows early destruction (0xA775)."""
+
+
+class RetentionNotExpired(RejectionRefused):
+    """A 113039 note for a study whose retention has not ended yet (0xA776)."""
+
+
+class RejectionNotAuthorised(RejectionRefused):
+    """The sender's organisation does not control the study (0x0124 Refused: Not authorised)."""
+
+
+class UnknownRejection(ArchiveError):
+    """An operator named a rejection note the archive has no record of."""
+
+
+class RetentionLocked(StorageFailure):
+    """S3 refused to delete an object version: its Object Lock retention or legal hold holds it."""
 
 
 # --- registration (XDS-I.b manifests) and IAN -------------------------------------------------
@@ -335,6 +418,47 @@ class SubmissionRejected(ArchiveError):
     def __init__(self, errors: list[XdsError]) -> None:
         super().__init__("; ".join(f"{e.code}: {e}" for e in errors))
         self.errors = tuple(errors)
+
+
+# --- connection security (docs/security.md) ----------------------------------------------------
+
+
+class NotAuthenticated(ArchiveError):
+    """The peer's certificate does not identify the organisation (or node) it claims to be, or a
+    node registered for TLS connected without it (DICOM: association rejected; HL7: AR and the
+    connection closed; HTTP 403)."""
+
+
+# --- disclosure log ----------------------------------------------------------------------------
+
+
+class DisclosureRefused(ArchiveError):
+    """A disclosure notification the archive does not record (HTTP 4xx with the reason)."""
+
+
+class InvalidNotification(DisclosureRefused):
+    """A field is missing or malformed, or a time is not UTC (HTTP 400)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownPatient(DisclosureRefused):
+    """The patient is not known to the archive (HTTP 404)."""
+
+
+class UnknownStudy(DisclosureRefused):
+    """A study of the notification is not in the archive (HTTP 404)."""
+
+
+class StudyNotControlled(DisclosureRefused):
+    """The notifying organisation is not the controller of a study, or the study is another
+    patient's (HTTP 403)."""
+
+
+class NotificationConflict(DisclosureRefused):
+    """The organisation's notification id was recorded before with other content (HTTP 409)."""
 
 
 class AccessRecordNotWritten(ArchiveError):

@@ -22,9 +22,24 @@ ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
 ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
 ENV_COMMITMENT_RETRY_BASE = "COMMITMENT_RETRY_BASE_SECONDS"
 ENV_COMMITMENT_MAX_ATTEMPTS = "COMMITMENT_MAX_ATTEMPTS"
+ENV_COMMITMENT_DELIVERY_TIMEOUT = "COMMITMENT_DELIVERY_TIMEOUT_SECONDS"
+# Powertools' own variable; also the namespace of the metrics the listeners emit themselves.
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_MAX_OBJECT_BYTES = "MAX_OBJECT_BYTES"
 ENV_SPOOL_DIR = "SPOOL_DIR"
 ENV_INDEX_QUEUE_URL = "INDEX_QUEUE_URL"
+ENV_OBJECT_LOCK_MODE = "OBJECT_LOCK_MODE"
+ENV_MINIMUM_LOCK_SECONDS = "MINIMUM_LOCK_SECONDS"
+# Security (docs/security.md): the audit trail, the TLS material, the disclosure log's anchoring.
+ENV_AUDIT_BUCKET = "AUDIT_BUCKET"
+ENV_AUDIT_SOURCE_ID = "AUDIT_SOURCE_ID"
+ENV_AUDIT_SITE_ID = "AUDIT_ENTERPRISE_SITE_ID"
+ENV_AUDIT_FLUSH_SECONDS = "AUDIT_FLUSH_SECONDS"
+ENV_AUDIT_SYSLOG_HOST = "AUDIT_SYSLOG_HOST"
+ENV_AUDIT_SYSLOG_PORT = "AUDIT_SYSLOG_PORT"
+ENV_TLS_SECRET_ID = "TLS_SECRET_ID"  # noqa: S105 - the variable's name, not a secret
+ENV_TLS_CHECK_SECONDS = "TLS_CHECK_SECONDS"
+ENV_ANCHOR_LOOKBACK_HOURS = "DISCLOSURE_ANCHOR_LOOKBACK_HOURS"
 # Registration (XDS-I.b manifests) and IAN delivery:
 ENV_REGISTRATION_QUEUE_URL = "REGISTRATION_QUEUE_URL"
 ENV_IAN_QUEUE_URL = "IAN_QUEUE_URL"
@@ -34,9 +49,11 @@ ENV_IAN_TIMEOUT = "IAN_TIMEOUT_SECONDS"
 # Read by listeners/dicom/__main__.py:
 ENV_DICOM_HOST = "DICOM_HOST"
 ENV_DICOM_PORT = "DICOM_PORT"
+ENV_DICOM_TLS_PORT = "DICOM_TLS_PORT"
 # Read by listeners/hl7/app.py (HL7ListenerSettings.from_env):
 ENV_HL7_HOST = "HL7_HOST"
 ENV_HL7_PORT = "HL7_PORT"
+ENV_HL7_TLS_PORT = "HL7_TLS_PORT"
 ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
 ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
@@ -50,14 +67,28 @@ TABLE_ENV = {
     "series": "TABLE_SERIES",
     "instances": "TABLE_INSTANCES",
     "commitments": "TABLE_COMMITMENTS",
+    "commitment_parts": "TABLE_COMMITMENT_PARTS",
     "access_log": "TABLE_ACCESS_LOG",
     "hl7_facilities": "TABLE_HL7_FACILITIES",
     "patient_history": "TABLE_PATIENT_HISTORY",
+    "rejections": "TABLE_REJECTIONS",
+    "retention_rules": "TABLE_RETENTION_RULES",
+    "legal_holds": "TABLE_LEGAL_HOLDS",
+    "destruction_records": "TABLE_DESTRUCTION_RECORDS",
     "xds_registry": "TABLE_XDS_REGISTRY",
     "registrations": "TABLE_REGISTRATIONS",
     "ian_notifications": "TABLE_IAN_NOTIFICATIONS",
     "registration_config": "TABLE_REGISTRATION_CONFIG",
+    "disclosure_log": "TABLE_DISCLOSURE_LOG",
 }
+
+
+# --- what the operator is alarmed on (CDK builds the alarms; the code emits or logs these) -------
+# CloudWatch metric (embedded metric format, dimension ``service``) the DICOM listener emits when
+# it gives a storage commitment report up (UNDELIVERABLE).
+COMMITMENT_UNDELIVERABLE_METRIC = "CommitmentsUndeliverable"
+# Logged at ERROR by the DICOM listener when a disclosure's access record cannot be written.
+ACCESS_RECORD_LOST_LOG_TEXT = "ACCESS RECORD LOST"
 
 
 # --- queues and their consumers -----------------------------------------------------------------
@@ -123,3 +154,35 @@ SEND_IAN = ConsumerSpec(
     "send_ian", "functions/send_ian", "handler.handler", queue=IAN_QUEUE.name, batch_size=1
 )
 CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN)
+
+
+# --- functions not fed by a queue -------------------------------------------------------------------
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A Lambda function behind API Gateway or run on a schedule (EventBridge Scheduler on AWS, on
+    demand locally)."""
+
+    function: str
+    code_dir: str  # relative to the repository root
+    handler: str
+    schedule: str | None = None  # an EventBridge Scheduler expression, for the scheduled ones
+
+    @property
+    def handler_file(self) -> str:
+        return str(PurePosixPath(self.code_dir) / f"{self.handler.rsplit('.', 1)[0]}.py")
+
+
+# Lawful destruction of studies whose retention has ended (docs/retention.md).
+DESTRUCTION_SCHEDULE = "cron(0 2 * * ? *)"
+DESTROY_EXPIRED = FunctionSpec(
+    "destroy_expired", "functions/destroy_expired", "handler.handler", schedule=DESTRUCTION_SCHEDULE
+)
+SCHEDULED = (DESTROY_EXPIRED,)
+# Customers' disclosure notifications (POST /disclosures/notifications, mutual TLS).
+DISCLOSURE_NOTIFICATION = FunctionSpec(
+    "disclosure_notification", "functions/disclosure_notification", "handler.handler"
+)
+# The admin API's disclosure reports and chain verification (IAM).
+ADMIN_API = FunctionSpec("admin_api", "functions/admin_api", "handler.handler")
+# Hourly: the heads of grown disclosure chains into the Object-Locked audit bucket.
+DISCLOSURE_ANCHOR = FunctionSpec("disclosure_anchor", "functions/disclosure_anchor", "handler.handler")

@@ -1,42 +1,130 @@
 """Data access for storage commitment transactions (DynamoDB), so they survive a listener restart.
 
+A transaction is one small ``StorageCommitment`` item plus its references in ``StorageCommitmentPart``
+slices of 1,000, all written in one DynamoDB transaction before the N-ACTION is answered: a request
+is recorded whole or not at all. The outcome, once settled, is frozen the same way (result slices
+plus the counts on the transaction, in one DynamoDB transaction conditioned on the writer's lease).
+
 Pending transactions sit in a sparse, sharded GSI keyed by the time of their next check; a worker
-leases one with a conditional write before working on it, so several listeners can share the work.
+leases one with a conditional write before working on it, so several listener tasks share the work.
+Every state change after the lease is conditioned on still holding it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.transactions import TransactWrite
 
-from archive.data.models import StorageCommitment
-from archive.model.commitment import CommitmentRequest, CommitmentResult, CommitmentTransaction, Reference
+from archive.config import Settings
+from archive.data.models import StorageCommitment, StorageCommitmentPart
+from archive.errors import StorageFailure
+from archive.model.commitment import (
+    PENDING,
+    REPORTED,
+    UNDELIVERABLE,
+    CommitmentRequest,
+    CommitmentResult,
+    CommitmentTransaction,
+    Reference,
+)
 
 SHARDS = 4
-PENDING = "PENDING"
-REPORTED = "REPORTED"
-UNDELIVERABLE = "UNDELIVERABLE"
+# References (and outcomes) per StorageCommitmentPart item: at most ~71 KB with 64-character UIDs,
+# well under DynamoDB's 400 KB; MAX_REFERENCES / 1,000 slices fit one DynamoDB transaction.
+REFERENCES_PER_PART = 1000
+REQUEST_PART = "request#"
+RESULT_PART = "result#"
+_CONDITIONAL_FAILURE = "ConditionalCheckFailed"
 
 
 def _shard(transaction_uid: str) -> str:
     return f"P{zlib.crc32(transaction_uid.encode()) % SHARDS}"
 
 
+def _part_key(prefix: str, number: int) -> str:
+    return f"{prefix}{number:04d}"
+
+
+def _slices(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[i : i + REFERENCES_PER_PART] for i in range(0, len(values), REFERENCES_PER_PART)]
+
+
+def _condition_failed(exc: TransactWriteError) -> bool:
+    """The transaction was cancelled by its one condition (on the StorageCommitment item).
+
+    Only that item carries a condition, so its failure is the only ConditionalCheckFailed reason
+    (pynamodb orders a transaction's items by kind, so its position is not fixed).
+    """
+    return any(getattr(r, "code", None) == _CONDITIONAL_FAILURE for r in exc.cancellation_reasons or [])
+
+
+def _conditional_failure(exc: PynamoDBException) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def _transaction(item: StorageCommitment) -> CommitmentTransaction:
+    return CommitmentTransaction(
+        transaction_uid=item.transaction_uid,
+        requester_ae=item.requester_ae,
+        org_oid=item.org_oid,
+        state=item.state,
+        reference_count=int(item.reference_count),
+        deadline_at=float(item.deadline_at),
+        received_at=item.received_at,
+        origin=item.origin,
+        attempts=int(item.attempts or 0),
+        result_saved=item.result_parts is not None,
+        committed_count=None if item.committed_count is None else int(item.committed_count),
+        failed_count=None if item.failed_count is None else int(item.failed_count),
+        last_error=item.last_error,
+        reported_on=item.reported_on,
+        reported_at=item.reported_at,
+        undeliverable_at=None if item.undeliverable_at is None else float(item.undeliverable_at),
+    )
+
+
 class CommitmentRepository:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tx_connection: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._tx_connection is None:
+            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
+        return self._tx_connection
+
+    # --- recording a request ---------------------------------------------------------------
+
     def create(
-        self, request: CommitmentRequest, *, requester_ae: str, org_oid: str, now: float, deadline: float
+        self,
+        request: CommitmentRequest,
+        *,
+        requester_ae: str,
+        org_oid: str,
+        origin: str,
+        now: float,
+        deadline: float,
     ) -> bool:
-        """Record a new transaction; False if this Transaction UID is known already (a resend)."""
-        item = StorageCommitment(
+        """Record a new transaction with all its references; False if the Transaction UID exists.
+
+        Raises StorageFailure for anything else: then nothing was recorded, and the requester
+        must be told so (it may retry), never answered as if the request were taken.
+        """
+        slices = _slices(request.references)
+        parent = StorageCommitment(
             request.transaction_uid,
             requester_ae=requester_ae,
             org_oid=org_oid,
-            references=[r.as_json() for r in request.references],
+            origin=origin,
+            reference_count=len(request.references),
+            request_parts=len(slices),
             state=PENDING,
             pending=_shard(request.transaction_uid),
             next_attempt_at=now,
@@ -44,16 +132,57 @@ class CommitmentRepository:
             deadline_at=deadline,
         )
         try:
-            item.save(condition=StorageCommitment.transaction_uid.does_not_exist())
-            return True
-        except PutError:
-            return False
+            with TransactWrite(connection=self._connection()) as tx:
+                tx.save(parent, condition=StorageCommitment.transaction_uid.does_not_exist())
+                for number, refs in enumerate(slices):
+                    classes = list(dict.fromkeys(r.sop_class_uid for r in refs))
+                    position = {uid: i for i, uid in enumerate(classes)}
+                    tx.save(
+                        StorageCommitmentPart(
+                            request.transaction_uid,
+                            _part_key(REQUEST_PART, number),
+                            sop_classes=classes,
+                            references=[[position[r.sop_class_uid], r.sop_instance_uid] for r in refs],
+                        )
+                    )
+        except TransactWriteError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StorageFailure(f"commitment {request.transaction_uid} not recorded: {exc}") from exc
+        except PynamoDBException as exc:
+            raise StorageFailure(f"commitment {request.transaction_uid} not recorded: {exc}") from exc
+        return True
+
+    # --- reading ---------------------------------------------------------------------------
 
     def get(self, transaction_uid: str) -> CommitmentTransaction | None:
         try:
             return _transaction(StorageCommitment.get(transaction_uid, consistent_read=True))
         except DoesNotExist:
             return None
+
+    def references(self, transaction_uid: str) -> list[Reference]:
+        """Every reference of the request, in the order the N-ACTION listed them."""
+        refs: list[Reference] = []
+        for part in StorageCommitmentPart.query(
+            transaction_uid,
+            StorageCommitmentPart.part.startswith(REQUEST_PART),
+            consistent_read=True,
+        ):
+            classes = list(part.sop_classes or [])
+            refs.extend(Reference(classes[i], uid) for i, uid in part.references or [])
+        return refs
+
+    def result(self, transaction_uid: str, references: Sequence[Reference]) -> CommitmentResult:
+        """The frozen outcome (see ``save_result``)."""
+        outcomes: list[int] = []
+        for part in StorageCommitmentPart.query(
+            transaction_uid,
+            StorageCommitmentPart.part.startswith(RESULT_PART),
+            consistent_read=True,
+        ):
+            outcomes.extend(int(o) for o in part.outcomes or [])
+        return CommitmentResult.from_outcomes(references, outcomes)
 
     def due(self, now: float, limit: int = 50) -> Iterator[str]:
         """Transaction UIDs whose next check is due, oldest first."""
@@ -63,8 +192,24 @@ class CommitmentRepository:
             ):
                 yield item.transaction_uid
 
-    def lease(self, transaction_uid: str, owner: str, now: float, seconds: float) -> bool:
-        """Take the transaction for ``seconds``; False if another worker holds it or it is done."""
+    def undeliverable(self) -> Iterator[CommitmentTransaction]:
+        """Transactions given up on, oldest first (sparse GSI; for the operator)."""
+        for item in StorageCommitment.undeliverable_index.query(UNDELIVERABLE):
+            found = self.get(item.transaction_uid)
+            if found is not None:
+                yield found
+
+    # --- working on a transaction (every write conditioned on the lease) --------------------
+
+    def lease(
+        self, transaction_uid: str, owner: str, *, now: float, seconds: float, origin_grace: float
+    ) -> CommitmentTransaction | None:
+        """Take a due transaction for ``seconds``; None if it is not this worker's to take now.
+
+        Not takeable: done, not due, leased by another worker, or (before its first delivery
+        attempt, until ``origin_grace`` after its deadline) received by another listener task, which
+        holds the requester's association and should report on it.
+        """
         item = StorageCommitment(transaction_uid)
         try:
             item.update(
@@ -73,18 +218,91 @@ class CommitmentRepository:
                     StorageCommitment.lease_until.set(now + seconds),
                 ],
                 condition=(StorageCommitment.state == PENDING)
-                & ((StorageCommitment.lease_until < now) | (StorageCommitment.lease_owner == owner)),
+                & (StorageCommitment.next_attempt_at <= now)
+                & ((StorageCommitment.lease_until < now) | (StorageCommitment.lease_owner == owner))
+                & (
+                    (StorageCommitment.origin == owner)
+                    | (StorageCommitment.attempts > 0)
+                    | (StorageCommitment.deadline_at < now - origin_grace)
+                ),
             )
-        except UpdateError:
-            return False
-        return True
+        except UpdateError as exc:
+            if _conditional_failure(exc):
+                return None
+            raise
+        return _transaction(item)
 
-    def recheck_later(self, transaction_uid: str, at: float) -> None:
-        StorageCommitment(transaction_uid).update(
-            actions=[StorageCommitment.next_attempt_at.set(at), StorageCommitment.lease_until.set(0)]
+    @staticmethod
+    def _held(owner: str, now: float) -> Condition:
+        return (
+            (StorageCommitment.state == PENDING)
+            & (StorageCommitment.lease_owner == owner)
+            & (StorageCommitment.lease_until >= now)
         )
 
-    def delivery_failed(self, transaction_uid: str, *, attempts: int, at: float | None, error: str) -> None:
+    def _update_held(self, transaction_uid: str, owner: str, now: float, actions: list[Any]) -> bool:
+        try:
+            StorageCommitment(transaction_uid).update(actions=actions, condition=self._held(owner, now))
+        except UpdateError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def renew(self, transaction_uid: str, owner: str, *, now: float, seconds: float) -> bool:
+        """Extend this worker's lease; False if it has lost it (or the transaction is done).
+
+        Called right before a report is sent: the check that nobody else reports it meanwhile.
+        """
+        return self._update_held(
+            transaction_uid, owner, now, [StorageCommitment.lease_until.set(now + seconds)]
+        )
+
+    def recheck_later(self, transaction_uid: str, owner: str, *, now: float, at: float) -> bool:
+        return self._update_held(
+            transaction_uid,
+            owner,
+            now,
+            [StorageCommitment.next_attempt_at.set(at), StorageCommitment.lease_until.set(0)],
+        )
+
+    def save_result(
+        self,
+        transaction_uid: str,
+        owner: str,
+        *,
+        now: float,
+        references: Sequence[Reference],
+        result: CommitmentResult,
+    ) -> bool:
+        """Freeze the outcome once settled, so every delivery attempt reports the same thing."""
+        slices = _slices(result.outcomes(references))
+        try:
+            with TransactWrite(connection=self._connection()) as tx:
+                tx.update(
+                    StorageCommitment(transaction_uid),
+                    actions=[
+                        StorageCommitment.result_parts.set(len(slices)),
+                        StorageCommitment.committed_count.set(len(result.committed)),
+                        StorageCommitment.failed_count.set(len(result.failed)),
+                    ],
+                    condition=self._held(owner, now) & StorageCommitment.result_parts.does_not_exist(),
+                )
+                for number, outcomes in enumerate(slices):
+                    tx.save(
+                        StorageCommitmentPart(
+                            transaction_uid, _part_key(RESULT_PART, number), outcomes=list(outcomes)
+                        )
+                    )
+        except TransactWriteError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def delivery_failed(
+        self, transaction_uid: str, owner: str, *, now: float, attempts: int, at: float | None, error: str
+    ) -> bool:
         """Count a failed delivery; ``at`` None means give up (UNDELIVERABLE, alarmed on)."""
         actions: list[Any] = [
             StorageCommitment.attempts.set(attempts),
@@ -96,17 +314,16 @@ class CommitmentRepository:
                 StorageCommitment.state.set(UNDELIVERABLE),
                 StorageCommitment.pending.remove(),
                 StorageCommitment.next_attempt_at.remove(),
+                StorageCommitment.undeliverable.set(UNDELIVERABLE),
+                StorageCommitment.undeliverable_at.set(now),
             ]
         else:
             actions.append(StorageCommitment.next_attempt_at.set(at))
-        StorageCommitment(transaction_uid).update(actions=actions)
+        return self._update_held(transaction_uid, owner, now, actions)
 
-    def save_result(self, transaction_uid: str, result: CommitmentResult) -> None:
-        """Freeze the outcome once settled, so every delivery attempt reports the same thing."""
-        StorageCommitment(transaction_uid).update(actions=[StorageCommitment.result.set(result.as_json())])
-
-    def reported(self, transaction_uid: str, *, on: str) -> None:
-        with contextlib.suppress(UpdateError):
+    def reported(self, transaction_uid: str, *, on: str) -> bool:
+        """Mark the report delivered; False if the transaction was not pending any more."""
+        try:
             StorageCommitment(transaction_uid).update(
                 actions=[
                     StorageCommitment.state.set(REPORTED),
@@ -118,16 +335,31 @@ class CommitmentRepository:
                 ],
                 condition=StorageCommitment.state == PENDING,
             )
+        except UpdateError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+        return True
 
+    # --- operator ----------------------------------------------------------------------------
 
-def _transaction(item: StorageCommitment) -> CommitmentTransaction:
-    return CommitmentTransaction(
-        transaction_uid=item.transaction_uid,
-        requester_ae=item.requester_ae,
-        org_oid=item.org_oid,
-        references=tuple(Reference.from_json(r) for r in item.references),
-        state=item.state,
-        deadline_at=float(item.deadline_at),
-        attempts=int(item.attempts or 0),
-        result=CommitmentResult.from_json(item.result) if item.result is not None else None,
-    )
+    def redeliver(self, transaction_uid: str, *, now: float) -> bool:
+        """Put an UNDELIVERABLE transaction back in the queue (after its AE was fixed)."""
+        try:
+            StorageCommitment(transaction_uid).update(
+                actions=[
+                    StorageCommitment.state.set(PENDING),
+                    StorageCommitment.pending.set(_shard(transaction_uid)),
+                    StorageCommitment.next_attempt_at.set(now),
+                    StorageCommitment.attempts.set(0),
+                    StorageCommitment.lease_until.set(0),
+                    StorageCommitment.undeliverable.remove(),
+                    StorageCommitment.undeliverable_at.remove(),
+                ],
+                condition=StorageCommitment.state == UNDELIVERABLE,
+            )
+        except UpdateError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+        return True

@@ -217,6 +217,8 @@ class IndexRepository:
                 series_description=a.get("SeriesDescription"),
                 series_date=a.get("SeriesDate"),
                 body_part_examined=a.get("BodyPartExamined"),
+                org_modality=org_modality(item.org_oid, a.get("Modality")),
+                study_date=a.get("StudyDate") or STUDY_DATE_UNKNOWN,
             ),
         ]
         study_actions = [
@@ -273,6 +275,11 @@ class IndexRepository:
             tx.update(Patient(item.patient_key), actions=patient_actions)
 
 
+def org_modality(org_oid: str | None, modality: str | None) -> str | None:
+    """The by_org_modality index key of a series; None (not indexed) without both parts."""
+    return f"{org_oid}|{modality}" if org_oid and modality else None
+
+
 def study_record(item: Study) -> StudyRecord:
     return StudyRecord(
         study_uid=item.study_uid,
@@ -312,6 +319,8 @@ def instance_record(item: Instance) -> InstanceRecord:
         columns=_int(item.columns),
         number_of_frames=_int(item.number_of_frames),
         attributes=dict(item.attributes) if item.attributes else None,
+        org_oid=item.org_oid,
+        rejected=item.rejected,
     )
 
 

@@ -47,6 +47,9 @@ class Organisation(Model):
     trusted_issuers = ListAttribute(of=UnicodeAttribute, default=list)
     default_issuer = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    # Certificate names (``CN=...``, ``DNS:...``) that identify the organisation when its
+    # certificates carry no ``urn:oid`` of it (see archive.model.certificates).
+    certificate_names = ListAttribute(of=UnicodeAttribute, default=list)
 
 
 class AEByOrganisation(GlobalSecondaryIndex["ApplicationEntity"]):
@@ -72,6 +75,8 @@ class ApplicationEntity(Model):
     description = UnicodeAttribute(null=True)
     # Networks (CIDR) associations from this AE may come from; see archive.registry.AEInfo.
     addresses = ListAttribute(of=UnicodeAttribute, default=list)
+    # If set, the calling node's certificate must carry one of these names (not just the org's).
+    certificate_names = ListAttribute(of=UnicodeAttribute, default=list)
     by_organisation = AEByOrganisation()
 
 
@@ -137,6 +142,33 @@ class StudiesByAccession(GlobalSecondaryIndex["Study"]):
     accession_number = UnicodeAttribute(hash_key=True)
 
 
+class StudiesByOrganisationDate(GlobalSecondaryIndex["Study"]):
+    """An organisation's studies by date ("today's studies"): the C-FIND StudyDate lookup.
+
+    Keys only: the index entry is written once (when the study gets its organisation and date),
+    not on every instance that updates the study's counters; the studies are then read in batches.
+    """
+
+    class Meta:
+        index_name = "by_org_date"
+        projection = KeysOnlyProjection()
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_date = UnicodeAttribute(range_key=True)
+
+
+class StudiesByRetentionEnd(GlobalSecondaryIndex["Study"]):
+    """Sparse and sharded: studies with a known retention end, by that end. The destruction job
+    queries each shard for ends up to now, so its cost follows the due studies, not the archive."""
+
+    class Meta:
+        index_name = "by_retention_end"
+        projection = KeysOnlyProjection()
+
+    retention_shard = UnicodeAttribute(hash_key=True)
+    retention_end = UnicodeAttribute(range_key=True)
+
+
 class Study(Model):
     """A study with the aggregates C-FIND and XDS answer from (modalities, counts, last update)."""
 
@@ -167,10 +199,32 @@ class Study(Model):
     number_of_series = NumberAttribute(default=0)
     number_of_instances = NumberAttribute(default=0)
     total_bytes = NumberAttribute(default=0)
+    # Instances hidden by IOCM rejection notes (not in number_of_instances); a study whose every
+    # instance is rejected disappears from C-FIND.
+    rejected_instances = NumberAttribute(null=True)
+    # Retention (docs/retention.md): the latest retention end of its instances (UTC ISO time), its
+    # shard in the by_retention_end index, and how many legal holds name the study or its patient.
+    retention_end = UnicodeAttribute(null=True)
+    retention_shard = UnicodeAttribute(null=True)
+    legal_holds = NumberAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
+    by_retention_end = StudiesByRetentionEnd()
+    by_org_date = StudiesByOrganisationDate()
+
+
+class SeriesByOrganisationModality(GlobalSecondaryIndex["Series"]):
+    """An organisation's series by modality and study date: the C-FIND ModalitiesInStudy lookup
+    ("today's CT studies"), a study being found through any of its series. Keys only."""
+
+    class Meta:
+        index_name = "by_org_modality"
+        projection = KeysOnlyProjection()
+
+    org_modality = UnicodeAttribute(hash_key=True)  # "<organisation OID>|<Modality>"
+    study_date = UnicodeAttribute(range_key=True)
 
 
 class Series(Model):
@@ -185,7 +239,12 @@ class Series(Model):
     series_date = UnicodeAttribute(null=True)
     body_part_examined = UnicodeAttribute(null=True)
     number_of_instances = NumberAttribute(default=0)
+    rejected_instances = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    # Set with the series' first instance, for the by_org_modality index.
+    org_modality = UnicodeAttribute(null=True)
+    study_date = UnicodeAttribute(null=True)
+    by_org_modality = SeriesByOrganisationModality()
 
 
 class InstancesByStudy(GlobalSecondaryIndex["Instance"]):
@@ -224,7 +283,87 @@ class Instance(Model):
     number_of_frames = NumberAttribute(null=True)
     # Attributes that C-FIND IMAGE level and XDS-I manifests need, kept small.
     attributes = JSONAttribute(null=True)
+    # IOCM: set while a rejection note hides the instance (its code and the note's SOP Instance UID).
+    rejected = UnicodeAttribute(null=True)
+    rejected_by = UnicodeAttribute(null=True)
     by_study = InstancesByStudy()
+
+
+# --- IOCM corrections -------------------------------------------------------------------------
+
+
+class Rejection(Model):
+    """A received rejection note and its state; kept after a revoke, as evidence of both."""
+
+    class Meta(_Unbound):
+        logical_name = "rejections"
+
+    note_uid = UnicodeAttribute(hash_key=True)
+    code = UnicodeAttribute()
+    org_oid = UnicodeAttribute()
+    sending_ae = UnicodeAttribute()
+    received_at = UTCDateTimeAttribute()
+    # [[study, series, sop class, sop instance], ...] as the note's evidence lists them.
+    references = JSONAttribute()
+    state = UnicodeAttribute()  # APPLYING | ACTIVE | REVOKED
+    s3_key = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    revoke_reason = UnicodeAttribute(null=True)
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+class RetentionRuleItem(Model):
+    """A retention rule of the configuration registry: per organisation and study type."""
+
+    class Meta(_Unbound):
+        logical_name = "retention_rules"
+
+    org_oid = UnicodeAttribute(hash_key=True)
+    study_type = UnicodeAttribute(range_key=True)  # a modality, or "*"
+    years = NumberAttribute()
+    days = NumberAttribute(default=0)
+    allow_early_destruction = BooleanAttribute(default=False)
+    updated_at = UTCDateTimeAttribute()
+
+
+class LegalHoldItem(Model):
+    """A legal hold on a study or a patient, with who placed it and why; released, never deleted."""
+
+    class Meta(_Unbound):
+        logical_name = "legal_holds"
+
+    target = UnicodeAttribute(hash_key=True)  # "study:<uid>" | "patient:<key>"
+    hold_id = UnicodeAttribute(range_key=True)
+    placed_by = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    placed_at = UTCDateTimeAttribute()
+    released_at = UTCDateTimeAttribute(null=True)
+    released_by = UnicodeAttribute(null=True)
+
+
+class DestructionRecordItem(Model):
+    """The record of a lawful destruction: written before the first delete ("PLANNED") and after
+    the last ("COMPLETED"). Append-only, never destroyed."""
+
+    class Meta(_Unbound):
+        logical_name = "destruction_records"
+        append_only = True
+
+    study_uid = UnicodeAttribute(hash_key=True)
+    event = UnicodeAttribute(range_key=True)  # "<UTC ISO time>#PLANNED|COMPLETED"
+    org_oid = UnicodeAttribute(null=True)
+    patient_key = UnicodeAttribute(null=True)
+    retention_end = UTCDateTimeAttribute()
+    at = UTCDateTimeAttribute()
+    instance_count = NumberAttribute()
+    total_bytes = NumberAttribute()
+    # [{"key", "sha256", "size", "versions"}, ...]
+    objects = JSONAttribute()
+    approved_by = UnicodeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -241,8 +380,23 @@ class PendingCommitments(GlobalSecondaryIndex["StorageCommitment"]):
     next_attempt_at = NumberAttribute(range_key=True)
 
 
+class UndeliverableCommitments(GlobalSecondaryIndex["StorageCommitment"]):
+    """Sparse index: transactions whose report was given up on, for the operator (admin CLI)."""
+
+    class Meta:
+        index_name = "undeliverable"
+        projection = AllProjection()
+
+    undeliverable = UnicodeAttribute(hash_key=True)  # always "UNDELIVERABLE" where present
+    undeliverable_at = NumberAttribute(range_key=True)
+
+
 class StorageCommitment(Model):
-    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered."""
+    """A Storage Commitment Push Model transaction, from N-ACTION until its report is delivered.
+
+    Kept small (it is updated on every lease and attempt): the references and the outcomes live
+    in ``StorageCommitmentPart`` items, written with this one in one DynamoDB transaction.
+    """
 
     class Meta(_Unbound):
         logical_name = "commitments"
@@ -250,8 +404,10 @@ class StorageCommitment(Model):
     transaction_uid = UnicodeAttribute(hash_key=True)
     requester_ae = UnicodeAttribute()
     org_oid = UnicodeAttribute()
-    # [{"sop_class_uid": ..., "sop_instance_uid": ...}, ...] as received in the N-ACTION.
-    references = JSONAttribute()
+    # Listener task that received the N-ACTION; only it can report on the requester's association.
+    origin = UnicodeAttribute(null=True)
+    reference_count = NumberAttribute()
+    request_parts = NumberAttribute()
     state = UnicodeAttribute()  # PENDING | REPORTED | UNDELIVERABLE
     pending = UnicodeAttribute(null=True)
     next_attempt_at = NumberAttribute(null=True)
@@ -260,11 +416,37 @@ class StorageCommitment(Model):
     attempts = NumberAttribute(default=0)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(default=0)
-    result = JSONAttribute(null=True)
+    # Set once the outcome is frozen (number of result parts written with it).
+    result_parts = NumberAttribute(null=True)
+    committed_count = NumberAttribute(null=True)
+    failed_count = NumberAttribute(null=True)
     reported_at = UTCDateTimeAttribute(null=True)
     reported_on = UnicodeAttribute(null=True)  # SAME_ASSOCIATION | NEW_ASSOCIATION
     last_error = UnicodeAttribute(null=True)
+    undeliverable = UnicodeAttribute(null=True)
+    undeliverable_at = NumberAttribute(null=True)
     pending_index = PendingCommitments()
+    undeliverable_index = UndeliverableCommitments()
+
+
+class StorageCommitmentPart(Model):
+    """A slice of a transaction: up to 1,000 of its references, or the outcomes of one such slice.
+
+    DynamoDB items hold at most 400 KB; a request for 10,000 instances (large CT, MR and
+    tomosynthesis studies) is about 1 MB, so it is split here, in request order.
+    """
+
+    class Meta(_Unbound):
+        logical_name = "commitment_parts"
+
+    transaction_uid = UnicodeAttribute(hash_key=True)
+    part = UnicodeAttribute(range_key=True)  # "request#0000" ... | "result#0000" ...
+    # Request slice: distinct SOP Class UIDs, then [class index, SOP Instance UID] per reference.
+    sop_classes = JSONAttribute(null=True)
+    references = JSONAttribute(null=True)
+    # Result slice: per reference of the request slice with the same number, 0 (committed) or
+    # its Failure Reason.
+    outcomes = JSONAttribute(null=True)
 
 
 # --- access record (start of the disclosure log; see docs/disclosure-log.md) ------------------
@@ -460,6 +642,49 @@ class RegistrationConfig(Model):
     updated_at = UTCDateTimeAttribute()
 
 
+# --- disclosure log (hash-chained per patient; see docs/disclosure-log.md) ----------------------
+
+
+class DisclosuresByDay(GlobalSecondaryIndex["DisclosureEntry"]):
+    """Sparse: the entries of one UTC day in time order, so the anchoring job finds the chains
+    that grew since its last run without a scan."""
+
+    class Meta:
+        index_name = "by_day"
+        projection = KeysOnlyProjection()
+
+    day = UnicodeAttribute(hash_key=True)
+    at_key = UnicodeAttribute(range_key=True)
+
+
+class DisclosureEntry(Model):
+    """One disclosure of one patient's data, a link in that patient's hash chain. Append-only.
+
+    ``seq`` counts 1, 2, 3 ... per patient; ``prev_hash`` is the ``entry_hash`` of entry ``seq-1``
+    (64 zeros for the first); ``entry_hash`` is SHA-256 over the canonical JSON of every other
+    attribute (``archive.model.disclosure``). Idempotency markers of customers' notifications live
+    in the same table under keys starting with ``#`` (never a patient's key).
+    """
+
+    class Meta(_Unbound):
+        logical_name = "disclosure_log"
+        append_only = True
+
+    patient_key = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)
+    entry_id = UnicodeAttribute()
+    content = JSONAttribute(null=True)
+    prev_hash = UnicodeAttribute(null=True)
+    entry_hash = UnicodeAttribute(null=True)
+    recorded_at = UTCDateTimeAttribute(null=True)
+    day = UnicodeAttribute(null=True)
+    at_key = UnicodeAttribute(null=True)
+    # On a marker item: where the entry it stands for is.
+    target_key = UnicodeAttribute(null=True)
+    target_seq = NumberAttribute(null=True)
+    by_day = DisclosuresByDay()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organisation,
     ApplicationEntity,
@@ -468,13 +693,19 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Series,
     Instance,
     StorageCommitment,
+    StorageCommitmentPart,
     AccessRecord,
     HL7Facility,
     PatientChange,
+    Rejection,
+    RetentionRuleItem,
+    LegalHoldItem,
+    DestructionRecordItem,
     XdsRegistryItem,
     Registration,
     IanNotification,
     RegistrationConfig,
+    DisclosureEntry,
 )
 
 

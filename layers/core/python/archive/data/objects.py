@@ -14,7 +14,7 @@ import io
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import IO, Any
 from urllib.parse import quote, unquote
@@ -24,7 +24,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from archive.config import Settings
-from archive.errors import StorageFailure
+from archive.errors import RetentionLocked, StorageFailure
+from archive.model.retention import ObjectLock
 
 METADATA_SHA256 = "sha256"
 # Every SOP instance object's key starts so; the bucket notifies the index queue of these only.
@@ -127,14 +128,26 @@ class ObjectStore:
         return self._settings.bucket
 
     def put_new(
-        self, key: str, body: IO[bytes], *, sha256_hex: str, size: int, metadata: Mapping[str, str]
+        self,
+        key: str,
+        body: IO[bytes],
+        *,
+        sha256_hex: str,
+        size: int,
+        metadata: Mapping[str, str],
+        lock: ObjectLock | None = None,
     ) -> StoredObject:
         """Write ``body`` under ``key`` only if the key is free, with S3 verifying SHA-256.
 
-        Returns only after S3 acknowledged the write, with the checksum S3 computed equal to ours.
-        Raises ObjectExists when the key is taken, StorageFailure on any other failure.
+        ``lock`` sets the version's Object Lock retention in the same request (without it the
+        bucket's default retention applies). Returns only after S3 acknowledged the write, with
+        the checksum S3 computed equal to ours. Raises ObjectExists when the key is taken,
+        StorageFailure on any other failure.
         """
         digest = sha256_b64(sha256_hex)
+        lock_args: dict[str, Any] = {}
+        if lock is not None:
+            lock_args = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
         try:
             response = self.client.put_object(
                 Bucket=self.bucket,
@@ -146,6 +159,7 @@ class ObjectStore:
                 ChecksumSHA256=digest,
                 IfNoneMatch="*",
                 Metadata={METADATA_SHA256: sha256_hex, **metadata},
+                **lock_args,
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
@@ -170,6 +184,68 @@ class ObjectStore:
         checksum = response.get("ChecksumSHA256")
         sha = b64_to_hex(checksum) if checksum else metadata.get(METADATA_SHA256, "")
         return StoredObject(key, response.get("VersionId"), sha, response["ContentLength"], metadata)
+
+    def retention(self, key: str, version_id: str | None = None) -> ObjectLock | None:
+        """The Object Lock retention of a version, as S3 holds it (None when it has none).
+
+        Read from HeadObject's lock headers (real S3 returns them to a caller allowed
+        s3:GetObjectRetention; moto 5.2 serves HEAD but not GetObjectRetention).
+        """
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self.client.head_object(**kwargs)
+        except ClientError as exc:
+            raise StorageFailure(f"S3 HEAD {key} failed") from exc
+        until = response.get("ObjectLockRetainUntilDate")
+        return ObjectLock(response["ObjectLockMode"], until.astimezone(UTC)) if until else None
+
+    def set_legal_hold(self, key: str, version_id: str | None, *, on: bool) -> None:
+        """Turn a version's Object Lock legal hold on or off (no delete of a held version)."""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "LegalHold": {"Status": "ON" if on else "OFF"},
+        }
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            self.client.put_object_legal_hold(**kwargs)
+        except ClientError as exc:
+            raise StorageFailure(f"S3 PutObjectLegalHold {key} failed") from exc
+
+    def legal_hold(self, key: str, version_id: str | None = None) -> bool:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            return bool(self.client.get_object_legal_hold(**kwargs)["LegalHold"]["Status"] == "ON")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchObjectLockConfiguration":
+                return False
+            raise StorageFailure(f"S3 GetObjectLegalHold {key} failed") from exc
+
+    def versions_of(self, key: str) -> list[str]:
+        """Every version (and delete marker) of exactly this key: a listing of one key, never of
+        the bucket."""
+        found: list[str] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if entry["Key"] == key:
+                    found.append(entry["VersionId"])
+        return found
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Permanently delete one version; S3 refuses while its lock or legal hold holds it
+        (RetentionLocked). Never bypasses governance retention."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "InvalidRequest"):
+                raise RetentionLocked(f"S3 refused to delete {key} version {version_id}") from exc
+            raise StorageFailure(f"S3 DeleteObject {key} failed") from exc
 
     def open(self, key: str, version_id: str | None = None, block_size: int = 64 * 1024) -> RangedReader:
         """A seekable reader that fetches only the byte ranges actually read."""

@@ -6,7 +6,7 @@ items, each conditioned on not existing yet, so a redelivered message changes no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,20 @@ from archive.config import Settings
 from archive.data.models import Patient, PatientChange, Study
 from archive.errors import ChangeConflict
 from archive.model.patients import ChangeEntry, PatientState
+
+# History items that are not an identity's: the once-only marker of each handled message (sender +
+# MSH-10), and each organisation's log of messages the listener refused before naming an identity.
+MESSAGE_MARKER_PREFIX = "hl7-message|"
+MESSAGE_MARKER_CHANGE = "handled"
+REFUSAL_LOG_PREFIX = "hl7-refusals|"
+
+
+def message_marker_key(message_id: str) -> str:
+    return f"{MESSAGE_MARKER_PREFIX}{message_id}"
+
+
+def refusal_log_key(org_oid: str) -> str:
+    return f"{REFUSAL_LOG_PREFIX}{org_oid}"
 
 
 def _change_item(entry: ChangeEntry, applied_at: datetime) -> PatientChange:
@@ -66,9 +80,15 @@ def _demographic_actions(state: PatientState) -> list[Any]:
 class PatientRepository:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._tx_connection: Connection | None = None
 
     def _connection(self) -> Connection:
-        return Connection(region=self._settings.region, host=self._settings.endpoint_url)
+        # One connection (one botocore client) per repository: creating a client costs 0.1-0.6 s,
+        # which made every transaction that slow (measured: the local drain went from about 1 to
+        # N messages a second with this cache; see docs/conformance-hl7.md).
+        if self._tx_connection is None:
+            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
+        return self._tx_connection
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -84,6 +104,14 @@ class PatientRepository:
             return True
         except DoesNotExist:
             return False
+
+    def message_handled(self, message_id: str) -> bool:
+        """Whether a message with this id (sender + MSH-10) was handled, at any time before."""
+        return self.change_recorded(message_marker_key(message_id), MESSAGE_MARKER_CHANGE)
+
+    def study_controllers(self, patient_key: str) -> set[str | None]:
+        """The organisations whose studies are filed under the identity (GSI by_patient)."""
+        return {s.org_oid for s in Study.by_patient.query(patient_key)}
 
     def history(self, patient_key: str) -> list[dict[str, Any]]:
         """The identity's history, oldest first, as plain JSON-able dicts."""
@@ -118,13 +146,15 @@ class PatientRepository:
         *,
         changes: Iterable[tuple[PatientState | None, PatientState, bool]],
         entries: Iterable[ChangeEntry],
+        unmerged: Iterable[str] = (),
         now: datetime | None = None,
     ) -> None:
         """Apply identity changes and append their history in one transaction.
 
         ``changes`` are (before, after, must_be_new): each identity is written only if it is not
         merged away (and, with ``must_be_new``, only if it does not exist), so a concurrent merge or
-        identifier change cannot slip under this one. Raises ChangeConflict if a condition failed.
+        identifier change cannot slip under this one; ``unmerged`` are keys the change reads but does
+        not write, checked the same way. Raises ChangeConflict if a condition failed.
         """
         now = now or datetime.now(UTC)
         try:
@@ -144,6 +174,8 @@ class PatientRepository:
                     if must_be_new or before is None:
                         condition = condition & Patient.patient_key.does_not_exist()
                     tx.update(Patient(after.patient_key), actions=actions, condition=condition)
+                for key in unmerged:
+                    tx.condition_check(Patient, key, condition=Patient.merged_into.does_not_exist())
                 for entry in entries:
                     tx.save(_change_item(entry, now), condition=PatientChange.change_id.does_not_exist())
         except TransactWriteError as exc:
@@ -164,27 +196,39 @@ class PatientRepository:
 
     # --- studies ---------------------------------------------------------------------------
 
-    def update_studies(self, from_key: str, patient: PatientState) -> int:
-        """Point every study of ``from_key`` at ``patient`` (its key, ID, issuer, demographics).
+    def update_studies(
+        self,
+        from_key: str,
+        patient: PatientState,
+        org_oid: str,
+        fields: Collection[str] | None = None,
+    ) -> int:
+        """Point the studies of ``from_key`` that ``org_oid`` controls at ``patient``.
 
-        Each study is updated only while it still belongs to ``from_key`` (or already to the
-        patient), so a rerun after a crash finishes the job and changes nothing twice.
+        Sets their patient key, ID and issuer, and the demographics named in ``fields``
+        (``patient_name``, ``birth_date``, ``sex``; all when None) from ``patient``. Other
+        organisations' studies of the same identity are never touched. Each study is updated only
+        while it still belongs to ``from_key`` (or already to the patient), so a rerun after a crash
+        finishes the job and changes nothing twice.
         """
         count = 0
-        for study_uid in self.study_uids(from_key):
+        for study in Study.by_patient.query(from_key):
+            if study.org_oid != org_oid:
+                continue
             actions: list[Any] = [
                 Study.patient_key.set(patient.patient_key),
                 Study.patient_id.set(patient.patient_id),
                 Study.issuer.set(patient.issuer),
             ]
-            for study_attr, value in (
-                (Study.patient_name, patient.patient_name),
-                (Study.patient_birth_date, patient.birth_date),
-                (Study.patient_sex, patient.sex),
+            for name, study_attr, value in (
+                ("patient_name", Study.patient_name, patient.patient_name),
+                ("birth_date", Study.patient_birth_date, patient.birth_date),
+                ("sex", Study.patient_sex, patient.sex),
             ):
-                actions.append(study_attr.set(value) if value else study_attr.remove())
+                if fields is None or name in fields:
+                    actions.append(study_attr.set(value) if value else study_attr.remove())
             try:
-                Study(study_uid).update(
+                Study(study.study_uid).update(
                     actions=actions,
                     condition=(Study.patient_key == from_key) | (Study.patient_key == patient.patient_key),
                 )

@@ -7,13 +7,38 @@ planner and the retrieval) decide which one a request can use and refuse request
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
 
+from pynamodb.attributes import Attribute
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
 
-from archive.data.index import MAX_MERGE_CHAIN, IndexRepository, instance_record, study_record
+from archive.data.index import MAX_MERGE_CHAIN, IndexRepository, instance_record, org_modality, study_record
 from archive.data.models import Instance, Patient, Series, Study
 from archive.model.records import InstanceRecord, PatientRecord, SeriesRecord, StudyRecord
+
+# BatchGetItem takes at most 100 keys.
+BATCH = 100
+
+
+def _first_sightings(values: Iterable[str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value not in seen:
+            seen.add(value)
+            yield value
+
+
+def _date_condition(attribute: Attribute[Any], low: str | None, high: str | None) -> Condition | None:
+    """A range-key condition for a StudyDate range (None bound = open)."""
+    if low and high:
+        return attribute.between(low, high)
+    if low:
+        return attribute >= low
+    if high:
+        return attribute <= high
+    return None
 
 
 class QueryIndex:
@@ -55,36 +80,94 @@ class QueryIndex:
         self, patient_key: str, date_from: str | None = None, date_to: str | None = None
     ) -> Iterator[StudyRecord]:
         """Studies of one identity (GSI by_patient), narrowed by StudyDate on the range key."""
-        condition: Condition | None = None
-        if date_from and date_to:
-            condition = Study.study_date.between(date_from, date_to)
-        elif date_from:
-            condition = Study.study_date >= date_from
-        elif date_to:
-            condition = Study.study_date <= date_to
-        return (study_record(s) for s in Study.by_patient.query(patient_key, range_key_condition=condition))
+        condition = _date_condition(Study.study_date, date_from, date_to)
+        return (
+            study_record(s)
+            for s in Study.by_patient.query(patient_key, range_key_condition=condition)
+            if not _all_rejected(s)
+        )
+
+    def studies_of_organisation(
+        self, org_oid: str, date_from: str | None = None, date_to: str | None = None
+    ) -> Iterator[StudyRecord]:
+        """An organisation's studies in a StudyDate range (GSI by_org_date), in date order.
+
+        The index holds keys only; the studies are read 100 per BatchGetItem as the caller
+        iterates, so a long range streams instead of being held in memory.
+        """
+        keys = (
+            item.study_uid
+            for item in Study.by_org_date.query(
+                org_oid, range_key_condition=_date_condition(Study.study_date, date_from, date_to)
+            )
+        )
+        return self._studies_in_order(keys)
+
+    def studies_with_modality(
+        self, org_oid: str, modality: str, date_from: str | None = None, date_to: str | None = None
+    ) -> Iterator[StudyRecord]:
+        """An organisation's studies with a series of ``modality`` (GSI by_org_modality on Series),
+        optionally in a StudyDate range, in date order; each study once."""
+        key = org_modality(org_oid, modality)
+        if key is None:
+            return iter(())
+        condition = _date_condition(Series.study_date, date_from, date_to)
+        keys = (item.study_uid for item in Series.by_org_modality.query(key, range_key_condition=condition))
+        return self._studies_in_order(keys)
+
+    def _studies_in_order(self, study_uids: Iterable[str]) -> Iterator[StudyRecord]:
+        """Studies for a stream of UIDs (repeats dropped), BatchGetItem 100 at a time, in the stream's order."""
+        unique = _first_sightings(study_uids)
+        while chunk := list(islice(unique, BATCH)):
+            found = {study.study_uid: study for study in Study.batch_get(chunk) if not _all_rejected(study)}
+            yield from (study_record(found[uid]) for uid in chunk if uid in found)
 
     def studies(self, study_uids: Iterable[str]) -> list[StudyRecord]:
         uids = list(dict.fromkeys(study_uids))
-        return [study_record(s) for s in Study.batch_get(uids)] if uids else []
+        return [study_record(s) for s in Study.batch_get(uids) if not _all_rejected(s)] if uids else []
 
     def studies_by_accession(self, accession_number: str) -> list[StudyRecord]:
-        return [study_record(s) for s in Study.by_accession.query(accession_number)]
+        return [study_record(s) for s in Study.by_accession.query(accession_number) if not _all_rejected(s)]
 
     # --- series and instances --------------------------------------------------------------
 
     def series_of_study(self, study_uid: str, series_uid: str | None = None) -> list[SeriesRecord]:
+        """Every series of a study (one Query: the study is the Series table's partition)."""
         condition = Series.series_uid == series_uid if series_uid else None
-        return [_series(s) for s in Series.query(study_uid, range_key_condition=condition)]
+        return [
+            _series(s) for s in Series.query(study_uid, range_key_condition=condition) if not _all_rejected(s)
+        ]
+
+    def series(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], SeriesRecord]:
+        """Series by (Study Instance UID, Series Instance UID), BatchGetItem 100 at a time."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        return {
+            (s.study_uid, s.series_uid): _series(s) for s in Series.batch_get(unique) if not _all_rejected(s)
+        }
 
     def instances_of_study(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRecord]:
         """Instances of a study, or of one series (begins_with on the GSI range key), in series order."""
         condition = Instance.series_sop.startswith(f"{series_uid}/") if series_uid else None
-        return (instance_record(i) for i in Instance.by_study.query(study_uid, range_key_condition=condition))
+        # IOCM: instances hidden by a rejection note are not query or retrieve results.
+        return (
+            instance_record(i)
+            for i in Instance.by_study.query(
+                study_uid, range_key_condition=condition, filter_condition=Instance.rejected.does_not_exist()
+            )
+        )
 
     def instances(self, sop_instance_uids: Iterable[str]) -> list[InstanceRecord]:
+        """Instances by SOP Instance UID, without those a rejection note hides."""
         uids = list(dict.fromkeys(sop_instance_uids))
-        return [instance_record(i) for i in Instance.batch_get(uids)] if uids else []
+        found = (instance_record(i) for i in Instance.batch_get(uids)) if uids else iter(())
+        return [i for i in found if not i.rejected]
+
+
+def _all_rejected(item: Study | Series) -> bool:
+    """A study or series whose every instance a rejection note hides is not shown at all."""
+    return bool(item.rejected_instances) and not item.number_of_instances
 
 
 def _patient(item: Patient) -> PatientRecord:

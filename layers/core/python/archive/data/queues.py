@@ -9,7 +9,11 @@ from typing import Any
 import boto3
 
 from archive.config import Settings
-from archive.errors import QueueFailure
+from archive.errors import MessageTooLargeToKeep, QueueFailure
+
+# SQS takes 256 KiB per message and a history item (which keeps the message, twice for a merge's
+# two identities in one transaction) 400 KB; a body under this fits both with room for the rest.
+MAX_BODY_BYTES = 192 * 1024
 
 
 class PatientUpdateQueue:
@@ -20,11 +24,20 @@ class PatientUpdateQueue:
         self._sqs = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
 
     def put(self, body: Mapping[str, Any], *, group_id: str, deduplication_id: str) -> str:
-        """Returns once SQS has the message durably; raises QueueFailure otherwise."""
+        """Returns once SQS has the message durably; raises QueueFailure otherwise.
+
+        A body larger than ``MAX_BODY_BYTES`` raises MessageTooLargeToKeep before anything is sent.
+        """
+        text = json.dumps(body, ensure_ascii=False)
+        size = len(text.encode())
+        if size > MAX_BODY_BYTES:
+            raise MessageTooLargeToKeep(
+                f"the message needs {size} bytes queued; at most {MAX_BODY_BYTES} can be queued and kept"
+            )
         try:
             response = self._sqs.send_message(
                 QueueUrl=self._url,
-                MessageBody=json.dumps(body, ensure_ascii=False),
+                MessageBody=text,
                 MessageGroupId=group_id,
                 MessageDeduplicationId=deduplication_id,
             )

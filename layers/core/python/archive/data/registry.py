@@ -45,7 +45,8 @@ def resolve_networks(entries: Iterable[str]) -> tuple[str, ...]:
 
 def _org(item: Organisation) -> OrganisationInfo:
     issuers: list[str] = list(item.trusted_issuers or [])  # type: ignore[arg-type]
-    return OrganisationInfo(item.oid, item.name, tuple(issuers), item.default_issuer)
+    names: list[str] = list(item.certificate_names or [])  # type: ignore[arg-type]
+    return OrganisationInfo(item.oid, item.name, tuple(issuers), item.default_issuer, tuple(names))
 
 
 def _ae(item: ApplicationEntity) -> AEInfo:
@@ -58,6 +59,7 @@ def _ae(item: ApplicationEntity) -> AEInfo:
         tuple(str(r) for r in item.roles or ()),
         item.description,
         tuple(str(a) for a in item.addresses or ()),
+        tuple(str(n) for n in item.certificate_names or ()),
     )
 
 
@@ -71,6 +73,7 @@ class Registry:
             trusted_issuers=list(org.trusted_issuers),
             default_issuer=org.default_issuer,
             created_at=datetime.now(UTC),
+            certificate_names=list(org.certificate_names),
         )
         try:
             item.save(condition=None if replace else Organisation.oid.does_not_exist())
@@ -113,6 +116,7 @@ class Registry:
             roles=list(ae.roles),
             description=ae.description,
             addresses=list(ae.addresses),
+            certificate_names=list(ae.certificate_names),
         )
         try:
             item.save(condition=None if replace else ApplicationEntity.ae_title.does_not_exist())

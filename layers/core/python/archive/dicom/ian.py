@@ -4,6 +4,7 @@ N-CREATE attribute list that confirms a study's registration to the customer."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -61,8 +62,12 @@ def send_notification(
     called_ae: str,
     calling_ae: str,
     timeout: float,
+    association_arguments: Mapping[str, Any] | None = None,
 ) -> None:
     """N-CREATE the notification at the destination (the archive as IAN SCU).
+
+    ``association_arguments``: TLS for a destination registered with it
+    (``archive.dicom.transport.tls_arguments``).
 
     Raises NotificationUndeliverable when the association is refused or fails, the N-CREATE gets no
     answer within ``timeout`` or a status other than Success (warnings count as delivered).
@@ -73,7 +78,13 @@ def send_notification(
     ae.network_timeout = timeout
     ae.connection_timeout = timeout
     ae.add_requested_context(IAN_SOP_CLASS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+    assoc = ae.associate(
+        host,
+        port,
+        ae_title=called_ae,
+        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+        **(association_arguments or {}),
+    )
     if not assoc.is_established:
         raise NotificationUndeliverable(f"association to {called_ae} at {host}:{port} refused or failed")
     try:

@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
 
     SEGMENT_SEQUENCE = "100"
     REQUIRED_FIELD_MISSING = "101"
+    DATA_TYPE_ERROR = "102"
     TABLE_VALUE_NOT_FOUND = "103"
     UNSUPPORTED_MESSAGE_TYPE = "200"
     UNSUPPORTED_EVENT = "201"
@@ -38,6 +39,7 @@ class ErrorCode(StrEnum):
 ERROR_TEXT = {
     ErrorCode.SEGMENT_SEQUENCE: "Segment sequence error",
     ErrorCode.REQUIRED_FIELD_MISSING: "Required field missing",
+    ErrorCode.DATA_TYPE_ERROR: "Data type error",
     ErrorCode.TABLE_VALUE_NOT_FOUND: "Table value not found",
     ErrorCode.UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
     ErrorCode.UNSUPPORTED_EVENT: "Unsupported event code",

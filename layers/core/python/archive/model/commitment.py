@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
+
+# Transaction states.
+PENDING = "PENDING"
+REPORTED = "REPORTED"
+UNDELIVERABLE = "UNDELIVERABLE"
+
+# One transaction is recorded in one DynamoDB transaction (all or nothing, so a request is either
+# wholly recorded or refused): at most 100 items and 4 MB. Slices of 1,000 references are at most
+# ~71 KB even with 64-character UIDs (archive.data.commitments), so 40 slices stay well inside both.
+MAX_REFERENCES = 40_000
+
+COMMITTED = 0  # an outcome: the instance is committed; any other outcome is its Failure Reason
 
 
 @dataclass(frozen=True)
 class Reference:
     sop_class_uid: str
     sop_instance_uid: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"sop_class_uid": self.sop_class_uid, "sop_instance_uid": self.sop_instance_uid}
-
-    @classmethod
-    def from_json(cls, value: dict[str, str]) -> Reference:
-        return cls(value["sop_class_uid"], value["sop_instance_uid"])
 
 
 @dataclass(frozen=True)
@@ -35,29 +42,53 @@ class CommitmentResult:
     def settled(self) -> bool:
         return not self.unsettled
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "committed": [r.as_json() for r in self.committed],
-            "failed": [{**r.as_json(), "reason": reason} for r, reason in self.failed],
-        }
+    def outcomes(self, references: Sequence[Reference]) -> list[int]:
+        """One outcome per reference, in request order: COMMITTED or the Failure Reason."""
+        by_ref = {ref: COMMITTED for ref in self.committed}
+        by_ref.update(dict(self.failed))
+        return [by_ref[ref] for ref in references]
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> CommitmentResult:
-        return cls(
-            committed=[Reference.from_json(r) for r in value.get("committed", [])],
-            failed=[(Reference.from_json(r), int(r["reason"])) for r in value.get("failed", [])],
-        )
+    def from_outcomes(cls, references: Sequence[Reference], outcomes: Sequence[int]) -> CommitmentResult:
+        if len(references) != len(outcomes):
+            raise ValueError(f"{len(outcomes)} outcomes for {len(references)} references")
+        result = cls()
+        for ref, outcome in zip(references, outcomes, strict=True):
+            if outcome == COMMITTED:
+                result.committed.append(ref)
+            else:
+                result.failed.append((ref, int(outcome)))
+        return result
 
 
 @dataclass(frozen=True)
 class CommitmentTransaction:
-    """A storage commitment transaction as recorded: who asked, for what, and how far it got."""
+    """A storage commitment transaction as recorded: who asked, and how far it got.
+
+    The references and the frozen outcome are read separately (a transaction can hold 40,000).
+    """
 
     transaction_uid: str
     requester_ae: str
     org_oid: str
-    references: tuple[Reference, ...]
     state: str
+    reference_count: int
     deadline_at: float
+    received_at: datetime | None = None
+    # Listener task that received the N-ACTION (the only one that can answer on its association).
+    origin: str | None = None
     attempts: int = 0
-    result: CommitmentResult | None = None  # frozen once settled
+    result_saved: bool = False  # the outcome is frozen once settled
+    committed_count: int | None = None
+    failed_count: int | None = None
+    last_error: str | None = None
+    reported_on: str | None = None
+    reported_at: datetime | None = None
+    undeliverable_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("received_at", "reported_at"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out

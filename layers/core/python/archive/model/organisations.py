@@ -15,6 +15,8 @@ class OrganisationInfo:
     name: str
     trusted_issuers: tuple[str, ...] = ()
     default_issuer: str | None = None
+    # Names that identify the organisation's certificates when they carry no urn:oid of it.
+    certificate_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class AEInfo:
     # Networks (CIDR) an association from this AE may come from. Registration fills it from the
     # addresses given, or else from ``host``, host names resolved then; empty admits no one.
     addresses: tuple[str, ...] = ()
+    # If set, the node's certificate must carry one of these names (archive.model.certificates).
+    certificate_names: tuple[str, ...] = ()
 
     def admits(self, address: str) -> bool:
         """Whether a connection from ``address`` (the peer's IP) may act as this AE."""

@@ -40,6 +40,19 @@ class NewDemographics:
     birth_date: str | None = None
     sex: str | None = None
 
+    @property
+    def sent(self) -> frozenset[str]:
+        """The demographic fields the message has (a value or the HL7 null)."""
+        return frozenset(
+            name
+            for name, value in (
+                ("patient_name", self.patient_name),
+                ("birth_date", self.birth_date),
+                ("sex", self.sex),
+            )
+            if value is not None
+        )
+
     def applied_to(self, state: PatientState) -> PatientState:
         values: dict[str, Any] = {}
         if self.patient_name is not None:
@@ -119,6 +132,62 @@ class PatientChangeRequest:
             message_control_id=data["message_control_id"],
             received_at=datetime.fromisoformat(data["received_at"]),
             message=data["message"],
+        )
+
+
+@dataclass(frozen=True)
+class ListenerRefusal:
+    """A message the listener refused (AE/AR) after it knew the sender, queued only to be recorded.
+
+    Recorded in the history of each identity it named, or in the organisation's refusal log when it
+    named none it could resolve. It never changes an identity and does not mark the message as
+    handled: the corrected message may come again with the same MSH-10.
+    """
+
+    event: str
+    org_oid: str
+    sender: str
+    message_control_id: str
+    received_at: datetime
+    reason: str
+    message: str
+    patient_keys: tuple[str, ...] = ()
+
+    KIND = "refusal"
+    # What of a refused message is kept: enough to see what was sent, small enough to always fit.
+    MESSAGE_KEPT = 16 * 1024
+
+    @property
+    def change_id(self) -> str:
+        digest = hashlib.sha256(
+            f"{self.sender}\x00{self.message_control_id}\x00{self.message}".encode()
+        ).hexdigest()
+        return f"{self.received_at.astimezone(UTC).isoformat(timespec='milliseconds')}#{digest[:20]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "event": self.event,
+            "org_oid": self.org_oid,
+            "sender": self.sender,
+            "message_control_id": self.message_control_id,
+            "received_at": self.received_at.astimezone(UTC).isoformat(),
+            "reason": self.reason,
+            "message": self.message[: self.MESSAGE_KEPT],
+            "patient_keys": list(self.patient_keys),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ListenerRefusal:
+        return cls(
+            event=data["event"],
+            org_oid=data["org_oid"],
+            sender=data["sender"],
+            message_control_id=data["message_control_id"],
+            received_at=datetime.fromisoformat(data["received_at"]),
+            reason=data["reason"],
+            message=data["message"],
+            patient_keys=tuple(data.get("patient_keys", ())),
         )
 
 

@@ -94,6 +94,15 @@ class InstanceRecord:
     columns: int | None = None
     number_of_frames: int | None = None
     attributes: dict[str, Any] | None = None
+    # The organisation that stored it (storage commitment confirms only to that organisation).
+    org_oid: str | None = None
+    # IOCM rejection code while a rejection note hides the instance.
+    rejected: str | None = None
+
+
+def _held_elsewhere(patient: PatientRecord, study: StudyRecord) -> bool:
+    """Whether the study's controller is not the organisation that holds the Patient record."""
+    return bool(patient.org_oid and study.org_oid) and patient.org_oid != study.org_oid
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,23 @@ class PatientDemographics:
     def of(
         cls, patient_key: str, patient: PatientRecord | None, study: StudyRecord | None = None
     ) -> PatientDemographics:
-        """From the current Patient record; without one (not indexed yet), the study's values."""
+        """From the current Patient record; without one (not indexed yet), the study's values.
+
+        A patient identity (a national one, above all) can be shared by organisations. The Patient
+        record's demographics are those of the organisation that holds it; each other organisation's
+        studies keep their own (as sent and as its own HL7 changed them), so no organisation's
+        messages change what another one's register shows.
+        """
         identity = PatientIdentity.from_key(patient_key)
+        if patient is not None and study is not None and _held_elsewhere(patient, study):
+            return cls(
+                patient_key,
+                patient.patient_id or identity.patient_id,
+                patient.issuer or identity.issuer,
+                study.patient_name,
+                study.patient_birth_date,
+                study.patient_sex,
+            )
         if patient is not None:
             return cls(
                 patient_key,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.uid import generate_uid
 
@@ -23,8 +24,11 @@ from archive.data.registration import (
     StudyContentReader,
 )
 from archive.data.registry import Registry
+from archive.data.secrets import SecretTlsMaterial
 from archive.dicom.ian import notification_dataset, send_notification
-from archive.errors import NotificationUndeliverable, UnknownApplicationEntity
+from archive.dicom.transport import ClientTls, tls_arguments
+from archive.errors import NotAuthenticated, NotificationUndeliverable, UnknownApplicationEntity
+from archive.model.organisations import AEInfo
 from archive.model.registration import (
     AvailabilityNotice,
     AvailableInstance,
@@ -32,6 +36,7 @@ from archive.model.registration import (
     NotificationState,
     StudyContent,
 )
+from archive.tls.rotation import RotatingTls
 
 LOG = logging.getLogger("archive.availability")
 MAX_BACKOFF_SECONDS = 12 * 3600  # SQS: a message may stay invisible for 12 hours at most
@@ -74,6 +79,7 @@ class AvailabilityService:
         directory: Registry,
         queue: IanQueue,
         policy: DeliveryPolicy,
+        tls: ClientTls | None = None,
     ) -> None:
         self._notifications = notifications
         self._studies = studies
@@ -81,6 +87,7 @@ class AvailabilityService:
         self._directory = directory
         self._queue = queue
         self.policy = policy
+        self._tls = tls  # for destinations registered with the tls flag (docs/security.md)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AvailabilityService:
@@ -90,12 +97,31 @@ class AvailabilityService:
             config=RegistrationConfigRepository(),
             directory=Registry(),
             queue=IanQueue(settings),
+            tls=(
+                RotatingTls(
+                    SecretTlsMaterial(settings, settings.tls_secret_id),
+                    check_seconds=settings.tls_check_seconds,
+                )
+                if settings.tls_secret_id
+                else None
+            ),
             policy=DeliveryPolicy(
                 retry_base_seconds=settings.ian_retry_base_seconds,
                 max_attempts=settings.ian_max_attempts,
                 timeout_seconds=settings.ian_timeout_seconds,
             ),
         )
+
+    def _tls_arguments(self, destination: AEInfo) -> dict[str, Any]:
+        """TLS for a destination registered with it; its certificate must identify its organisation."""
+        if not destination.tls:
+            return {}
+        try:
+            return tls_arguments(
+                destination, self._directory.get_organisation(destination.org_oid), self._tls
+            )
+        except NotAuthenticated as exc:
+            raise NotificationUndeliverable(str(exc)) from exc
 
     def deliver(self, notification: Notification, *, attempt: int) -> bool:
         """Send the IAN (attempt ``attempt``, from 1). False if it was delivered before.
@@ -142,6 +168,7 @@ class AvailabilityService:
             called_ae=destination.ae_title,
             calling_ae=archive.retrieve_ae_title,
             timeout=self.policy.timeout_seconds,
+            association_arguments=self._tls_arguments(destination),
         )
         self._notifications.delivered(notification, attempt)
         LOG.info(

@@ -1,25 +1,42 @@
 """Storage Commitment Push Model (PS3.4 Annex J): deciding what the archive can commit to.
 
-An instance is committed only when it is in the index *and* its object is in S3 with the SHA-256
-the index recorded. Until the configured wait has passed, an instance that is not indexed yet is
-"not settled" (the S3 event may still be on its way); after that it fails with 0x0112.
+An instance is committed only when it is in the index, was stored by the requester's own
+organisation, and its object is in S3 with the SHA-256 the index recorded. Until the configured
+wait has passed, an instance that is not indexed yet is "not settled" (the S3 event may still be on
+its way); after that it fails with 0x0112. An instance another organisation stored is treated
+exactly like one that is not there (same reason, same timing), so commitment cannot be used to
+learn what other organisations store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
 from archive.errors import StorageFailure
-from archive.model.commitment import CommitmentResult, Reference
+from archive.model.commitment import COMMITTED, CommitmentResult, Reference
+from archive.model.records import InstanceRecord
 
 FAILURE_PROCESSING = 0x0110
 FAILURE_NO_SUCH_INSTANCE = 0x0112
 FAILURE_CLASS_INSTANCE_CONFLICT = 0x0119
 
-
-COMMITTED = 0  # in ``settled``: the instance is committed; any other value is its Failure Reason
+# Interim markers in ``settled``: outcomes that are not final until the wait is over.
+# Stored by another organisation: fails 0x0112 at the deadline, exactly like an absent instance.
+_FOREIGN = -1
+# S3 could not be asked (an error, not a missing object): asked again next pass, 0x0110 at the deadline.
+_S3_ERROR = -2
+# Not in the index (yet): 0x0112 at the deadline.
+_ABSENT = -3
+_AT_DEADLINE = {
+    _ABSENT: FAILURE_NO_SUCH_INSTANCE,
+    _FOREIGN: FAILURE_NO_SUCH_INSTANCE,
+    _S3_ERROR: FAILURE_PROCESSING,
+}
+# Concurrent S3 HEAD requests while checking one transaction's instances.
+HEAD_WORKERS = 16
 
 
 def evaluate(
@@ -27,41 +44,62 @@ def evaluate(
     index: IndexRepository,
     objects: ObjectStore,
     *,
+    org_oid: str,
     deadline_passed: bool,
     settled: dict[Reference, int] | None = None,
 ) -> CommitmentResult:
-    """Check each referenced instance against the index and S3.
+    """Check each referenced instance against the index and S3, for the requester's ``org_oid``.
 
     ``settled`` carries the outcome of instances decided in earlier passes (a stored, indexed
     object stays so: the bucket is Object-Locked), so each pass reads only the instances still
-    awaited, with batched index reads, and each S3 object is checked once.
+    awaited, with batched index reads (100 keys a request), and each S3 object is checked once.
     """
     settled = {} if settled is None else settled
     references = list(references)
-    awaited = [ref for ref in references if ref not in settled]
+    awaited = [ref for ref in dict.fromkeys(references) if settled.get(ref, _S3_ERROR) == _S3_ERROR]
     instances = index.get_instances([ref.sop_instance_uid for ref in awaited])
-    result = CommitmentResult()
+    to_check: list[tuple[Reference, InstanceRecord]] = []
     for ref in awaited:
         instance = instances.get(ref.sop_instance_uid)
         if instance is None:
             continue
-        if instance.sop_class_uid != ref.sop_class_uid:
+        if instance.org_oid != org_oid:
+            settled[ref] = _FOREIGN
+        elif instance.rejected:  # IOCM: a rejected instance is not the archive's to commit to
+            settled[ref] = FAILURE_NO_SUCH_INSTANCE
+        elif instance.sop_class_uid != ref.sop_class_uid:
             settled[ref] = FAILURE_CLASS_INSTANCE_CONFLICT
-            continue
+        else:
+            to_check.append((ref, instance))
+    outcomes = _check_objects([instance for _, instance in to_check], objects)
+    for (ref, _), outcome in zip(to_check, outcomes, strict=True):
+        settled[ref] = outcome
+    result = CommitmentResult()
+    for ref in references:
+        outcome = settled.get(ref, _ABSENT)
+        if outcome in _AT_DEADLINE:
+            if deadline_passed:
+                result.failed.append((ref, _AT_DEADLINE[outcome]))
+            else:
+                result.unsettled.append(ref)
+        elif outcome == COMMITTED:
+            result.committed.append(ref)
+        else:
+            result.failed.append((ref, outcome))
+    return result
+
+
+def _check_objects(instances: list[InstanceRecord], objects: ObjectStore) -> list[int]:
+    """Per instance: COMMITTED, 0x0110 (object missing or checksum differs) or _S3_ERROR."""
+
+    def check(instance: InstanceRecord) -> int:
         try:
             stored = objects.head(instance.s3_key, instance.s3_version_id)
         except StorageFailure:
-            stored = None
-        ok = stored is not None and stored.sha256 == instance.sha256
-        settled[ref] = COMMITTED if ok else FAILURE_PROCESSING
-    for ref in references:
-        outcome = settled.get(ref)
-        if outcome == COMMITTED:
-            result.committed.append(ref)
-        elif outcome is not None:
-            result.failed.append((ref, outcome))
-        elif deadline_passed:
-            result.failed.append((ref, FAILURE_NO_SUCH_INSTANCE))
-        else:
-            result.unsettled.append(ref)
-    return result
+            return _S3_ERROR
+        return COMMITTED if stored is not None and stored.sha256 == instance.sha256 else FAILURE_PROCESSING
+
+    if len(instances) <= 1:
+        return [check(i) for i in instances]
+    with ThreadPoolExecutor(max_workers=HEAD_WORKERS, thread_name_prefix="commitment-head") as pool:
+        return list(pool.map(check, instances))

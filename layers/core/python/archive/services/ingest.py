@@ -27,6 +27,8 @@ from archive.errors import (
 )
 from archive.model.identity import PatientIdentity, is_trusted_issuer
 from archive.model.organisations import OrganisationInfo
+from archive.services.corrections import CorrectionService
+from archive.services.retention import RetentionService
 
 CHUNK = 1024 * 1024
 
@@ -88,10 +90,20 @@ class _StudyClaims:
 
 
 class StoreService:
-    def __init__(self, objects: ObjectStore, index: IndexRepository, *, max_object_bytes: int) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        index: IndexRepository,
+        *,
+        max_object_bytes: int,
+        corrections: CorrectionService | None = None,
+        retention: RetentionService | None = None,
+    ) -> None:
         self._objects = objects
         self._index = index
         self._max_object_bytes = max_object_bytes
+        self._corrections = corrections
+        self._retention = retention
         self._claims = _StudyClaims()
 
     def store(
@@ -108,7 +120,8 @@ class StoreService:
 
         Raises InvalidDataset (C000), DatasetDoesNotMatchSOPClass (A900), UntrustedPatientId (A777),
         StudyOfAnotherOrganisation (0124), PatientIdConflict (A778), InstanceConflict (0124),
-        ObjectTooLarge / StorageFailure (A700).
+        ObjectTooLarge / StorageFailure (A700); for IOCM rejection notes and rejected instances
+        the errors of ``CorrectionService``.
         """
         size = os.path.getsize(path)
         if size > self._max_object_bytes:
@@ -120,6 +133,11 @@ class StoreService:
             header = read_header(fp, has_pixel_data=structure.has_pixel_data)
             self._check_sop(header, sop_class_uid, sop_instance_uid)
             patient = PatientIdentity.from_key(self._index.resolve_patient(patient_identity(header, org).key))
+            if self._corrections is not None and (note := self._corrections.rejection_note_in(fp, header)):
+                stored = self._corrections.reject(
+                    note, fp, size=size, org=org, calling_ae=calling_ae, patient_key=patient.key
+                )
+                return StoreOutcome(header, patient, stored, duplicate=False)
             if not self._claims.known(header.study_uid, patient.key, org.oid):
                 self._index.claim_study_patient(header.study_uid, patient.key, org.oid)
                 self._claims.remember(header.study_uid, patient.key, org.oid)
@@ -137,10 +155,15 @@ class StoreService:
                 # Stored as received; what was irregular stays on record with the object.
                 tolerated=structure.tolerated,
             ).as_object_metadata()
+            lock = self._retention.lock_for(header, org) if self._retention is not None else None
             try:
-                stored = self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
+                stored = self._objects.put_new(
+                    key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock
+                )
                 return StoreOutcome(header, patient, stored, duplicate=False, tolerated=structure.tolerated)
             except ObjectExists:
+                if self._corrections is not None:
+                    self._corrections.refuse_if_rejected(header.sop_instance_uid)  # A771
                 existing = self._objects.head(key)
                 if existing is not None and existing.sha256 == sha:
                     return StoreOutcome(

@@ -6,12 +6,18 @@ The planner picks the narrowest lookup the identifier allows (see docs/conforman
 2. AccessionNumber (single value)                 -> Study GSI by_accession
 3. PatientID (single value, optional issuer)      -> Patient GSI by_patient_id, then Study GSI
                                                      by_patient (StudyDate range on its range key)
-4. SOPInstanceUID list at IMAGE level             -> Instance BatchGetItem
+4. ModalitiesInStudy (values without wildcards)   -> Series GSI by_org_modality (the caller's
+                                                     organisation + modality; StudyDate range on
+                                                     its range key), then Study BatchGetItem
+5. StudyDate (single value or range)              -> Study GSI by_org_date (the caller's
+                                                     organisation + date), then Study BatchGetItem
+6. SOPInstanceUID list at IMAGE level             -> Instance BatchGetItem
 
-Series and instances below the chosen studies come from the Series table key and the Instance GSI
-by_study. The other keys are matched (PS3.4 C.2.2.2) on the few items these lookups return. An
-identifier that allows none of the lookups would be a search over the whole country: refused.
-Only studies whose controller is the caller's organisation are visible (see the conformance doc).
+Series and instances below the chosen studies come from one Series table Query and one Instance
+GSI by_study Query per study (never one request per series), or BatchGetItem where the keys are
+known. The other keys are matched (PS3.4 C.2.2.2) on the items these lookups return. An identifier
+that allows none of the lookups would be a search over the whole country: refused. Only studies
+whose controller is the caller's organisation are visible (see the conformance doc).
 """
 
 from __future__ import annotations
@@ -53,6 +59,67 @@ UNIQUE_KEYS = {
 # a query for a merged (old) Patient ID answers with the surviving identity.
 PATIENT_LOOKUP_KEYS = frozenset({"PatientID", "IssuerOfPatientID"})
 CONTROL_KEYS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"})
+# The keys the index holds, by the level that holds them. A non-universal key the archive holds
+# matches only an entity that has a value for it (C.2.2.2: PatientName=SMITH* never matches a
+# patient without a name); a key the archive does not hold is not used for matching at all.
+PATIENT_KEYS = frozenset(
+    {
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedSeries",
+        "NumberOfPatientRelatedInstances",
+    }
+)
+STUDY_KEYS = frozenset(
+    {
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "ModalitiesInStudy",
+        "SOPClassesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    }
+)
+SERIES_KEYS = frozenset(
+    {
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDate",
+        "BodyPartExamined",
+        "NumberOfSeriesRelatedInstances",
+    }
+)
+IMAGE_KEYS = frozenset(
+    {
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "InstanceNumber",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+        "ContentDate",
+        "ContentTime",
+        "AvailableTransferSyntaxUID",
+    }
+)
+# What can be matched once the entities down to a level are known (keys of lower levels wait).
+HELD_AT = {
+    "PATIENT": PATIENT_KEYS,
+    "STUDY": PATIENT_KEYS | STUDY_KEYS,
+    "SERIES": PATIENT_KEYS | STUDY_KEYS | SERIES_KEYS,
+    "IMAGE": PATIENT_KEYS | STUDY_KEYS | SERIES_KEYS | IMAGE_KEYS,
+}
 
 
 @dataclass(frozen=True)
@@ -174,12 +241,22 @@ def instance_attributes(instance: InstanceRecord) -> Attributes:
     }
 
 
-def matches_all(request: QueryRequest, attributes: Attributes, skip: frozenset[str] = frozenset()) -> bool:
-    """Every matching key the archive holds matches; keys it does not hold are not used to match."""
+def matches_all(
+    request: QueryRequest,
+    attributes: Attributes,
+    skip: frozenset[str] = frozenset(),
+    *,
+    held: frozenset[str] = HELD_AT["IMAGE"],
+) -> bool:
+    """Every matching key among ``held`` matches; an entity without a value for one does not.
+
+    Keys outside ``held`` (not held by the archive, or held at a level not looked at yet) and keys
+    in ``skip`` (matched by the lookup itself) are not used here.
+    """
     for keyword, value in request.keys.items():
-        if keyword not in attributes or keyword in skip or is_universal(value):
+        if keyword not in held or keyword in skip or is_universal(value):
             continue
-        stored = attributes[keyword]
+        stored = attributes.get(keyword)
         if isinstance(stored, int):
             stored = str(stored)
         if not matches(value, stored, _vr(keyword)):
@@ -233,46 +310,58 @@ class QueryService:
             yield from self._instances_by_uid(request, org_oid, patients)
             return
         studies, skip = self.plan_studies(request, org_oid)
+        series_filter = request.value("SeriesInstanceUID") if request.given("SeriesInstanceUID") else ""
+        single_series = series_filter if is_single_value(series_filter, "UI") else None
         for study in studies:
             patient = patients.for_study(study)
             study_attrs = {**patient.attributes(), **study_attributes(study)}
-            if not matches_all(request, study_attrs, skip):
+            if not matches_all(request, study_attrs, skip, held=HELD_AT["STUDY"]):
                 continue
             if request.level == "STUDY":
                 ds = build_response(request, study_attrs, self._archive_ae)
                 yield FindMatch(ds, patient.patient_key, study.org_oid, study.study_uid)
                 continue
-            series_filter = request.value("SeriesInstanceUID") if request.given("SeriesInstanceUID") else ""
-            single_series = series_filter if is_single_value(series_filter, "UI") else None
+            # One Query for the study's series; at IMAGE level one more for all its instances.
+            matched: dict[str, Attributes] = {}
             for series in self._index.series_of_study(study.study_uid, single_series):
                 series_attrs = {**study_attrs, **series_attributes(series)}
-                if not matches_all(request, series_attrs, skip):
+                if not matches_all(request, series_attrs, skip, held=HELD_AT["SERIES"]):
                     continue
                 if request.level == "SERIES":
                     ds = build_response(request, series_attrs, self._archive_ae)
                     yield FindMatch(ds, patient.patient_key, study.org_oid, study.study_uid)
+                else:
+                    matched[series.series_uid] = series_attrs
+            if not matched:
+                continue
+            for instance in self._index.instances_of_study(study.study_uid, single_series):
+                of_series = matched.get(instance.series_uid)
+                if of_series is None:
                     continue
-                for instance in self._index.instances_of_study(study.study_uid, series.series_uid):
-                    attrs = {**series_attrs, **instance_attributes(instance)}
-                    if matches_all(request, attrs, skip):
-                        ds = build_response(request, attrs, self._archive_ae)
-                        yield FindMatch(
-                            ds,
-                            patient.patient_key,
-                            study.org_oid,
-                            study.study_uid,
-                            (instance.sop_instance_uid,),
-                        )
+                attrs = {**of_series, **instance_attributes(instance)}
+                if matches_all(request, attrs, skip):
+                    ds = build_response(request, attrs, self._archive_ae)
+                    yield FindMatch(
+                        ds, patient.patient_key, study.org_oid, study.study_uid, (instance.sop_instance_uid,)
+                    )
 
     # --- planning --------------------------------------------------------------------------
 
     def studies_for(self, request: QueryRequest, org_oid: str) -> list[StudyRecord]:
         """The studies the identifier names, by the narrowest key lookup, visible to ``org_oid``."""
-        return self.plan_studies(request, org_oid)[0]
+        return list(self.plan_studies(request, org_oid)[0])
 
-    def plan_studies(self, request: QueryRequest, org_oid: str) -> tuple[list[StudyRecord], frozenset[str]]:
-        """Studies by the narrowest lookup, and the keys that lookup matched already."""
+    def plan_studies(
+        self, request: QueryRequest, org_oid: str
+    ) -> tuple[Iterator[StudyRecord], frozenset[str]]:
+        """Studies by the narrowest lookup, and the keys that lookup matched already.
+
+        Raises QueryRefused (CountryWideQuery) at once; the studies are read as they are iterated.
+        """
         skip: frozenset[str] = frozenset()
+        studies: Iterable[StudyRecord]
+        dates = self._date_ranges(request)
+        modalities = self._modalities(request)
         if request.given("StudyInstanceUID"):
             value = request.value("StudyInstanceUID")
             if has_wildcard(value):
@@ -281,21 +370,47 @@ class QueryService:
         elif request.given("AccessionNumber") and is_single_value(request.value("AccessionNumber"), "SH"):
             studies = self._index.studies_by_accession(request.value("AccessionNumber").strip())
         elif request.given("PatientID") and is_single_value(request.value("PatientID"), "LO"):
-            low, high = (None, None)
-            if request.given("StudyDate"):
-                low, high = date_range(request.value("StudyDate"), "DA")
             skip = PATIENT_LOOKUP_KEYS
-            studies = [
+            studies = (
                 study
                 for key in self._patient_keys(request)
                 for identity in self._index.identities_of(key)
+                for low, high in dates
                 for study in self._index.studies_of_patient(identity, low, high)
-            ]
-        else:
-            raise CountryWideQuery(
-                "query needs PatientID, StudyInstanceUID or AccessionNumber (no wildcards)"
             )
-        return [s for s in _unique_studies(studies) if s.org_oid == org_oid], skip
+        elif modalities:
+            # The caller's own studies only: the organisation is part of the index key.
+            studies = (
+                study
+                for modality in modalities
+                for low, high in dates
+                for study in self._index.studies_with_modality(org_oid, modality, low, high)
+            )
+        elif request.given("StudyDate"):
+            studies = (
+                study
+                for low, high in dates
+                for study in self._index.studies_of_organisation(org_oid, low, high)
+            )
+        else:
+            # Within the 64 characters of an Error Comment; the conformance statement has the full list.
+            raise CountryWideQuery("needs PatientID, StudyUID, AccessionNumber, StudyDate, Modality")
+        return (s for s in _unique_studies(studies) if s.org_oid == org_oid), skip
+
+    @staticmethod
+    def _date_ranges(request: QueryRequest) -> list[tuple[str | None, str | None]]:
+        """StudyDate as index range-key bounds: one (low, high) per value; (None, None) if not given."""
+        if not request.given("StudyDate"):
+            return [(None, None)]
+        return [date_range(value, "DA") for value in uid_list(request.value("StudyDate"))]
+
+    @staticmethod
+    def _modalities(request: QueryRequest) -> list[str]:
+        """ModalitiesInStudy values usable as index keys; empty if not given or any has a wildcard."""
+        if not request.given("ModalitiesInStudy"):
+            return []
+        values = uid_list(request.value("ModalitiesInStudy"))
+        return [] if any(has_wildcard(v) for v in values) else values
 
     def _patient_keys(self, request: QueryRequest) -> list[str]:
         """Current (surviving) keys of the identities with the requested Patient ID and issuer."""
@@ -331,24 +446,20 @@ class QueryService:
                 "NumberOfPatientRelatedSeries": sum(int(s.number_of_series or 0) for s in studies),
                 "NumberOfPatientRelatedInstances": sum(int(s.number_of_instances or 0) for s in studies),
             }
-            if matches_all(request, attrs, PATIENT_LOOKUP_KEYS):
+            if matches_all(request, attrs, PATIENT_LOOKUP_KEYS, held=HELD_AT["PATIENT"]):
                 yield FindMatch(build_response(request, attrs, self._archive_ae), key, org_oid)
 
     def _instances_by_uid(
         self, request: QueryRequest, org_oid: str, patients: CurrentPatients
     ) -> Iterator[FindMatch]:
+        # Instances, then their studies, then their series: each a BatchGetItem (keys are known).
         instances = self._index.instances(uid_list(request.value("SOPInstanceUID")))
         studies = {s.study_uid: s for s in self._index.studies({i.study_uid for i in instances})}
-        series_cache: dict[tuple[str, str], SeriesRecord | None] = {}
-        for instance in instances:
-            study = studies.get(instance.study_uid)
-            if study is None or study.org_oid != org_oid:
-                continue
-            cache_key = (instance.study_uid, instance.series_uid)
-            if cache_key not in series_cache:
-                found = self._index.series_of_study(*cache_key)
-                series_cache[cache_key] = found[0] if found else None
-            series = series_cache[cache_key]
+        visible = [i for i in instances if i.study_uid in studies and studies[i.study_uid].org_oid == org_oid]
+        series_by_key = self._index.series((i.study_uid, i.series_uid) for i in visible)
+        for instance in visible:
+            study = studies[instance.study_uid]
+            series = series_by_key.get((instance.study_uid, instance.series_uid))
             patient = patients.for_study(study)
             attrs = {
                 **patient.attributes(),
@@ -363,8 +474,10 @@ class QueryService:
                 )
 
 
-def _unique_studies(studies: Iterable[StudyRecord]) -> list[StudyRecord]:
-    seen: dict[str, StudyRecord] = {}
+def _unique_studies(studies: Iterable[StudyRecord]) -> Iterator[StudyRecord]:
+    """Each study once (a study is found once per modality, date range or merged identity)."""
+    seen: set[str] = set()
     for study in studies:
-        seen.setdefault(study.study_uid, study)
-    return list(seen.values())
+        if study.study_uid not in seen:
+            seen.add(study.study_uid)
+            yield study

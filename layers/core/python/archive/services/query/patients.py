@@ -14,11 +14,13 @@ class CurrentPatients:
     def __init__(self, resolve: Callable[[str], str], load: Callable[[str], PatientRecord | None]) -> None:
         self._resolve = resolve
         self._load = load
-        self._cache: dict[str, PatientDemographics] = {}
+        self._cache: dict[tuple[str, str | None], PatientDemographics] = {}
 
     def for_study(self, study: StudyRecord) -> PatientDemographics:
         key = study.patient_key or PatientIdentity(study.patient_id or "", study.issuer or "").key
-        if key not in self._cache:
+        # Per organisation too: a shared identity shows each organisation's own demographics.
+        cache_key = (key, study.org_oid)
+        if cache_key not in self._cache:
             current = self._resolve(key)
-            self._cache[key] = PatientDemographics.of(current, self._load(current), study)
-        return self._cache[key]
+            self._cache[cache_key] = PatientDemographics.of(current, self._load(current), study)
+        return self._cache[cache_key]

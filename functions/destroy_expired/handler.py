@@ -1,0 +1,31 @@
+"""Lambda: destroy studies whose retention has ended (EventBridge Scheduler, daily).
+
+Thin by design: the whole job is archive.services.destruction. An operator may invoke it with
+{"approved_by": "<name>"} to record an approval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archive.config import Settings
+from archive.data.destruction import DestructionRepository
+from archive.data.models import bind_models
+from archive.data.objects import ObjectStore
+from archive.data.retention import RetentionRepository
+from archive.services.destruction import DestructionService
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger(service="destroy-expired")
+settings = Settings.from_env()
+bind_models(settings)
+service = DestructionService(RetentionRepository(), DestructionRepository(), ObjectStore(settings))
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    run = service.run(approved_by=event.get("approved_by"))
+    summary = run.summary()
+    logger.info("destruction run", extra=summary)
+    return summary

@@ -1,0 +1,59 @@
+"""Data access for lawful destruction: a study's whole index entry, and the destruction records
+(append-only: put, never updated or deleted)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from archive.data.index import instance_record
+from archive.data.models import DestructionRecordItem, Instance, Series, Study
+from archive.model.records import InstanceRecord
+from archive.model.retention import DestroyedObject, DestructionRecord
+
+
+class DestructionRepository:
+    def instances_of(self, study_uid: str) -> list[InstanceRecord]:
+        """Every instance row of the study, rejected ones included (GSI by_study)."""
+        return [instance_record(i) for i in Instance.by_study.query(study_uid)]
+
+    def record(self, record: DestructionRecord, stage: str) -> None:
+        DestructionRecordItem(
+            record.study_uid,
+            f"{record.destroyed_at.isoformat()}#{stage}",
+            org_oid=record.org_oid,
+            patient_key=record.patient_key,
+            retention_end=record.retention_end,
+            at=record.destroyed_at,
+            instance_count=record.instance_count,
+            total_bytes=record.total_bytes,
+            objects=[asdict(o) for o in record.objects],
+            approved_by=record.approved_by,
+        ).save(condition=DestructionRecordItem.event.does_not_exist())
+
+    def records_of(self, study_uid: str) -> list[DestructionRecord]:
+        return [
+            DestructionRecord(
+                study_uid=item.study_uid,
+                org_oid=item.org_oid,
+                patient_key=item.patient_key,
+                retention_end=item.retention_end,
+                destroyed_at=item.at,
+                instance_count=int(item.instance_count),
+                total_bytes=int(item.total_bytes),
+                objects=tuple(
+                    DestroyedObject(o["key"], o["sha256"], int(o["size"]), tuple(o["versions"]))
+                    for o in item.objects or []
+                ),
+                approved_by=item.approved_by,
+            )
+            for item in DestructionRecordItem.query(study_uid)
+            if item.event.endswith("#COMPLETED")
+        ]
+
+    def remove_index_entries(self, study_uid: str, instances: list[InstanceRecord]) -> None:
+        """Delete the study's instance, series and study rows (the patient stays)."""
+        for instance in instances:
+            Instance(instance.sop_instance_uid).delete()
+        for series in Series.query(study_uid):
+            series.delete()
+        Study(study_uid).delete()

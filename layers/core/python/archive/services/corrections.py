@@ -1,0 +1,210 @@
+"""IHE IOCM corrections: applying rejection notes received over C-STORE, and revoking them.
+
+A rejection note is checked as a whole before anything changes (dcm4chee-arc's statuses, see
+docs/conformance-iocm.md): only the organisation that controls a study may reject its instances,
+every referenced instance must be archived with the SOP Class the note names and not be rejected
+already. The note's bytes are stored (Object Lock, like every object), a record of it is written,
+then each instance is hidden by a flag on its index row. The instances' bytes never change: an
+operator can revoke the rejection, which shows them again.
+
+Registration and IAN hook onto ``CorrectionService.rejected_in_study``: after a rejection or a
+revoke it tells which instances of a study are withdrawn now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO
+
+from archive.data.index import IndexRepository
+from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject
+from archive.data.rejections import RejectionRepository, rejection_note_key
+from archive.dicom.instance import InstanceHeader
+from archive.dicom.rejection import may_be_rejection_note, read_rejection_note
+from archive.errors import (
+    AlreadyRejected,
+    DuplicateRejectionNote,
+    NoSuchInstanceToReject,
+    RejectedInstanceResent,
+    RejectionClassConflict,
+    RejectionNotAuthorised,
+    RetentionExpiryRejectionNotAllowed,
+    UnknownRejection,
+)
+from archive.model.organisations import OrganisationInfo
+from archive.model.rejection import (
+    ACTIVE,
+    APPLYING,
+    RETENTION_EXPIRED,
+    REVOKED,
+    RejectedInstance,
+    RejectionNote,
+    RejectionRecord,
+)
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RevokeOutcome:
+    record: RejectionRecord
+    restored: int
+
+
+class CorrectionService:
+    def __init__(self, rejections: RejectionRepository, index: IndexRepository, objects: ObjectStore) -> None:
+        self._rejections = rejections
+        self._index = index
+        self._objects = objects
+
+    # --- on C-STORE ------------------------------------------------------------------------
+
+    def rejection_note_in(self, fp: IO[bytes], header: InstanceHeader) -> RejectionNote | None:
+        """The rejection note the received object is, or None for every other object."""
+        if not may_be_rejection_note(header.sop_class_uid):
+            return None
+        return read_rejection_note(fp)
+
+    def refuse_if_rejected(self, sop_instance_uid: str) -> None:
+        """A rejected instance sent again is refused (A771), whatever its bytes."""
+        instance = self._index.get_instance(sop_instance_uid)
+        if instance is not None and instance.rejected:
+            raise RejectedInstanceResent(f"subsequent occurrence of rejected instance {sop_instance_uid}")
+
+    def reject(
+        self,
+        note: RejectionNote,
+        fp: IO[bytes],
+        *,
+        size: int,
+        org: OrganisationInfo,
+        calling_ae: str,
+        patient_key: str,
+    ) -> StoredObject:
+        """Check, store and apply a rejection note; returns the stored note object.
+
+        Raises DuplicateRejectionNote (A770), NoSuchInstanceToReject (A772), RejectionClassConflict
+        (A773), AlreadyRejected (A774), RetentionExpiryRejectionNotAllowed (A775),
+        RejectionNotAuthorised (0124). A note whose earlier attempt stopped half-way is finished.
+        """
+        existing = self._rejections.get(note.sop_instance_uid)
+        if existing is not None and existing.state != APPLYING:
+            raise DuplicateRejectionNote(f"rejection note {note.sop_instance_uid} received already")
+        if existing is not None and existing.org_oid != org.oid:
+            raise RejectionNotAuthorised("the rejection note was sent by another organisation")
+        if existing is None:
+            self._check(note, org)
+        stored = self._store_note(
+            note, fp, size=size, org=org, calling_ae=calling_ae, patient_key=patient_key
+        )
+        if existing is None:
+            record = RejectionRecord(
+                note_uid=note.sop_instance_uid,
+                code=note.code,
+                org_oid=org.oid,
+                sending_ae=calling_ae,
+                received_at=datetime.now(UTC),
+                references=note.references,
+                state=APPLYING,
+                s3_key=stored.key,
+                sha256=stored.sha256,
+            )
+            if not self._rejections.create(record):
+                raise DuplicateRejectionNote(f"rejection note {note.sop_instance_uid} received already")
+        for ref in note.references:
+            instance = self._index.get_instance(ref.sop_instance_uid)
+            if instance is not None:
+                self._rejections.hide(instance, code=note.code, note_uid=note.sop_instance_uid)
+        self._rejections.set_state(note.sop_instance_uid, ACTIVE, expected=APPLYING)
+        return stored
+
+    def _check(self, note: RejectionNote, org: OrganisationInfo) -> None:
+        # The controller is checked first, so another organisation learns nothing about the study.
+        for study_uid in note.study_uids:
+            study = self._index.get_study(study_uid)
+            if study is None:
+                raise NoSuchInstanceToReject(f"no such study {study_uid}")
+            if study.org_oid != org.oid:
+                raise RejectionNotAuthorised(f"study {study_uid} is controlled by another organisation")
+        if note.code == RETENTION_EXPIRED:
+            raise RetentionExpiryRejectionNotAllowed("no retention rule allows early destruction")
+        instances = self._index.get_instances([ref.sop_instance_uid for ref in note.references])
+        for ref in note.references:
+            instance = instances.get(ref.sop_instance_uid)
+            if (
+                instance is None
+                or instance.study_uid != ref.study_uid
+                or instance.series_uid != ref.series_uid
+            ):
+                raise NoSuchInstanceToReject(f"no such instance {ref.sop_instance_uid}")
+            if instance.sop_class_uid != ref.sop_class_uid:
+                raise RejectionClassConflict(f"instance {ref.sop_instance_uid} is of another SOP Class")
+            if instance.rejected:
+                raise AlreadyRejected(f"instance {ref.sop_instance_uid} is rejected already")
+
+    def _store_note(
+        self,
+        note: RejectionNote,
+        fp: IO[bytes],
+        *,
+        size: int,
+        org: OrganisationInfo,
+        calling_ae: str,
+        patient_key: str,
+    ) -> StoredObject:
+        digest = hashlib.sha256()
+        fp.seek(0)
+        while chunk := fp.read(CHUNK):
+            digest.update(chunk)
+        fp.seek(0)
+        sha = digest.hexdigest()
+        key = rejection_note_key(note.sop_instance_uid)
+        metadata = InstanceMetadata(
+            patient_key=patient_key,
+            sending_ae=calling_ae,
+            org_oid=org.oid,
+            received_at=datetime.now(UTC),
+            sop_class_uid=None,
+            study_uid=note.study_uid,
+        ).as_object_metadata()
+        try:
+            return self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
+        except ObjectExists:
+            existing = self._objects.head(key)
+            if existing is not None and existing.sha256 == sha:
+                return existing  # stored by an attempt that stopped before its record was written
+            raise DuplicateRejectionNote(f"another note is stored as {note.sop_instance_uid}") from None
+
+    # --- operators -------------------------------------------------------------------------
+
+    def rejection(self, note_uid: str) -> RejectionRecord:
+        record = self._rejections.get(note_uid)
+        if record is None:
+            raise UnknownRejection(f"no rejection note {note_uid}")
+        return record
+
+    def revoke(self, note_uid: str, *, by: str, reason: str) -> RevokeOutcome:
+        """Show the instances a note rejected again (an operator's decision, recorded with who and why).
+
+        The note's record stays, marked REVOKED; running it again after a stop finishes the job.
+        """
+        record = self.rejection(note_uid)
+        restored = 0
+        for ref in record.references:
+            instance = self._index.get_instance(ref.sop_instance_uid)
+            if instance is not None and self._rejections.restore(instance, note_uid=note_uid):
+                restored += 1
+        if record.state != REVOKED:
+            self._rejections.set_state(
+                note_uid, REVOKED, expected=record.state, revoked=(datetime.now(UTC), by, reason)
+            )
+        return RevokeOutcome(self.rejection(note_uid), restored)
+
+    # --- for registration and IAN ----------------------------------------------------------
+
+    def rejected_in_study(self, study_uid: str) -> list[RejectedInstance]:
+        """The instances of a study that rejection notes hide now (for a new registration version
+        or an IAN saying UNAVAILABLE for them)."""
+        return self._rejections.rejected_in_study(study_uid)

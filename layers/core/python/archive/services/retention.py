@@ -1,0 +1,159 @@
+"""Legal retention: the Object Lock each stored object gets, each study's retention end, and
+legal holds (docs/retention.md).
+
+At C-STORE the listener asks ``lock_for`` before its PUT: the organisation's rule for the study
+type (the modality) gives the retention end from the study date; the object is locked until then
+(at least ``minimum_lock`` from now), and the study's retention end is raised to it, never lowered.
+A study without a rule keeps the bucket's default retention and no retention end: it is never due.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+from archive.data.objects import ObjectStore
+from archive.data.retention import RetentionRepository
+from archive.dicom.instance import InstanceHeader
+from archive.errors import ConfigurationError
+from archive.model.organisations import OrganisationInfo
+from archive.model.retention import (
+    LOCK_MODES,
+    LegalHold,
+    ObjectLock,
+    RetentionRule,
+    StudyRetention,
+    parse_study_date,
+    patient_target,
+    rule_for,
+    study_target,
+)
+
+RULES_TTL_SECONDS = 60.0
+KNOWN_ENDS = 10_000
+
+
+class RetentionService:
+    def __init__(
+        self,
+        repository: RetentionRepository,
+        objects: ObjectStore,
+        *,
+        lock_mode: str,
+        minimum_lock: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if lock_mode not in LOCK_MODES:
+            raise ConfigurationError(f"Object Lock mode must be one of {LOCK_MODES}, not {lock_mode!r}")
+        self._repository = repository
+        self._objects = objects
+        self._lock_mode = lock_mode
+        self._minimum_lock = minimum_lock
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rules: dict[str, tuple[float, list[RetentionRule]]] = {}
+        # The retention end this process has written per study: later instances skip the write.
+        self._ends: dict[str, datetime] = {}
+
+    # --- at store time ---------------------------------------------------------------------
+
+    def rules_of(self, org_oid: str) -> list[RetentionRule]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._rules.get(org_oid)
+        if cached is not None and now - cached[0] < RULES_TTL_SECONDS:
+            return cached[1]
+        rules = self._repository.rules_of(org_oid)
+        with self._lock:
+            self._rules[org_oid] = (now, rules)
+        return rules
+
+    def lock_for(self, header: InstanceHeader, org: OrganisationInfo) -> ObjectLock | None:
+        """The Object Lock for this object's PUT, or None (the bucket default) without a rule."""
+        rule = rule_for(self.rules_of(org.oid), header.attributes.get("Modality"))
+        if rule is None:
+            return None
+        now = self._clock()
+        study_date = parse_study_date(header.attributes.get("StudyDate")) or date(
+            now.year, now.month, now.day
+        )
+        end = rule.end_for(study_date)
+        with self._lock:
+            known = self._ends.get(header.study_uid)
+        if known is None or known < end:
+            self._repository.extend_study(header.study_uid, end)
+            with self._lock:
+                self._ends[header.study_uid] = end
+                while len(self._ends) > KNOWN_ENDS:
+                    self._ends.pop(next(iter(self._ends)))
+        return ObjectLock(self._lock_mode, max(end, now + self._minimum_lock))
+
+    # --- rules and queries (admin CLI) -----------------------------------------------------
+
+    def set_rule(self, rule: RetentionRule) -> None:
+        if rule.years < 0 or rule.days < 0 or (rule.years == 0 and rule.days == 0):
+            raise ConfigurationError("a retention rule needs a positive number of years or days")
+        self._repository.set_rule(rule)
+
+    def retention_of(self, study_uid: str) -> StudyRetention | None:
+        return self._repository.study_retention(study_uid)
+
+    def studies_due(self, until: datetime) -> list[tuple[str, datetime]]:
+        """Studies whose retention ends by ``until``, from the index (no scan)."""
+        return list(self._repository.studies_due(until))
+
+    # --- legal holds -----------------------------------------------------------------------
+
+    def place_hold(
+        self, *, by: str, reason: str, study_uid: str | None = None, patient_key: str | None = None
+    ) -> tuple[LegalHold, int]:
+        """Hold a study, or every study of a patient: no destruction until released.
+
+        Every existing object version of the held studies gets S3's Object Lock legal hold, so S3
+        itself refuses to delete it. Returns the hold and how many objects were put on hold.
+        """
+        target, studies = self._target(study_uid, patient_key)
+        hold = LegalHold(target, uuid.uuid4().hex, by, reason, self._clock())
+        self._repository.add_hold(hold)
+        objects = 0
+        for uid in studies:
+            self._repository.count_hold(uid, 1)
+            for key, version in self._repository.objects_of_study(uid):
+                self._objects.set_legal_hold(key, version, on=True)
+                objects += 1
+        return hold, objects
+
+    def release_hold(
+        self, hold_id: str, *, by: str, study_uid: str | None = None, patient_key: str | None = None
+    ) -> int:
+        """Release a hold; objects of a study no other hold names leave S3's legal hold.
+        Returns how many objects left the legal hold."""
+        target, studies = self._target(study_uid, patient_key)
+        if not self._repository.release_hold(target, hold_id, by=by, at=self._clock()):
+            raise ConfigurationError(f"no active hold {hold_id} on {target}")
+        released = 0
+        for uid in studies:
+            if self._repository.count_hold(uid, -1) > 0:
+                continue
+            for key, version in self._repository.objects_of_study(uid):
+                self._objects.set_legal_hold(key, version, on=False)
+                released += 1
+        return released
+
+    def holds_on(self, *, study_uid: str | None = None, patient_key: str | None = None) -> list[LegalHold]:
+        target, _ = self._target(study_uid, patient_key, resolve=False)
+        return self._repository.holds_on(target)
+
+    def _target(
+        self, study_uid: str | None, patient_key: str | None, *, resolve: bool = True
+    ) -> tuple[str, list[str]]:
+        if (study_uid is None) == (patient_key is None):
+            raise ConfigurationError("a legal hold names a study or a patient")
+        if study_uid is not None:
+            return study_target(study_uid), [study_uid]
+        assert patient_key is not None
+        studies = self._repository.studies_of_patient(patient_key) if resolve else []
+        return patient_target(patient_key), studies

@@ -1,0 +1,122 @@
+"""Retention end to end: rules set with the admin CLI decide each object's Object Lock at the
+listener's PUT and each study's retention end (queryable from an index); legal holds put the
+objects under S3's legal hold, which S3 enforces against deletion."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from archive.data.models import Study
+from archive.data.objects import ObjectStore, instance_key
+from archive.data.retention import RetentionRepository
+from botocore.exceptions import ClientError
+
+from local.cloud import LocalCloud
+from tests.integration.test_corrections import admin, uid
+from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
+from tests.support.cloud import s3
+from tests.support.dicom import study
+
+
+def _retention(cloud: LocalCloud, path: Path) -> tuple[str, datetime]:
+    assert cloud.settings is not None
+    lock = ObjectStore(cloud.settings).retention(instance_key(uid(path)))
+    assert lock is not None
+    return lock.mode, lock.retain_until
+
+
+def test_rules_set_object_lock_at_store_and_study_retention_end_never_shortens(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    # Given a 10-year rule for any study and a 20-year rule for MR of a customer
+    c = customer(cloud)
+    assert admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--years", "10").returncode == 0
+    assert admin(cloud, "retention", "rule", "set", c.org.oid, "MR", "--years", "20").returncode == 0
+    # When a CT study from 15 January 2026 is stored
+    ct = study(sub(workdir, "ct"), 1, patient_id=hetu(), study_date="20260115")
+    study_uid = store_study(cloud, c, ct)
+    # Then its object is locked until 15 January 2036 (GOVERNANCE locally, COMPLIANCE on AWS)
+    assert _retention(cloud, ct[0]) == ("GOVERNANCE", datetime(2036, 1, 15, tzinfo=UTC))
+    shown = json.loads(admin(cloud, "retention", "show", study_uid).stdout)
+    assert shown["retention_end"] == "2036-01-15 00:00:00+00:00"
+    # When an MR instance joins the study, the study's end grows to 2046
+    mr = study(
+        sub(workdir, "mr"), 1, patient_id=_patient_id(ct[0]), study_uid=study_uid, study_date="20260115",
+        modality="MR",
+    )  # fmt: skip
+    store_study(cloud, c, ct + mr)
+    assert _retention(cloud, mr[0])[1] == datetime(2046, 1, 15, tzinfo=UTC)
+    assert Study.get(study_uid).retention_end == "2046-01-15T00:00:00+00:00"
+    # And when another CT instance (10 years) arrives after the MR, the study's end stays 2046
+    ct2 = study(
+        sub(workdir, "ct2"), 1, patient_id=_patient_id(ct[0]), study_uid=study_uid, study_date="20260115"
+    )
+    store_study(cloud, c, ct + mr + ct2)
+    assert _retention(cloud, ct2[0])[1] == datetime(2036, 1, 15, tzinfo=UTC)
+    assert Study.get(study_uid).retention_end == "2046-01-15T00:00:00+00:00"
+    # (another listener process, not knowing the study, cannot shorten it either: a conditional write)
+    assert RetentionRepository().extend_study(study_uid, datetime(2031, 1, 1, tzinfo=UTC)) is False
+    assert Study.get(study_uid).retention_end == "2046-01-15T00:00:00+00:00"
+
+
+def _patient_id(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).PatientID)
+
+
+def test_due_studies_come_from_the_retention_index(cloud: LocalCloud, workdir: Path) -> None:
+    # Given a one-day rule, a study from 2000 (its retention ended long ago) and one from today
+    c = customer(cloud)
+    assert admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "1").returncode == 0
+    old = store_study(cloud, c, study(sub(workdir, "old"), 1, patient_id=hetu(), study_date="20000101"))
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    new = store_study(cloud, c, study(sub(workdir, "new"), 1, patient_id=hetu(), study_date=today))
+    # When the operator asks which studies are due
+    due = admin(cloud, "retention", "due")
+    assert due.returncode == 0, due.stderr
+    listed = {
+        json.loads(line)["study_uid"]: json.loads(line)["retention_end"] for line in due.stdout.splitlines()
+    }
+    # Then the old study is due (ended 2 January 2000), today's is not
+    assert listed[old] == "2000-01-02T00:00:00+00:00"
+    assert new not in listed
+
+
+def test_legal_hold_puts_objects_under_s3_legal_hold_until_released(cloud: LocalCloud, workdir: Path) -> None:
+    # Given a stored study
+    c = customer(cloud)
+    files = study(sub(workdir, "s"), 2, patient_id=hetu())
+    study_uid = store_study(cloud, c, files)
+    bucket = cloud.settings.bucket  # type: ignore[union-attr]
+    # When a legal hold is placed on it, with who and why
+    placed = admin(
+        cloud, "hold", "place", "--study", study_uid, "--by", "Lawyer Liisa", "--reason", "case 7/2026"
+    )
+    assert placed.returncode == 0, placed.stderr
+    hold = json.loads(placed.stdout)
+    assert hold["objects_held"] == 2
+    # Then S3 has every object version on legal hold and refuses to delete it, even bypassing governance
+    for path in files:
+        key = instance_key(uid(path))
+        assert s3(cloud).get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]["Status"] == "ON"
+        version = s3(cloud).head_object(Bucket=bucket, Key=key)["VersionId"]
+        with pytest.raises(ClientError):
+            s3(cloud).delete_object(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True)
+    listed = [
+        json.loads(line) for line in admin(cloud, "hold", "list", "--study", study_uid).stdout.splitlines()
+    ]
+    assert [(h["placed_by"], h["reason"], h["released_at"]) for h in listed] == [
+        ("Lawyer Liisa", "case 7/2026", None)
+    ]
+    assert Study.get(study_uid).legal_holds == 1
+    # When it is released, the objects leave the legal hold (their retention still applies)
+    released = admin(cloud, "hold", "release", hold["hold_id"], "--study", study_uid, "--by", "Lawyer Liisa")
+    assert released.returncode == 0, released.stderr
+    assert json.loads(released.stdout)["objects_released"] == 2
+    key = instance_key(uid(files[0]))
+    assert s3(cloud).get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]["Status"] == "OFF"
+    assert Study.get(study_uid).legal_holds == 0
