@@ -13,6 +13,10 @@
     python -m admin xds archive set --oid 1.2.246.x --uid-root 1.2.246.x.1 --repository-unique-id 1.2.246.x.2
     python -m admin xds domain set 1.2.246.21 --class-code 'CODE^SCHEME^Display' ...
     python -m admin xds org set 1.2.246.10.12345678.10 --domain 1.2.246.21 --stability-seconds 60
+    python -m admin xds-access idp-add https://idp.example/sts --cert idp.pem
+    python -m admin xds-access repository-set 1.2.246.x --repository-unique-id 1.2.246.x.5 --code classCode=X^1.2.3
+    python -m admin xds-access deny '020516C903K^^^&1.2.246.21&ISO' [--document UID]
+    python -m admin xds-access log '020516C903K^^^1.2.246.21'
     python -m admin ian list --state FAILED
     python -m admin ian resend STUDY_UID [--ae DEMO_PACS]
     python -m admin rejection show <note SOP Instance UID>
@@ -41,8 +45,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from archive.config import Settings
+from archive.data.access_log import AccessLog
 from archive.data.commitments import CommitmentRepository
 from archive.data.facilities import FacilityRepository
 from archive.data.index import IndexRepository
@@ -57,6 +63,7 @@ from archive.data.registration import (
 from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
 from archive.data.retention import RetentionRepository
+from archive.data.xds_access import DisclosureDenials, DocumentRepository, XdsAccessConfig
 from archive.errors import ArchiveError
 from archive.model.disclosure import report_csv
 from archive.model.identity import PatientIdentity
@@ -70,9 +77,10 @@ from archive.model.registration import (
     parse_code,
 )
 from archive.model.retention import RetentionRule
+from archive.model.xua import IdentityProvider
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
-from archive.services.disclosure import build_disclosure_log
+from archive.services.disclosure import build_disclosure_log, normalised_patient
 from archive.services.retention import RetentionService
 
 from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
@@ -220,6 +228,30 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--disabled", action="store_true")
     _code_arguments(add)
     xds_scopes.add_parser("list", help="every registration configuration item")
+
+    access = sub.add_parser("xds-access", help="XDS callers: identity providers, repositories, denials, log")
+    access_actions = access.add_subparsers(dest="action", required=True)
+    idp = access_actions.add_parser("idp-add", help="trust an identity provider's signing certificate(s)")
+    idp.add_argument("issuer", help="the exact saml:Issuer value")
+    idp.add_argument("--cert", action="append", required=True, help="PEM file (repeat during a rollover)")
+    repo = access_actions.add_parser(
+        "repository-set", help="let an organisation's repository register (ITI-42)"
+    )
+    repo.add_argument("org_oid")
+    repo.add_argument("--repository-unique-id", action="append", required=True)
+    repo.add_argument(
+        "--code", action="append", default=[], help="ATTRIBUTE=CODE^SCHEME, e.g. classCode=X^1.2.3"
+    )
+    deny = access_actions.add_parser("deny", help="a patient denies disclosure to other organisations")
+    deny.add_argument("patient", help="CX, e.g. 020516C903K^^^&1.2.246.21&ISO")
+    deny.add_argument("--document", default="*", help="a document uniqueId (or study UID); default every one")
+    allow = access_actions.add_parser("withdraw-denial", help="withdraw a denial of disclosure")
+    allow.add_argument("patient")
+    allow.add_argument("--document", default="*")
+    log = access_actions.add_parser(
+        "log", help="every read of a patient's data (DICOM and XDS), oldest first"
+    )
+    log.add_argument("patient_key", help="<PatientID>^^^<issuer OID>")
 
     ian = sub.add_parser("ian", help="Instance Availability Notifications").add_subparsers(
         dest="action", required=True
@@ -478,6 +510,29 @@ def _patient(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(change, ensure_ascii=False))
 
 
+def _xds_access(args: argparse.Namespace) -> None:
+    if args.action == "idp-add":
+        certificates = tuple(Path(c).read_text("ascii") for c in args.cert)
+        XdsAccessConfig().set_identity_provider(IdentityProvider(args.issuer, certificates))
+    elif args.action == "repository-set":
+        codes: dict[str, list[str]] = {}
+        for item in args.code:
+            attribute, _, value = item.partition("=")
+            codes.setdefault(attribute, []).append(value)
+        XdsAccessConfig().set_repository(
+            DocumentRepository(
+                args.org_oid, tuple(args.repository_unique_id), {k: tuple(v) for k, v in codes.items()}
+            )
+        )
+    elif args.action == "deny":
+        DisclosureDenials().deny(normalised_patient(args.patient), args.document)
+    elif args.action == "withdraw-denial":
+        DisclosureDenials().withdraw(normalised_patient(args.patient), args.document)
+    else:
+        for record in AccessLog().for_patient(args.patient_key):
+            print(json.dumps(record.attribute_values, default=str, ensure_ascii=False))
+
+
 def _disclosures(args: argparse.Namespace, settings: Settings) -> int:
     log = build_disclosure_log(settings)
     if args.action == "anchor":
@@ -516,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _hl7_facility(args)
         elif args.kind == "xds":
             _xds(args)
+        elif args.kind == "xds-access":
+            _xds_access(args)
         elif args.kind == "ian":
             _ian(args, settings)
         elif args.kind == "patient":

@@ -140,6 +140,15 @@ IAN_TIMEOUT_SECONDS = 30
 # One attempt is connect + associate + N-CREATE, each bounded by IAN_TIMEOUT_SECONDS.
 IAN_FUNCTION_TIMEOUT = Duration.seconds(4 * IAN_TIMEOUT_SECONDS)
 IAN_FUNCTION_MEMORY_MB = 256
+# XDS: ITI-18/42/43 as Lambdas behind API Gateway (whose integration times out at 29 s);
+# RAD-69 as a streaming service on Fargate behind its own load balancer (no answer size cap).
+XDS_FUNCTION_TIMEOUT = Duration.seconds(29)
+XDS_FUNCTION_MEMORY_MB = 1024
+XDS_MAX_LEAF_CLASS = 1000
+XDS_API_RATE_LIMIT = 50  # requests per second, steady, for the whole stage
+XDS_API_BURST_LIMIT = 100
+XDS_IMAGING_DOCKERFILE = "listeners/xds_imaging/Dockerfile"
+XDS_IMAGING_CONTAINER_PORT = 8080
 IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
@@ -159,6 +168,11 @@ class ListenerSizing:
     # load balancer's deregistration delay. Fargate allows at most 120 s.
     stop_timeout_seconds: int = 120
 
+
+# RAD-69: memory per answer in flight is about (prefetch + 2) instances (docs/conformance-xds.md),
+# so the task is sized for a few concurrent answers of large instances; the spool holds one instance
+# per answer.
+XDS_IMAGING_SIZING = ListenerSizing(cpu=1024, memory_limit_mib=4096, ephemeral_storage_gib=50, max_tasks=10)
 
 # ADT messages are small and few (hundreds a day per hospital): the smallest Fargate task does;
 # nothing is spooled to disk.

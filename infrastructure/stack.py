@@ -31,13 +31,15 @@ from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
 from infrastructure.tables import ArchiveTables
 from infrastructure.tls_secret import TlsSecret
+from infrastructure.xds_interface import XdsApi
 
 NO_CUSTOMER_API_WARNING_ID = "archive:no-customer-api"
 
 
 class ArchiveStack(Stack):
     """DICOM listener -> Object-Locked bucket -> index queue -> index Lambda -> DynamoDB; committed
-    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda."""
+    studies -> registration queue -> register Lambda (manifest, XDS registry) -> IAN queue -> IAN Lambda;
+    XDS: API Gateway -> registry/repository Lambdas, RAD-69 streaming service on Fargate."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, deployment: s.DeploymentSettings, **kwargs: Any
@@ -360,3 +362,35 @@ class ArchiveStack(Stack):
                 f"No {s.CTX_XDS_DOMAIN_NAME}: the customers' API (disclosure notifications, mutual TLS) "
                 "is not deployed; see docs/security.md.",
             )
+
+        # XDS: ITI-18/ITI-42 and ITI-43 through API Gateway; RAD-69 streams from Fargate behind its
+        # own load balancer, because a Lambda answer stops at 6 MB (buffered) or 200 MB (streamed).
+        xds = XdsApi(self, "Xds", layers=[layers.deps, layers.core], environment=archive_env)
+        tables.grant(xds.registry.role, table_access.XDS_REGISTRY)
+        tables.grant(xds.repository.role, table_access.XDS_REPOSITORY)
+        storage.grant_read_objects(xds.repository.role)  # ITI-43 reads the manifests
+        imaging = TcpListenerService(
+            self,
+            "XdsImaging",
+            name="xds-imaging",
+            cluster=network.cluster,
+            dockerfile=s.XDS_IMAGING_DOCKERFILE,
+            container_port=s.XDS_IMAGING_CONTAINER_PORT,
+            environment={
+                **archive_env,
+                **s.powertools_env("xds-imaging"),
+                t.ENV_XDS_HOST: "0.0.0.0",  # every interface of its task; only the load balancer reaches it
+                t.ENV_XDS_PORT: str(s.XDS_IMAGING_CONTAINER_PORT),
+                t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
+            },
+            # The RAD-69 server does not terminate TLS itself yet (the listeners do, with the
+            # organisation certificates): its load balancer stays internal, reached over the
+            # private networks only, until it does (docs/conformance-xds.md).
+            tls=False,
+            client_cidrs=deployment.listener_client_cidrs,
+            internet_facing=False,
+            access_logs_bucket=storage.access_logs_bucket,
+            sizing=s.XDS_IMAGING_SIZING,
+        )
+        storage.grant_read_objects(imaging.task_role)
+        tables.grant(imaging.task_role, table_access.XDS_IMAGING)

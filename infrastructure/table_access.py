@@ -165,3 +165,39 @@ DISCLOSURE_NOTIFICATION: TableAccess = {
     "studies": Access.READ,
     "disclosure_log": Access.APPEND,
 }
+
+# functions/xds_registry: ITI-18 (the registry's entries by patient and identifier; the patient
+# must be known to the index; the patient's denials) and ITI-42 (registers a submission, deleting a
+# multi-transaction registration again when one fails); identity providers and document
+# repositories from the configuration; every read in the access log, reads of another
+# organisation's data also in the patient's disclosure chain.
+XDS_REGISTRY: TableAccess = {
+    "registration_config": Access.READ,
+    "patients": Access.READ,
+    "xds_registry": Access.OWN,
+    "access_log": Access.APPEND,
+    "disclosure_log": Access.APPEND,
+}
+
+# functions/xds_repository: ITI-43 finds the manifests' entries (and the patient's denials) in the
+# registry; reads logged as above.
+XDS_REPOSITORY: TableAccess = {
+    "registration_config": Access.READ,
+    "xds_registry": Access.READ,
+    "access_log": Access.APPEND,
+    "disclosure_log": Access.APPEND,
+}
+
+# listeners/xds_imaging: RAD-69 reads the instances, their studies and current patients from the
+# index (as C-GET does), the study's registration (its manifest, for denials) and the patient's
+# denials in the registry; reads logged as above.
+XDS_IMAGING: TableAccess = {
+    "registration_config": Access.READ,
+    "registrations": Access.READ,
+    "patients": Access.READ,
+    "studies": Access.READ,
+    "instances": Access.READ,
+    "xds_registry": Access.READ,
+    "access_log": Access.APPEND,
+    "disclosure_log": Access.APPEND,
+}

@@ -42,6 +42,8 @@ def banner(cloud: LocalCloud) -> str:
  Lambda handlers    {", ".join([*dict.fromkeys(p.function.name for p in cloud.pollers), *cloud.function_processes])} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
+ XDS (SOAP 1.2)     {cloud.xds_url}/xds/registry  /xds/repository  /xds/imaging
+ Demo IdP (XUA)     .local-cloud/demo-idp/key.pem, cert.pem (trusted); see README "XDS"
  Registration       committed studies -> XDS-I.b manifest after {cloud.registration_stability_seconds:g} s without new images
  IANs go to         {ians or "nobody (no AE has the ian role)"}; pending/failed: admin ian list
  Logs               {cloud.log_dir}/
@@ -61,9 +63,10 @@ def main() -> None:
     parser.add_argument("--dicom-port", type=int, default=11112)
     parser.add_argument("--moto-port", type=int, default=4566)
     parser.add_argument("--hl7-port", type=int, default=2575)
+    parser.add_argument("--xds-port", type=int, default=8080)
     parser.add_argument("--dicom-tls-port", type=int, default=2762)
     parser.add_argument("--hl7-tls-port", type=int, default=2576)
-    parser.add_argument("--http-port", type=int, default=8080, help="admin API (API Gateway stand-in)")
+    parser.add_argument("--http-port", type=int, default=8081, help="admin API (API Gateway stand-in)")
     parser.add_argument("--https-port", type=int, default=8443, help="customers' API, mutual TLS")
     parser.add_argument("--commitment-wait", type=float, default=30.0)
     args = parser.parse_args()
@@ -76,6 +79,7 @@ def main() -> None:
         moto_port=args.moto_port,
         dicom_port=args.dicom_port,
         hl7_port=args.hl7_port,
+        xds_port=args.xds_port,
         dicom_tls_port=args.dicom_tls_port,
         hl7_tls_port=args.hl7_tls_port,
         http_port=args.http_port,

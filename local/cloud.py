@@ -32,6 +32,7 @@ from archive.data.models import bind_models
 from archive.data.registration import RegistrationConfigRepository
 from archive.data.registry import Registry
 from archive.data.secrets import SecretTlsMaterial
+from archive.data.xds_access import XdsAccessConfig
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 from archive.model.registration import (
     AffinityDomain,
@@ -42,6 +43,7 @@ from archive.model.registration import (
 )
 from archive.tls.rotation import RotatingTls
 
+from .demo_idp import ensure_demo_idp
 from .gateway import LocalGateway
 from .pki import DemoPki
 from .resources import QueueInfo, client, provision, put_tls_secret
@@ -130,6 +132,8 @@ class LocalCloud:
     hl7_port: int = 0  # 0: any free port (tests); ``make run`` uses 2575
     start_hl7: bool = True
     hl7_settings: dict[str, str] = field(default_factory=dict)
+    xds_port: int = 0  # 0: any free port (tests); ``make run`` uses 8080
+    start_xds: bool = True
     register_demo: bool = True
     # Seconds without new instances before a committed study is registered (the demo organisation's).
     registration_stability_seconds: float = 10.0
@@ -156,6 +160,7 @@ class LocalCloud:
     _moto: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
     hl7_process: subprocess.Popen[bytes] | None = None
+    xds_process: subprocess.Popen[bytes] | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -163,6 +168,7 @@ class LocalCloud:
     def start(self) -> LocalCloud:
         self.moto_port = self.moto_port or free_port()
         self.hl7_port = self.hl7_port or free_port()
+        self.xds_port = self.xds_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.moto_port}"
         self._moto = self._spawn(
             "moto", [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
@@ -188,12 +194,15 @@ class LocalCloud:
             for facility in DEMO_HL7_FACILITIES:
                 FacilityRepository().add(facility, replace=True)
             self.configure_registration(DEMO_ORG.oid, stability_seconds=self.registration_stability_seconds)
+            XdsAccessConfig().set_identity_provider(ensure_demo_idp())
         self.start_pollers()
         self.start_gateway()
         if self.start_dicom:
             self.start_dicom_listener()
         if self.start_hl7:
             self.start_hl7_listener()
+        if self.start_xds:
+            self.start_xds_gateway()
         return self
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
@@ -214,7 +223,12 @@ class LocalCloud:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
-        candidates = [self.dicom_process, self.hl7_process, *self.function_processes.values()]
+        candidates = [
+            self.dicom_process,
+            self.hl7_process,
+            self.xds_process,
+            *self.function_processes.values(),
+        ]
         processes = [p for p in candidates if p is not None and p.poll() is None]
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -233,7 +247,7 @@ class LocalCloud:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
-        self.dicom_process = self.hl7_process = None
+        self.dicom_process = self.hl7_process = self.xds_process = None
         self.function_processes.clear()
         LOG.info(
             "listeners and function processes stopped after %.1f s", timeout - (deadline - time.monotonic())
@@ -396,6 +410,26 @@ class LocalCloud:
             process.send_signal(signal.SIGTERM)
             process.wait(15)
         self.hl7_process = None
+
+    def start_xds_gateway(self) -> subprocess.Popen[bytes]:
+        """API Gateway's and the load balancer's stand-in for the XDS endpoints (``local.gateway``)."""
+        env = {**self.env(), t.ENV_XDS_HOST: "127.0.0.1", t.ENV_XDS_PORT: str(self.xds_port)}
+        self.xds_process = self._spawn("xds", [sys.executable, "-m", "local.gateway"], env=env)
+        wait_for_port("127.0.0.1", self.xds_port, process=self.xds_process)
+        return self.xds_process
+
+    def stop_xds_gateway(self) -> None:
+        process = self.xds_process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(15)
+        self.xds_process = None
+
+    @property
+    def xds_url(self) -> str:
+        return f"http://127.0.0.1:{self.xds_port}"
 
     def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
         registry = Registry()

@@ -1,17 +1,26 @@
 """Plays API Gateway locally: HTTP requests become REST API proxy events for the deployed handler
 modules (``functions/<name>/handler.py``), exactly the event shape Lambda receives.
 
-Two servers, as on AWS:
+Two servers in the local cloud's process, as on AWS:
 - HTTPS with mutual TLS (the XDS API's custom domain with its truststore): the client certificate
   is verified against the CA bundle of the TLS secret and passed to the handler as
   ``requestContext.identity.clientCert``, as API Gateway does;
 - plain HTTP on loopback for the admin API (on AWS: IAM-authorised; here the local operator).
+
+And the XDS endpoints as their own process, ``python -m local.gateway`` (started by the local cloud
+on XDS_PORT, 8080 for ``make run``): ``/xds/registry`` and ``/xds/repository`` become proxy events
+(binary bodies base64-encoded, as API Gateway does with binary media types) for the very handler
+modules deployed to Lambda; ``/xds/imaging`` goes to the RAD-69 streaming code in this process, as
+the load balancer sends it to the Fargate service on AWS. Bodies over API Gateway's 10 MB are
+refused as on AWS, with the SOAP Fault the gateway response is configured to give.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
+import signal
 import ssl
 import threading
 import uuid
@@ -20,11 +29,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
+from archive import topology as t
+from archive.config import Settings
+from archive.data.models import bind_models
+from archive.services.xds_app import XdsApplication
+from archive.services.xds_exchange import HttpAnswer
 from archive.topology import ADMIN_API, DISCLOSURE_NOTIFICATION
 from cryptography import x509
+
+from listeners.xds_imaging.server import Route as StreamRoute
+from listeners.xds_imaging.server import make_server, serve_in_thread
 
 from .runner import LambdaContext, LocalFunction, load_handler, unqueued_function
 
@@ -254,3 +271,50 @@ class LocalGateway:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+
+
+# --- the XDS endpoints (their own process) ------------------------------------------------------
+
+
+def binary_proxy_event(path: str, body: bytes, content_type: str) -> dict[str, Any]:
+    """The event API Gateway (REST, proxy integration, binary media types) gives a Lambda for a POST."""
+    event = proxy_event("POST", path, {}, {"Content-Type": content_type}, b"", "127.0.0.1", None)
+    event["body"] = base64.b64encode(body).decode("ascii")
+    event["isBase64Encoded"] = True
+    return event
+
+
+def lambda_route(spec: t.FunctionSpec) -> StreamRoute:
+    module = load_handler(unqueued_function(spec))
+
+    def route(body: BinaryIO, content_type: str) -> HttpAnswer:
+        response = module.handler(
+            binary_proxy_event(spec.path, body.read(), content_type), LambdaContext(spec.function)
+        )
+        data = response.get("body") or ""
+        payload = base64.b64decode(data) if response.get("isBase64Encoded") else data.encode("utf-8")
+        headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+        return HttpAnswer(int(response["statusCode"]), headers.get("content-type", "text/plain"), payload)
+
+    return route
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    bind_models(settings)
+    routes: dict[str, StreamRoute] = {spec.path: lambda_route(spec) for spec in t.XDS_FUNCTIONS}
+    routes[t.XDS_IMAGING_PATH] = XdsApplication(settings).imaging
+    server = make_server(os.environ.get(t.ENV_XDS_HOST, "127.0.0.1"), int(os.environ[t.ENV_XDS_PORT]), routes)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    serve_in_thread(server)
+    print(f"XDS gateway on {server.server_address}", flush=True)
+    stop.wait()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,
             "ian_timeout_seconds": 2.0,
+            # ITI-18: a LeafClass answer of more than 20 objects is XDSTooManyResults (default 1,000),
+            # so the limit is reached with one small submission.
+            "xds_max_leaf_class": 20,
             # Audit batches and TLS rotation within a test's patience.
             "audit_flush_seconds": 0.5,
             "tls_check_seconds": 1.0,

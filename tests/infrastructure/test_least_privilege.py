@@ -97,6 +97,30 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "studies": READ,
         "disclosure_log": APPEND,
     },
+    # XDS: every read logged (access log), reads of another organisation's data in the chain
+    "xds-registry": {
+        "registration_config": READ,  # identity providers, document repositories, the archive
+        "patients": READ,  # XDSUnknownPatientId
+        "xds_registry": OWN,  # ITI-42; a registration that fails half-way is deleted again
+        "access_log": APPEND,
+        "disclosure_log": APPEND,
+    },
+    "xds-repository": {
+        "registration_config": READ,
+        "xds_registry": READ,
+        "access_log": APPEND,
+        "disclosure_log": APPEND,
+    },
+    "xds-imaging": {
+        "registration_config": READ,
+        "registrations": READ,  # the study's manifest, for denials
+        "patients": READ,
+        "studies": READ,
+        "instances": READ,
+        "xds_registry": READ,  # denials
+        "access_log": APPEND,
+        "disclosure_log": APPEND,
+    },
 }
 CONFIGURATION = ("organisations", "application_entities", "hl7_facilities")
 WRITES = frozenset(
@@ -180,14 +204,16 @@ def test_the_dicom_listener_cannot_write_the_configuration(production: Synthesiz
             assert not WRITES & actions_on(statements, resource), name
 
 
-def test_no_role_may_scan_or_batch_write_and_only_two_may_delete(dev_with_tls: Synthesized) -> None:
-    # Scans, batch writes and deletions are the operator's (admin CLI), with two exceptions: the
-    # registration of a study undoes its own XDS registry entries when it fails half-way, and the
-    # destruction job removes the index entries of studies whose retention has ended
+def test_no_role_may_scan_or_batch_write_and_only_three_may_delete(dev_with_tls: Synthesized) -> None:
+    # Scans, batch writes and deletions are the operator's (admin CLI), with three exceptions: the
+    # registration of a study and an ITI-42 registration undo their own XDS registry entries when
+    # they fail half-way, and the destruction job removes the index entries of studies whose
+    # retention has ended
     synthesized = dev_with_tls
     tables = _tables(synthesized)
     deletable = {
         "register-study": {json.dumps(arn_of(tables["xds_registry"]))},
+        "xds-registry": {json.dumps(arn_of(tables["xds_registry"]))},
         "destroy-expired": {json.dumps(arn_of(tables[name])) for name in ("studies", "series", "instances")},
     }
     forbidden = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:*"}

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -18,7 +16,7 @@ from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[
 
 from local.cloud import LocalCloud, free_port
 from tests.integration.test_query_retrieve import Receiver, customer, findscu, hetu, store_study, sub
-from tests.support.cloud import dcmtk, getscu, movescu, s3
+from tests.support.cloud import admin_cli, dcmtk, getscu, json_lines, movescu, s3
 from tests.support.dicom import HETU_ISSUER, study
 from tests.support.rejection import rejection_note, write_note
 from tests.support.scu import Modality, action_information
@@ -36,14 +34,7 @@ def store_status(cloud: LocalCloud, path: Path, aet: str) -> int:
     return int(statuses[-1], 16)
 
 
-def admin(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
-        capture_output=True,
-        text=True,
-        env=cloud.env(),
-        timeout=60,
-    )
+admin = admin_cli
 
 
 def image_uids(cloud: LocalCloud, aet: str, outdir: Path, study_uid: str) -> set[str]:
@@ -103,7 +94,7 @@ def test_rejected_instances_vanish_from_find_move_get_and_commitment_until_revok
         assert head["ContentLength"] > 0
     listed = admin(cloud, "rejection", "list", "--study", study_uid)
     assert listed.returncode == 0, listed.stderr
-    hidden = [json.loads(line) for line in listed.stdout.splitlines()]
+    hidden = json_lines(listed.stdout)
     assert {h["sop_instance_uid"] for h in hidden} == {uid(p) for p in rejected}
     assert {(h["code"], h["note_uid"]) for h in hidden} == {("113001", uid(note))}
 

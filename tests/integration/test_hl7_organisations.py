@@ -5,10 +5,6 @@ studies stay as they were, as its own C-FIND and C-GET see them; what it may not
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -19,8 +15,8 @@ from archive.model.identity import PatientIdentity
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
 from pydicom.dataset import Dataset
 
-from local.cloud import DEMO_ORG, ROOT, LocalCloud, free_port
-from tests.support.cloud import dcmtk, getscu, storescu, wait_until
+from local.cloud import DEMO_ORG, LocalCloud, free_port
+from tests.support.cloud import admin_records, dcmtk, getscu, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER
 from tests.support.dicom import study as make_study
 from tests.support.hl7 import adt, exchange, frame, fresh_id, wait_for_change
@@ -71,16 +67,7 @@ def get(cloud: LocalCloud, aet: str, workdir: Path, study_uid: str) -> list[Data
     return [pydicom.dcmread(p) for p in sorted(workdir.iterdir())]
 
 
-def admin(cloud: LocalCloud, *args: str) -> list[dict[str, object]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers/core/python"), str(ROOT)])}
-    result = subprocess.run(
-        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return [json.loads(line) for line in result.stdout.splitlines()]
+admin = admin_records
 
 
 def test_another_organisation_changes_only_its_own_studies_of_a_shared_patient(

@@ -4,7 +4,6 @@ effects are in the index and the patients' history."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from archive.data.patients import PatientRepository
 from archive.model.identity import PatientIdentity
 
 from local.cloud import DEMO_ORG, ROOT, LocalCloud
-from tests.support.cloud import wait_until
+from tests.support.cloud import json_lines, wait_until
 from tests.support.hl7 import (
     HETU_ISSUER,
     TEMP_ISSUER,
@@ -87,7 +86,7 @@ def test_a31_and_a08_update_the_name_and_keep_the_history(cloud: LocalCloud, wor
         env=env,
         check=True,
     )
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = json_lines(result.stdout)
     assert [(h["event"], h["outcome"]) for h in lines] == [("A31", "APPLIED"), ("A08", "APPLIED")]
     assert lines[1]["sender"] == "MESA_OF|XYZ_RADIOLOGY"
     assert lines[1]["before"]["patient_name"] == "Smith^Lucy^Mark"

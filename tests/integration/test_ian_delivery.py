@@ -5,8 +5,6 @@ organisation gets only its own notifications."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -17,7 +15,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from local.cloud import LocalCloud, free_port
 from local.resources import client
-from tests.support.cloud import storescu, wait_until
+from tests.support.cloud import admin_records, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, write
 from tests.support.ian import IanReceiver
 from tests.support.scu import Modality, action_information
@@ -58,17 +56,7 @@ def notification(study_uid: str) -> IanNotification | None:
     return next(iter(IanNotification.query(study_uid, consistent_read=True)), None)
 
 
-def admin(cloud: LocalCloud, *args: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=cloud.env(),
-    )
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+admin = admin_records
 
 
 def test_ian_waits_for_a_destination_that_is_down_and_gives_up_to_the_dlq_then_resends(

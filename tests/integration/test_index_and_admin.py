@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from archive.data.models import Study
 
 from local.cloud import LocalCloud
 from local.resources import BUCKET, client
-from tests.support.cloud import wait_until
+from tests.support.cloud import admin_cli, json_lines, wait_until
 from tests.support.dicom import ct_dataset
 from tests.support.scu import Modality
 
@@ -59,14 +57,7 @@ def test_redelivered_s3_event_changes_nothing(cloud: LocalCloud) -> None:
     assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
-def _admin(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
-        capture_output=True,
-        text=True,
-        env=cloud.env(),
-        timeout=60,
-    )
+_admin = admin_cli
 
 
 def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalCloud) -> None:
@@ -76,7 +67,7 @@ def test_admin_cli_adds_lists_and_removes_organisations_and_aes(cloud: LocalClou
         cloud, "ae", "add", "CLI_PACS", oid, "127.0.0.1", "11199", "--role", "store", "--role", "query"
     )
     assert added.returncode == 0, added.stderr
-    listed = [json.loads(line) for line in _admin(cloud, "ae", "list", "--org", oid).stdout.splitlines()]
+    listed = json_lines(_admin(cloud, "ae", "list", "--org", oid).stdout)
     assert listed == [
         {
             "ae_title": "CLI_PACS",

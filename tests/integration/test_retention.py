@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, uid
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
-from tests.support.cloud import s3
+from tests.support.cloud import json_lines, s3
 from tests.support.dicom import study
 
 
@@ -78,9 +78,7 @@ def test_due_studies_come_from_the_retention_index(cloud: LocalCloud, workdir: P
     # When the operator asks which studies are due
     due = admin(cloud, "retention", "due")
     assert due.returncode == 0, due.stderr
-    listed = {
-        json.loads(line)["study_uid"]: json.loads(line)["retention_end"] for line in due.stdout.splitlines()
-    }
+    listed = {record["study_uid"]: record["retention_end"] for record in json_lines(due.stdout)}
     # Then the old study is due (ended 2 January 2000), today's is not
     assert listed[old] == "2000-01-02T00:00:00+00:00"
     assert new not in listed
@@ -106,9 +104,7 @@ def test_legal_hold_puts_objects_under_s3_legal_hold_until_released(cloud: Local
         version = s3(cloud).head_object(Bucket=bucket, Key=key)["VersionId"]
         with pytest.raises(ClientError):
             s3(cloud).delete_object(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True)
-    listed = [
-        json.loads(line) for line in admin(cloud, "hold", "list", "--study", study_uid).stdout.splitlines()
-    ]
+    listed = json_lines(admin(cloud, "hold", "list", "--study", study_uid).stdout)
     assert [(h["placed_by"], h["reason"], h["released_at"]) for h in listed] == [
         ("Lawyer Liisa", "case 7/2026", None)
     ]

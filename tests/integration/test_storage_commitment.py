@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,19 +28,11 @@ from listeners.dicom.commitment_worker import CommitmentWorker
 from listeners.dicom.server import LiveAssociations
 from local.cloud import DEMO_ORG, LocalCloud, free_port
 from local.resources import client
-from tests.support.cloud import wait_until
+from tests.support.cloud import admin_cli, json_lines, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid
 from tests.support.scu import COMMITMENT_INSTANCE, CommitmentReceiver, Modality, action_information
 
-
-def _admin(cloud: LocalCloud, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
-        capture_output=True,
-        text=True,
-        env=cloud.env(),
-        timeout=60,
-    )
+_admin = admin_cli
 
 
 def _refs(report_info: object, keyword: str) -> set[str]:
@@ -376,7 +366,7 @@ def test_a_report_that_cannot_be_delivered_ends_undeliverable_alarmed_and_listed
     assert declaration["Namespace"] == cloud.settings.metrics_namespace
     assert declaration["Metrics"] == [{"Name": COMMITMENT_UNDELIVERABLE_METRIC, "Unit": "Count"}]
     # And the admin CLI lists it, with the attempts made and the last error
-    listed = [json.loads(line) for line in _admin(cloud, "commitment", "undeliverable").stdout.splitlines()]
+    listed = json_lines(_admin(cloud, "commitment", "undeliverable").stdout)
     (entry,) = [e for e in listed if e["transaction_uid"] == info.TransactionUID]
     assert entry["state"] == "UNDELIVERABLE" and entry["attempts"] == 4
     assert entry["requester_ae"] == requester and entry["last_error"]

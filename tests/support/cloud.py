@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,3 +104,27 @@ class ListenerLog:
         with open(self.path, "rb") as fp:
             fp.seek(self.start)
             return fp.read().decode(errors="replace")
+
+
+def admin_cli(cloud: LocalCloud, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The operator's CLI (``python -m admin``) against the local cloud, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "admin", "--endpoint", cloud.endpoint, *args],
+        capture_output=True,
+        text=True,
+        env=cloud.env(),
+        timeout=timeout,
+    )
+
+
+def json_lines(text: str) -> list[Any]:
+    """JSON Lines as the CLI prints them: split on newlines only (a value may hold U+2028 or NEL,
+    which ``str.splitlines`` would also split on)."""
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+def admin_records(cloud: LocalCloud, *args: str) -> list[Any]:
+    """The CLI's JSON Lines answer; fails the test when the command fails."""
+    result = admin_cli(cloud, *args)
+    assert result.returncode == 0, result.stderr
+    return json_lines(result.stdout)

@@ -50,6 +50,9 @@ class Settings:
     ian_retry_base_seconds: float = 30.0
     ian_max_attempts: int = 10
     ian_timeout_seconds: float = 30.0
+    # ITI-18: a LeafClass answer over this many objects is refused with XDSTooManyResults
+    # (ObjectRef answers are not limited); see docs/conformance-xds.md.
+    xds_max_leaf_class: int = 1000
     # Security (docs/security.md): the Object-Locked audit bucket (audit trail and disclosure-log
     # anchors), the Secrets Manager secret with the TLS material, where audit messages also go.
     audit_bucket: str | None = None
@@ -91,6 +94,7 @@ class Settings:
             ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
             ian_max_attempts=int(env.get(t.ENV_IAN_MAX_ATTEMPTS, "10")),
             ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
+            xds_max_leaf_class=int(env.get(t.ENV_XDS_MAX_LEAF_CLASS, "1000")),
             audit_bucket=env.get(t.ENV_AUDIT_BUCKET) or None,
             audit_source_id=env.get(t.ENV_AUDIT_SOURCE_ID) or env.get(t.ENV_AE_TITLE, "ARCHIVE"),
             audit_site_id=env.get(t.ENV_AUDIT_SITE_ID) or None,
@@ -120,6 +124,7 @@ class Settings:
             t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),
             t.ENV_IAN_MAX_ATTEMPTS: str(self.ian_max_attempts),
             t.ENV_IAN_TIMEOUT: str(self.ian_timeout_seconds),
+            t.ENV_XDS_MAX_LEAF_CLASS: str(self.xds_max_leaf_class),
         }
         env.update({TABLE_ENV[name]: table for name, table in self.tables.items()})
         if self.endpoint_url:

@@ -57,6 +57,11 @@ ENV_HL7_TLS_PORT = "HL7_TLS_PORT"
 ENV_PATIENT_UPDATE_QUEUE_URL = "PATIENT_UPDATE_QUEUE_URL"
 ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
+# Read by listeners/xds_imaging (RAD-69 streaming service) and local/gateway.py:
+ENV_XDS_HOST = "XDS_HOST"
+ENV_XDS_PORT = "XDS_PORT"
+# ITI-18: the most objects a LeafClass answer may hold before XDSTooManyResults.
+ENV_XDS_MAX_LEAF_CLASS = "XDS_MAX_LEAF_CLASS"
 
 # --- tables: logical name -> environment variable holding the physical table name ---------------
 TABLE_ENV = {
@@ -156,6 +161,12 @@ SEND_IAN = ConsumerSpec(
 CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN)
 
 
+# --- the XDS HTTP interface (API Gateway routes -> Lambda; RAD-69 -> the streaming service) ------
+XDS_REGISTRY_PATH = "/xds/registry"
+XDS_REPOSITORY_PATH = "/xds/repository"
+XDS_IMAGING_PATH = "/xds/imaging"
+
+
 # --- functions not fed by a queue -------------------------------------------------------------------
 @dataclass(frozen=True)
 class FunctionSpec:
@@ -166,6 +177,7 @@ class FunctionSpec:
     code_dir: str  # relative to the repository root
     handler: str
     schedule: str | None = None  # an EventBridge Scheduler expression, for the scheduled ones
+    path: str = ""  # the API Gateway resource path it serves (REST, proxy integration), if any
 
     @property
     def handler_file(self) -> str:
@@ -186,3 +198,11 @@ DISCLOSURE_NOTIFICATION = FunctionSpec(
 ADMIN_API = FunctionSpec("admin_api", "functions/admin_api", "handler.handler")
 # Hourly: the heads of grown disclosure chains into the Object-Locked audit bucket.
 DISCLOSURE_ANCHOR = FunctionSpec("disclosure_anchor", "functions/disclosure_anchor", "handler.handler")
+# The XDS endpoints API Gateway sends to Lambda (docs/conformance-xds.md).
+XDS_REGISTRY = FunctionSpec(
+    "xds_registry", "functions/xds_registry", "handler.handler", path=XDS_REGISTRY_PATH
+)
+XDS_REPOSITORY = FunctionSpec(
+    "xds_repository", "functions/xds_repository", "handler.handler", path=XDS_REPOSITORY_PATH
+)
+XDS_FUNCTIONS = (XDS_REGISTRY, XDS_REPOSITORY)

@@ -58,6 +58,7 @@ class RetrieveItem:
     size: int
     patient: PatientDemographics
     controller_oid: str | None
+    series_uid: str | None = None
 
 
 @dataclass
@@ -141,6 +142,18 @@ class RetrieveService:
                 for instance in self._index.instances_of_study(study.study_uid, series_uid):
                     items.append(_item(instance, patient, study))
         return items
+
+    def instances_to_send(self, sop_instance_uids: Sequence[str]) -> list[RetrieveItem]:
+        """The named instances with their current patient, whatever organisation controls them:
+        the caller (RAD-69) applies its own disclosure rules to ``controller_oid``."""
+        patients = CurrentPatients(self._index.current_patient_key, self._index.patient)
+        instances = self._index.instances(sop_instance_uids)
+        studies = {s.study_uid: s for s in self._index.studies({i.study_uid for i in instances})}
+        return [
+            _item(i, patients.for_study(studies[i.study_uid]), studies[i.study_uid])
+            for i in instances
+            if i.study_uid in studies
+        ]
 
     def _by_sop_uids(
         self, request: QueryRequest, org_oid: str, patients: CurrentPatients
@@ -318,4 +331,5 @@ def _item(instance: InstanceRecord, patient: PatientDemographics, study: StudyRe
         size=int(instance.size),
         patient=patient,
         controller_oid=study.org_oid,
+        series_uid=instance.series_uid,
     )

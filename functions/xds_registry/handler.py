@@ -1,0 +1,29 @@
+"""Lambda behind API Gateway (REST, proxy integration): ``POST /xds/registry``, ITI-18 Registry
+Stored Query and ITI-42 Register Document Set-b (told apart by wsa:Action).
+
+Thin: the proxy event's body (base64 when API Gateway treats it as binary) becomes a stream, the
+service answers with SOAP (a Fault for every refusal), the answer goes back as a proxy response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archive.config import Settings
+from archive.data.models import bind_models
+from archive.services.xds_app import XdsApplication, proxy_response, request_body
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger(service="xds-registry")
+settings = Settings.from_env()
+bind_models(settings)
+xds = XdsApplication(settings)
+
+
+@logger.inject_lambda_context
+@event_source(data_class=APIGatewayProxyEvent)
+def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, Any]:
+    body, content_type = request_body(event.raw_event)
+    return proxy_response(xds.registry(body, content_type))

@@ -1,0 +1,25 @@
+"""Lambda behind API Gateway (REST, proxy integration): ``POST /xds/repository``, ITI-43 Retrieve
+Document Set for the XDS-I.b manifests this archive stores (a few KB each: a buffered answer fits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archive.config import Settings
+from archive.data.models import bind_models
+from archive.services.xds_app import XdsApplication, proxy_response, request_body
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger(service="xds-repository")
+settings = Settings.from_env()
+bind_models(settings)
+xds = XdsApplication(settings)
+
+
+@logger.inject_lambda_context
+@event_source(data_class=APIGatewayProxyEvent)
+def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, Any]:
+    body, content_type = request_body(event.raw_event)
+    return proxy_response(xds.repository(body, content_type))

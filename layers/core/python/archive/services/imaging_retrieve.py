@@ -1,0 +1,184 @@
+"""RAD-69 Retrieve Imaging Document Set: the Imaging Document Source streams the requested
+instances as one MTOM answer, part by part, never holding the study.
+
+The plan is made before a byte leaves: which instances exist, whose they are now (patient
+identity after merges), who controls them and whether the caller may see them, and which transfer
+syntax each goes out in (``choose_syntax`` decides from the stored syntax and the requested list,
+as the DICOM retrieve does, without reading the object). The envelope lists every delivered
+document and a RegistryError for each that cannot be given (unknown: XDSDocumentUniqueIdError; no
+requested syntax possible: urn:dicom:wado:0007), the disclosure log is written, and then each part
+is read from S3 through the retrieve service's read path (prefetching a few), converted, coerced to
+the current patient identity and written to a spool file that the MTOM writer streams out in
+256 KB blocks. Memory is bounded by (prefetch + 1) instances, whatever the study's size.
+
+A decode failure discovered while streaming (a corrupt stored object) cannot be reported in the
+envelope already sent; the stream is then cut, so the consumer sees an incomplete message rather
+than a wrong one.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import pydicom
+
+from archive.data.access_log import AccessLog
+from archive.data.registration import RegistrationRepository
+from archive.data.xds_access import DisclosureDenials
+from archive.dicom.transcode import choose_syntax
+from archive.errors import (
+    ResourceIdMismatch,
+    StorageFailure,
+    TranscodingImpossible,
+    WadoTransferSyntaxUnavailable,
+    XdsDocumentUniqueIdError,
+    XdsError,
+    XdsUnknownRepositoryId,
+)
+from archive.model.xds_retrieve import RetrievedDocument
+from archive.services.disclosure import (
+    Caller,
+    DisclosedItem,
+    DisclosureLog,
+    may_see,
+    normalised_patient,
+    record_disclosure,
+)
+from archive.services.query.retrieve import RetrieveItem, RetrieveService
+from archive.services.xds_exchange import Exchange, HttpAnswer, soap_answer
+from archive.xds import ns
+from archive.xds.mtom import Attachment, new_content_id, write_mtom
+from archive.xds.retrieve import decode_imaging_request, retrieve_response
+from archive.xds.soap import envelope, serialize
+
+LOG = logging.getLogger("archive.xds.imaging")
+RAD69 = "RAD-69"
+SPOOL_IN_MEMORY = 4 * 1024 * 1024
+DICOM = "application/dicom"
+
+
+def patient_cx(item: RetrieveItem) -> str:
+    return f"{item.patient.patient_id}^^^&{item.patient.issuer}&ISO"
+
+
+class ImagingDocumentSource:
+    def __init__(
+        self,
+        *,
+        retrieve: RetrieveService,
+        registrations: RegistrationRepository,
+        denials: DisclosureDenials,
+        log: AccessLog,
+        chain: DisclosureLog | None = None,
+        repository_unique_id: Callable[[], str],
+    ) -> None:
+        self._retrieve = retrieve
+        self._registrations = registrations
+        self._denials = denials
+        self._log = log
+        self._chain = chain
+        self._repository_unique_id = repository_unique_id
+
+    def retrieve_imaging(self, exchange: Exchange) -> HttpAnswer:
+        caller = Caller.of(exchange.user)
+        relates = exchange.request.message_id
+        try:
+            request = decode_imaging_request(exchange.request.body)
+        except XdsError as exc:
+            return soap_answer(
+                retrieve_response([], [exc]), action=ns.ACTION_RAD69_RESPONSE, relates_to=relates
+            )
+        own = self._repository_unique_id()
+        wanted = request.documents()
+        found = {
+            i.sop_instance_uid: i
+            for i in self._retrieve.instances_to_send([d.document_unique_id for _, _, d in wanted])
+        }
+        resource = normalised_patient(exchange.user.resource_id or "")
+        denied = self._denials.denied(resource)
+        manifests: dict[str, str | None] = {}
+        errors: list[XdsError] = []
+        plan: list[tuple[RetrievedDocument, RetrieveItem, str]] = []
+        accepted = set(request.transfer_syntaxes)
+        for index, (study_uid, series_uid, document) in enumerate(wanted):
+            item = found.get(document.document_unique_id)
+            uid = document.document_unique_id
+            if document.repository_unique_id != own:
+                errors.append(
+                    XdsUnknownRepositoryId(
+                        f"repository {document.repository_unique_id} is not this archive", location=uid
+                    )
+                )
+                continue
+            if item is None or item.study_uid != study_uid or item.series_uid != series_uid:
+                errors.append(XdsDocumentUniqueIdError(f"instance {uid} is not available", location=uid))
+                continue
+            if normalised_patient(patient_cx(item)) != resource:
+                raise ResourceIdMismatch(
+                    "an instance requested belongs to another patient than the resource-id"
+                )
+            if study_uid not in manifests:
+                registration = self._registrations.get(study_uid)
+                manifests[study_uid] = registration.manifest_uid if registration else None
+            hidden_by = {study_uid, manifests[study_uid] or study_uid}
+            if not may_see(
+                caller, controller=item.controller_oid or "", unique_id=study_uid, denied=denied
+            ) or (item.controller_oid != caller.org_oid and hidden_by & denied):
+                errors.append(XdsDocumentUniqueIdError(f"instance {uid} is not available", location=uid))
+                continue
+            try:
+                target = choose_syntax(item.transfer_syntax_uid, lambda ts: ts in accepted)
+            except TranscodingImpossible as exc:
+                errors.append(WadoTransferSyntaxUnavailable(str(exc), location=uid))
+                continue
+            plan.append(
+                (
+                    RetrievedDocument(own, uid, DICOM, new_content_id(index), document.home_community_id),
+                    item,
+                    target,
+                )
+            )
+
+        grouped: dict[tuple[str, str | None, str], DisclosedItem] = {}
+        for _, item, _ in plan:
+            key = (patient_cx(item), item.controller_oid, item.study_uid)
+            grouped.setdefault(key, DisclosedItem(key[0], key[1], [], key[2])).identifiers.append(
+                item.sop_instance_uid
+            )
+        record_disclosure(
+            self._log,
+            chain=self._chain,
+            caller=caller,
+            transaction=RAD69,
+            message_id=relates,
+            items=list(grouped.values()) or [DisclosedItem(resource, None)],
+        )
+        body = retrieve_response([d for d, _, _ in plan], errors)
+        env = serialize(envelope(body, action=ns.ACTION_RAD69_RESPONSE, relates_to=relates))
+        mtom = write_mtom(env, self._attachments(plan, accepted), action=ns.ACTION_RAD69_RESPONSE)
+        return HttpAnswer(200, mtom.content_type, mtom.body)
+
+    def _attachments(
+        self, plan: list[tuple[RetrievedDocument, RetrieveItem, str]], accepted: set[str]
+    ) -> Iterator[Attachment]:
+        # The same choice as the plan's: choose_syntax over the same requested list.
+        prepared = self._retrieve.prepared(
+            [item for _, item, _ in plan], lambda _sop_class, ts: ts in accepted
+        )
+        for document, _, _ in plan:
+
+            def open_part(document: RetrievedDocument = document) -> BinaryIO:
+                ready = next(prepared)
+                if ready.dataset is None or ready.error is not None:
+                    raise StorageFailure(
+                        f"instance {document.document_unique_id} failed while streaming: {ready.error}"
+                    )
+                spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - the writer closes it
+                pydicom.dcmwrite(spool, ready.dataset, enforce_file_format=True)
+                spool.seek(0)
+                return spool  # type: ignore[return-value]
+
+            yield Attachment(document.content_id, open_part, DICOM)

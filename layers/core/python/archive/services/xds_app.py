@@ -1,0 +1,109 @@
+"""The XDS interface assembled from configuration: one object per process with the three
+endpoints (``POST /xds/registry``, ``/xds/repository``, ``/xds/imaging``) as functions of an HTTP
+body stream and its Content-Type. Lambda handlers and the streaming RAD-69 service call these."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, BinaryIO
+
+from archive.config import Settings
+from archive.data.access_log import AccessLog
+from archive.data.index import IndexRepository
+from archive.data.objects import ObjectStore
+from archive.data.query_index import QueryIndex
+from archive.data.registration import RegistrationConfigRepository, RegistrationRepository
+from archive.data.xds_access import DisclosureDenials, XdsAccessConfig
+from archive.data.xds_registry import XdsRegistry
+from archive.services.disclosure import build_disclosure_log
+from archive.services.imaging_retrieve import ImagingDocumentSource
+from archive.services.query.find import QueryService
+from archive.services.query.retrieve import RetrieveService
+from archive.services.xds_documents import DocumentRegistryService
+from archive.services.xds_exchange import HttpAnswer, IdentityProviders, SoapEndpoint
+from archive.services.xds_query import QueryPolicy
+from archive.xds import ns
+
+
+class XdsApplication:
+    def __init__(self, settings: Settings, *, prefetch: int = 2) -> None:
+        config = RegistrationConfigRepository()
+        access = XdsAccessConfig()
+        objects = ObjectStore(settings)
+        index = QueryIndex(IndexRepository(settings))
+        denials = DisclosureDenials()
+        log = AccessLog()
+        # Reads of another organisation's data also go to the patient's hash-chained disclosure log.
+        chain = build_disclosure_log(settings)
+
+        @cache
+        def archive_identity() -> tuple[str, tuple[str, ...]]:
+            identity = config.archive()
+            audiences = (f"urn:oid:{identity.oid}", identity.home_community_id or f"urn:oid:{identity.oid}")
+            return identity.repository_unique_id, audiences
+
+        self.repository_unique_id = lambda: archive_identity()[0]
+        self._endpoint = SoapEndpoint(IdentityProviders(access), lambda: archive_identity()[1])
+        self._documents = DocumentRegistryService(
+            registry=XdsRegistry(settings),
+            index=index,
+            objects=objects,
+            access=access,
+            denials=denials,
+            log=log,
+            chain=chain,
+            repository_unique_id=self.repository_unique_id,
+            policy=QueryPolicy(max_leaf_class=settings.xds_max_leaf_class),
+        )
+        self._imaging = ImagingDocumentSource(
+            retrieve=RetrieveService(
+                index, QueryService(index, settings.archive_ae_title), objects, prefetch=prefetch
+            ),
+            registrations=RegistrationRepository(),
+            denials=denials,
+            log=log,
+            chain=chain,
+            repository_unique_id=self.repository_unique_id,
+        )
+
+    def registry(self, body: BinaryIO, content_type: str) -> HttpAnswer:
+        """ITI-18 and ITI-42, told apart by wsa:Action."""
+        return self._endpoint.handle(
+            body,
+            content_type,
+            {ns.ACTION_ITI18: self._documents.stored_query, ns.ACTION_ITI42: self._documents.register},
+        )
+
+    def repository(self, body: BinaryIO, content_type: str) -> HttpAnswer:
+        """ITI-43 for the manifests this archive stores."""
+        return self._endpoint.handle(body, content_type, {ns.ACTION_ITI43: self._documents.retrieve})
+
+    def imaging(self, body: BinaryIO, content_type: str) -> HttpAnswer:
+        """RAD-69; the answer's body is a stream of blocks."""
+        return self._endpoint.handle(body, content_type, {ns.ACTION_RAD69: self._imaging.retrieve_imaging})
+
+
+# --- API Gateway proxy events (REST API, Lambda proxy integration) ------------------------------
+
+
+def request_body(event: Mapping[str, Any]) -> tuple[BinaryIO, str]:
+    """The body of a proxy event as a stream (base64-decoded when API Gateway marked it binary) and
+    its Content-Type."""
+    raw = event.get("body") or ""
+    data = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8")
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    return io.BytesIO(data), headers.get("content-type", "application/soap+xml")
+
+
+def proxy_response(answer: HttpAnswer) -> dict[str, Any]:
+    """A buffered proxy response; the body is base64 (MTOM answers are binary)."""
+    body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+    return {
+        "statusCode": answer.status,
+        "headers": {"Content-Type": answer.content_type},
+        "body": base64.b64encode(body).decode("ascii"),
+        "isBase64Encoded": True,
+    }
