@@ -86,7 +86,7 @@ def build(
     query_retrieve = QueryRetrieveSCP(
         registry,
         queries,
-        RetrieveService(query_index, queries, objects),
+        RetrieveService(query_index, queries, objects, spool_dir=settings.spool_dir),
         AccessLog(),
         on_conn_open=set_nodelay,
         audit=dicom_audit,

@@ -1,19 +1,25 @@
 """Query/Retrieve SCP of the DICOM listener: C-FIND, C-MOVE and C-GET (Patient and Study Root).
 
-Handlers only translate between DIMSE and the core: the core plans lookups (``archive.services.query.find``),
-prepares datasets (``archive.services.query.retrieve``) and the access record is written for every request,
-refused ones included (``archive.data.access_log``). Expected failures map to statuses by type.
+Handlers only translate between DIMSE and the core: the core plans lookups
+(``archive.services.query.find``), prepares objects to send (``archive.services.query.retrieve``)
+and the access record is written for every request, refused ones included
+(``archive.data.access_log``); for C-MOVE and C-GET a first record lists what is about to be sent
+before the first object leaves, and a second one completes it. Expected failures map to statuses
+by type; sub-operations are sent from spool files by ``connection.StoreSender``.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from archive.data.access_log import AccessEvent, AccessLog, Disclosed
 from archive.errors import (
+    AccessRecordNotWritten,
     ArchiveError,
     CountryWideQuery,
     NotAuthorised,
@@ -24,7 +30,7 @@ from archive.errors import (
 from archive.model.organisations import AEInfo
 from archive.services.directory import CachedRegistry
 from archive.services.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
-from archive.services.query.retrieve import RetrieveItem, RetrieveService
+from archive.services.query.retrieve import Prepared, RetrieveItem, RetrieveService
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
@@ -40,6 +46,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from . import statuses
 from .audit import DicomAudit
+from .connection import SpooledSubOperation, StoreSender, guard_connection, keep_alive
 
 LOG = logging.getLogger("archive.dicom.qr")
 
@@ -72,6 +79,9 @@ STATUS_BY_ERROR: tuple[tuple[type[ArchiveError], int], ...] = (
     (UnknownMoveDestination, 0xA801),
 )
 STATUS_UNABLE_TO_PROCESS = 0xC000
+# Failure: out of resources, unable to perform sub-operations (C-MOVE/C-GET, PS3.4 C.4.2.1.5)
+STATUS_UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702
+ERROR_COMMENT_MAX = 64  # Error Comment (0000,0902) is LO
 
 
 def status_for(exc: Exception) -> int:
@@ -79,14 +89,6 @@ def status_for(exc: Exception) -> int:
 
 
 _status = statuses.status_dataset
-
-
-def _unsendable(item: RetrieveItem) -> Dataset:
-    """A sub-operation that must fail: without SOP Class UID pynetdicom sends nothing and counts
-    a failed sub-operation with this SOP Instance UID in the Failed SOP Instance UID List."""
-    ds = Dataset()
-    ds.SOPInstanceUID = item.sop_instance_uid
-    return ds
 
 
 def accepts(assoc: Any, sop_class_uid: str, transfer_syntax: str) -> bool:
@@ -98,16 +100,14 @@ def accepts(assoc: Any, sop_class_uid: str, transfer_syntax: str) -> bool:
 
 
 def move_contexts(items: list[RetrieveItem]) -> list[PresentationContext]:
-    """Per SOP class: the stored syntaxes (each alone, so the receiver can take them) and an
-    uncompressed fallback, within the 128 presentation contexts an association can carry."""
-    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
-    for item in items:
-        if item.transfer_syntax_uid not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            wanted[(item.sop_class_uid, (item.transfer_syntax_uid,))] = None
+    """Per SOP class an uncompressed fallback (Explicit VR LE, Implicit VR LE) and each stored
+    syntax in a context of its own, so a receiver that takes the stored syntax gets the object
+    as stored; fallbacks first, within the 128 presentation contexts an association can carry."""
     fallback = {
         (item.sop_class_uid, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)): None for item in items
     }
-    ordered = list(fallback) + list(wanted)  # fallbacks first: every SOP class stays sendable
+    stored = {(item.sop_class_uid, (item.transfer_syntax_uid,)): None for item in items}
+    ordered = list(fallback) + list(stored)
     return [build_context(sop, list(syntaxes)) for sop, syntaxes in ordered[:MAX_PRESENTATION_CONTEXTS]]
 
 
@@ -124,6 +124,8 @@ class _Operation:
     outcome: str = "INCOMPLETE"
     disclosed: list[Disclosed] = field(default_factory=list)
     sop_classes: dict[str, str] = field(default_factory=dict)  # SOP Instance UID -> SOP Class UID
+    # One id for the records of one request (C-MOVE/C-GET: the "started" and the completing one).
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class QueryRetrieveSCP:
@@ -170,6 +172,34 @@ class QueryRetrieveSCP:
         operation.request = QueryRequest.from_identifier(identifier, root)
         return operation
 
+    def _event(self, operation: _Operation, outcome: str) -> AccessEvent:
+        calling = operation.calling
+        request = operation.request
+        return AccessEvent(
+            operation=operation.name,
+            calling_ae=operation.calling_title,
+            org_oid=calling.org_oid if calling else "unknown",
+            level=request.level if request else None,
+            query=request.summary() if request else {},
+            outcome=outcome,
+            destination_ae=operation.destination,
+            at=datetime.now(UTC),
+            event_id=operation.event_id,
+        )
+
+    def _record_start(self, operation: _Operation, items: list[RetrieveItem]) -> None:
+        """Before the first object leaves: what is about to be sent (so a crash mid-retrieval
+        leaves a record of every instance that may have been disclosed)."""
+        planned = [
+            Disclosed(i.patient.patient_key, i.controller_oid, i.study_uid, [i.sop_instance_uid])
+            for i in items
+        ]
+        try:
+            self._access_log.record(self._event(operation, f"STARTED ({len(items)} to send)"), planned)
+        except Exception as exc:
+            LOG.exception("access record of %s by %s not written", operation.name, operation.calling_title)
+            raise AccessRecordNotWritten("access record could not be written; nothing sent") from exc
+
     def _record(self, operation: _Operation, dimse: Any = None) -> None:
         if self._audit is not None and dimse is not None:
             try:
@@ -189,17 +219,7 @@ class QueryRetrieveSCP:
                     )
             except Exception:
                 LOG.exception("AUDIT RECORD LOST: %s by %s", operation.name, operation.calling_title)
-        calling = operation.calling
-        request = operation.request
-        event = AccessEvent(
-            operation=operation.name,
-            calling_ae=operation.calling_title,
-            org_oid=calling.org_oid if calling else "unknown",
-            level=request.level if request else None,
-            query=request.summary() if request else {},
-            outcome=operation.outcome,
-            destination_ae=operation.destination,
-        )
+        event = self._event(operation, operation.outcome)
         try:
             self._access_log.record(event, operation.disclosed)
         except Exception:
@@ -268,7 +288,15 @@ class QueryRetrieveSCP:
                 self._refused(operation, name, event, exc)
                 raise
             store: dict[str, Any] = {}
-            handlers: list[Any] = [(evt.EVT_ACCEPTED, lambda e: store.__setitem__("assoc", e.assoc))]
+
+            def on_accepted(accepted_event: Any) -> None:
+                store["sender"] = StoreSender(accepted_event.assoc)
+                store["assoc"] = accepted_event.assoc
+
+            handlers: list[Any] = [
+                (evt.EVT_ACCEPTED, on_accepted),
+                (evt.EVT_CONN_OPEN, guard_connection),
+            ]
             if self._on_conn_open is not None:
                 handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
             extra = self._destination_arguments(destination) if self._destination_arguments else {}
@@ -282,7 +310,10 @@ class QueryRetrieveSCP:
             def accepted(sop_class_uid: str, transfer_syntax: str) -> bool:
                 return "assoc" in store and accepts(store["assoc"], sop_class_uid, transfer_syntax)
 
-            yield from self._sub_operations(event, operation, items, accepted)
+            def sending() -> bool:
+                return "assoc" in store and bool(store["assoc"].is_established)
+
+            yield from self._sub_operations(event, operation, items, accepted, sending)
         finally:
             self._record(operation, event)
 
@@ -317,9 +348,17 @@ class QueryRetrieveSCP:
                 yield status, None
                 return
             yield len(items)
-            yield from self._sub_operations(
-                event, operation, items, lambda sop, ts: accepts(event.assoc, sop, ts)
-            )
+            sender = StoreSender(event.assoc)
+            try:
+                yield from self._sub_operations(
+                    event,
+                    operation,
+                    items,
+                    lambda sop, ts: accepts(event.assoc, sop, ts),
+                    lambda: bool(event.assoc.is_established),
+                )
+            finally:
+                sender.detach()
         finally:
             self._record(operation, event)
 
@@ -331,37 +370,97 @@ class QueryRetrieveSCP:
         operation: _Operation,
         items: list[RetrieveItem],
         accepted: Callable[[str, str], bool],
-    ) -> Iterator[tuple[int, Dataset | None]]:
-        failed = 0
-        prepared_items = self._retrievals.prepared(items, accepted)
+        sending: Callable[[], bool],
+    ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """One (status, sub-operation) per item; the archive's own failures are counted by the
+        sender as failed sub-operations and summarised in the Error Comment of the responses."""
+        if not items:
+            operation.outcome = "COMPLETED"
+            return
         try:
-            for prepared in prepared_items:
+            self._record_start(operation, items)
+        except AccessRecordNotWritten as exc:
+            operation.outcome = f"FAILED: {exc}"
+            yield _status(STATUS_UNABLE_TO_PERFORM_SUB_OPERATIONS, str(exc)[:ERROR_COMMENT_MAX]), None
+            return
+        failures: list[str] = []
+        prepared_items = self._retrievals.prepared(items, accepted)
+        handed_over: Prepared | None = None
+        try:
+            for position, prepared in enumerate(prepared_items):
+                keep_alive(event.assoc)
                 if event.is_cancelled:
+                    prepared.discard()
                     operation.outcome = "CANCELLED"
                     yield CANCEL, None
                     return
+                if not sending():
+                    prepared.discard()
+                    failures.append("receiver association ended")
+                    yield from self._unsent(items[position:], failures)
+                    break
                 item = prepared.item
-                operation.sop_classes[item.sop_instance_uid] = item.sop_class_uid
-                operation.disclosed.append(
-                    Disclosed(
-                        item.patient.patient_key, item.controller_oid, item.study_uid, [item.sop_instance_uid]
+                if prepared.path is None and prepared.dataset is None:
+                    failures.append(self._failure(operation, prepared))
+                else:
+                    operation.sop_classes[item.sop_instance_uid] = item.sop_class_uid
+                    operation.disclosed.append(
+                        Disclosed(
+                            item.patient.patient_key,
+                            item.controller_oid,
+                            item.study_uid,
+                            [item.sop_instance_uid],
+                        )
+                    )
+                sub_operation: Dataset = (
+                    prepared.dataset
+                    if prepared.dataset is not None
+                    else SpooledSubOperation(
+                        item.sop_class_uid, item.sop_instance_uid, prepared.path, prepared.discard
                     )
                 )
-                if prepared.dataset is None:
-                    failed += 1
-                    kind = "transfer syntax" if isinstance(prepared.error, TranscodingImpossible) else "read"
-                    LOG.warning(
-                        "%s sub-operation %s fails (%s): %s",
-                        operation.name,
-                        item.sop_instance_uid,
-                        kind,
-                        prepared.error,
-                    )
-                    yield PENDING, _unsendable(item)
-                else:
-                    yield PENDING, prepared.dataset
+                handed_over = prepared
+                yield self._pending(failures), sub_operation
         finally:
             prepared_items.close()
+            if handed_over is not None:
+                handed_over.discard()  # sent already (a no-op), or never sent: the peer went away
+            keep_alive(event.assoc)
         operation.outcome = (
-            f"COMPLETED ({failed} of {len(items)} failed before sending)" if failed else "COMPLETED"
+            f"COMPLETED ({len(failures)} of {len(items)} not sent: {_summary(failures)})"
+            if failures
+            else "COMPLETED"
         )
+
+    @staticmethod
+    def _failure(operation: _Operation, prepared: Prepared) -> str:
+        kind = "transfer syntax" if isinstance(prepared.error, TranscodingImpossible) else "read"
+        LOG.warning(
+            "%s sub-operation %s fails (%s): %s",
+            operation.name,
+            prepared.item.sop_instance_uid,
+            kind,
+            prepared.error,
+        )
+        return str(prepared.error)
+
+    def _unsent(self, rest: list[RetrieveItem], failures: list[str]) -> Iterator[tuple[Dataset, Dataset]]:
+        for item in rest:
+            yield (
+                self._pending(failures),
+                SpooledSubOperation(item.sop_class_uid, item.sop_instance_uid, None),
+            )
+
+    @staticmethod
+    def _pending(failures: list[str]) -> Dataset:
+        """Pending status; once a sub-operation failed, with an Error Comment saying why. pynetdicom
+        keeps the comment on the response it builds next, so the final response carries it too."""
+        status = Dataset()
+        status.Status = PENDING
+        if failures:
+            status.ErrorComment = f"{len(failures)} failed: {_summary(failures)}"[:ERROR_COMMENT_MAX]
+        return status
+
+
+def _summary(failures: list[str]) -> str:
+    return failures[-1] if failures else ""

@@ -53,6 +53,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # typ
 
 from . import statuses
 from .audit import DicomAudit
+from .connection import MAX_PDU_BYTES, guard_connection
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
 from .secure import start_tls_server
 
@@ -169,7 +170,8 @@ class DicomListener:
         ae = AE(ae_title=self.deps.archive_ae_title)
         ae.require_called_aet = True
         ae.maximum_associations = 64
-        ae.maximum_pdu_size = 0  # no limit on what peers may send per PDU
+        # Bounded (0 would be unlimited); guard_connection refuses longer PDUs. See connection.py.
+        ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.network_timeout = 60
         ae.dimse_timeout = 120
         transfer_syntaxes = list(AllTransferSyntaxes)
@@ -187,6 +189,7 @@ class DicomListener:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_CONN_OPEN, guard_protocol_errors),
+            (evt.EVT_CONN_OPEN, guard_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),

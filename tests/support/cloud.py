@@ -24,7 +24,13 @@ def dcmtk(
     """Run a DCMTK tool by full path (pynetdicom installs same-named apps into the venv)."""
     env = {**os.environ, "TCP_NODELAY": "1"}
     return subprocess.run(
-        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=timeout, env=env, check=check
+        [str(DCMTK / tool), *args],
+        capture_output=True,
+        text=True,
+        errors="replace",  # DCMTK prints values in their own character set
+        timeout=timeout,
+        env=env,
+        check=check,
     )
 
 
@@ -56,10 +62,12 @@ def movescu(
     )  # fmt: skip
 
 
-def getscu(cloud: LocalCloud, aet: str, study_uid: str, outdir: Path) -> subprocess.CompletedProcess[str]:
+def getscu(
+    cloud: LocalCloud, aet: str, study_uid: str, outdir: Path, *, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """DCMTK getscu: get one study (Study Root) from the archive into ``outdir``."""
     return dcmtk(
-        "getscu", "-S", "-aet", aet, "-aec", "ARCHIVE", "-od", str(outdir),
+        "getscu", "-S", *extra, "-aet", aet, "-aec", "ARCHIVE", "-od", str(outdir),
         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
         "127.0.0.1", str(cloud.dicom_port),
     )  # fmt: skip

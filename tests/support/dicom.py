@@ -58,6 +58,23 @@ def bundled_storage_files() -> tuple[StorageFile, ...]:
     return tuple(out)
 
 
+# DCMTK storescu proposes one compressed syntax per run; the option that proposes each one.
+STORESCU_PROPOSAL = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+
 def new_uid() -> str:
     return generate_uid(prefix=UID_ROOT)
 

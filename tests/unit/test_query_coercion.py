@@ -54,4 +54,6 @@ def test_move_contexts_offer_stored_syntax_and_uncompressed_fallback() -> None:
     assert ("1.2.840.10008.5.1.4.1.1.2", (JPEGBaseline8Bit,)) in offered
     assert ("1.2.840.10008.5.1.4.1.1.2", (ExplicitVRLittleEndian, "1.2.840.10008.1.2")) in offered
     assert ("1.2.840.10008.5.1.4.1.1.7", (ExplicitVRLittleEndian, "1.2.840.10008.1.2")) in offered
-    assert len(contexts) == 3
+    # each stored syntax alone too, so a receiver that takes it gets the object as stored
+    assert ("1.2.840.10008.5.1.4.1.1.7", (ExplicitVRLittleEndian,)) in offered
+    assert len(contexts) == 4

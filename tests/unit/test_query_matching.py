@@ -121,4 +121,10 @@ def test_choose_syntax_fails_where_no_conversion_exists() -> None:
     with pytest.raises(TranscodingImpossible):
         choose_syntax(JPEGBaseline8Bit, lambda ts: ts == JPEG2000Lossless)
     with pytest.raises(TranscodingImpossible):
-        choose_syntax(ExplicitVRBigEndian, lambda ts: ts == ExplicitVRLittleEndian)
+        choose_syntax(ExplicitVRBigEndian, lambda ts: ts == JPEG2000Lossless)
+
+
+def test_big_endian_is_converted_to_little_endian() -> None:
+    assert (
+        choose_syntax(ExplicitVRBigEndian, lambda ts: ts == ExplicitVRLittleEndian) == ExplicitVRLittleEndian
+    )

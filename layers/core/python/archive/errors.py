@@ -459,3 +459,7 @@ class StudyNotControlled(DisclosureRefused):
 
 class NotificationConflict(DisclosureRefused):
     """The organisation's notification id was recorded before with other content (HTTP 409)."""
+
+
+class AccessRecordNotWritten(ArchiveError):
+    """The access record of a retrieval could not be written before sending: nothing is sent."""

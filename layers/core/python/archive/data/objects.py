@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -256,10 +257,13 @@ class ObjectStore:
             kwargs["VersionId"] = version_id
         return bytes(self.client.get_object(**kwargs)["Body"].read())
 
-    def get_stream(self, key: str, version_id: str | None = None) -> Any:
+    def get_stream(self, key: str, version_id: str | None = None, start: int = 0) -> Any:
+        """The object's bytes from ``start`` on, as a stream read in whatever chunks the caller asks."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if version_id:
             kwargs["VersionId"] = version_id
+        if start:
+            kwargs["Range"] = f"bytes={start}-"
         return self.client.get_object(**kwargs)["Body"]
 
 
@@ -268,7 +272,11 @@ class RangedReader(io.RawIOBase):
 
     pydicom reads a header element by element and seeks past large values (``defer_size``), so the
     index reads a few tens of kilobytes of a multi-megabyte image instead of the whole object.
+    At most ``MAX_BLOCKS`` blocks are kept (least recently used go first): memory stays bounded
+    whatever is read through it.
     """
+
+    MAX_BLOCKS = 64
 
     def __init__(self, store: ObjectStore, key: str, version_id: str | None, block_size: int) -> None:
         head = store.head(key, version_id)
@@ -281,7 +289,7 @@ class RangedReader(io.RawIOBase):
         self._version_id = head.version_id or version_id
         self._block_size = block_size
         self._pos = 0
-        self._blocks: dict[int, bytes] = {}
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self.bytes_fetched = 0
 
     def readable(self) -> bool:
@@ -303,13 +311,17 @@ class RangedReader(io.RawIOBase):
         return self._pos
 
     def _block(self, index: int) -> bytes:
-        if index not in self._blocks:
-            start = index * self._block_size
-            end = min(start + self._block_size, self.size) - 1
-            data = self._store.get_range(self._key, self._version_id, start, end)
-            self.bytes_fetched += len(data)
-            self._blocks[index] = data
-        return self._blocks[index]
+        if index in self._blocks:
+            self._blocks.move_to_end(index)
+            return self._blocks[index]
+        start = index * self._block_size
+        end = min(start + self._block_size, self.size) - 1
+        data = self._store.get_range(self._key, self._version_id, start, end)
+        self.bytes_fetched += len(data)
+        self._blocks[index] = data
+        while len(self._blocks) > self.MAX_BLOCKS:
+            self._blocks.popitem(last=False)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

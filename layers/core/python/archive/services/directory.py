@@ -2,13 +2,16 @@
 
 One read-through cache in front of the configuration tables, so a listener does one GetItem per AE
 title, organisation or facility per ``ttl`` seconds, whatever the traffic. Unknown names are
-remembered briefly only (``negative_ttl``), so a newly registered one is served at once.
+remembered briefly only (``negative_ttl``), so a newly registered one is served at once. The names
+are chosen by peers (calling AE titles, MSH-4), so each cache keeps at most ``max_entries`` (least
+recently used out first): a peer cycling through names cannot grow the listener's memory.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -20,25 +23,36 @@ from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo, 
 V = TypeVar("V")
 
 
-class _TtlCache(Generic[V]):
-    """Name -> value (or None: not found), each kept for a while."""
+MAX_ENTRIES = 4096
 
-    def __init__(self, ttl: float, negative_ttl: float) -> None:
+
+class _TtlCache(Generic[V]):
+    """Name -> value (or None: not found), each kept for a while; at most ``max_entries`` names."""
+
+    def __init__(self, ttl: float, negative_ttl: float, max_entries: int = MAX_ENTRIES) -> None:
         self._ttl = ttl
         self._negative_ttl = negative_ttl
+        self._max_entries = max_entries
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[float, V | None]] = {}
+        self._items: OrderedDict[str, tuple[float, V | None]] = OrderedDict()
 
     def get(self, name: str, load: Callable[[str], V | None]) -> V | None:
         now = time.monotonic()
         with self._lock:
             hit = self._items.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
+            if hit and hit[0] > now:
+                self._items.move_to_end(name)
+                return hit[1]
         value = load(name)
         with self._lock:
             self._items[name] = (now + (self._ttl if value is not None else self._negative_ttl), value)
+            self._items.move_to_end(name)
+            while len(self._items) > self._max_entries:
+                self._items.popitem(last=False)
         return value
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class CachedRegistry:

@@ -172,10 +172,17 @@ class ImagingDocumentSource:
 
             def open_part(document: RetrievedDocument = document) -> BinaryIO:
                 ready = next(prepared)
-                if ready.dataset is None or ready.error is not None:
+                if ready.error is not None or (ready.dataset is None and ready.path is None):
                     raise StorageFailure(
                         f"instance {document.document_unique_id} failed while streaming: {ready.error}"
                     )
+                if ready.path is not None:
+                    # A large or converted object comes as a Part-10 spool file: stream it as it is;
+                    # unlinked at once, it stays readable until the writer closes it.
+                    part = open(ready.path, "rb")  # noqa: SIM115 - the writer closes it
+                    ready.discard()
+                    return part
+                assert ready.dataset is not None
                 spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - the writer closes it
                 pydicom.dcmwrite(spool, ready.dataset, enforce_file_format=True)
                 spool.seek(0)

@@ -16,6 +16,7 @@ from typing import IO
 
 from archive.data.index import IndexRepository
 from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject, instance_key
+from archive.dicom.deflate import refuse_inflation_beyond
 from archive.dicom.instance import InstanceHeader, read_header
 from archive.dicom.structure import check_structure
 from archive.errors import (
@@ -126,6 +127,7 @@ class StoreService:
         if size > self._max_object_bytes:
             raise ObjectTooLarge(f"object too large: {size} > {self._max_object_bytes} bytes")
         with open(path, "rb") as fp:
+            refuse_inflation_beyond(fp, transfer_syntax, self._max_object_bytes)
             structure = check_structure(fp, size, transfer_syntax)
             fp.seek(0)
             header = read_header(fp, has_pixel_data=structure.has_pixel_data)

@@ -1,36 +1,48 @@
-"""C-MOVE and C-GET: which instances an identifier names, and their datasets ready to send.
+"""C-MOVE and C-GET: which instances an identifier names, and their objects ready to send.
 
-Datasets are produced one at a time, in series order: the study is never held in memory. S3 reads
-run ahead on a small thread pool (``prefetch`` objects in flight), so throughput is bound by the
-receiver and the network rather than by one object's first-byte latency. Each dataset carries the
-patient identity the index holds now (attribute coercion); the stored bytes never change.
+Objects are produced one at a time, in series order: neither the study nor one object is held in
+memory. Each stored object is written in the transfer syntax the receiver accepted, carrying the
+patient identity the index holds now (attribute coercion; the stored bytes never change). Objects up
+to 8 MiB are read from S3 in one GET and prepared in memory, as a dataset of already-encoded
+elements the DIMSE encoder copies as they are; larger ones go through ranged reads of the header and
+one streamed GET of the rest, straight into a spool file the sender streams
+(``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
+Reads run ahead on a small thread pool, at most ``prefetch`` objects and ``read_ahead_bytes`` bytes
+in flight, so throughput is bound by the receiver rather than by one object's first-byte latency.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import tempfile
-import warnings
+import threading
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.dicom.coercion import coerce
-from archive.dicom.transcode import choose_syntax, convert
+from archive.dicom.transcode import choose_syntax, encoded_dataset, spliced, write_for_receiver
 from archive.errors import ArchiveError, QueryRefused, StorageFailure
 from archive.model.records import InstanceRecord, PatientDemographics, StudyRecord
 from archive.services.query.find import QueryRequest, QueryService
 from archive.services.query.matching import has_wildcard, is_single_value, uid_list
 from archive.services.query.patients import CurrentPatients
 
-SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+# Objects up to this size are read in one GET (at most ``prefetch`` of them in memory at once).
+SMALL_OBJECT_BYTES = 8 * 1024 * 1024
+READ_AHEAD_BYTES = 256 * 1024 * 1024
+# Objects that must be decoded or byte-swapped are converted in memory up to this size.
+CONVERT_IN_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,12 +63,23 @@ class RetrieveItem:
 
 @dataclass
 class Prepared:
-    """A sub-operation's dataset, or why there is none."""
+    """A sub-operation's object as a Part-10 spool file in the syntax to send, or why there is none.
+
+    The consumer sends ``path`` and then calls ``discard()``; the file is the only copy in flight.
+    """
 
     item: RetrieveItem
-    dataset: Dataset | None
+    path: Path | None
     transfer_syntax_uid: str | None = None
     error: ArchiveError | None = None
+    # A small object, ready in memory (elements encoded in ``transfer_syntax_uid``); no spool file.
+    dataset: Dataset | None = None
+
+    def discard(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
 
 
 class RetrieveService:
@@ -68,6 +91,9 @@ class RetrieveService:
         *,
         prefetch: int = 4,
         workers: int = 16,
+        read_ahead_bytes: int = READ_AHEAD_BYTES,
+        convert_in_memory_bytes: int = CONVERT_IN_MEMORY_BYTES,
+        spool_dir: str | None = None,
     ) -> None:
         self._index = index
         self._queries = queries
@@ -75,6 +101,11 @@ class RetrieveService:
         # Each retrieval keeps ``prefetch`` reads in flight; the pool is shared by the listener's
         # concurrent associations, so it is sized for several of them.
         self._prefetch = max(1, prefetch)
+        self._read_ahead_bytes = read_ahead_bytes
+        self._convert_in_memory_bytes = convert_in_memory_bytes
+        self._spool_dir = spool_dir
+        # Conversions that hold a whole dataset (up to ``convert_in_memory_bytes``) run two at a time.
+        self._whole_dataset_conversions = threading.BoundedSemaphore(2)
         self._pool = ThreadPoolExecutor(
             max_workers=max(workers, self._prefetch), thread_name_prefix="retrieve-read"
         )
@@ -145,59 +176,148 @@ class RetrieveService:
             raise QueryRefused(f"{keyword} above the retrieve level must be a single UID")
         return uid_list(value)
 
-    # --- datasets --------------------------------------------------------------------------
+    # --- objects to send ---------------------------------------------------------------------
 
     def prepared(
         self,
         items: Sequence[RetrieveItem],
         accepted: Callable[[str, str], bool],
     ) -> Generator[Prepared, None, None]:
-        """Datasets to send, in order, converted to what the receiver ``accepted(sop_class, ts)``.
+        """Objects to send, in order, converted to what the receiver ``accepted(sop_class, ts)``.
 
-        Stops reading ahead when the consumer stops iterating (C-CANCEL, released association).
+        Stops reading ahead when the consumer stops iterating (C-CANCEL, released association);
+        spool files of objects read ahead but never handed out are removed.
         """
-        window: deque[tuple[RetrieveItem, Future[Dataset]]] = deque()
+        window: deque[tuple[RetrieveItem, Future[Prepared]]] = deque()
         position = 0
+        in_flight = 0
         try:
             while position < len(items) or window:
                 while position < len(items) and len(window) < self._prefetch:
                     item = items[position]
-                    window.append((item, self._pool.submit(self._read, item)))
+                    if window and in_flight + item.size > self._read_ahead_bytes:
+                        break
+                    window.append((item, self._pool.submit(self._prepare, item, accepted)))
+                    in_flight += item.size
                     position += 1
                 item, future = window.popleft()
-                yield self._prepare(item, future, accepted)
+                in_flight -= item.size
+                yield future.result()
         finally:
             for _, future in window:
-                future.cancel()
+                if not future.cancel():
+                    future.add_done_callback(_discard_result)
 
-    def _prepare(
-        self, item: RetrieveItem, future: Future[Dataset], accepted: Callable[[str, str], bool]
-    ) -> Prepared:
+    def _prepare(self, item: RetrieveItem, accepted: Callable[[str, str], bool]) -> Prepared:
         try:
             target = choose_syntax(item.transfer_syntax_uid, lambda ts: accepted(item.sop_class_uid, ts))
-            ds = convert(future.result(), item.transfer_syntax_uid, target)
-            return Prepared(item, coerce(ds, item.patient), target)
+            try:
+                source = StoredObjectSource(self._objects, item, self._spool_path)
+            except Exception as exc:  # botocore errors: the sub-operation fails, the others go on
+                raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
+
+            def edit(ds: Dataset) -> None:
+                coerce(ds, item.patient)
+
+            if not spliced(item.transfer_syntax_uid, target):
+                # Decoding, byte-swapping, inflating: the whole dataset in memory, a few at a time.
+                with self._whole_dataset_conversions:
+                    return self._to_spool_file(item, source, target, edit)
+            if source.size <= SMALL_OBJECT_BYTES:
+                buffer = io.BytesIO()
+                write_for_receiver(
+                    source,
+                    item.transfer_syntax_uid,
+                    target,
+                    buffer,
+                    edit,
+                    memory_limit=self._convert_in_memory_bytes,
+                )
+                return Prepared(item, None, target, dataset=encoded_dataset(buffer.getvalue()))
+            return self._to_spool_file(item, source, target, edit)
         except ArchiveError as exc:
             return Prepared(item, None, error=exc)
+        except Exception as exc:  # a read cut short, a dataset pydicom cannot re-encode
+            return Prepared(item, None, error=StorageFailure(f"cannot read or re-encode: {exc}"))
 
-    def _read(self, item: RetrieveItem) -> Dataset:
-        """Read one object (spooled to disk beyond a few MB) and parse it."""
+    def _to_spool_file(
+        self, item: RetrieveItem, source: StoredObjectSource, target: str, edit: Callable[[Dataset], None]
+    ) -> Prepared:
+        out = self._spool_path("send")
         try:
-            body = self._objects.get_stream(item.s3_key, item.s3_version_id)
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
-                while chunk := body.read(READ_CHUNK):
-                    spool.write(chunk)
-                spool.seek(0)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return pydicom.dcmread(spool)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-            raise StorageFailure(f"cannot read {item.s3_key}: {exc}") from exc
-        except Exception as exc:  # botocore errors: the sub-operation fails, the others go on
-            raise StorageFailure(f"cannot read {item.s3_key}: {type(exc).__name__}") from exc
+            write_for_receiver(
+                source,
+                item.transfer_syntax_uid,
+                target,
+                out,
+                edit,
+                memory_limit=self._convert_in_memory_bytes,
+            )
+        except BaseException:
+            _unlink(out)
+            raise
+        return Prepared(item, out, target)
+
+    def _spool_path(self, kind: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f"retrieve-{kind}-", suffix=".dcm", dir=self._spool_dir)
+        os.close(fd)
+        return Path(name)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class StoredObjectSource:
+    """A stored object in S3 as the transcoder's ``Source``: small objects read once into memory,
+    large ones as ranged reads (header) and one streamed GET from an offset (the rest)."""
+
+    def __init__(self, objects: ObjectStore, item: RetrieveItem, spool_path: Callable[[str], Path]) -> None:
+        self._objects = objects
+        self._item = item
+        self._spool_path = spool_path
+        self._data: bytes | None = None
+        if 0 < item.size <= SMALL_OBJECT_BYTES:
+            self._data = bytes(objects.get_stream(item.s3_key, item.s3_version_id).read())
+            self.size = len(self._data)
+        else:
+            self._reader = objects.open(item.s3_key, item.s3_version_id)
+            self.size = self._reader.size
+
+    @contextlib.contextmanager
+    def header(self) -> Iterator[Any]:
+        yield io.BytesIO(self._data) if self._data is not None else self._reader
+
+    @contextlib.contextmanager
+    def tail(self, offset: int) -> Iterator[Any]:
+        if self._data is not None:
+            yield io.BytesIO(memoryview(self._data)[offset:])
+            return
+        body = self._objects.get_stream(self._item.s3_key, self._item.s3_version_id, start=offset)
+        try:
+            yield body
+        finally:
+            body.close()
+
+    @contextlib.contextmanager
+    def whole(self) -> Iterator[Path]:
+        path = self._spool_path("read")
+        try:
+            with open(path, "wb") as spool, self.tail(0) as body:
+                while chunk := body.read(READ_CHUNK):
+                    spool.write(chunk)
+            yield path
+        finally:
+            _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _discard_result(future: Future[Prepared]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().discard()
 
 
 def _item(instance: InstanceRecord, patient: PatientDemographics, study: StudyRecord) -> RetrieveItem:
