@@ -61,7 +61,7 @@ def ensure_demo_idp(directory: Path = DEMO_IDP_DIR) -> IdentityProvider:
     return IdentityProvider(DEMO_ISSUER, (cert_file.read_text("ascii"),))
 
 
-def _attribute(statement: etree._Element, name: str, value: str | etree._Element) -> None:
+def saml_attribute(statement: etree._Element, name: str, value: str | etree._Element) -> None:
     holder = etree.SubElement(
         etree.SubElement(statement, f"{{{SAML}}}Attribute", Name=name), f"{{{SAML}}}AttributeValue"
     )
@@ -71,7 +71,7 @@ def _attribute(statement: etree._Element, name: str, value: str | etree._Element
         holder.append(value)
 
 
-def _ce(local: str, code: str, system: str, display: str) -> etree._Element:
+def coded_value(local: str, code: str, system: str, display: str) -> etree._Element:
     return etree.Element(
         f"{{urn:hl7-org:v3}}{local}",
         code=code,
@@ -118,14 +118,14 @@ def mint_assertion(
         etree.SubElement(conditions, f"{{{SAML}}}AudienceRestriction"), f"{{{SAML}}}Audience"
     ).text = audience
     statement = etree.SubElement(a, f"{{{SAML}}}AttributeStatement")
-    _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:subject-id", subject)
-    _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:organization-id", organization_id)
-    _attribute(
+    saml_attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:subject-id", subject)
+    saml_attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:organization-id", organization_id)
+    saml_attribute(
         statement,
         "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse",
-        _ce("PurposeOfUse", purpose, "2.16.840.1.113883.5.8", purpose.title()),
+        coded_value("PurposeOfUse", purpose, "2.16.840.1.113883.5.8", purpose.title()),
     )
-    _attribute(statement, "urn:oasis:names:tc:xacml:2.0:resource:resource-id", patient)
+    saml_attribute(statement, "urn:oasis:names:tc:xacml:2.0:resource:resource-id", patient)
     return XMLSigner(
         signature_algorithm="rsa-sha256",
         digest_algorithm="sha256",

@@ -16,6 +16,8 @@ from lxml import etree
 from signxml import XMLSigner
 from signxml.algorithms import CanonicalizationMethod
 
+from local.demo_idp import coded_value, saml_attribute
+
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -54,25 +56,6 @@ def make_identity_provider(issuer: str = "https://idp.test.example/sts") -> Test
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
         cert.public_bytes(serialization.Encoding.PEM),
-    )
-
-
-def _attribute(statement: etree._Element, name: str, value: str | etree._Element) -> None:
-    attribute = etree.SubElement(statement, f"{{{SAML}}}Attribute", Name=name)
-    holder = etree.SubElement(attribute, f"{{{SAML}}}AttributeValue")
-    if isinstance(value, str):
-        holder.text = value
-    else:
-        holder.append(value)
-
-
-def _ce(local: str, code: str, system: str, display: str) -> etree._Element:
-    return etree.Element(
-        f"{{urn:hl7-org:v3}}{local}",
-        code=code,
-        codeSystem=system,
-        displayName=display,
-        nsmap={None: "urn:hl7-org:v3"},
     )
 
 
@@ -116,21 +99,21 @@ def make_assertion(
         etree.SubElement(conditions, f"{{{SAML}}}AudienceRestriction"), f"{{{SAML}}}Audience"
     ).text = audience
     statement = etree.SubElement(a, f"{{{SAML}}}AttributeStatement")
-    _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:subject-id", "Gregory House")
-    _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:organization", "Demo Hospital")
-    _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:organization-id", organization_id)
-    _attribute(
+    saml_attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:subject-id", "Gregory House")
+    saml_attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:organization", "Demo Hospital")
+    saml_attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:organization-id", organization_id)
+    saml_attribute(
         statement,
         "urn:oasis:names:tc:xacml:2.0:subject:role",
-        _ce("Role", "46255001", "2.16.840.1.113883.6.96", "Pharmacist"),
+        coded_value("Role", "46255001", "2.16.840.1.113883.6.96", "Pharmacist"),
     )
-    _attribute(
+    saml_attribute(
         statement,
         "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse",
-        _ce("PurposeOfUse", purpose, "2.16.840.1.113883.3.18.7.1", purpose.title()),
+        coded_value("PurposeOfUse", purpose, "2.16.840.1.113883.3.18.7.1", purpose.title()),
     )
-    _attribute(statement, "urn:oasis:names:tc:xacml:2.0:resource:resource-id", resource_id)
-    _attribute(statement, "urn:ihe:iti:xca:2010:homeCommunityId", "urn:oid:1.2.246.10.99999999")
+    saml_attribute(statement, "urn:oasis:names:tc:xacml:2.0:resource:resource-id", resource_id)
+    saml_attribute(statement, "urn:ihe:iti:xca:2010:homeCommunityId", "urn:oid:1.2.246.10.99999999")
     if not sign:
         return a
     signed = XMLSigner(
