@@ -81,10 +81,12 @@ from archive.model.xua import IdentityProvider
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
+from archive.services.registration import RegistrationRequests
 from archive.services.retention import RetentionService
+from archive.topology import REGISTRATION_QUEUE
 
 from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
-from local.resources import local_settings
+from local.resources import local_queue_name, local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
 
@@ -473,7 +475,22 @@ def _hold(args: argparse.Namespace, settings: Settings) -> None:
 
 def _rejection(args: argparse.Namespace, settings: Settings) -> None:
     index = IndexRepository(settings)
-    corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
+    registration = None
+    if args.action == "revoke":
+        # A revoke asks for the studies' new registration version (the instances are back).
+        if not settings.registration_queue_url and settings.endpoint_url:
+            settings = replace(
+                settings,
+                registration_queue_url=queue_url_by_name(settings, local_queue_name(REGISTRATION_QUEUE)),
+            )
+        if settings.registration_queue_url:
+            registration = RegistrationRequests.from_settings(settings)
+    corrections = CorrectionService(
+        RejectionRepository(settings),
+        index,
+        ObjectStore(settings),
+        on_study_changed=registration.study_changed if registration else None,
+    )
     if args.action == "show":
         print(json.dumps(asdict(corrections.rejection(args.note_uid)), default=str))
     elif args.action == "list":

@@ -13,7 +13,7 @@ import boto3
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
-from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV
+from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV, QueueSpec
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
@@ -57,6 +57,11 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def local_queue_name(queue: QueueSpec) -> str:
+    """The local cloud's name of a topology queue (the admin CLI finds its URL by it)."""
+    return f"archive-{queue.name}{'.fifo' if queue.fifo else ''}"
+
+
 def create_queues(
     endpoint: str, *, max_receive: dict[str, int] | None = None, visibility: dict[str, int] | None = None
 ) -> dict[str, QueueInfo]:
@@ -75,7 +80,7 @@ def create_queues(
             "QueueArn"
         ]
         url = sqs.create_queue(
-            QueueName=f"archive-{name}{suffix}",
+            QueueName=local_queue_name(queue),
             Attributes={
                 **fifo_attrs,
                 "VisibilityTimeout": str(visibility_timeout),

@@ -92,13 +92,19 @@ def build(
         audit=dicom_audit,
         destination_arguments=destination_arguments,
     )
+    registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
     deps = ListenerDeps(
         registry=registry,
         store=StoreService(
             objects,
             index,
             max_object_bytes=settings.max_object_bytes,
-            corrections=CorrectionService(RejectionRepository(settings), index, objects),
+            corrections=CorrectionService(
+                RejectionRepository(settings),
+                index,
+                objects,
+                on_study_changed=registration.study_changed if registration else None,
+            ),
             retention=RetentionService(
                 RetentionRepository(),
                 objects,
@@ -135,10 +141,6 @@ def build(
             settings.metrics_namespace, transaction
         ),
         tls=tls,
-        on_all_committed=(
-            RegistrationRequests.from_settings(settings).instances_committed
-            if settings.registration_queue_url
-            else None
-        ),
+        on_all_committed=registration.instances_committed if registration else None,
     )
     return DicomService(listener, worker, trail)

@@ -172,26 +172,26 @@ class RegistrationRepository:
             return None
 
     def committed(self, study_uid: str, org_oid: str) -> None:
-        """Record that a commitment of the study's instances succeeded (keeps a REGISTERED state)."""
+        """Record that a commitment of the study's instances succeeded (keeps a REGISTERED or
+        WITHDRAWN state)."""
         now = datetime.now(UTC)
         Registration(study_uid).update(
             actions=[
                 Registration.org_oid.set(Registration.org_oid | org_oid),
                 Registration.state.set(
-                    RegistrationState.REGISTERED.value
-                    if self._is_registered(study_uid)
-                    else RegistrationState.COMMITTED.value
+                    self._registered_state(study_uid) or RegistrationState.COMMITTED.value
                 ),
                 Registration.committed_at.set(now),
             ]
         )
 
     @staticmethod
-    def _is_registered(study_uid: str) -> bool:
+    def _registered_state(study_uid: str) -> str | None:
         try:
-            return bool(Registration.get(study_uid, consistent_read=True).version)
+            item = Registration.get(study_uid, consistent_read=True)
         except DoesNotExist:
-            return False
+            return None
+        return str(item.state) if item.version else None
 
     def claim_schedule(self, study_uid: str, org_oid: str, now: float, until: float) -> bool:
         """True if no registration message for the study is on its way (and marks one as sent)."""
@@ -228,12 +228,14 @@ class RegistrationRepository:
         manifest_uid: str,
         fingerprint: str,
         patient_id: str,
+        state: RegistrationState = RegistrationState.REGISTERED,
     ) -> None:
-        """Record a new registered version; RegistryConflict if another run recorded one first."""
+        """Record a new registered (or, when every instance is rejected, withdrawn) version;
+        RegistryConflict if another run recorded one first."""
         try:
             Registration(study_uid).update(
                 actions=[
-                    Registration.state.set(RegistrationState.REGISTERED.value),
+                    Registration.state.set(state.value),
                     Registration.version.set(version),
                     Registration.entry_uuid.set(entry_uuid),
                     Registration.manifest_uid.set(manifest_uid),
@@ -315,12 +317,13 @@ class StudyContentReader:
             sex=(patient.sex if patient else None) or study.patient_sex,
         )
         modalities = {s.series_uid: s.modality for s in Series.query(study_uid)}
-        instances = []
+        instances: list[StudyInstance] = []
+        withdrawn: list[StudyInstance] = []
         for item in Instance.by_study.query(study_uid):
             attrs = dict(item.attributes or {})
             pps = attrs.get("PerformedProcedureStep")
             pps_pair = tuple(pps.split("|", 1)) if pps and "|" in pps else None
-            instances.append(
+            (withdrawn if item.rejected else instances).append(
                 StudyInstance(
                     sop_class_uid=item.sop_class_uid,
                     sop_instance_uid=item.sop_instance_uid,
@@ -335,7 +338,7 @@ class StudyContentReader:
                     anatomic_region=_code_of(attrs.get("AnatomicRegion")),
                 )
             )
-        if not instances:
+        if not instances and not withdrawn:
             return None
         return StudyContent(
             study_uid=study_uid,
@@ -350,6 +353,7 @@ class StudyContentReader:
             study_description=study.study_description,
             referring_physician_name=study.referring_physician_name,
             specific_character_set=study.specific_character_set,
+            withdrawn=tuple(withdrawn),
         )
 
 

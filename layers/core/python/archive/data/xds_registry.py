@@ -292,6 +292,18 @@ class XdsRegistry:
                 raise
             done += chunk
 
+    def deprecate(self, entry_uuids: Sequence[str]) -> None:
+        """Mark Approved entries Deprecated without a replacement (IOCM: every instance of the
+        study is rejected). Entries Deprecated already are left as they are, so a rerun is a no-op;
+        RegistryConflict when one is not registered."""
+        current = {d.entry_uuid: d.status for d in self.documents_by_uuid(entry_uuids)}
+        missing = [u for u in entry_uuids if u not in current]
+        if missing:
+            raise RegistryConflict(f"entries to deprecate are not registered: {', '.join(missing)}")
+        approved = [u for u in dict.fromkeys(entry_uuids) if current[u] is EntryStatus.APPROVED]
+        for start in range(0, len(approved), MAX_TRANSACTION_ITEMS):
+            self._transact([self._deprecation(u) for u in approved[start : start + MAX_TRANSACTION_ITEMS]])
+
     def _guard(self, kind: str, unique_id: str, entry_uuid: str) -> _Write:
         return _Write(
             XdsRegistryItem(unique_pk(kind, unique_id), UNIQUE_SK, kind=kind, entry_uuid=entry_uuid),

@@ -32,6 +32,7 @@ from archive.model.organisations import AEInfo
 from archive.model.registration import (
     AvailabilityNotice,
     AvailableInstance,
+    InstanceAvailability,
     Notification,
     NotificationState,
     StudyContent,
@@ -43,7 +44,8 @@ MAX_BACKOFF_SECONDS = 12 * 3600  # SQS: a message may stay invisible for 12 hour
 
 
 def notice_of(content: StudyContent, retrieve_ae_title: str) -> AvailabilityNotice:
-    """Every instance of the study as ONLINE, with the performed procedure steps they name."""
+    """Every instance of the study as ONLINE, and those IOCM rejection notes hide as UNAVAILABLE,
+    with the performed procedure steps they name."""
     steps = tuple(
         dict.fromkeys(i.performed_procedure_step for i in content.instances if i.performed_procedure_step)
     )
@@ -51,6 +53,12 @@ def notice_of(content: StudyContent, retrieve_ae_title: str) -> AvailabilityNoti
         study_uid=content.study_uid,
         instances=tuple(
             AvailableInstance(i.sop_class_uid, i.sop_instance_uid, i.series_uid) for i in content.instances
+        )
+        + tuple(
+            AvailableInstance(
+                i.sop_class_uid, i.sop_instance_uid, i.series_uid, InstanceAvailability.UNAVAILABLE
+            )
+            for i in content.withdrawn
         ),
         retrieve_ae_title=retrieve_ae_title,
         performed_procedure_steps=steps,  # type: ignore[arg-type]

@@ -7,13 +7,15 @@ already. The note's bytes are stored (Object Lock, like every object), a record 
 then each instance is hidden by a flag on its index row. The instances' bytes never change: an
 operator can revoke the rejection, which shows them again.
 
-Registration and IAN hook onto ``CorrectionService.rejected_in_study``: after a rejection or a
-revoke it tells which instances of a study are withdrawn now.
+After a rejection or a revoke the service asks for a new registration of each study concerned
+(``on_study_changed``, the registration service's ``study_changed``): the new version lists what is
+left, or is Deprecated when nothing is, and the IAN says UNAVAILABLE for the hidden instances.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
@@ -53,11 +55,27 @@ class RevokeOutcome:
     restored: int
 
 
+StudyChanged = Callable[[str, str], object]  # (Study Instance UID, controlling organisation)
+
+
 class CorrectionService:
-    def __init__(self, rejections: RejectionRepository, index: IndexRepository, objects: ObjectStore) -> None:
+    def __init__(
+        self,
+        rejections: RejectionRepository,
+        index: IndexRepository,
+        objects: ObjectStore,
+        *,
+        on_study_changed: StudyChanged | None = None,
+    ) -> None:
         self._rejections = rejections
         self._index = index
         self._objects = objects
+        self._on_study_changed = on_study_changed
+
+    def _study_changed(self, study_uids: Iterable[str], org_oid: str) -> None:
+        if self._on_study_changed is not None:
+            for study_uid in dict.fromkeys(study_uids):
+                self._on_study_changed(study_uid, org_oid)
 
     # --- on C-STORE ------------------------------------------------------------------------
 
@@ -117,6 +135,8 @@ class CorrectionService:
             instance = self._index.get_instance(ref.sop_instance_uid)
             if instance is not None:
                 self._rejections.hide(instance, code=note.code, note_uid=note.sop_instance_uid)
+        # Before ACTIVE: if asking for the registration fails, the sender's retry finishes the note.
+        self._study_changed(note.study_uids, org.oid)
         self._rejections.set_state(note.sop_instance_uid, ACTIVE, expected=APPLYING)
         return stored
 
@@ -196,6 +216,7 @@ class CorrectionService:
             instance = self._index.get_instance(ref.sop_instance_uid)
             if instance is not None and self._rejections.restore(instance, note_uid=note_uid):
                 restored += 1
+        self._study_changed((ref.study_uid for ref in record.references), record.org_oid)
         if record.state != REVOKED:
             self._rejections.set_state(
                 note_uid, REVOKED, expected=record.state, revoked=(datetime.now(UTC), by, reason)
