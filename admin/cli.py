@@ -76,7 +76,7 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
-from archive.model.retention import RetentionRule
+from archive.model.retention import ExpiryRejection, RetentionRule
 from archive.model.xua import IdentityProvider
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
@@ -287,7 +287,20 @@ def parser() -> argparse.ArgumentParser:
     rule_set.add_argument("--years", type=int, default=0)
     rule_set.add_argument("--days", type=int, default=0)
     rule_set.add_argument(
-        "--allow-early-destruction", action="store_true", help="113039 notes may ask for it"
+        "--expiry-rejection",
+        choices=[e.value for e in ExpiryRejection],
+        default=ExpiryRejection.EXPIRED.value,
+        help="what a 113039 rejection note may do: NEVER (A775), EXPIRED (only after the end, else "
+        "A776), EARLY (early destruction; the Object Lock covers only --minimum-days)",
+    )
+    rule_set.add_argument(
+        "--allow-early-destruction", action="store_true", help="the same as --expiry-rejection EARLY"
+    )
+    rule_set.add_argument(
+        "--minimum-days",
+        type=int,
+        default=0,
+        help="under EARLY: days from the study date that S3 locks and no early destruction shortens",
     )
     rule_list = rule_actions.add_parser("list")
     rule_list.add_argument("org_oid")
@@ -437,7 +450,14 @@ def _retention(args: argparse.Namespace, settings: Settings) -> None:
         if args.rule_action == "set":
             service.set_rule(
                 RetentionRule(
-                    args.org_oid, args.study_type, args.years, args.days, args.allow_early_destruction
+                    args.org_oid,
+                    args.study_type,
+                    args.years,
+                    args.days,
+                    expiry_rejection=ExpiryRejection.EARLY
+                    if args.allow_early_destruction
+                    else ExpiryRejection(args.expiry_rejection),
+                    minimum_days=args.minimum_days,
                 )
             )
         else:

@@ -93,6 +93,12 @@ def build(
         destination_arguments=destination_arguments,
     )
     registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
+    retention = RetentionService(
+        RetentionRepository(),
+        objects,
+        lock_mode=settings.object_lock_mode,
+        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+    )
     deps = ListenerDeps(
         registry=registry,
         store=StoreService(
@@ -104,13 +110,9 @@ def build(
                 index,
                 objects,
                 on_study_changed=registration.study_changed if registration else None,
+                retention=retention,
             ),
-            retention=RetentionService(
-                RetentionRepository(),
-                objects,
-                lock_mode=settings.object_lock_mode,
-                minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
-            ),
+            retention=retention,
         ),
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,

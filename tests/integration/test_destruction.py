@@ -18,7 +18,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, store_status, uid
-from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
+from tests.integration.test_query_retrieve import Customer, customer, hetu, store_study, sub
 from tests.support.cloud import wait_until
 from tests.support.dicom import study
 from tests.support.rejection import rejection_note, write_note
@@ -81,3 +81,48 @@ def test_destruction_job_destroys_due_studies_but_not_held_or_locked_ones(
     assert objects.versions_of(instance_key(uid(locked_files[0])))
     # And "due" no longer lists the destroyed study
     assert due not in admin(cloud, "retention", "due").stdout
+
+
+def test_113039_rejection_asks_for_early_destruction_only_where_the_rule_allows_it(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    objects = ObjectStore(cloud.settings)
+
+    def customer_with_rule(*options: str) -> tuple[Customer, list[Path], str]:
+        c = customer(cloud)
+        result = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "3650", *options)
+        assert result.returncode == 0, result.stderr
+        files = study(sub(workdir, c.scu), 2, patient_id=hetu())
+        return c, files, store_study(cloud, c, files)
+
+    # Given a rule that forbids 113039 rejections: the note is refused with A775
+    c, files, _ = customer_with_rule("--expiry-rejection", "NEVER")
+    assert store_status(cloud, write_note(rejection_note(files, "113039"), workdir), c.scu) == 0xA775
+    # Given a rule that allows them once the retention has ended (ten years from now): A776
+    c, files, kept = customer_with_rule("--expiry-rejection", "EXPIRED")
+    assert store_status(cloud, write_note(rejection_note(files, "113039"), workdir), c.scu) == 0xA776
+    assert all(not i.rejected for i in Instance.by_study.query(kept))
+
+    # Given a rule that allows early destruction (no minimum: S3 locks the archive's minimum only)
+    c, files, early = customer_with_rule("--expiry-rejection", "EARLY")
+    lock = objects.retention(instance_key(uid(files[0])))
+    assert lock is not None and lock.retain_until < datetime(2030, 1, 1, tzinfo=UTC)
+    # When the customer sends a 113039 note for the whole study
+    note = write_note(rejection_note(files, "113039"), workdir)
+    assert store_status(cloud, note, c.scu) == 0x0000
+    # Then the study is due now, with the note recorded on it
+    shown = admin(cloud, "retention", "show", early)
+    assert shown.returncode == 0, shown.stderr
+    assert f'"early_destruction_note": "{uid(note)}"' in shown.stdout
+    assert early in admin(cloud, "retention", "due").stdout
+    # And once its minimum lock has run out the destruction job destroys it, naming the note
+    wait_until(
+        lambda: datetime.now(UTC) > objects.retention(instance_key(uid(files[-1]))).retain_until, timeout=30
+    )  # type: ignore[union-attr]
+    run = cloud.run_scheduled("destroy_expired", {"approved_by": "Archivist Aino"})
+    assert early in run["destroyed"] and kept not in run["destroyed"]
+    (record,) = DestructionRepository().records_of(early)
+    assert record.rejection_note == uid(note) and record.instance_count == 2
+    for path in files:
+        assert objects.versions_of(instance_key(uid(path))) == []

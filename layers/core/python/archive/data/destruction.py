@@ -28,6 +28,7 @@ class DestructionRepository:
             total_bytes=record.total_bytes,
             objects=[asdict(o) for o in record.objects],
             approved_by=record.approved_by,
+            rejection_note=record.rejection_note,
         ).save(condition=DestructionRecordItem.event.does_not_exist())
 
     def records_of(self, study_uid: str) -> list[DestructionRecord]:
@@ -45,6 +46,7 @@ class DestructionRepository:
                     for o in item.objects or []
                 ),
                 approved_by=item.approved_by,
+                rejection_note=item.rejection_note,
             )
             for item in DestructionRecordItem.query(study_uid)
             if item.event.endswith("#COMPLETED")

@@ -207,6 +207,8 @@ class Study(Model):
     retention_end = UnicodeAttribute(null=True)
     retention_shard = UnicodeAttribute(null=True)
     legal_holds = NumberAttribute(null=True)
+    # A 113039 rejection note asked for early destruction: its UID (retention_end was set to then).
+    early_destruction_note = UnicodeAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     by_patient = StudiesByPatient()
@@ -326,7 +328,9 @@ class RetentionRuleItem(Model):
     study_type = UnicodeAttribute(range_key=True)  # a modality, or "*"
     years = NumberAttribute()
     days = NumberAttribute(default=0)
-    allow_early_destruction = BooleanAttribute(default=False)
+    allow_early_destruction = BooleanAttribute(default=False)  # before expiry_rejection: EARLY
+    expiry_rejection = UnicodeAttribute(null=True)  # ExpiryRejection; absent: EXPIRED
+    minimum_days = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
 
 
@@ -364,6 +368,7 @@ class DestructionRecordItem(Model):
     # [{"key", "sha256", "size", "versions"}, ...]
     objects = JSONAttribute()
     approved_by = UnicodeAttribute(null=True)
+    rejection_note = UnicodeAttribute(null=True)  # the 113039 note that asked for early destruction
 
 
 # --- storage commitment -----------------------------------------------------------------------

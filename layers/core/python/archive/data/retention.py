@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from archive.data.models import Instance, LegalHoldItem, RetentionRuleItem, Study
-from archive.model.retention import LegalHold, RetentionRule, StudyRetention
+from archive.model.retention import ExpiryRejection, LegalHold, RetentionRule, StudyRetention
 
 RETENTION_SHARDS = 8
 
@@ -33,7 +33,11 @@ class RetentionRepository:
                 study_type=item.study_type,
                 years=int(item.years),
                 days=int(item.days or 0),
-                allow_early_destruction=bool(item.allow_early_destruction),
+                expiry_rejection=ExpiryRejection(
+                    item.expiry_rejection
+                    or (ExpiryRejection.EARLY if item.allow_early_destruction else ExpiryRejection.EXPIRED)
+                ),
+                minimum_days=int(item.minimum_days or 0),
             )
             for item in RetentionRuleItem.query(org_oid)
         ]
@@ -45,6 +49,8 @@ class RetentionRepository:
             years=rule.years,
             days=rule.days,
             allow_early_destruction=rule.allow_early_destruction,
+            expiry_rejection=rule.expiry_rejection.value,
+            minimum_days=rule.minimum_days,
             updated_at=datetime.now(UTC),
         ).save()
 
@@ -73,6 +79,19 @@ class RetentionRepository:
             raise
         return True
 
+    def request_destruction(self, study_uid: str, at: datetime, note_uid: str) -> None:
+        """A 113039 note asked for early destruction: the study is due from ``at`` (the one way a
+        retention end goes down), and the note is kept on the study for the destruction record."""
+        value = _iso(at)
+        Study(study_uid).update(
+            actions=[
+                Study.retention_end.set(value),
+                Study.retention_shard.set(retention_shard(study_uid)),
+                Study.early_destruction_note.set(note_uid),
+            ],
+            condition=Study.study_uid.exists(),
+        )
+
     def study_retention(self, study_uid: str) -> StudyRetention | None:
         try:
             item = Study.get(study_uid, consistent_read=True)
@@ -84,6 +103,9 @@ class RetentionRepository:
             patient_key=item.patient_key,
             retention_end=datetime.fromisoformat(item.retention_end) if item.retention_end else None,
             legal_holds=int(item.legal_holds or 0),
+            modalities=tuple(sorted(item.modalities or ())),
+            visible_instances=int(item.number_of_instances or 0),
+            early_destruction_note=item.early_destruction_note,
         )
 
     def studies_due(self, until: datetime) -> Iterator[tuple[str, datetime]]:

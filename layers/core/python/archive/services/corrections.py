@@ -33,6 +33,7 @@ from archive.errors import (
     RejectionClassConflict,
     RejectionNotAuthorised,
     RetentionExpiryRejectionNotAllowed,
+    RetentionNotExpired,
     UnknownRejection,
 )
 from archive.model.organisations import OrganisationInfo
@@ -45,6 +46,8 @@ from archive.model.rejection import (
     RejectionNote,
     RejectionRecord,
 )
+from archive.model.retention import ExpiryVerdict
+from archive.services.retention import RetentionService
 
 CHUNK = 1024 * 1024
 
@@ -66,11 +69,13 @@ class CorrectionService:
         objects: ObjectStore,
         *,
         on_study_changed: StudyChanged | None = None,
+        retention: RetentionService | None = None,
     ) -> None:
         self._rejections = rejections
         self._index = index
         self._objects = objects
         self._on_study_changed = on_study_changed
+        self._retention = retention  # decides 113039 notes; without it they are refused (A775)
 
     def _study_changed(self, study_uids: Iterable[str], org_oid: str) -> None:
         if self._on_study_changed is not None:
@@ -104,7 +109,7 @@ class CorrectionService:
         """Check, store and apply a rejection note; returns the stored note object.
 
         Raises DuplicateRejectionNote (A770), NoSuchInstanceToReject (A772), RejectionClassConflict
-        (A773), AlreadyRejected (A774), RetentionExpiryRejectionNotAllowed (A775),
+        (A773), AlreadyRejected (A774), RetentionExpiryRejectionNotAllowed (A775), RetentionNotExpired (A776),
         RejectionNotAuthorised (0124). A note whose earlier attempt stopped half-way is finished.
         """
         existing = self._rejections.get(note.sop_instance_uid)
@@ -135,6 +140,10 @@ class CorrectionService:
             instance = self._index.get_instance(ref.sop_instance_uid)
             if instance is not None:
                 self._rejections.hide(instance, code=note.code, note_uid=note.sop_instance_uid)
+        if note.code == RETENTION_EXPIRED and self._retention is not None:
+            # The archive destroys whole studies: one with nothing visible left is due now.
+            for study_uid in note.study_uids:
+                self._retention.request_destruction(study_uid, note.sop_instance_uid)
         # Before ACTIVE: if asking for the registration fails, the sender's retry finishes the note.
         self._study_changed(note.study_uids, org.oid)
         self._rejections.set_state(note.sop_instance_uid, ACTIVE, expected=APPLYING)
@@ -149,7 +158,8 @@ class CorrectionService:
             if study.org_oid != org.oid:
                 raise RejectionNotAuthorised(f"study {study_uid} is controlled by another organisation")
         if note.code == RETENTION_EXPIRED:
-            raise RetentionExpiryRejectionNotAllowed("no retention rule allows early destruction")
+            for study_uid in note.study_uids:
+                self._check_expiry(study_uid)
         instances = self._index.get_instances([ref.sop_instance_uid for ref in note.references])
         for ref in note.references:
             instance = instances.get(ref.sop_instance_uid)
@@ -163,6 +173,15 @@ class CorrectionService:
                 raise RejectionClassConflict(f"instance {ref.sop_instance_uid} is of another SOP Class")
             if instance.rejected:
                 raise AlreadyRejected(f"instance {ref.sop_instance_uid} is rejected already")
+
+    def _check_expiry(self, study_uid: str) -> None:
+        verdict = self._retention.expiry_verdict(study_uid) if self._retention else ExpiryVerdict.NOT_ALLOWED
+        if verdict is ExpiryVerdict.NOT_ALLOWED:
+            raise RetentionExpiryRejectionNotAllowed(
+                f"the retention rules of study {study_uid} do not allow a 113039 rejection"
+            )
+        if verdict is ExpiryVerdict.NOT_EXPIRED:
+            raise RetentionNotExpired(f"the retention of study {study_uid} has not ended")
 
     def _store_note(
         self,

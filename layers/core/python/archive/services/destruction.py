@@ -63,7 +63,14 @@ class DestructionService:
                 continue
             try:
                 outcome.destroyed.append(
-                    self._destroy(study_uid, end, study.org_oid, study.patient_key, approved_by)
+                    self._destroy(
+                        study_uid,
+                        end,
+                        study.org_oid,
+                        study.patient_key,
+                        approved_by,
+                        rejection_note=study.early_destruction_note,
+                    )
                 )
             except RetentionLocked:
                 outcome.locked.append(study_uid)
@@ -76,6 +83,8 @@ class DestructionService:
         org_oid: str | None,
         patient_key: str | None,
         approved_by: str | None,
+        *,
+        rejection_note: str | None = None,
     ) -> DestructionRecord:
         instances = self._destruction.instances_of(study_uid)
         objects = tuple(
@@ -92,6 +101,7 @@ class DestructionService:
             total_bytes=sum(i.size for i in instances),
             objects=objects,
             approved_by=approved_by,
+            rejection_note=rejection_note,
         )
         self._destruction.record(record, "PLANNED")
         for obj in objects:

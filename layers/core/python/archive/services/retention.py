@@ -22,10 +22,12 @@ from archive.errors import ConfigurationError
 from archive.model.organisations import OrganisationInfo
 from archive.model.retention import (
     LOCK_MODES,
+    ExpiryVerdict,
     LegalHold,
     ObjectLock,
     RetentionRule,
     StudyRetention,
+    expiry_rejection_verdict,
     parse_study_date,
     patient_target,
     rule_for,
@@ -81,6 +83,7 @@ class RetentionService:
             now.year, now.month, now.day
         )
         end = rule.end_for(study_date)
+        lock_end = rule.lock_end_for(study_date)
         with self._lock:
             known = self._ends.get(header.study_uid)
         if known is None or known < end:
@@ -89,7 +92,30 @@ class RetentionService:
                 self._ends[header.study_uid] = end
                 while len(self._ends) > KNOWN_ENDS:
                     self._ends.pop(next(iter(self._ends)))
-        return ObjectLock(self._lock_mode, max(end, now + self._minimum_lock))
+        return ObjectLock(self._lock_mode, max(lock_end, now + self._minimum_lock))
+
+    # --- 113039 rejection notes (IOCM) -----------------------------------------------------
+
+    def expiry_verdict(self, study_uid: str) -> ExpiryVerdict:
+        """May a 113039 note ask for this study's destruction now (its organisation's rules)?"""
+        study = self._repository.study_retention(study_uid)
+        if study is None or not study.org_oid:
+            return ExpiryVerdict.NOT_ALLOWED
+        return expiry_rejection_verdict(
+            self._repository.rules_of(study.org_oid), study.modalities, study.retention_end, self._clock()
+        )
+
+    def request_destruction(self, study_uid: str, note_uid: str) -> bool:
+        """An accepted 113039 note: a study with no visible instance left is due for the
+        destruction job from now on (the archive destroys whole studies; one with instances the
+        note did not list only has those hidden). True when the study became due."""
+        study = self._repository.study_retention(study_uid)
+        if study is None or study.visible_instances > 0:
+            return False
+        self._repository.request_destruction(study_uid, self._clock(), note_uid)
+        with self._lock:
+            self._ends.pop(study_uid, None)
+        return True
 
     # --- rules and queries (admin CLI) -----------------------------------------------------
 
