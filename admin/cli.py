@@ -460,6 +460,8 @@ def _retention(args: argparse.Namespace, settings: Settings) -> None:
                     minimum_days=args.minimum_days,
                 )
             )
+            # Lengthen what the rule covers already (never shortens: a shorter rule changes nothing).
+            print(json.dumps(service.extend_locks(args.org_oid, args.study_type)))
         else:
             for rule in service.rules_of(args.org_oid):
                 print(json.dumps(asdict(rule)))

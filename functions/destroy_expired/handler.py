@@ -6,21 +6,31 @@ Thin by design: the whole job is archive.services.destruction. An operator may i
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from archive.config import Settings
 from archive.data.destruction import DestructionRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
+from archive.data.registration import RegistryRemovals
 from archive.data.retention import RetentionRepository
-from archive.services.destruction import DestructionService
+from archive.data.xds_registry import XdsRegistry
+from archive.services.destruction import DestructionService, RegistryPolicy
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger(service="destroy-expired")
 settings = Settings.from_env()
 bind_models(settings)
-service = DestructionService(RetentionRepository(), DestructionRepository(), ObjectStore(settings))
+service = DestructionService(
+    RetentionRepository(),
+    DestructionRepository(),
+    ObjectStore(settings),
+    registry=RegistryPolicy(
+        XdsRegistry(settings), RegistryRemovals(), timedelta(seconds=settings.registry_removal_seconds)
+    ),
+)
 
 
 @logger.inject_lambda_context

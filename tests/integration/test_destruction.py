@@ -7,20 +7,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pydicom
 import pytest
 from archive.data.destruction import DestructionRepository
-from archive.data.models import Instance, Study
+from archive.data.models import Instance, Registration, Study
 from archive.data.objects import ObjectStore, instance_key
 from archive.data.rejections import rejection_note_key
 from archive.data.retention import RetentionRepository
+from archive.data.xds_registry import XdsRegistry
 from archive.errors import RetentionLocked
+from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.model.xds import EntryStatus
 from pynamodb.exceptions import DoesNotExist
 
-from local.cloud import LocalCloud
+from local.cloud import LocalCloud, free_port
 from tests.integration.test_corrections import admin, store_status, uid
 from tests.integration.test_query_retrieve import Customer, customer, hetu, store_study, sub
-from tests.support.cloud import wait_until
-from tests.support.dicom import study
+from tests.support.cloud import storescu, wait_until
+from tests.support.dicom import HETU_ISSUER, new_uid, study
 from tests.support.rejection import rejection_note, write_note
 
 
@@ -126,3 +130,69 @@ def test_113039_rejection_asks_for_early_destruction_only_where_the_rule_allows_
     assert record.rejection_note == uid(note) and record.instance_count == 2
     for path in files:
         assert objects.versions_of(instance_key(uid(path))) == []
+
+
+def test_destruction_deprecates_the_studys_registry_entries_and_removes_them_after_the_delay(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    registry = XdsRegistry(cloud.settings)
+    objects = ObjectStore(cloud.settings)
+    # Given an organisation that registers its studies (uncommitted ones too) under a one-day rule
+    oid = f"1.2.246.10.{int(new_uid().rsplit('.', 1)[1]) % 10**8}.10"
+    cloud.register(
+        OrganisationInfo(oid, "Registering Clinic", trusted_issuers=(HETU_ISSUER,)),
+        AEInfo("DESTROY_MOD", oid, "127.0.0.1", free_port(), roles=("store",)),
+    )
+    cloud.configure_registration(oid, stability_seconds=1.0, register_uncommitted=True)
+    assert admin(cloud, "retention", "rule", "set", oid, "*", "--days", "1").returncode == 0
+    # And a study from 2000 of it, registered in the XDS registry
+    pid = hetu()
+    files = study(sub(workdir, "s"), 2, patient_id=pid, study_date="20000101")
+    assert storescu(cloud, files, aet="DESTROY_MOD").returncode == 0
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    registered = wait_until(lambda: _registration(study_uid), timeout=90)
+    entry_uuid = str(registered.entry_uuid)
+    [entry] = registry.documents_by_uuid([entry_uuid])
+    assert entry.status is EntryStatus.APPROVED
+    cx = f"{pid}^^^&{HETU_ISSUER}&ISO"
+
+    # When its minimum lock has run out and the destruction job runs
+    wait_until(
+        lambda: datetime.now(UTC) > objects.retention(instance_key(uid(files[-1]))).retain_until, timeout=30
+    )  # type: ignore[union-attr]
+    first = cloud.run_scheduled("destroy_expired", {})
+    # Then the study is destroyed and its entry is Deprecated, not yet removed
+    assert study_uid in first["destroyed"] and study_uid not in first["registry_removed"]
+    [entry] = registry.documents_by_uuid([entry_uuid])
+    assert entry.status is EntryStatus.DEPRECATED
+    assert [d.entry_uuid for d in registry.documents_by_patient(cx, [EntryStatus.APPROVED])] == []
+    # And the destruction record names the entry and when it is to be removed
+    (record,) = DestructionRepository().records_of(study_uid)
+    assert record.registry_entries == (entry_uuid,)
+    assert record.registry_removal_due is not None and record.registry_removed_at is None
+    assert record.registry_removal_due > record.destroyed_at
+
+    # When the policy's delay has passed and the job runs again
+    wait_until(lambda: datetime.now(UTC) > record.registry_removal_due, timeout=30)  # type: ignore[operator]
+    second = cloud.run_scheduled("destroy_expired", {})
+    # Then the entry, its submission set and their association are gone from the registry
+    assert second["registry_removed"] == [study_uid] or study_uid in second["registry_removed"]
+    assert registry.documents_by_uuid([entry_uuid]) == []
+    assert registry.documents_by_unique_id([entry.unique_id]) == []
+    assert registry.associations_of([entry_uuid]) == []
+    assert registry.study_documents(cx, study_uid) == []
+    # And the record says when; a third run removes nothing again
+    (record,) = DestructionRepository().records_of(study_uid)
+    assert (
+        record.registry_removed_at is not None and record.registry_removed_at >= record.registry_removal_due
+    )
+    assert study_uid not in cloud.run_scheduled("destroy_expired", {})["registry_removed"]
+
+
+def _registration(study_uid: str) -> Registration | None:
+    try:
+        item = Registration.get(study_uid, consistent_read=True)
+    except DoesNotExist:
+        return None
+    return item if item.entry_uuid else None

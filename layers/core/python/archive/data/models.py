@@ -369,6 +369,10 @@ class DestructionRecordItem(Model):
     objects = JSONAttribute()
     approved_by = UnicodeAttribute(null=True)
     rejection_note = UnicodeAttribute(null=True)  # the 113039 note that asked for early destruction
+    # The study's XDS registry entries, Deprecated at destruction, removed at registry_removal_due
+    # (the REGISTRY_REMOVED item of the record says when they were).
+    registry_entries = UnicodeSetAttribute(null=True)
+    registry_removal_due = UTCDateTimeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -584,6 +588,17 @@ class XdsRegistryItem(Model):
     by_patient = RegistryByPatient()
 
 
+class RegistrationsByRemovalDue(GlobalSecondaryIndex["Registration"]):
+    """Sparse: destroyed studies whose Deprecated registry entries wait for removal, by when."""
+
+    class Meta:
+        index_name = "by_removal_due"
+        projection = KeysOnlyProjection()
+
+    removal_shard = UnicodeAttribute(hash_key=True)
+    removal_due = UnicodeAttribute(range_key=True)
+
+
 class Registration(Model):
     """Where a study stands in registration: committed, registered (which version, which entry)."""
 
@@ -602,6 +617,11 @@ class Registration(Model):
     registered_at = UTCDateTimeAttribute(null=True)
     # Epoch seconds until which a registration message is on its way (one message per quiet period).
     queued_until = NumberAttribute(default=0)
+    # Destruction (docs/retention.md): the study's Deprecated entries and when they are removed.
+    removal_entries = UnicodeSetAttribute(null=True)
+    removal_shard = UnicodeAttribute(null=True)
+    removal_due = UnicodeAttribute(null=True)
+    by_removal_due = RegistrationsByRemovalDue()
 
 
 class OpenNotifications(GlobalSecondaryIndex["IanNotification"]):

@@ -251,6 +251,46 @@ class RegistrationRepository:
             raise
 
 
+# --- destroyed studies' registry entries -------------------------------------------------------------
+
+REMOVAL_SHARD = "due"  # one partition: removals are few (destroyed studies), never hot
+
+
+class RegistryRemovals:
+    """The Deprecated registry entries of destroyed studies, waiting for their removal (sparse GSI
+    by_removal_due: the job's cost follows the due removals, not the registry)."""
+
+    def study_entries(self, study_uid: str) -> tuple[str | None, str | None]:
+        """(registry patient ID, current entryUUID) of the study's registration, if it has one."""
+        try:
+            item = Registration.get(study_uid, consistent_read=True)
+        except DoesNotExist:
+            return None, None
+        return item.patient_id, item.entry_uuid
+
+    def destroyed(self, study_uid: str, entries: tuple[str, ...], removal_due: datetime) -> None:
+        actions: list[Any] = [Registration.state.set(RegistrationState.DESTROYED.value)]
+        if entries:
+            actions += [
+                Registration.removal_entries.set(set(entries)),
+                Registration.removal_shard.set(REMOVAL_SHARD),
+                Registration.removal_due.set(removal_due.astimezone(UTC).isoformat(timespec="seconds")),
+            ]
+        Registration(study_uid).update(actions=actions, condition=Registration.study_uid.exists())
+
+    def due(self, now: datetime) -> Iterator[tuple[str, tuple[str, ...]]]:
+        until = now.astimezone(UTC).isoformat(timespec="seconds")
+        for key in Registration.by_removal_due.query(REMOVAL_SHARD, Registration.removal_due <= until):
+            item = Registration.get(key.study_uid, consistent_read=True)
+            yield item.study_uid, tuple(sorted(item.removal_entries or ()))
+
+    def removed(self, study_uid: str) -> None:
+        """The entries are gone: the study leaves the index (its registration item stays)."""
+        Registration(study_uid).update(
+            actions=[Registration.removal_shard.remove(), Registration.removal_due.remove()]
+        )
+
+
 # --- the study as the index holds it now -----------------------------------------------------------
 
 

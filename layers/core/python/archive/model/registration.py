@@ -186,6 +186,7 @@ class RegistrationState(StrEnum):
     REGISTERED = "REGISTERED"
     # IOCM: every instance is rejected; the last version is Deprecated and nothing replaces it
     WITHDRAWN = "WITHDRAWN"
+    DESTROYED = "DESTROYED"  # the study was destroyed; its entries are Deprecated, later removed
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,8 @@ class DestructionRecord:
     approved_by: str | None = None
     # The 113039 rejection note that asked for early destruction, if one did.
     rejection_note: str | None = None
+    # The study's XDS registry entries: Deprecated at destruction, removed from the registry at
+    # registry_removal_due (registry_removed_at once done).
+    registry_entries: tuple[str, ...] = ()
+    registry_removal_due: datetime | None = None
+    registry_removed_at: datetime | None = None

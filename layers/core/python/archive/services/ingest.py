@@ -156,9 +156,12 @@ class StoreService:
                 tolerated=structure.tolerated,
             ).as_object_metadata()
             lock = self._retention.lock_for(header, org) if self._retention is not None else None
+            held = (
+                self._retention.held(header.study_uid, patient.key) if self._retention is not None else False
+            )
             try:
                 stored = self._objects.put_new(
-                    key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock
+                    key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock, legal_hold=held
                 )
                 return StoreOutcome(header, patient, stored, duplicate=False, tolerated=structure.tolerated)
             except ObjectExists:
