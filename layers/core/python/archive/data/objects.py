@@ -239,7 +239,8 @@ class ObjectStore:
         if version_id:
             kwargs["VersionId"] = version_id
         try:
-            return bool(self.client.get_object_legal_hold(**kwargs)["LegalHold"]["Status"] == "ON")
+            # (moto answers a version never held without a Status)
+            return bool(self.client.get_object_legal_hold(**kwargs)["LegalHold"].get("Status") == "ON")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchObjectLockConfiguration":
                 return False

@@ -93,7 +93,10 @@ class DestructionService:
                 )
             except RetentionLocked:
                 outcome.locked.append(study_uid)
-        outcome.registry_removed = self._remove_registry_entries()
+        # Never in the run that deprecated them: consumers see them Deprecated first, whatever the delay.
+        outcome.registry_removed = self._remove_registry_entries(
+            skip={r.study_uid for r in outcome.destroyed}
+        )
         return outcome
 
     def _deprecate_registry_entries(self, study_uid: str, destroyed_at: datetime) -> dict[str, object]:
@@ -110,12 +113,14 @@ class DestructionService:
         self._registry.removals.destroyed(study_uid, entries, due)
         return {"registry_entries": entries, "registry_removal_due": due if entries else None}
 
-    def _remove_registry_entries(self) -> list[str]:
+    def _remove_registry_entries(self, *, skip: set[str]) -> list[str]:
         """Remove the Deprecated entries of destroyed studies whose delay has passed."""
         if self._registry is None:
             return []
         done = []
         for study_uid, entries in list(self._registry.removals.due(self._clock())):
+            if study_uid in skip:
+                continue
             self._registry.registry.remove_documents(entries)
             for record in self._destruction.records_of(study_uid):
                 if record.registry_removed_at is None and set(entries) <= set(record.registry_entries):
