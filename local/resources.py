@@ -13,6 +13,7 @@ import boto3
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
+from archive.data.schema import table_spec
 from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV, QueueSpec
 
 REGION = "eu-north-1"
@@ -62,6 +63,19 @@ def local_queue_name(queue: QueueSpec) -> str:
     return f"archive-{queue.name}{'.fifo' if queue.fifo else ''}"
 
 
+def _create_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    """The queue's URL; a queue kept from an earlier start keeps its messages and gets these
+    attributes (FIFO-ness cannot change)."""
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except sqs.exceptions.QueueNameExists:
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        changeable = {k: v for k, v in attributes.items() if k not in ("FifoQueue",)}
+        if changeable:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=changeable)
+        return url
+
+
 def create_queues(
     endpoint: str, *, max_receive: dict[str, int] | None = None, visibility: dict[str, int] | None = None
 ) -> dict[str, QueueInfo]:
@@ -75,30 +89,43 @@ def create_queues(
         visibility_timeout = (visibility or {}).get(name, VISIBILITY_TIMEOUT)
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
-        dlq_url = sqs.create_queue(QueueName=f"archive-{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
+        dlq_url = _create_queue(sqs, f"archive-{name}-dlq{suffix}", fifo_attrs)
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        url = sqs.create_queue(
-            QueueName=local_queue_name(queue),
-            Attributes={
+        url = _create_queue(
+            sqs,
+            local_queue_name(queue),
+            {
                 **fifo_attrs,
                 "VisibilityTimeout": str(visibility_timeout),
                 "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}',
             },
-        )["QueueUrl"]
+        )
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         out[name] = QueueInfo(name, url, arn, dlq_url)
     return out
 
 
+def _create_locked_bucket(s3: Any, name: str) -> bool:
+    """A versioned bucket with Object Lock; False if it was kept from an earlier start (then its
+    configuration stays as it is: S3 refuses to change the lock configuration of a bucket with
+    objects)."""
+    try:
+        s3.create_bucket(
+            Bucket=name,
+            ObjectLockEnabledForBucket=True,
+            CreateBucketConfiguration={"LocationConstraint": REGION},
+        )
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        return False
+    return True
+
+
 def create_bucket(endpoint: str, index_queue_arn: str, retention_days: int) -> None:
     s3 = client("s3", endpoint)
-    s3.create_bucket(
-        Bucket=BUCKET,
-        ObjectLockEnabledForBucket=True,
-        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
-    )
+    if not _create_locked_bucket(s3, BUCKET):
+        return
     s3.put_object_lock_configuration(
         Bucket=BUCKET,
         ObjectLockConfiguration={
@@ -126,6 +153,39 @@ def create_tables(settings: Settings) -> None:
     for model in ALL_MODELS:
         if not model.exists():
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        else:
+            _add_missing_indexes(settings, model)
+
+
+def _add_missing_indexes(settings: Settings, model: Any) -> None:
+    """A table kept from an earlier start gets the secondary indexes added since (one per update,
+    as DynamoDB allows; docs/deployment.md)."""
+    dynamodb = client("dynamodb", settings.endpoint_url or "")
+    name = model.Meta.table_name
+    present = {
+        i["IndexName"]
+        for i in dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])
+    }
+    for index in table_spec(model).indexes:
+        if index.name in present:
+            continue
+        keys = [index.partition_key, *([index.sort_key] if index.sort_key else [])]
+        dynamodb.update_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": k.name, "AttributeType": k.type} for k in keys],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": index.name,
+                        "KeySchema": [
+                            {"AttributeName": k.name, "KeyType": kind}
+                            for k, kind in zip(keys, ("HASH", "RANGE"), strict=False)
+                        ],
+                        "Projection": {"ProjectionType": index.projection},
+                    }
+                }
+            ],
+        )
 
 
 def provision(
@@ -163,11 +223,8 @@ TLS_SECRET = "archive-local-tls"  # noqa: S105 - the name of the secret, not a s
 def create_audit_bucket(endpoint: str, retention_days: int) -> str:
     """The audit bucket: Object Lock (GOVERNANCE locally; COMPLIANCE on AWS), versioned."""
     s3 = client("s3", endpoint)
-    s3.create_bucket(
-        Bucket=AUDIT_BUCKET,
-        ObjectLockEnabledForBucket=True,
-        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
-    )
+    if not _create_locked_bucket(s3, AUDIT_BUCKET):
+        return AUDIT_BUCKET
     s3.put_object_lock_configuration(
         Bucket=AUDIT_BUCKET,
         ObjectLockConfiguration={
