@@ -5,12 +5,19 @@ it starts. That costs time in proportion to the tables' size: with a few thousan
 TransactWriteItems took 0.6 s on this machine, and a queue of HL7 changes drained at about one
 message a second, far slower than one Lambda against DynamoDB. Here the transaction keeps a copy
 of the items it touches instead, and puts exactly those back if it is cancelled, which is what the
-rollback has to undo. Everything else is moto as installed.
+rollback has to undo.
+
+It also adds one endpoint, ``POST /moto-api/archive/storage-class``, the stand-in for an S3
+lifecycle transition (docs/storage.md, "Local simulation"): it changes the storage class of one
+existing object version in place, as a lifecycle rule does on AWS (same version, bytes, checksum
+and Object Lock), and forgets any restored copy. moto then refuses GETs of a DEEP_ARCHIVE or GLACIER
+version until RestoreObject, as S3 does. Everything else is moto as installed.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from typing import Any
 
@@ -82,8 +89,34 @@ def install() -> None:
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+STORAGE_CLASS_PATH = "/moto-api/archive/storage-class"
+
+
+def _set_storage_class(request: Any, full_url: str, headers: Any) -> tuple[int, dict[str, str], str]:
+    """Body: {"bucket", "key", "version_id" (optional), "storage_class"}; answers the version."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    body = json.loads(request.data or b"{}")
+    backend = s3_backends[body.get("account_id", DEFAULT_ACCOUNT_ID)]["aws"]
+    key = backend.get_object(body["bucket"], body["key"], version_id=body.get("version_id"))
+    if key is None:
+        return 404, {}, json.dumps({"error": "no such object version"})
+    key.set_storage_class(body["storage_class"])
+    key.set_expiry(None)  # a transition leaves no restored copy behind
+    key.status = None  # type: ignore[assignment]
+    return 200, {"Content-Type": "application/json"}, json.dumps({"version_id": key.version_id})
+
+
+def install_lifecycle_endpoint() -> None:
+    from moto.moto_api._internal import urls
+
+    urls.url_paths["{0}" + STORAGE_CLASS_PATH] = _set_storage_class
+
+
 def main() -> None:
     install()
+    install_lifecycle_endpoint()
     from moto.server import main as moto_main
 
     moto_main()
