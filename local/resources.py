@@ -13,7 +13,15 @@ import boto3
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
-from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV
+from archive.topology import (
+    IAN_QUEUE,
+    INDEX_QUEUE,
+    QUEUES,
+    REGISTRATION_QUEUE,
+    RESTORE_QUEUE,
+    STORAGE_EVENTS_QUEUE,
+    TABLE_ENV,
+)
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
@@ -171,6 +179,8 @@ def provision(
         index_queue_url=queues[INDEX_QUEUE.name].url,
         registration_queue_url=queues[REGISTRATION_QUEUE.name].url,
         ian_queue_url=queues[IAN_QUEUE.name].url,
+        storage_events_queue_url=queues[STORAGE_EVENTS_QUEUE.name].url,
+        restore_queue_url=queues[RESTORE_QUEUE.name].url,
         **overrides,
     )
     create_tables(settings)
