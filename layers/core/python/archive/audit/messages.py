@@ -373,13 +373,14 @@ def instances_accessed(
     outcome_description: str | None = None,
 ) -> AuditMessage:
     """A.5.3.3 DICOM Instances Accessed: with action D for rejection (IOCM) and destruction."""
+    objects = (*studies, patient(patient_key)) if patient_key not in ("", "-") else tuple(studies)
     return AuditMessage(
         INSTANCES_ACCESSED,
         action,
         outcome,
         (user,),
         source,
-        (*studies, patient(patient_key)),
+        objects,
         outcome_description=outcome_description,
     )
 
