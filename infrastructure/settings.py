@@ -149,6 +149,10 @@ XDS_API_RATE_LIMIT = 50  # requests per second, steady, for the whole stage
 XDS_API_BURST_LIMIT = 100
 XDS_IMAGING_DOCKERFILE = "listeners/xds_imaging/Dockerfile"
 XDS_IMAGING_CONTAINER_PORT = 8080
+# With listenerTls: RAD-69 over HTTPS with organisation client certificates, terminated in the
+# container (the NLB passes TCP through), on 443 at the load balancer.
+XDS_IMAGING_TLS_PORT = 8443
+XDS_IMAGING_TLS_LISTENER_PORT = 443
 IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
