@@ -21,7 +21,7 @@ from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
 from infrastructure.audit_bucket import AuditBucket
 from infrastructure.availability import AvailabilityNotifications
-from infrastructure.disclosure_apis import AdminApi, CustomerApi
+from infrastructure.disclosure_apis import AdminApi, CustomerApi, truststore_bundle
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
@@ -354,6 +354,7 @@ class ArchiveStack(Stack):
                 certificate_arn=deployment.xds_certificate_arn,
                 truststore_version=deployment.xds_truststore_version,
                 truststore_key=s.TRUSTSTORE_KEY,
+                truststore_pem=truststore_bundle(deployment.xds_truststore_file),
                 access_logs_bucket=storage.access_logs_bucket,
                 log_retention=s.LOG_RETENTION,
             )
