@@ -80,6 +80,7 @@ from archive.model.registration import (
 )
 from archive.model.retention import RetentionRule
 from archive.model.xua import IdentityProvider
+from archive.services.audit import build_audit_trail
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
@@ -502,14 +503,23 @@ def _hold(args: argparse.Namespace, settings: Settings) -> None:
 
 def _rejection(args: argparse.Namespace, settings: Settings) -> None:
     index = IndexRepository(settings)
-    corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
     if args.action == "show":
+        corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
         print(json.dumps(asdict(corrections.rejection(args.note_uid)), default=str))
     elif args.action == "list":
+        corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
         for rejected in corrections.rejected_in_study(args.study):
             print(json.dumps(asdict(rejected)))
     else:
-        outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        # A revoke shows patient data again: audited (110103, U) before the CLI exits.
+        trail = build_audit_trail(settings, background=False)
+        corrections = CorrectionService(
+            RejectionRepository(settings), index, ObjectStore(settings), audit_trail=trail
+        )
+        try:
+            outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        finally:
+            trail.close()
         print(
             json.dumps(
                 {"note_uid": args.note_uid, "restored": outcome.restored, "state": outcome.record.state}

@@ -162,6 +162,10 @@ XDS_API_RATE_LIMIT = 50  # requests per second, steady, for the whole stage
 XDS_API_BURST_LIMIT = 100
 XDS_IMAGING_DOCKERFILE = "listeners/xds_imaging/Dockerfile"
 XDS_IMAGING_CONTAINER_PORT = 8080
+# With listenerTls: RAD-69 over HTTPS with organisation client certificates, terminated in the
+# container (the NLB passes TCP through), on 443 at the load balancer.
+XDS_IMAGING_TLS_PORT = 8443
+XDS_IMAGING_TLS_LISTENER_PORT = 443
 IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
@@ -214,6 +218,8 @@ CTX_AUDIT_SYSLOG_PORT = "auditSyslogPort"
 CTX_XDS_DOMAIN_NAME = "xdsDomainName"
 CTX_XDS_CERTIFICATE_ARN = "xdsCertificateArn"
 CTX_XDS_TRUSTSTORE_VERSION = "xdsTruststoreVersion"
+# A PEM bundle of the customers' CAs, deployed by CDK to the truststore bucket (docs/security.md).
+CTX_XDS_TRUSTSTORE_FILE = "xdsTruststoreFile"
 # Gone: the load balancer no longer terminates TLS (it cannot check client certificates).
 RETIRED_CONTEXT = ("dicomCertificateArn", "hl7CertificateArn")
 CTX_CLIENT_CIDRS = "clientCidrs"
@@ -249,6 +255,9 @@ class DeploymentSettings:
     xds_domain_name: str | None = None
     xds_certificate_arn: str | None = None
     xds_truststore_version: str | None = None
+    # The customers' CA bundle (PEM file) that CDK deploys as the domain's truststore; without it
+    # the operator uploads truststore.pem and names its version (xds_truststore_version).
+    xds_truststore_file: str | None = None
     # The VPC's address range; choose one that does not overlap customers' networks reached by VPN.
     vpc_cidr: str = "10.60.0.0/16"
     # Networks allowed to reach the listeners besides the VPC itself. Any public range makes the
@@ -359,6 +368,7 @@ class DeploymentSettings:
             xds_domain_name=get(CTX_XDS_DOMAIN_NAME),
             xds_certificate_arn=get(CTX_XDS_CERTIFICATE_ARN),
             xds_truststore_version=get(CTX_XDS_TRUSTSTORE_VERSION),
+            xds_truststore_file=get(CTX_XDS_TRUSTSTORE_FILE),
             vpc_cidr=str(get(CTX_VPC_CIDR) or defaults.vpc_cidr),
             client_cidrs=_string_list(get(CTX_CLIENT_CIDRS)),
             alarm_email=get(CTX_ALARM_EMAIL),

@@ -188,6 +188,7 @@ DISCLOSURE_NOTIFICATION: TableAccess = {
 # repositories from the configuration; every read in the access log, reads of another
 # organisation's data also in the patient's disclosure chain.
 XDS_REGISTRY: TableAccess = {
+    "organisations": Access.READ,  # a client certificate's organisation against the XUA one
     "registration_config": Access.READ,
     "patients": Access.READ,
     "xds_registry": Access.OWN,
@@ -198,6 +199,7 @@ XDS_REGISTRY: TableAccess = {
 # functions/xds_repository: ITI-43 finds the manifests' entries (and the patient's denials) in the
 # registry; reads logged as above.
 XDS_REPOSITORY: TableAccess = {
+    "organisations": Access.READ,  # a client certificate's organisation against the XUA one
     "registration_config": Access.READ,
     "xds_registry": Access.READ,
     "access_log": Access.APPEND,
@@ -208,6 +210,7 @@ XDS_REPOSITORY: TableAccess = {
 # index (as C-GET does), the study's registration (its manifest, for denials) and the patient's
 # denials in the registry; reads logged as above.
 XDS_IMAGING: TableAccess = {
+    "organisations": Access.READ,  # a client certificate's organisation against the XUA one
     "registration_config": Access.READ,
     "registrations": Access.READ,
     "patients": Access.READ,

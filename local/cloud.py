@@ -146,6 +146,7 @@ class LocalCloud:
     tls_dir: Path | None = ROOT / ".local-cloud" / "tls"
     dicom_tls_port: int = 0
     hl7_tls_port: int = 0
+    xds_tls_port: int = 0  # the XDS endpoints over HTTPS with client certificates (RAD-69's own TLS)
     # API Gateway stand-in: admin API (HTTP) and the customers' mutual-TLS endpoint (HTTPS).
     http_port: int = 0
     https_port: int = 0
@@ -187,6 +188,7 @@ class LocalCloud:
             self.pki = DemoPki.create(self.tls_dir, DEMO_ORG.oid)
             self.dicom_tls_port = self.dicom_tls_port or free_port()
             self.hl7_tls_port = self.hl7_tls_port or free_port()
+            self.xds_tls_port = self.xds_tls_port or free_port()
             self.https_port = self.https_port or free_port()
         self.http_port = self.http_port or free_port()
         self.settings, self.queues = provision(
@@ -421,8 +423,12 @@ class LocalCloud:
     def start_xds_gateway(self) -> subprocess.Popen[bytes]:
         """API Gateway's and the load balancer's stand-in for the XDS endpoints (``local.gateway``)."""
         env = {**self.env(), t.ENV_XDS_HOST: "127.0.0.1", t.ENV_XDS_PORT: str(self.xds_port)}
+        if self.pki is not None:
+            env[t.ENV_XDS_TLS_PORT] = str(self.xds_tls_port)
         self.xds_process = self._spawn("xds", [sys.executable, "-m", "local.gateway"], env=env)
         wait_for_port("127.0.0.1", self.xds_port, process=self.xds_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.xds_tls_port, process=self.xds_process)
         return self.xds_process
 
     def stop_xds_gateway(self) -> None:
@@ -437,6 +443,10 @@ class LocalCloud:
     @property
     def xds_url(self) -> str:
         return f"http://127.0.0.1:{self.xds_port}"
+
+    @property
+    def xds_tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.xds_tls_port}"
 
     def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
         registry = Registry()

@@ -100,7 +100,7 @@ def build(
             objects,
             index,
             max_object_bytes=settings.max_object_bytes,
-            corrections=CorrectionService(RejectionRepository(settings), index, objects),
+            corrections=CorrectionService(RejectionRepository(settings), index, objects, audit_trail=trail),
             retention=RetentionService(
                 RetentionRepository(),
                 objects,

@@ -107,6 +107,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     },
     # XDS: every read logged (access log), reads of another organisation's data in the chain
     "xds-registry": {
+        "organisations": READ,  # client certificate against the XUA organisation-id
         "registration_config": READ,  # identity providers, document repositories, the archive
         "patients": READ,  # XDSUnknownPatientId
         "xds_registry": OWN,  # ITI-42; a registration that fails half-way is deleted again
@@ -114,12 +115,14 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "disclosure_log": APPEND,
     },
     "xds-repository": {
+        "organisations": READ,  # client certificate against the XUA organisation-id
         "registration_config": READ,
         "xds_registry": READ,
         "access_log": APPEND,
         "disclosure_log": APPEND,
     },
     "xds-imaging": {
+        "organisations": READ,  # client certificate against the XUA organisation-id
         "registration_config": READ,
         "registrations": READ,  # the study's manifest, for denials
         "patients": READ,

@@ -328,6 +328,10 @@ class ResourceIdMismatch(SecurityTokenError):
     """The assertion's resource-id is not the patient the request is about."""
 
 
+class CertificateNotOfAssertion(SecurityTokenError):
+    """The mutual-TLS client certificate does not identify the XUA assertion's organisation-id."""
+
+
 class AssertionIncomplete(SecurityTokenError):
     """A required XUA attribute (subject-id, organization-id, purposeofuse) is missing or malformed."""
 

@@ -65,7 +65,8 @@ ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
 # Read by listeners/xds_imaging (RAD-69 streaming service) and local/gateway.py:
 ENV_XDS_HOST = "XDS_HOST"
-ENV_XDS_PORT = "XDS_PORT"
+ENV_XDS_PORT = "XDS_PORT"  # "off": no plain HTTP (TLS only)
+ENV_XDS_TLS_PORT = "XDS_TLS_PORT"  # HTTPS with organisation client certificates; needs TLS_SECRET_ID
 # ITI-18: the most objects a LeafClass answer may hold before XDSTooManyResults.
 ENV_XDS_MAX_LEAF_CLASS = "XDS_MAX_LEAF_CLASS"
 
