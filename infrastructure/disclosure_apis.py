@@ -189,6 +189,7 @@ class CustomerApi(Construct):
         construct_id: str,
         *,
         notification_function: lambda_.IFunction,
+        xds_api: apigateway.RestApi,
         domain_name: str,
         certificate_arn: str,
         truststore_version: str | None,
@@ -227,7 +228,8 @@ class CustomerApi(Construct):
         validator = self.api.add_request_validator(
             "Request", validate_request_body=True, validate_request_parameters=True
         )
-        notifications = self.api.root.add_resource("disclosures").add_resource("notifications")
+        # Served under the domain's base path "disclosures": POST /disclosures/notifications.
+        notifications = self.api.root.add_resource("notifications")
         method = notifications.add_method(
             "POST",
             apigateway.LambdaIntegration(notification_function),
@@ -271,7 +273,10 @@ class CustomerApi(Construct):
         if self.truststore_deployment is not None:
             self.domain.node.add_dependency(self.truststore_deployment)
             _acknowledge_bucket_deployment(self, self.truststore)
-        self.domain.add_base_path_mapping(self.api, stage=self.api.deployment_stage)
+        # One domain, one certificate check for every customer call: the XDS API (ITI-18/42/43,
+        # POST /xds/...) at the root, the notifications under "disclosures".
+        self.domain.add_base_path_mapping(xds_api, stage=xds_api.deployment_stage)
+        self.domain.add_base_path_mapping(self.api, base_path="disclosures", stage=self.api.deployment_stage)
         _acknowledge_common(
             self.api,
             why_no_waf="Only clients with a certificate from a customer CA in the truststore complete the "

@@ -355,6 +355,15 @@ class ArchiveStack(Stack):
             targets=[targets.LambdaFunction(anchor.function, retry_attempts=2)],
         )
 
+        # The XDS API is created before the customers' domain, which it sits behind when configured.
+        mutual_tls = bool(deployment.xds_domain_name and deployment.xds_certificate_arn)
+        xds = XdsApi(
+            self,
+            "Xds",
+            layers=[layers.deps, layers.core],
+            environment=archive_env,
+            behind_mutual_tls_domain=mutual_tls,
+        )
         if deployment.xds_domain_name and deployment.xds_certificate_arn:
             disclosure_notifications = function(
                 "DisclosureNotifications",
@@ -368,6 +377,7 @@ class ArchiveStack(Stack):
                 self,
                 "CustomerApi",
                 notification_function=disclosure_notifications.function,
+                xds_api=xds.api,
                 domain_name=deployment.xds_domain_name,
                 certificate_arn=deployment.xds_certificate_arn,
                 truststore_version=deployment.xds_truststore_version,
@@ -385,7 +395,6 @@ class ArchiveStack(Stack):
 
         # XDS: ITI-18/ITI-42 and ITI-43 through API Gateway; RAD-69 streams from Fargate behind its
         # own load balancer, because a Lambda answer stops at 6 MB (buffered) or 200 MB (streamed).
-        xds = XdsApi(self, "Xds", layers=[layers.deps, layers.core], environment=archive_env)
         tables.grant(xds.registry.role, table_access.XDS_REGISTRY)
         tables.grant(xds.repository.role, table_access.XDS_REPOSITORY)
         storage.grant_read_objects(xds.repository.role)  # ITI-43 reads the manifests

@@ -157,16 +157,27 @@ def test_customer_api_is_reachable_only_through_its_mutual_tls_domain(dev_with_t
     )
     domain_id, _ = only(template, "AWS::ApiGateway::DomainName")
     assert deployment_id in template.to_json()["Resources"][domain_id].get("DependsOn", [])
-    (api_id, api), *_ = resources(
-        template, "AWS::ApiGateway::RestApi", Match.object_like({"DisableExecuteApiEndpoint": True})
-    ).items()
+    # And both customer APIs sit behind that domain only: the XDS API (ITI-18/42/43) at its root,
+    # the disclosure notifications under /disclosures; neither keeps its execute-api endpoint
+    mappings = {
+        m["Properties"]["RestApiId"]["Ref"]: m["Properties"].get("BasePath")
+        for m in resources(template, "AWS::ApiGateway::BasePathMapping").values()
+        if m["Properties"]["DomainName"] == ref(domain_id)
+    }
+    apis = template.to_json()["Resources"]
+    by_description = {apis[api_id]["Properties"]["Description"].split(" ")[0]: api_id for api_id in mappings}
+    assert set(mappings.values()) == {None, "disclosures"}, mappings
+    xds_api, customer_api = by_description["XDS.b"], by_description["Imaging"]
+    assert (mappings[xds_api], mappings[customer_api]) == (None, "disclosures")
+    assert all(apis[api_id]["Properties"]["DisableExecuteApiEndpoint"] is True for api_id in mappings)
     _, method = only(
         template,
         "AWS::ApiGateway::Method",
-        Match.object_like({"HttpMethod": "POST", "RestApiId": ref(api_id)}),
+        Match.object_like({"HttpMethod": "POST", "RestApiId": ref(customer_api)}),
     )
     assert method["Properties"]["RequestValidatorId"]
-    assert api["Properties"]["Name"]
+    notifications = apis[method["Properties"]["ResourceId"]["Ref"]]["Properties"]
+    assert notifications["PathPart"] == "notifications"
 
 
 def test_notifications_may_append_to_the_log_and_read_the_index_only(dev_with_tls: Synthesized) -> None:
