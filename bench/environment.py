@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,9 @@ RECEIVER_AE = "BENCH_RECV"  # queries and retrieves; C-MOVE destination
 # The benchmark's modes: our archive on the local stand-in as it is, and with AWS-shaped latency
 # added to every S3, DynamoDB and SQS call (local.latency_proxy). Orthanc runs once beside both.
 MODES = {"local": ("ours", "none"), "aws": ("ours-aws", "aws")}
+# Buckets that get S3 Express One Zone latency besides names ending in --x-s3: comma-separated
+# regular expressions (a low-latency tier whose local bucket is named otherwise).
+EXPRESS_BUCKETS_ENV = "ARCHIVE_BENCH_EXPRESS_BUCKETS"
 
 
 class SqsCallTimer:
@@ -98,6 +102,12 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
             # Every call of every process goes through the delaying proxy; "none" until a target
             # of the AWS mode is measured (see use()).
             latency_profile="none",
+            latency_proxy_args=tuple(
+                arg
+                for pattern in os.environ.get(EXPRESS_BUCKETS_ENV, "").split(",")
+                if pattern.strip()
+                for arg in ("--express-bucket", pattern.strip())
+            ),
         )
         self.cloud.start()
         self.cloud.register(
@@ -274,7 +284,6 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         """For our archive: moto (stand-in for AWS) and the Lambda handler threads of the runner."""
         if not target.latency_profile:
             return {}
-        import os
 
         meters = {
             "moto": ProcessMeter(target.helper_pids["moto"]),
