@@ -301,6 +301,9 @@ class LatencyProxy:
                 if operation.service == "control" and operation.name != "moto-api":
                     await self._control(operation.name, request, client_r, client_w)
                     continue
+                if upstream is not None and upstream[0].at_eof():
+                    upstream[1].close()  # the stand-in closed it while idle: a new one
+                    upstream = None
                 if upstream is None:
                     upstream = await asyncio.open_connection(
                         self.upstream_host, self.upstream_port, limit=CHUNK * 4
@@ -330,7 +333,12 @@ class LatencyProxy:
                 )
                 if keep:
                     self._count_read(operation, request_body, response_body, response.headers)
-                if request.closes or response.closes:
+                delimited = (
+                    no_body
+                    or "content-length" in response.headers
+                    or ("chunked" in response.headers.get("transfer-encoding", "").lower())
+                )
+                if request.closes or response.closes or not delimited:
                     return
         except (ConnectionError, asyncio.IncompleteReadError) as error:
             LOG.debug("proxy connection ended: %s", error)
