@@ -840,7 +840,9 @@ def _query_scaling(results: Results, out: Path) -> list[str]:
         "`ScannedCount` and `Count` from every Query and Scan response; each query's figures are "
         "summed over all its pages and tables, the proxy's counters reset before each query. The "
         "bigger corpus is queried fewer times (moto answers a GSI Query by walking the whole index, "
-        "so its latency there is moto's, not DynamoDB's).",
+        "so its latency there is moto's, not DynamoDB's). Reads by other threads of the listener "
+        "in the same moment are counted too: `archive-commitments/pending` is its storage "
+        "commitment worker polling, not part of the C-FIND.",
         "",
         verdict,
         "",
