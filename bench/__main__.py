@@ -326,7 +326,12 @@ def run_query(env: BenchEnvironment, args: argparse.Namespace, results: Results)
         LOG.info("seeded ours with %d more studies in %.1fs", seeded.studies, seeded.seconds)
         records += more
         ours = [t for t in env.targets() if t.latency_profile]
-        _measure_queries(env, args, results, records, ours, args.large_queries, profile=False)
+        try:
+            _measure_queries(env, args, results, records, ours, args.large_queries, profile=False)
+        except (RuntimeError, OSError) as error:
+            # moto walks the whole GSI per Query: on a loaded machine one C-FIND at 100,000 studies
+            # took longer than the DIMSE timeout. The run's other figures must still be reported.
+            LOG.error("C-FIND at %d studies failed (%s); reported without it", len(records), error)
 
 
 def _measure_queries(

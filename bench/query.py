@@ -184,8 +184,10 @@ def measure_find(
     ``reads``, where given, returns (and resets) the proxy's DynamoDB read counts: called before
     and after each measured query, outside its timing, so each query's reads are its own."""
     ae = AE(ae_title=calling_ae)
-    ae.network_timeout = 60
-    ae.dimse_timeout = 60
+    # moto answers a GSI Query by walking the whole index: at 100,000 studies one C-FIND can take
+    # minutes on a busy machine; a figure late is still a figure.
+    ae.network_timeout = 600
+    ae.dimse_timeout = 600
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate(
         target.host, target.port, ae_title=target.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
