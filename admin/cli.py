@@ -30,6 +30,8 @@
     python -m admin disclosures verify 020516C903K --issuer 1.2.246.21
     python -m admin disclosures report 020516C903K --issuer 1.2.246.21 --format csv
     python -m admin disclosures anchor
+    python -m admin restore study <Study Instance UID> [--ae DEMO_PACS]
+    python -m admin restore show <Study Instance UID>
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -82,11 +84,13 @@ from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
 from archive.services.retention import RetentionService
+from archive.services.storage_tiers import StorageTiers
 
 from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
 from local.resources import local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
+LOCAL_RESTORE_QUEUE = "archive-restore"
 
 
 def _settings(endpoint: str | None) -> Settings:
@@ -322,6 +326,13 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--format", choices=("json", "csv"), default="json")
     anchor = disclosures.add_parser("anchor", help="anchor recently grown chains in the audit bucket now")
     anchor.add_argument("--hours", type=float, default=3.0, help="look-back window")
+    restore = sub.add_parser("restore", help="restores from cold storage classes (docs/storage.md)")
+    restore_actions = restore.add_subparsers(dest="action", required=True)
+    start = restore_actions.add_parser("study", help="restore a whole study (one request, idempotent)")
+    start.add_argument("study_uid")
+    start.add_argument("--ae", help="an AE to send an IAN (ONLINE) to when the restore is done")
+    show = restore_actions.add_parser("show", help="a study's NEARLINE count and restore state")
+    show.add_argument("study_uid")
     return p
 
 
@@ -399,6 +410,24 @@ def _ian(args: argparse.Namespace, settings: Settings) -> None:
             raise ArchiveError(f"no notification of study {args.study_uid} to resend")
     for notification in found:
         print(json.dumps({**asdict(notification), "resent": args.action == "resend"}, default=str))
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> None:
+    if args.action == "study" and not settings.restore_queue_url:
+        settings = replace(settings, restore_queue_url=queue_url_by_name(settings, LOCAL_RESTORE_QUEUE))
+    tiers = StorageTiers.from_settings(settings)
+    if args.action == "study":
+        ticket = tiers.restore_study(args.study_uid, args.ae)
+        print(json.dumps({**asdict(ticket), "retry_comment": ticket.retry_comment()}, default=str))
+        return
+    state = tiers.state(args.study_uid)
+    if state is None:
+        raise ArchiveError(f"study {args.study_uid} is not in the index")
+    print(json.dumps(asdict(state), default=sorted_or_str))
+
+
+def sorted_or_str(value: object) -> object:
+    return sorted(value) if isinstance(value, frozenset | set) else str(value)
 
 
 def _commitment(args: argparse.Namespace, settings: Settings) -> int:
@@ -583,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _retention(args, settings)
         elif args.kind == "hold":
             _hold(args, settings)
+        elif args.kind == "restore":
+            _restore(args, settings)
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(

@@ -29,6 +29,7 @@ from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
+from infrastructure.storage_tiers import StorageTiers
 from infrastructure.tables import ArchiveTables
 from infrastructure.tls_secret import TlsSecret
 from infrastructure.xds_interface import XdsApi
@@ -51,7 +52,7 @@ class ArchiveStack(Stack):
             "Archive",
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
-            tiers=s.INSTANCE_TIERS,
+            tiers=deployment.lifecycle_transitions,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
@@ -130,6 +131,21 @@ class ArchiveStack(Stack):
         if deployment.listener_tls:
             # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
             tls_secret.grant_read(notifications.consumer.role)
+        # Storage tiers: S3 storage-class and restore events -> index; study restores.
+        tiers = StorageTiers(
+            self,
+            "StorageTiers",
+            bucket=storage.bucket,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **notifications.environment},
+            alarms=alarms,
+            restore_tier=deployment.restore_tier,
+            restore_days=deployment.restore_days,
+        )
+        tables.grant(tiers.events_consumer.role, table_access.STORAGE_EVENTS)
+        tables.grant(tiers.restore_consumer.role, table_access.RESTORE_STUDY)
+        notifications.grant_send(tiers.events_consumer.role)
+        storage.grant_restore_objects(tiers.restore_consumer.role)
         registration = StudyRegistration(
             self,
             "StudyRegistration",
@@ -198,6 +214,7 @@ class ArchiveStack(Stack):
                 ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
                 t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+                **tiers.environment,
             },
             tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
@@ -227,6 +244,7 @@ class ArchiveStack(Stack):
             "could not be written; see the DICOM listener's log for the request.",
         )
         registration.grant_request(dicom.task_role)
+        tiers.grant_request_restore(dicom.task_role)
         may_audit(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.

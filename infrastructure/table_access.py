@@ -136,6 +136,22 @@ SEND_IAN: TableAccess = {
     "ian_notifications": Access.WRITE,
 }
 
+# functions/storage_events: S3's storage class and restore events flip an instance's availability
+# with its series' and study's NEARLINE counts (one transaction); a study whose restore completed is
+# closed and its requesters' IANs are created (and queued).
+STORAGE_EVENTS: TableAccess = {
+    "studies": Access.WRITE,
+    "series": Access.WRITE,
+    "instances": Access.WRITE,
+    "ian_notifications": Access.APPEND,
+}
+
+# functions/restore_study: the study's NEARLINE instances (RestoreObject each), its restore state.
+RESTORE_STUDY: TableAccess = {
+    "studies": Access.WRITE,
+    "instances": Access.READ,
+}
+
 # functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes
 # their object versions, records each destruction and removes the studies' index entries.
 DESTROY_EXPIRED: TableAccess = {

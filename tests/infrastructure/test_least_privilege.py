@@ -82,6 +82,14 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "registration_config": READ,
         "ian_notifications": WRITE,
     },
+    # Storage tiers: availability and NEARLINE counts from S3's events; the restores' IANs
+    "storage-events": {
+        "studies": WRITE,
+        "series": WRITE,
+        "instances": WRITE,
+        "ian_notifications": APPEND,
+    },
+    "restore-study": {"studies": WRITE, "instances": READ},
     # Deletes the index entries of studies whose retention ended, never writes them
     "destroy-expired": {
         "studies": REMOVE,

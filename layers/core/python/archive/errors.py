@@ -463,3 +463,11 @@ class NotificationConflict(DisclosureRefused):
 
 class AccessRecordNotWritten(ArchiveError):
     """The access record of a retrieval could not be written before sending: nothing is sent."""
+
+
+class NothingToRestore(ArchiveError):
+    """A restore was asked for a study with no instance in a storage class that needs one."""
+
+
+class InstancesNearline(ArchiveError):
+    """Instances asked for are in a cold storage class: a restore has been started; retry later."""
