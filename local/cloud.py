@@ -151,11 +151,17 @@ class LocalCloud:
     http_port: int = 0
     https_port: int = 0
     anchor_every_seconds: float = 3600.0
+    # ``make bench``: put the delaying proxy (local.latency_proxy) between every process and the
+    # stand-in, starting with this profile ("none" or "aws"); None: no proxy (tests, ``make run``).
+    latency_profile: str | None = None
+    latency_proxy_args: tuple[str, ...] = ()
     # Where the AWS stand-in keeps its data across a stop and a start (``make run``:
     # .local-cloud/aws); None keeps it in memory only, gone at stop (the tests' default).
     state_dir: Path | None = None
 
     endpoint: str = ""
+    stand_in_endpoint: str = ""  # the stand-in itself, bypassing the proxy where there is one
+    latency_proxy_port: int = 0
     settings: Settings | None = None
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     pollers: list[QueuePoller] = field(default_factory=list)
@@ -164,6 +170,7 @@ class LocalCloud:
     gateway: LocalGateway | None = None
     function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _moto: subprocess.Popen[bytes] | None = None
+    _latency_proxy: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
     hl7_process: subprocess.Popen[bytes] | None = None
     xds_process: subprocess.Popen[bytes] | None = None
@@ -182,6 +189,9 @@ class LocalCloud:
         self._moto = self._spawn("moto", moto_argv)
         # Loading a kept state takes longer than starting empty.
         self._wait_http(f"{self.endpoint}/moto-api/", 120.0 if self.state_dir else 30.0, self._moto)
+        self.stand_in_endpoint = self.endpoint
+        if self.latency_profile is not None:
+            self.start_latency_proxy()
         # Handler modules and the pynamodb models read credentials and settings from the environment.
         os.environ.update(self.base_env())
         if self.tls_dir is not None:
@@ -271,6 +281,10 @@ class LocalCloud:
                 self._moto.kill()
                 self._moto.wait(10)
             self._moto = None
+        if self._latency_proxy is not None:
+            self._latency_proxy.kill()
+            self._latency_proxy.wait(10)
+            self._latency_proxy = None
         LOG.info("local cloud stopped after %.1f s", timeout - (deadline - time.monotonic()))
         for log in self._logs:
             log.close()
@@ -299,6 +313,15 @@ class LocalCloud:
         """The environment of a listener process (what the Fargate task definition sets)."""
         assert self.settings is not None
         return {**os.environ, **self.base_env(), **self.settings.as_env()}
+
+    def start_latency_proxy(self) -> None:
+        """The delaying proxy in front of the stand-in; every process then reaches AWS through it."""
+        self.latency_proxy_port = self.latency_proxy_port or free_port()
+        argv = [sys.executable, "-m", "local.latency_proxy", "--upstream", self.stand_in_endpoint]
+        argv += ["--port", str(self.latency_proxy_port), "--profile", str(self.latency_profile)]
+        self._latency_proxy = self._spawn("latency-proxy", [*argv, *self.latency_proxy_args])
+        wait_for_port("127.0.0.1", self.latency_proxy_port, process=self._latency_proxy)
+        self.endpoint = f"http://127.0.0.1:{self.latency_proxy_port}"
 
     def start_pollers(self) -> None:
         sqs = client("sqs", self.endpoint)
