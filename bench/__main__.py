@@ -24,11 +24,12 @@ from pathlib import Path
 
 from local.cloud import DEMO_ORG
 
-from .data import StudyFiles, query_corpus
-from .environment import MODALITY_AE, RECEIVER_AE, BenchEnvironment
+from .data import StudyFiles, StudyRecord, query_corpus
+from .environment import MODALITY_AE, MODES, RECEIVER_AE, BenchEnvironment
 from .ingest import Workload, ingest_once
 from .measure import ProcessMeter
 from .netns import in_private_namespace, reexec_in_private_namespace
+from .peers import Target
 from .profile import (
     FIND_RULES,
     LAMBDA_RULES,
@@ -49,24 +50,44 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=3, help="throughput runs per configuration (median)")
+    parser.add_argument(
+        "--modes",
+        default="local,aws",
+        help="comma-separated: local (the stand-in as it is), aws (AWS-shaped latency on every "
+        "S3/DynamoDB/SQS call, local.latency_proxy); Orthanc runs once beside them",
+    )
+    parser.add_argument("--runs", type=int, default=2, help="throughput runs per configuration (median)")
     parser.add_argument("--small-instances", type=int, default=500)
     parser.add_argument("--small-size", type=int, default=512, help="rows = columns of the CT images")
     parser.add_argument("--large-instances", type=int, default=20)
     parser.add_argument("--associations", default="1,4", help="parallel associations to compare")
     parser.add_argument("--query-studies", type=int, default=10_000)
-    parser.add_argument("--queries", type=int, default=200, help="C-FINDs per kind and archive")
-    parser.add_argument("--retrieve-runs", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=100, help="C-FINDs per kind, archive and mode")
+    parser.add_argument(
+        "--large-query-studies",
+        type=int,
+        default=100_000,
+        help="then grow our index to this many studies and query again (0: skip)",
+    )
+    parser.add_argument("--large-queries", type=int, default=5, help="C-FINDs per kind and mode there")
+    parser.add_argument("--retrieve-runs", type=int, default=2)
     parser.add_argument("--skip", default="", help="comma-separated: ingest,retrieve,query,profile")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/archive-bench"))
     parser.add_argument(
-        "--quick", action="store_true", help="a small smoke run (50 + 4 instances, 1 run, 500 studies)"
+        "--quick",
+        action="store_true",
+        help="a small smoke run (50 + 4 instances, 1 run, 500 then 2,000 studies)",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.small_instances, args.large_instances = 1, 50, 4
         args.query_studies, args.queries, args.retrieve_runs = 500, 20, 1
+        args.large_query_studies, args.large_queries = 2_000, 10
+    args.modes = tuple(m for m in str(args.modes).split(",") if m)
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown or not args.modes:
+        parser.error(f"--modes: {', '.join(unknown) or 'none given'}; known: {', '.join(MODES)}")
     return args
 
 
@@ -113,8 +134,12 @@ def _sample_load(samples: list[float], stop: threading.Event) -> None:
 
 
 def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results) -> StudyFiles | None:
-    """Throughput runs (index runner paused, events discarded), then one commitment run per
-    workload with everything running, profiled. Returns the committed CT study for retrieval."""
+    """Throughput runs (index runner paused, no S3 events), then one commitment run per workload
+    with everything running, our local-mode run profiled. Returns a committed CT study for retrieval.
+
+    Ours is measured in every mode of the run (the proxy switched between them), each with its
+    own fresh study (a second copy of the same UIDs would take the duplicate path); Orthanc gets
+    the first of them."""
     workloads = [
         Workload(
             "ct-500",
@@ -138,20 +163,18 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
     committed: StudyFiles | None = None
     for workload in workloads:
         env.pause_indexing()
+        env.empty_index_queue()
+        env.detach_index_events()
         for n_assoc in associations:
             for run in range(args.runs):
-                study = workload.generate(scratch / "ingest", f"{workload.name[:2]}{n_assoc}{run}", seed=run)
                 order = targets if run % 2 == 0 else list(reversed(targets))
+                studies = _studies_per_target(workload, targets, scratch / "ingest", f"{n_assoc}{run}", run)
                 for target in order:
-                    if target.name == "ours":
-                        env.empty_index_queue(
-                            tolerate=4 * workload.instances if workload.instances < 100 else 0
-                        )
                     results.ingest.append(
                         ingest_once(
-                            target,
+                            env.use(target),
                             workload,
-                            study,
+                            studies[target.name],
                             associations=n_assoc,
                             run=run,
                             calling_ae=MODALITY_AE,
@@ -160,16 +183,16 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                     )
                 shutil.rmtree(scratch / "ingest", ignore_errors=True)
         # The commitment run: the index Lambda runs alongside, as deployed; our processes profiled.
-        study = workload.generate(scratch / f"commit-{workload.name}", f"{workload.name[:2]}C", seed=99)
-        env.empty_index_queue()
+        env.attach_index_events()
         env.resume_indexing()
+        studies = _studies_per_target(workload, targets, scratch / f"commit-{workload.name}", "C", 99)
         runner_sqs = env.timed_index_receives()
         for target in targets:
-            if target.name == "ours":
-                runner_sqs.reset()
+            runner_sqs.reset()
             helpers = env.helper_meters(target)
             recordings = []
-            if target.name == "ours" and "profile" not in args.skip:
+            profiled = target.name == "ours" and "profile" not in args.skip
+            if profiled:
                 prof = args.work_dir / "profiles"
                 prof.mkdir(parents=True, exist_ok=True)
                 assert env.cloud is not None and env.cloud._moto is not None
@@ -183,8 +206,9 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                     ),
                 ]
                 time.sleep(1.0)  # let py-spy attach before the first C-STORE
+            study = studies[target.name]
             sample = ingest_once(
-                target,
+                env.use(target),
                 workload,
                 study,
                 associations=1,
@@ -194,12 +218,13 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                 requester=env.requester,
             )
             results.ingest.append(sample)
-            if target.name == "ours":
-                results.runner_sqs[workload.name] = {
+            if target.latency_profile:
+                results.runner_sqs[f"{target.name}/{workload.name}"] = {
                     name: {"calls": runner_sqs.calls[name], "seconds": runner_sqs.seconds[name]}
                     for name in runner_sqs.calls
                 }
-                runner_sqs.reset()
+                if workload.name == "ct-500" and committed is None and sample.commitment is not None:
+                    committed = study
             for recording in recordings:
                 recording.stop()
             if recordings:
@@ -230,11 +255,25 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                         ("moto/",),
                     ),
                 ]
-        if workload.name == "ct-500":
-            committed = study
-        else:
-            shutil.rmtree(study.files[0].parent, ignore_errors=True)
+        for study in studies.values():
+            if study is not committed:
+                shutil.rmtree(study.files[0].parent, ignore_errors=True)
     return committed
+
+
+def _studies_per_target(
+    workload: Workload, targets: list[Target], directory: Path, tag: str, seed: int
+) -> dict[str, StudyFiles]:
+    """A fresh study for each mode of ours; Orthanc gets the first one's files."""
+    studies: dict[str, StudyFiles] = {}
+    for n, target in enumerate(t for t in targets if t.latency_profile):
+        studies[target.name] = workload.generate(
+            directory / target.name, f"{workload.name[:2]}{tag}{n}", seed=seed
+        )
+    first = next(iter(studies.values()))
+    for target in targets:
+        studies.setdefault(target.name, first)
+    return studies
 
 
 def run_retrieve(
@@ -245,7 +284,7 @@ def run_retrieve(
             order = env.targets() if run % 2 == 0 else list(reversed(env.targets()))
             for target in order:
                 sample: RetrieveSample = retrieve_once(
-                    target,
+                    env.use(target),
                     operation,
                     study.study_uid,
                     calling_ae=RECEIVER_AE,
@@ -255,7 +294,7 @@ def run_retrieve(
                     run=run,
                 )
                 LOG.info(
-                    "retrieve %-7s %s run %d: %.1f inst/s (%d received, rc %d)",
+                    "retrieve %-8s %s run %d: %.1f inst/s (%d received, rc %d)",
                     target.name,
                     operation,
                     run,
@@ -267,6 +306,9 @@ def run_retrieve(
 
 
 def run_query(env: BenchEnvironment, args: argparse.Namespace, results: Results) -> None:
+    """C-FIND at the first corpus size for ours (every mode) and Orthanc, then, when asked, the
+    corpus grown to ``--large-query-studies`` for ours alone; DynamoDB's ScannedCount and Count
+    summed over each query's pages, from the proxy."""
     assert env.orthanc is not None and env.ours is not None and env.theirs is not None
     records = list(query_corpus(args.query_studies))
     env.pause_indexing()  # nothing to index; keeps the local runner's polling out of the latencies
@@ -276,21 +318,51 @@ def run_query(env: BenchEnvironment, args: argparse.Namespace, results: Results)
         LOG.info(
             "seeded %s with %d studies in %.1fs (%s)", seed.system, seed.studies, seed.seconds, seed.method
         )
-    values = query_values(records, args.queries)
+    _measure_queries(env, args, results, records, env.targets(), args.queries, profile=True)
+    if args.large_query_studies > args.query_studies:
+        more = list(query_corpus(args.large_query_studies - args.query_studies, start=args.query_studies))
+        seeded = seed_ours(more, DEMO_ORG.oid)
+        results.seeding.append(seeded)
+        LOG.info("seeded ours with %d more studies in %.1fs", seeded.studies, seeded.seconds)
+        records += more
+        ours = [t for t in env.targets() if t.latency_profile]
+        try:
+            _measure_queries(env, args, results, records, ours, args.large_queries, profile=False, warmup=1)
+        except (RuntimeError, OSError) as error:
+            # moto walks the whole GSI per Query: on a loaded machine one C-FIND at 100,000 studies
+            # took longer than the DIMSE timeout. The run's other figures must still be reported.
+            LOG.error("C-FIND at %d studies failed (%s); reported without it", len(records), error)
+
+
+def _measure_queries(
+    env: BenchEnvironment,
+    args: argparse.Namespace,
+    results: Results,
+    records: list[StudyRecord],
+    targets: list[Target],
+    queries: int,
+    *,
+    profile: bool,
+    warmup: int = 5,
+) -> None:
+    values = query_values(records, queries)
     prof = args.work_dir / "profiles"
     prof.mkdir(parents=True, exist_ok=True)
     for kind, keys in values.items():
-        for target in (env.ours, env.theirs):
+        for target in targets:
             recordings = []
-            if target.name == "ours" and kind == "PatientID" and "profile" not in args.skip:
+            if profile and target.name == "ours" and kind == "PatientID" and "profile" not in args.skip:
                 assert env.cloud is not None and env.cloud._moto is not None
                 recordings = [
                     start_recording("listener", target.pid, prof / "find-listener.txt", idle=True),
                     start_recording("moto", env.cloud._moto.pid, prof / "find-moto.txt", idle=False),
                 ]
                 time.sleep(1.0)
+            reads = (lambda: env.proxy_stats(reset=True)) if target.latency_profile else None
             with ProcessMeter(target.pid) as meter:
-                latency = measure_find(target, RECEIVER_AE, kind, keys)
+                latency = measure_find(
+                    env.use(target), RECEIVER_AE, kind, keys, warmup=warmup, reads=reads, studies=len(records)
+                )
             for recording in recordings:
                 recording.stop()
             if recordings:
@@ -309,15 +381,19 @@ def run_query(env: BenchEnvironment, args: argparse.Namespace, results: Results)
                     ),
                 ]
             results.query.append(latency)
-            results.query_usage[f"{target.name}/{kind}"] = meter.usage
+            results.query_usage[f"{target.name}/{kind}/{len(records)}"] = meter.usage
             LOG.info(
-                "C-FIND %-7s by %-15s p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures)",
+                "C-FIND %-8s by %-15s at %d studies: p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures, "
+                "DynamoDB examined %d returned %d)",
                 target.name,
                 kind,
+                len(records),
                 latency.p50_ms,
                 latency.p99_ms,
                 latency.matches_per_query,
                 latency.failures,
+                latency.examined,
+                latency.returned,
             )
 
 
@@ -335,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     stop_sampling = threading.Event()
     sampler = threading.Thread(target=_sample_load, args=(results.load_samples, stop_sampling), daemon=True)
     sampler.start()
-    with BenchEnvironment(args.work_dir) as env:
+    with BenchEnvironment(args.work_dir, modes=args.modes) as env:
         results.versions = env.versions()
         committed = None
         if "ingest" not in args.skip:

@@ -123,9 +123,10 @@ class StudyRecord:
     study_date: str
 
 
-def query_corpus(studies: int, studies_per_patient: int = 4) -> Iterator[StudyRecord]:
-    """The query corpus: ``studies`` studies, ``studies_per_patient`` per patient, dates spread over a year."""
-    for n in range(studies):
+def query_corpus(studies: int, studies_per_patient: int = 4, *, start: int = 0) -> Iterator[StudyRecord]:
+    """The query corpus: ``studies`` studies, ``studies_per_patient`` per patient, dates spread over
+    a year; ``start`` continues a corpus (the numbering of patients and accessions goes on)."""
+    for n in range(start, start + studies):
         patient = n // studies_per_patient
         month = 1 + n % 12
         day = 1 + n % 28

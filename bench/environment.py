@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,12 @@ from .peers import Target
 LOG = logging.getLogger("bench.env")
 MODALITY_AE = "BENCH_MOD"  # sends images and asks for storage commitment
 RECEIVER_AE = "BENCH_RECV"  # queries and retrieves; C-MOVE destination
+# The benchmark's modes: our archive on the local stand-in as it is, and with AWS-shaped latency
+# added to every S3, DynamoDB and SQS call (local.latency_proxy). Orthanc runs once beside both.
+MODES = {"local": ("ours", "none"), "aws": ("ours-aws", "aws")}
+# Buckets that get S3 Express One Zone latency besides names ending in --x-s3: comma-separated
+# regular expressions (a low-latency tier whose local bucket is named otherwise).
+EXPRESS_BUCKETS_ENV = "ARCHIVE_BENCH_EXPRESS_BUCKETS"
 
 
 class SqsCallTimer:
@@ -73,7 +82,10 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
     receiver_port: int = 0
     ours: Target | None = None
     theirs: Target | None = None
+    modes: tuple[str, ...] = ("local", "aws")
+    ours_by_mode: dict[str, Target] = field(default_factory=dict)
     _last_purge: float = -1000.0
+    _notifications: dict[str, Any] | None = None
 
     def __enter__(self) -> BenchEnvironment:
         if self.work_dir.exists():
@@ -87,6 +99,15 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
             # Indexing 500 instances through moto takes a while; a commitment must not time out
             # into failures while it is merely slow. The report says how long it took.
             settings_overrides={"commitment_wait_seconds": 900.0, "spool_dir": str(self.work_dir)},
+            # Every call of every process goes through the delaying proxy; "none" until a target
+            # of the AWS mode is measured (see use()).
+            latency_profile="none",
+            latency_proxy_args=tuple(
+                arg
+                for pattern in os.environ.get(EXPRESS_BUCKETS_ENV, "").split(",")
+                if pattern.strip()
+                for arg in ("--express-bucket", pattern.strip())
+            ),
         )
         self.cloud.start()
         self.cloud.register(
@@ -109,8 +130,23 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
             self.cloud.dicom_port,
             "ARCHIVE",
             self.cloud.dicom_process.pid,
-            helper_pids={"moto": self.cloud._moto.pid},
+            helper_pids={
+                "moto": self.cloud._moto.pid,
+                **({"proxy": self.cloud._latency_proxy.pid} if self.cloud._latency_proxy else {}),
+            },
+            latency_profile="none",
         )
+        for mode in self.modes:
+            name, profile = MODES[mode]
+            self.ours_by_mode[mode] = Target(
+                name,
+                self.ours.host,
+                self.ours.port,
+                self.ours.ae_title,
+                self.ours.pid,
+                helper_pids=dict(self.ours.helper_pids),
+                latency_profile=profile,
+            )
         self.orthanc = Orthanc(
             self.work_dir / "orthanc",
             dicom_port=free_port(),
@@ -142,8 +178,56 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
                 self.cloud.stop()
 
     def targets(self) -> list[Target]:
-        assert self.ours is not None and self.theirs is not None
-        return [self.ours, self.theirs]
+        """Ours in every mode of the run, then Orthanc."""
+        assert self.theirs is not None
+        return [*self.ours_by_mode.values(), self.theirs]
+
+    # --- the latency proxy -----------------------------------------------------------------
+
+    def use(self, target: Target) -> Target:
+        """Switch the proxy to ``target``'s latency profile (ours only) before measuring it."""
+        if target.latency_profile:
+            self._proxy("profile", target.latency_profile.encode())
+        return target
+
+    def proxy_stats(self, *, reset: bool = False) -> dict[str, Any]:
+        """Calls, drawn delays and DynamoDB's ScannedCount/Count per table since the last reset."""
+        return self._proxy("reset" if reset else "stats", b"" if reset else None)
+
+    def _proxy(self, control: str, body: bytes | None) -> dict[str, Any]:
+        assert self.cloud is not None
+        request = urllib.request.Request(f"{self.cloud.endpoint}/__latency__/{control}", data=body)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return dict(json.loads(response.read()))
+
+    def detach_index_events(self) -> None:
+        """Throughput runs: the bucket sends no ObjectCreated events while storescu sends.
+
+        The index runner is paused during them and their events were discarded anyway; without
+        the notification moto neither spends a SendMessage per PUT nor grows a backlog that slows
+        every later call (real S3 sends its events asynchronously, outside the PUT's latency), and
+        no PurgeQueue (one a minute) is needed between runs.
+        """
+        assert self.cloud is not None and self.cloud.settings is not None
+        if self._notifications is not None:
+            return
+        s3 = client("s3", self.cloud.stand_in_endpoint)
+        current = s3.get_bucket_notification_configuration(Bucket=self.cloud.settings.bucket)
+        current.pop("ResponseMetadata", None)
+        self._notifications = current
+        s3.put_bucket_notification_configuration(
+            Bucket=self.cloud.settings.bucket, NotificationConfiguration={}
+        )
+
+    def attach_index_events(self) -> None:
+        assert self.cloud is not None and self.cloud.settings is not None
+        if self._notifications is None:
+            return
+        s3 = client("s3", self.cloud.stand_in_endpoint)
+        s3.put_bucket_notification_configuration(
+            Bucket=self.cloud.settings.bucket, NotificationConfiguration=self._notifications
+        )
+        self._notifications = None
 
     # --- the local Lambda runner (index function) ------------------------------------------
 
@@ -198,14 +282,16 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
 
     def helper_meters(self, target: Target) -> dict[str, ProcessMeter]:
         """For our archive: moto (stand-in for AWS) and the Lambda handler threads of the runner."""
-        if target.name != "ours":
+        if not target.latency_profile:
             return {}
-        import os
 
-        return {
+        meters = {
             "moto": ProcessMeter(target.helper_pids["moto"]),
             "lambda": ProcessMeter(os.getpid(), thread_ids=self.lambda_thread_ids()),
         }
+        if "proxy" in target.helper_pids:
+            meters["proxy"] = ProcessMeter(target.helper_pids["proxy"])
+        return meters
 
     def versions(self) -> dict[str, str]:
         import importlib.metadata as md

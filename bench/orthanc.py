@@ -131,15 +131,25 @@ class OrthancUploader:
     """Posts Part-10 bytes to Orthanc's REST API over one kept-alive connection."""
 
     def __init__(self, orthanc: Orthanc) -> None:
+        self.orthanc = orthanc
         self.conn = orthanc._connection()
         self.auth = {"Authorization": "Basic " + base64.b64encode(b"bench:bench").decode()}
 
     def post_instance(self, data: bytes) -> None:
-        self.conn.request("POST", "/instances", body=data, headers={"Content-Type": "application/dicom"})
-        response = self.conn.getresponse()
+        try:
+            response = self._post(data)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # Orthanc closed the kept-alive connection between two requests: a new one, once.
+            self.conn.close()
+            self.conn = self.orthanc._connection()
+            response = self._post(data)
         body = response.read()
         if response.status != 200:
             raise OSError(f"POST /instances: HTTP {response.status}: {body[:200]!r}")
+
+    def _post(self, data: bytes) -> http.client.HTTPResponse:
+        self.conn.request("POST", "/instances", body=data, headers={"Content-Type": "application/dicom"})
+        return self.conn.getresponse()
 
     def close(self) -> None:
         self.conn.close()

@@ -16,13 +16,15 @@ DCMTK = Path("/usr/bin")
 class Target:
     """A DICOM archive under test."""
 
-    name: str  # "ours" | "orthanc"
+    name: str  # "ours" (local stand-in as-is) | "ours-aws" (AWS latency profile) | "orthanc"
     host: str
     port: int
     ae_title: str
     pid: int  # the process that does the DICOM work (what a Fargate task / a VM would bill)
     # Other processes of ours that take part, metered for context (moto, the local Lambda runner).
     helper_pids: dict[str, int] = field(default_factory=dict)
+    # Ours only: the latency profile of the proxy in front of the stand-in ("none" | "aws").
+    latency_profile: str = ""
 
 
 def dcmtk_env() -> dict[str, str]:

@@ -18,10 +18,11 @@ import io
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from archive.data.models import Patient, Study
 from pydicom.dataset import Dataset
@@ -55,11 +56,34 @@ class QueryLatency:
     p99_ms: float
     mean_ms: float
     failures: int
+    studies: int = 0  # studies in the index when measured
+    # DynamoDB's ScannedCount and Count summed over every page of every Query/Scan the measured
+    # queries made (from the latency proxy); -1 where not measured (Orthanc).
+    examined: int = -1
+    returned: int = -1
+    # The most any one query examined beyond what it returned.
+    worst_excess: int = -1
+    # Per "Query table/index": {"requests", "scanned", "returned"} summed over the measured queries.
+    reads: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def seed_ours(records: Sequence[StudyRecord], org_oid: str) -> SeedResult:
-    """Patient and Study items, bulk-written through the archive's models (see module doc)."""
+def seed_ours(records: Sequence[StudyRecord], org_oid: str, threads: int = 4) -> SeedResult:
+    """Patient and Study items, bulk-written through the archive's models (see module doc).
+
+    A few writers in parallel (BatchWriteItem, 25 items each): 100,000 studies in minutes. A
+    patient whose studies straddle two writers' slices is written by both, the same item."""
     start = time.monotonic()
+    slices = [
+        records[i * len(records) // threads : (i + 1) * len(records) // threads] for i in range(threads)
+    ]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda part: _write_index(part, org_oid), [p for p in slices if p]))
+    return SeedResult(
+        "ours", len(records), time.monotonic() - start, "BatchWriteItem of Patient and Study items"
+    )
+
+
+def _write_index(records: Sequence[StudyRecord], org_oid: str) -> None:
     now = datetime.now(UTC)
     seen_patients: set[str] = set()
     with Patient.batch_write() as patients, Study.batch_write() as studies:
@@ -105,9 +129,6 @@ def seed_ours(records: Sequence[StudyRecord], org_oid: str) -> SeedResult:
                     updated_at=now,
                 )
             )
-    return SeedResult(
-        "ours", len(records), time.monotonic() - start, "BatchWriteItem of Patient and Study items"
-    )
 
 
 def seed_orthanc(orthanc: Orthanc, records: Sequence[StudyRecord], threads: int = 2) -> SeedResult:
@@ -149,12 +170,24 @@ def _identifier(kind: str, value: str) -> Dataset:
 
 
 def measure_find(
-    target: Target, calling_ae: str, kind: str, values: Sequence[str], *, warmup: int = 5
+    target: Target,
+    calling_ae: str,
+    kind: str,
+    values: Sequence[str],
+    *,
+    warmup: int = 5,
+    reads: Callable[[], dict[str, Any]] | None = None,
+    studies: int = 0,
 ) -> QueryLatency:
-    """C-FIND each value on one association; latency from request to final response."""
+    """C-FIND each value on one association; latency from request to final response.
+
+    ``reads``, where given, returns (and resets) the proxy's DynamoDB read counts: called before
+    and after each measured query, outside its timing, so each query's reads are its own."""
     ae = AE(ae_title=calling_ae)
-    ae.network_timeout = 60
-    ae.dimse_timeout = 60
+    # moto answers a GSI Query by walking the whole index: at 100,000 studies one C-FIND can take
+    # minutes on a busy machine; a figure late is still a figure.
+    ae.network_timeout = 600
+    ae.dimse_timeout = 600
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate(
         target.host, target.port, ae_title=target.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
@@ -164,8 +197,12 @@ def measure_find(
     latencies: list[float] = []
     matches = 0
     failures = 0
+    examined = returned = worst = 0
+    per_index: dict[str, dict[str, int]] = {}
     try:
         for i, value in enumerate([*values[:warmup], *values]):
+            if reads is not None and i >= warmup:
+                reads()
             start = time.perf_counter()
             found = 0
             final = None
@@ -180,6 +217,15 @@ def measure_find(
             elapsed = time.perf_counter() - start
             if i < warmup:
                 continue
+            if reads is not None:
+                counts: dict[str, dict[str, int]] = reads()["reads"]
+                scanned = sum(c["scanned"] for c in counts.values())
+                got = sum(c["returned"] for c in counts.values())
+                examined, returned, worst = examined + scanned, returned + got, max(worst, scanned - got)
+                for where, c in counts.items():
+                    total = per_index.setdefault(where, {"requests": 0, "scanned": 0, "returned": 0})
+                    for name in total:
+                        total[name] += c[name]
             latencies.append(elapsed * 1000)
             matches += found
             if final != 0x0000 or found == 0:
@@ -195,6 +241,11 @@ def measure_find(
         p99_ms=percentile(latencies, 99),
         mean_ms=sum(latencies) / max(1, len(latencies)),
         failures=failures,
+        studies=studies,
+        examined=examined if reads is not None else -1,
+        returned=returned if reads is not None else -1,
+        worst_excess=worst if reads is not None else -1,
+        reads=per_index,
     )
 
 

@@ -21,7 +21,7 @@ from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
 from infrastructure.audit_bucket import AuditBucket
 from infrastructure.availability import AvailabilityNotifications
-from infrastructure.disclosure_apis import AdminApi, CustomerApi
+from infrastructure.disclosure_apis import AdminApi, CustomerApi, truststore_bundle
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
@@ -29,6 +29,7 @@ from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
+from infrastructure.storage_tiers import StorageTiers
 from infrastructure.tables import ArchiveTables
 from infrastructure.tls_secret import TlsSecret
 from infrastructure.xds_interface import XdsApi
@@ -51,7 +52,7 @@ class ArchiveStack(Stack):
             "Archive",
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
-            tiers=s.INSTANCE_TIERS,
+            tiers=deployment.lifecycle_transitions,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
@@ -130,6 +131,21 @@ class ArchiveStack(Stack):
         if deployment.listener_tls:
             # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
             tls_secret.grant_read(notifications.consumer.role)
+        # Storage tiers: S3 storage-class and restore events -> index; study restores.
+        tiers = StorageTiers(
+            self,
+            "StorageTiers",
+            bucket=storage.bucket,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **notifications.environment},
+            alarms=alarms,
+            restore_tier=deployment.restore_tier,
+            restore_days=deployment.restore_days,
+        )
+        tables.grant(tiers.events_consumer.role, table_access.STORAGE_EVENTS)
+        tables.grant(tiers.restore_consumer.role, table_access.RESTORE_STUDY)
+        notifications.grant_send(tiers.events_consumer.role)
+        storage.grant_restore_objects(tiers.restore_consumer.role)
         registration = StudyRegistration(
             self,
             "StudyRegistration",
@@ -178,6 +194,7 @@ class ArchiveStack(Stack):
         )
         storage.key.grant_decrypt(destruction.role)
         tables.grant(destruction.role, table_access.DESTROY_EXPIRED)
+        may_audit(destruction.role)
         alarms.alarm_to_operator(destruction.failures)
 
         dicom = TcpListenerService(
@@ -198,6 +215,7 @@ class ArchiveStack(Stack):
                 ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
                 t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+                **tiers.environment,
             },
             tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
@@ -227,6 +245,7 @@ class ArchiveStack(Stack):
             "could not be written; see the DICOM listener's log for the request.",
         )
         registration.grant_request(dicom.task_role)
+        tiers.grant_request_restore(dicom.task_role)
         may_audit(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
@@ -336,6 +355,15 @@ class ArchiveStack(Stack):
             targets=[targets.LambdaFunction(anchor.function, retry_attempts=2)],
         )
 
+        # The XDS API is created before the customers' domain, which it sits behind when configured.
+        mutual_tls = bool(deployment.xds_domain_name and deployment.xds_certificate_arn)
+        xds = XdsApi(
+            self,
+            "Xds",
+            layers=[layers.deps, layers.core],
+            environment=archive_env,
+            behind_mutual_tls_domain=mutual_tls,
+        )
         if deployment.xds_domain_name and deployment.xds_certificate_arn:
             disclosure_notifications = function(
                 "DisclosureNotifications",
@@ -349,10 +377,12 @@ class ArchiveStack(Stack):
                 self,
                 "CustomerApi",
                 notification_function=disclosure_notifications.function,
+                xds_api=xds.api,
                 domain_name=deployment.xds_domain_name,
                 certificate_arn=deployment.xds_certificate_arn,
                 truststore_version=deployment.xds_truststore_version,
                 truststore_key=s.TRUSTSTORE_KEY,
+                truststore_pem=truststore_bundle(deployment.xds_truststore_file),
                 access_logs_bucket=storage.access_logs_bucket,
                 log_retention=s.LOG_RETENTION,
             )
@@ -365,7 +395,6 @@ class ArchiveStack(Stack):
 
         # XDS: ITI-18/ITI-42 and ITI-43 through API Gateway; RAD-69 streams from Fargate behind its
         # own load balancer, because a Lambda answer stops at 6 MB (buffered) or 200 MB (streamed).
-        xds = XdsApi(self, "Xds", layers=[layers.deps, layers.core], environment=archive_env)
         tables.grant(xds.registry.role, table_access.XDS_REGISTRY)
         tables.grant(xds.repository.role, table_access.XDS_REPOSITORY)
         storage.grant_read_objects(xds.repository.role)  # ITI-43 reads the manifests
@@ -375,22 +404,32 @@ class ArchiveStack(Stack):
             name="xds-imaging",
             cluster=network.cluster,
             dockerfile=s.XDS_IMAGING_DOCKERFILE,
-            container_port=s.XDS_IMAGING_CONTAINER_PORT,
+            # With listenerTls the container terminates TLS itself with the organisation
+            # certificates (as the DICOM and HL7 listeners do; the NLB passes TCP through) and its
+            # plain port is off; without it, plain HTTP on an internal load balancer only.
+            container_port=s.XDS_IMAGING_TLS_PORT
+            if deployment.listener_tls
+            else s.XDS_IMAGING_CONTAINER_PORT,
+            listener_port=s.XDS_IMAGING_TLS_LISTENER_PORT if deployment.listener_tls else None,
             environment={
                 **archive_env,
                 **s.powertools_env("xds-imaging"),
                 t.ENV_XDS_HOST: "0.0.0.0",  # every interface of its task; only the load balancer reaches it
-                t.ENV_XDS_PORT: str(s.XDS_IMAGING_CONTAINER_PORT),
+                **(
+                    {t.ENV_XDS_PORT: s.PORT_OFF, t.ENV_XDS_TLS_PORT: str(s.XDS_IMAGING_TLS_PORT)}
+                    if deployment.listener_tls
+                    else {t.ENV_XDS_PORT: str(s.XDS_IMAGING_CONTAINER_PORT)}
+                ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
             },
-            # The RAD-69 server does not terminate TLS itself yet (the listeners do, with the
-            # organisation certificates): its load balancer stays internal, reached over the
-            # private networks only, until it does (docs/conformance-xds.md).
-            tls=False,
+            tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
-            internet_facing=False,
+            internet_facing=deployment.listeners_internet_facing if deployment.listener_tls else False,
             access_logs_bucket=storage.access_logs_bucket,
             sizing=s.XDS_IMAGING_SIZING,
         )
         storage.grant_read_objects(imaging.task_role)
         tables.grant(imaging.task_role, table_access.XDS_IMAGING)
+        may_audit(imaging.task_role)
+        may_audit(xds.registry.role)
+        may_audit(xds.repository.role)

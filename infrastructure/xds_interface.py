@@ -47,6 +47,7 @@ class XdsApi(Construct):
         *,
         layers: Sequence[lambda_.ILayerVersion],
         environment: Mapping[str, str],
+        behind_mutual_tls_domain: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.functions: dict[str, ArchiveFunction] = {}
@@ -77,6 +78,9 @@ class XdsApi(Construct):
             "Api",
             description="XDS.b / XDS-I.b registry and repository (SOAP 1.2, XUA in the message)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # With a mutual-TLS custom domain (xdsDomainName) that domain is the only way in: the
+            # default endpoint would take callers without a client certificate.
+            disable_execute_api_endpoint=behind_mutual_tls_domain,
             # SOAP and MTOM bodies pass through as bytes (base64 in the proxy event) both ways.
             binary_media_types=["*/*"],
             cloud_watch_role=True,

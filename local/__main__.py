@@ -27,6 +27,8 @@ def banner(cloud: LocalCloud) -> str:
         tls = f"""
  DICOM over TLS     127.0.0.1:{cloud.dicom_tls_port}   client certificate required (demo CA below)
  MLLP over TLS      127.0.0.1:{cloud.hl7_tls_port}
+ XDS over TLS       {cloud.xds_tls_url}/xds/registry  /xds/repository  /xds/imaging
+                    (client certificate required; its organisation must be the XUA organization-id)
  Customers' API     https://127.0.0.1:{cloud.https_port}/disclosures/notifications   (mutual TLS)
  Demo CA            {pki.ca.cert_path}
  Demo client cert   {pki.demo_client.cert_path} (+ .key), organisation {DEMO_ORG.oid}
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--xds-port", type=int, default=8080)
     parser.add_argument("--dicom-tls-port", type=int, default=2762)
     parser.add_argument("--hl7-tls-port", type=int, default=2576)
+    parser.add_argument("--xds-tls-port", type=int, default=8444, help="XDS over TLS (client certificates)")
     parser.add_argument("--http-port", type=int, default=8081, help="admin API (API Gateway stand-in)")
     parser.add_argument("--https-port", type=int, default=8443, help="customers' API, mutual TLS")
     parser.add_argument("--commitment-wait", type=float, default=30.0)
@@ -105,6 +108,7 @@ def main() -> None:
         xds_port=args.xds_port,
         dicom_tls_port=args.dicom_tls_port,
         hl7_tls_port=args.hl7_tls_port,
+        xds_tls_port=args.xds_tls_port,
         http_port=args.http_port,
         https_port=args.https_port,
         settings_overrides={"commitment_wait_seconds": args.commitment_wait},

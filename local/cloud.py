@@ -146,15 +146,22 @@ class LocalCloud:
     tls_dir: Path | None = ROOT / ".local-cloud" / "tls"
     dicom_tls_port: int = 0
     hl7_tls_port: int = 0
+    xds_tls_port: int = 0  # the XDS endpoints over HTTPS with client certificates (RAD-69's own TLS)
     # API Gateway stand-in: admin API (HTTP) and the customers' mutual-TLS endpoint (HTTPS).
     http_port: int = 0
     https_port: int = 0
     anchor_every_seconds: float = 3600.0
+    # ``make bench``: put the delaying proxy (local.latency_proxy) between every process and the
+    # stand-in, starting with this profile ("none" or "aws"); None: no proxy (tests, ``make run``).
+    latency_profile: str | None = None
+    latency_proxy_args: tuple[str, ...] = ()
     # Where the AWS stand-in keeps its data across a stop and a start (``make run``:
     # .local-cloud/aws); None keeps it in memory only, gone at stop (the tests' default).
     state_dir: Path | None = None
 
     endpoint: str = ""
+    stand_in_endpoint: str = ""  # the stand-in itself, bypassing the proxy where there is one
+    latency_proxy_port: int = 0
     settings: Settings | None = None
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     pollers: list[QueuePoller] = field(default_factory=list)
@@ -163,6 +170,7 @@ class LocalCloud:
     gateway: LocalGateway | None = None
     function_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _moto: subprocess.Popen[bytes] | None = None
+    _latency_proxy: subprocess.Popen[bytes] | None = None
     dicom_process: subprocess.Popen[bytes] | None = None
     hl7_process: subprocess.Popen[bytes] | None = None
     xds_process: subprocess.Popen[bytes] | None = None
@@ -181,12 +189,16 @@ class LocalCloud:
         self._moto = self._spawn("moto", moto_argv)
         # Loading a kept state takes longer than starting empty.
         self._wait_http(f"{self.endpoint}/moto-api/", 120.0 if self.state_dir else 30.0, self._moto)
+        self.stand_in_endpoint = self.endpoint
+        if self.latency_profile is not None:
+            self.start_latency_proxy()
         # Handler modules and the pynamodb models read credentials and settings from the environment.
         os.environ.update(self.base_env())
         if self.tls_dir is not None:
             self.pki = DemoPki.create(self.tls_dir, DEMO_ORG.oid)
             self.dicom_tls_port = self.dicom_tls_port or free_port()
             self.hl7_tls_port = self.hl7_tls_port or free_port()
+            self.xds_tls_port = self.xds_tls_port or free_port()
             self.https_port = self.https_port or free_port()
         self.http_port = self.http_port or free_port()
         self.settings, self.queues = provision(
@@ -269,6 +281,10 @@ class LocalCloud:
                 self._moto.kill()
                 self._moto.wait(10)
             self._moto = None
+        if self._latency_proxy is not None:
+            self._latency_proxy.kill()
+            self._latency_proxy.wait(10)
+            self._latency_proxy = None
         LOG.info("local cloud stopped after %.1f s", timeout - (deadline - time.monotonic()))
         for log in self._logs:
             log.close()
@@ -297,6 +313,15 @@ class LocalCloud:
         """The environment of a listener process (what the Fargate task definition sets)."""
         assert self.settings is not None
         return {**os.environ, **self.base_env(), **self.settings.as_env()}
+
+    def start_latency_proxy(self) -> None:
+        """The delaying proxy in front of the stand-in; every process then reaches AWS through it."""
+        self.latency_proxy_port = self.latency_proxy_port or free_port()
+        argv = [sys.executable, "-m", "local.latency_proxy", "--upstream", self.stand_in_endpoint]
+        argv += ["--port", str(self.latency_proxy_port), "--profile", str(self.latency_profile)]
+        self._latency_proxy = self._spawn("latency-proxy", [*argv, *self.latency_proxy_args])
+        wait_for_port("127.0.0.1", self.latency_proxy_port, process=self._latency_proxy)
+        self.endpoint = f"http://127.0.0.1:{self.latency_proxy_port}"
 
     def start_pollers(self) -> None:
         sqs = client("sqs", self.endpoint)
@@ -421,8 +446,12 @@ class LocalCloud:
     def start_xds_gateway(self) -> subprocess.Popen[bytes]:
         """API Gateway's and the load balancer's stand-in for the XDS endpoints (``local.gateway``)."""
         env = {**self.env(), t.ENV_XDS_HOST: "127.0.0.1", t.ENV_XDS_PORT: str(self.xds_port)}
+        if self.pki is not None:
+            env[t.ENV_XDS_TLS_PORT] = str(self.xds_tls_port)
         self.xds_process = self._spawn("xds", [sys.executable, "-m", "local.gateway"], env=env)
         wait_for_port("127.0.0.1", self.xds_port, process=self.xds_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.xds_tls_port, process=self.xds_process)
         return self.xds_process
 
     def stop_xds_gateway(self) -> None:
@@ -437,6 +466,10 @@ class LocalCloud:
     @property
     def xds_url(self) -> str:
         return f"http://127.0.0.1:{self.xds_port}"
+
+    @property
+    def xds_tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.xds_tls_port}"
 
     def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
         registry = Registry()

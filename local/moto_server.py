@@ -1,4 +1,4 @@
-"""moto's server as the local cloud runs it (``python -m local.moto_server``), with two changes.
+"""moto's server as the local cloud runs it (``python -m local.moto_server``), with three changes.
 
 moto rolls a DynamoDB transaction back by deep-copying every table the transaction touches before
 it starts. That costs time in proportion to the tables' size: with a few thousand history items a
@@ -9,13 +9,20 @@ rollback has to undo.
 
 With ``--data-dir`` the server keeps its state in that directory across a stop and a start
 (``local.moto_state``): loaded before it answers, saved every ``--save-every`` seconds when
-something changed, and on SIGTERM/SIGINT. Everything else is moto as installed.
+something changed, and on SIGTERM/SIGINT.
+
+It also adds one endpoint, ``POST /moto-api/archive/storage-class``, the stand-in for an S3
+lifecycle transition (docs/storage.md, "Local simulation"): it changes the storage class of one
+existing object version in place, as a lifecycle rule does on AWS (same version, bytes, checksum
+and Object Lock), and forgets any restored copy. moto then refuses GETs of a DEEP_ARCHIVE or GLACIER
+version until RestoreObject, as S3 does. Everything else is moto as installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import os
 import signal
@@ -94,6 +101,31 @@ def install() -> None:
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+STORAGE_CLASS_PATH = "/moto-api/archive/storage-class"
+
+
+def _set_storage_class(request: Any, full_url: str, headers: Any) -> tuple[int, dict[str, str], str]:
+    """Body: {"bucket", "key", "version_id" (optional), "storage_class"}; answers the version."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    body = json.loads(request.data or b"{}")
+    backend = s3_backends[body.get("account_id", DEFAULT_ACCOUNT_ID)]["aws"]
+    key = backend.get_object(body["bucket"], body["key"], version_id=body.get("version_id"))
+    if key is None:
+        return 404, {}, json.dumps({"error": "no such object version"})
+    key.set_storage_class(body["storage_class"])
+    key.set_expiry(None)  # a transition leaves no restored copy behind
+    key.status = None  # type: ignore[assignment]
+    return 200, {"Content-Type": "application/json"}, json.dumps({"version_id": key.version_id})
+
+
+def install_lifecycle_endpoint() -> None:
+    from moto.moto_api._internal import urls
+
+    urls.url_paths["{0}" + STORAGE_CLASS_PATH] = _set_storage_class
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="moto server for the local cloud")
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -103,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     install()
+    install_lifecycle_endpoint()
     os.environ.setdefault("MOTO_PORT", str(args.port))
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -14,7 +14,16 @@ from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
 from archive.data.schema import table_spec
-from archive.topology import IAN_QUEUE, INDEX_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV, QueueSpec
+from archive.topology import (
+    IAN_QUEUE,
+    INDEX_QUEUE,
+    QUEUES,
+    REGISTRATION_QUEUE,
+    RESTORE_QUEUE,
+    STORAGE_EVENTS_QUEUE,
+    TABLE_ENV,
+    QueueSpec,
+)
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
@@ -210,6 +219,8 @@ def provision(
         index_queue_url=queues[INDEX_QUEUE.name].url,
         registration_queue_url=queues[REGISTRATION_QUEUE.name].url,
         ian_queue_url=queues[IAN_QUEUE.name].url,
+        storage_events_queue_url=queues[STORAGE_EVENTS_QUEUE.name].url,
+        restore_queue_url=queues[RESTORE_QUEUE.name].url,
         **overrides,
     )
     create_tables(settings)

@@ -31,6 +31,7 @@ from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
 from archive.services.registration import RegistrationRequests
 from archive.services.retention import RetentionService
+from archive.services.storage_tiers import StorageTiers
 from archive.tls.rotation import RotatingTls
 
 from .audit import DicomAudit
@@ -91,6 +92,7 @@ def build(
         on_conn_open=set_nodelay,
         audit=dicom_audit,
         destination_arguments=destination_arguments,
+        restores=StorageTiers.from_settings(settings, objects) if settings.restore_queue_url else None,
     )
     registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
     retention = RetentionService(
@@ -111,6 +113,7 @@ def build(
                 objects,
                 on_study_changed=registration.study_changed if registration else None,
                 retention=retention,
+                audit_trail=trail,
             ),
             retention=retention,
         ),

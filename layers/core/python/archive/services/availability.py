@@ -44,15 +44,21 @@ MAX_BACKOFF_SECONDS = 12 * 3600  # SQS: a message may stay invisible for 12 hour
 
 
 def notice_of(content: StudyContent, retrieve_ae_title: str) -> AvailabilityNotice:
-    """Every instance of the study as ONLINE, and those IOCM rejection notes hide as UNAVAILABLE,
-    with the performed procedure steps they name."""
+    """Every instance of the study as ONLINE (NEARLINE while its object needs a restore), and
+    those IOCM rejection notes hide as UNAVAILABLE, with the performed procedure steps they name."""
     steps = tuple(
         dict.fromkeys(i.performed_procedure_step for i in content.instances if i.performed_procedure_step)
     )
     return AvailabilityNotice(
         study_uid=content.study_uid,
         instances=tuple(
-            AvailableInstance(i.sop_class_uid, i.sop_instance_uid, i.series_uid) for i in content.instances
+            AvailableInstance(
+                i.sop_class_uid,
+                i.sop_instance_uid,
+                i.series_uid,
+                InstanceAvailability.NEARLINE if i.nearline else InstanceAvailability.ONLINE,
+            )
+            for i in content.instances
         )
         + tuple(
             AvailableInstance(

@@ -4,7 +4,9 @@ The job finds due studies through the retention-end index (never by listing the 
 held ones, records what it is about to destroy (every object's SHA-256), deletes every version
 of every object without bypassing anything (S3 refuses a version whose lock has not expired:
 then the study is left whole and reported), removes the index entries and records completion.
-The destruction records are append-only and never destroyed.
+The destruction records are append-only and never destroyed. Each destroyed study is an audit
+event: 110103 DICOM Instances Accessed, action D, the study with its instance count per SOP class
+(life cycle 15, permanent erasure), the patient and who approved it (or the archive's schedule).
 
 A destroyed study's XDS registry entries are Deprecated in the same run (consumers no longer find
 it; one holding an entry's ID learns it is gone) and removed from the registry once the policy's
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from archive.audit import messages as audit
 from archive.data.destruction import DestructionRepository
 from archive.data.objects import ObjectStore
 from archive.data.registration import RegistryRemovals
@@ -24,6 +27,7 @@ from archive.data.retention import RetentionRepository
 from archive.data.xds_registry import XdsRegistry
 from archive.errors import RetentionLocked
 from archive.model.retention import DestroyedObject, DestructionRecord
+from archive.services.audit import AuditTrail
 
 
 @dataclass
@@ -60,7 +64,9 @@ class DestructionService:
         *,
         registry: RegistryPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit_trail: AuditTrail | None = None,
     ) -> None:
+        self._audit = audit_trail
         self._retention = retention
         self._destruction = destruction
         self._objects = objects
@@ -163,4 +169,22 @@ class DestructionService:
         self._destruction.remove_index_entries(study_uid, instances)
         record = replace(record, **self._deprecate_registry_entries(study_uid, record.destroyed_at))  # type: ignore[arg-type]
         self._destruction.record(record, "COMPLETED")
+        if self._audit is not None:
+            classes: dict[str, int] = {}
+            for i in instances:
+                classes[i.sop_class_uid] = classes.get(i.sop_class_uid, 0) + 1
+            self._audit.record(
+                audit.instances_accessed(
+                    source=self._audit.source,
+                    action=audit.Action.DELETE,
+                    outcome=audit.Outcome.SUCCESS,
+                    user=audit.ActiveParticipant(approved_by or self._audit.source.source_id, True),
+                    patient_key=patient_key or "-",
+                    studies=[audit.study(study_uid, classes, lifecycle="15")],
+                    outcome_description=(
+                        f"destroyed at the end of retention ({end.date().isoformat()}): "
+                        f"{len(instances)} instances, {record.total_bytes} bytes"
+                    ),
+                )
+            )
         return record

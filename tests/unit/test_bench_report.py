@@ -1,0 +1,91 @@
+"""The benchmark report: every figure in both modes beside Orthanc, and the examined-vs-returned verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.commitment import CommitmentOutcome
+from bench.ingest import IngestSample
+from bench.measure import Usage
+from bench.query import QueryLatency
+from bench.report import Results, view, write_report
+from bench.retrieve import RetrieveSample
+
+USAGE = Usage(cpu_seconds=2.0, peak_rss_bytes=100_000_000, wall_seconds=4.0)
+
+
+def _ingest(system: str, seconds: float, kind: str = "throughput") -> IngestSample:
+    commitment = CommitmentOutcome(1, 100, 0, seconds / 2, True) if kind == "commitment" else None
+    return IngestSample(system, "ct-500", 1, 0, kind, 100, 50_000_000, seconds, 0, USAGE, {}, commitment)
+
+
+def _find(system: str, p50: float, studies: int, examined: int = -1, returned: int = -1) -> QueryLatency:
+    reads = {
+        "Query archive-studies/by_accession": {"requests": 10, "scanned": examined, "returned": returned}
+    }
+    return QueryLatency(
+        system,
+        "AccessionNumber",
+        10,
+        1.0,
+        p50,
+        p50 * 2,
+        p50,
+        0,
+        studies=studies,
+        examined=examined,
+        returned=returned,
+        worst_excess=max(0, examined - returned) if examined >= 0 else -1,
+        reads=reads if examined >= 0 else {},
+    )
+
+
+def _results() -> Results:
+    results = Results(started="2026-11-30T08:00:00+00:00", load_before="1 / 1 / 1", load_after="1 / 1 / 1")
+    results.workloads = {"ct-500": "100 CT images"}
+    results.load_samples = [1.0, 2.0]
+    # ours 10 s locally, 4 s under the AWS profile (hypothetical), Orthanc 1 s: 0.1x and 0.25x.
+    results.ingest = [_ingest("ours", 10.0), _ingest("ours-aws", 4.0), _ingest("orthanc", 1.0)]
+    results.ingest += [_ingest(s, 2.0, "commitment") for s in ("ours", "ours-aws", "orthanc")]
+    results.retrieve = [
+        RetrieveSample(s, "C-GET", 0, 100, 50_000_000, secs, 100, 0, USAGE)
+        for s, secs in (("ours", 5.0), ("ours-aws", 8.0), ("orthanc", 0.5))
+    ]
+    results.query = [
+        _find("ours", 40.0, 10_000, 10, 10),
+        _find("ours-aws", 20.0, 10_000, 10, 10),
+        _find("orthanc", 10.0, 10_000),
+        _find("ours", 400.0, 100_000, 10, 10),
+        _find("ours-aws", 410.0, 100_000, 13, 10),
+    ]
+    return results
+
+
+def test_a_mode_view_names_its_samples_ours_and_keeps_orthanc() -> None:
+    aws = view(_results(), "aws")
+    assert {s.system for s in aws.ingest} == {"ours", "orthanc"}
+    assert [s.seconds for s in aws.ingest if s.system == "ours" and s.kind == "throughput"] == [4.0]
+    assert {q.studies for q in aws.query} == {10_000}
+
+
+def test_the_report_has_both_modes_as_ratios_and_flags_excess_reads(tmp_path: Path) -> None:
+    report = write_report(_results(), tmp_path).read_text()
+    headline = report.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    ingest = next(line for line in headline.splitlines() if line.startswith("| ingest ct-500, 1 assoc"))
+    assert "**0.10x**" in ingest
+    assert "**0.25x**" in ingest
+    assert (
+        "| figure | ours, local | ours, aws | Orthanc | ours local / Orthanc | ours aws / Orthanc |"
+        in headline
+    )
+    assert "## Mode: ours on the local stand-in" in report
+    assert "## Mode: ours on the AWS latency profile" in report
+    assert "by AccessionNumber at 100,000 (ours-aws): 13 vs 10" in report
+    for chart in (
+        "both/headline_ratios.png",
+        "local/retrieve.png",
+        "aws/retrieve.png",
+        "both/cfind_scaling_p50.png",
+    ):
+        assert f"]({chart})" in report
+        assert (tmp_path / chart).stat().st_size > 0
