@@ -400,7 +400,7 @@ class QueryRetrieveSCP:
                     yield from self._unsent(items[position:], failures)
                     break
                 item = prepared.item
-                if prepared.path is None and prepared.dataset is None:
+                if not prepared.sendable:
                     failures.append(self._failure(operation, prepared))
                 else:
                     operation.sop_classes[item.sop_instance_uid] = item.sop_class_uid
@@ -412,12 +412,13 @@ class QueryRetrieveSCP:
                             [item.sop_instance_uid],
                         )
                     )
-                sub_operation: Dataset = (
-                    prepared.dataset
-                    if prepared.dataset is not None
-                    else SpooledSubOperation(
-                        item.sop_class_uid, item.sop_instance_uid, prepared.path, prepared.discard
-                    )
+                sub_operation = SpooledSubOperation(
+                    item.sop_class_uid,
+                    item.sop_instance_uid,
+                    prepared.path,
+                    prepared.discard,
+                    encoded=prepared.encoded,
+                    transfer_syntax=prepared.transfer_syntax_uid,
                 )
                 handed_over = prepared
                 yield self._pending(failures), sub_operation

@@ -45,7 +45,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import dcmwrite, write_dataset
+from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.pixels import get_decoder
 from pydicom.tag import BaseTag
 from pydicom.uid import (
@@ -334,10 +334,65 @@ def _in_memory(source: Source, stored: UID, target: UID, out: Out, edit: Edit, m
         dcmwrite(dest, ds, enforce_file_format=True)
 
 
-def encoded_dataset(part10: bytes) -> Dataset:
-    """A dataset whose elements stay the given encoded bytes: pydicom writes them back verbatim in
-    the same syntax (its original encoding), so handing it to a DIMSE encoder re-encodes nothing."""
-    return pydicom.dcmread(io.BytesIO(part10))
+# --- objects sent from memory --------------------------------------------------------------------
+
+# Attribute coercion edits the patient module (group 0010) and at most the Specific Character Set
+# (0008,0005): only the elements before group 0011 need to be parsed to apply it.
+COERCED_HEAD_END = 0x00110000
+
+
+def dataset_bytes(part10: bytes) -> memoryview:
+    """The encoded dataset of a Part-10 object (after preamble and file meta), without a copy."""
+    return memoryview(part10)[dataset_offset(io.BytesIO(part10)) :]
+
+
+def head_edited(part10: bytes, stored: str, edit: Edit) -> bytes | None:
+    """The dataset of ``part10`` in its stored syntax with ``edit`` applied, parsing and re-encoding
+    only the elements before group 0011 and copying the rest as stored: the usual way an object
+    leaves the archive (sent as stored, patient identity coerced). None when that is not enough:
+    the syntax is deflated or big endian, or the edit changed the character set (every later text
+    element would need re-encoding); the caller then takes ``rewrite``'s way.
+    """
+    syntax = UID(stored)
+    if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_little_endian:
+        return None
+    fp = io.BytesIO(part10)
+    fp.seek(dataset_offset(fp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        head = read_dataset(
+            fp,
+            syntax.is_implicit_VR,
+            True,
+            stop_when=lambda tag, vr, length: int(tag) >= COERCED_HEAD_END,
+        )
+    rest = fp.tell()
+    charset = head.get("SpecificCharacterSet")
+    for tag in [t for t in list(head.keys()) if t.element == 0]:
+        del head[tag]  # group lengths (retired) would no longer be right
+    edit(head)
+    if head.get("SpecificCharacterSet") != charset:
+        return None
+    buffer = io.BytesIO()
+    out = DicomFileLike(buffer)
+    out.is_implicit_VR = syntax.is_implicit_VR
+    out.is_little_endian = True
+    write_dataset(out, head)
+    buffer.write(memoryview(part10)[rest:])
+    return buffer.getvalue()
+
+
+def part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, encoded: bytes) -> bytes:
+    """A Part-10 file (preamble, file meta) around a dataset encoded in ``transfer_syntax``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(DicomFileLike(buffer), meta, enforce_standard=True)
+    buffer.write(encoded)
+    return buffer.getvalue()
 
 
 def _big_to_little_endian(ds: Dataset) -> None:

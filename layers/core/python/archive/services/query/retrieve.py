@@ -3,9 +3,10 @@
 Objects are produced one at a time, in series order: neither the study nor one object is held in
 memory. Each stored object is written in the transfer syntax the receiver accepted, carrying the
 patient identity the index holds now (attribute coercion; the stored bytes never change). Objects up
-to 8 MiB are read from S3 in one GET and prepared in memory, as a dataset of already-encoded
-elements the DIMSE encoder copies as they are; larger ones go through ranged reads of the header and
-one streamed GET of the rest, straight into a spool file the sender streams
+to 8 MiB are read from S3 in one GET and prepared in memory as the encoded dataset the sender puts
+on the wire as it is: sent as stored, only the elements before group 0011 are parsed and re-encoded
+(``transcode.head_edited``), the rest are the stored bytes; larger ones go through ranged reads of
+the header and one streamed GET of the rest, straight into a spool file the sender streams
 (``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
 Reads run ahead on a small thread pool, at most ``prefetch`` objects and ``read_ahead_bytes`` bytes
 in flight, so throughput is bound by the receiver rather than by one object's first-byte latency.
@@ -30,7 +31,14 @@ from pydicom.dataset import Dataset
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.dicom.coercion import coerce
-from archive.dicom.transcode import choose_syntax, encoded_dataset, spliced, write_for_receiver
+from archive.dicom.transcode import (
+    choose_syntax,
+    dataset_bytes,
+    head_edited,
+    part10,
+    spliced,
+    write_for_receiver,
+)
 from archive.errors import ArchiveError, QueryRefused, StorageFailure
 from archive.model.records import InstanceRecord, PatientDemographics, StudyRecord
 from archive.services.query.find import QueryRequest, QueryService
@@ -72,8 +80,21 @@ class Prepared:
     path: Path | None
     transfer_syntax_uid: str | None = None
     error: ArchiveError | None = None
-    # A small object, ready in memory (elements encoded in ``transfer_syntax_uid``); no spool file.
-    dataset: Dataset | None = None
+    # A small object, ready in memory: its dataset encoded in ``transfer_syntax_uid`` (no file
+    # meta), as the DIMSE data set is sent; no spool file.
+    encoded: bytes | None = None
+
+    @property
+    def sendable(self) -> bool:
+        """There is an object to send (a spool file or the encoded dataset)."""
+        return self.path is not None or self.encoded is not None
+
+    def part10(self) -> bytes:
+        """The in-memory object as a Part-10 file (RAD-69 attachments)."""
+        assert self.encoded is not None and self.transfer_syntax_uid is not None
+        return part10(
+            self.item.sop_class_uid, self.item.sop_instance_uid, self.transfer_syntax_uid, self.encoded
+        )
 
     def discard(self) -> None:
         if self.path is not None:
@@ -223,6 +244,10 @@ class RetrieveService:
                 # Decoding, byte-swapping, inflating: the whole dataset in memory, a few at a time.
                 with self._whole_dataset_conversions:
                     return self._to_spool_file(item, source, target, edit)
+            if source.data is not None and target == item.transfer_syntax_uid:
+                encoded = head_edited(source.data, target, edit)
+                if encoded is not None:
+                    return Prepared(item, None, target, encoded=encoded)
             if source.size <= SMALL_OBJECT_BYTES:
                 buffer = io.BytesIO()
                 write_for_receiver(
@@ -233,7 +258,7 @@ class RetrieveService:
                     edit,
                     memory_limit=self._convert_in_memory_bytes,
                 )
-                return Prepared(item, None, target, dataset=encoded_dataset(buffer.getvalue()))
+                return Prepared(item, None, target, encoded=bytes(dataset_bytes(buffer.getvalue())))
             return self._to_spool_file(item, source, target, edit)
         except ArchiveError as exc:
             return Prepared(item, None, error=exc)
@@ -275,22 +300,23 @@ class StoredObjectSource:
         self._objects = objects
         self._item = item
         self._spool_path = spool_path
-        self._data: bytes | None = None
+        # The whole stored object, for objects read in one GET.
+        self.data: bytes | None = None
         if 0 < item.size <= SMALL_OBJECT_BYTES:
-            self._data = bytes(objects.get_stream(item.s3_key, item.s3_version_id).read())
-            self.size = len(self._data)
+            self.data = bytes(objects.get_stream(item.s3_key, item.s3_version_id).read())
+            self.size = len(self.data)
         else:
             self._reader = objects.open(item.s3_key, item.s3_version_id)
             self.size = self._reader.size
 
     @contextlib.contextmanager
     def header(self) -> Iterator[Any]:
-        yield io.BytesIO(self._data) if self._data is not None else self._reader
+        yield io.BytesIO(self.data) if self.data is not None else self._reader
 
     @contextlib.contextmanager
     def tail(self, offset: int) -> Iterator[Any]:
-        if self._data is not None:
-            yield io.BytesIO(memoryview(self._data)[offset:])
+        if self.data is not None:
+            yield io.BytesIO(memoryview(self.data)[offset:])
             return
         body = self._objects.get_stream(self._item.s3_key, self._item.s3_version_id, start=offset)
         try:
