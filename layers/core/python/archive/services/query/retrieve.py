@@ -15,6 +15,7 @@ in flight, so throughput is bound by the receiver rather than by one object's fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -34,6 +35,7 @@ from archive.dicom.coercion import coerce
 from archive.dicom.transcode import (
     choose_syntax,
     dataset_bytes,
+    encoded_edit,
     head_edited,
     part10,
     spliced,
@@ -245,7 +247,11 @@ class RetrieveService:
                 with self._whole_dataset_conversions:
                     return self._to_spool_file(item, source, target, edit)
             if source.data is not None and target == item.transfer_syntax_uid:
-                encoded = head_edited(source.data, target, edit)
+                encoded = head_edited(
+                    source.data,
+                    target,
+                    lambda charset, implicit: _coerced_elements(item.patient, charset, implicit),
+                )
                 if encoded is not None:
                     return Prepared(item, None, target, encoded=encoded)
             if source.size <= SMALL_OBJECT_BYTES:
@@ -334,6 +340,15 @@ class StoredObjectSource:
             yield path
         finally:
             _unlink(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _coerced_elements(
+    patient: PatientDemographics, charset: tuple[str, ...], implicit_vr: bool
+) -> dict[int, bytes] | None:
+    """The patient's identity attributes, encoded once per patient, character set and syntax:
+    the elements every object of a study is sent with."""
+    return encoded_edit(lambda ds: coerce(ds, patient), charset, implicit_vr)
 
 
 def _unlink(path: Path) -> None:
