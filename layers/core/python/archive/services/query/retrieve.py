@@ -50,7 +50,11 @@ from archive.services.query.patients import CurrentPatients
 READ_CHUNK = 1024 * 1024
 # Objects up to this size are read in one GET (at most ``prefetch`` of them in memory at once).
 SMALL_OBJECT_BYTES = 8 * 1024 * 1024
-READ_AHEAD_BYTES = 256 * 1024 * 1024
+# At most this many bytes of objects read ahead per retrieval (or one larger object).
+READ_AHEAD_BYTES = 64 * 1024 * 1024
+# Reads in flight per retrieval: enough to cover S3's first-byte latency (tens of ms on S3
+# Standard) at the receiver's pace of a few hundred objects a second.
+PREFETCH = 16
 # Objects that must be decoded or byte-swapped are converted in memory up to this size.
 CONVERT_IN_MEMORY_BYTES = 512 * 1024 * 1024
 
@@ -112,8 +116,8 @@ class RetrieveService:
         queries: QueryService,
         objects: ObjectStore,
         *,
-        prefetch: int = 4,
-        workers: int = 16,
+        prefetch: int = PREFETCH,
+        workers: int = 32,
         read_ahead_bytes: int = READ_AHEAD_BYTES,
         convert_in_memory_bytes: int = CONVERT_IN_MEMORY_BYTES,
         spool_dir: str | None = None,
