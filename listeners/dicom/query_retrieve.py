@@ -313,7 +313,12 @@ class QueryRetrieveSCP:
             def sending() -> bool:
                 return "assoc" in store and bool(store["assoc"].is_established)
 
-            yield from self._sub_operations(event, operation, items, accepted, sending)
+            def waiting() -> None:
+                keep_alive(event.assoc)
+                if "assoc" in store:
+                    keep_alive(store["assoc"])
+
+            yield from self._sub_operations(event, operation, items, accepted, sending, waiting)
         finally:
             self._record(operation, event)
 
@@ -356,6 +361,7 @@ class QueryRetrieveSCP:
                     items,
                     lambda sop, ts: accepts(event.assoc, sop, ts),
                     lambda: bool(event.assoc.is_established),
+                    lambda: keep_alive(event.assoc),
                 )
             finally:
                 sender.detach()
@@ -371,6 +377,7 @@ class QueryRetrieveSCP:
         items: list[RetrieveItem],
         accepted: Callable[[str, str], bool],
         sending: Callable[[], bool],
+        waiting: Callable[[], None],
     ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """One (status, sub-operation) per item; the archive's own failures are counted by the
         sender as failed sub-operations and summarised in the Error Comment of the responses."""
@@ -384,7 +391,8 @@ class QueryRetrieveSCP:
             yield _status(STATUS_UNABLE_TO_PERFORM_SUB_OPERATIONS, str(exc)[:ERROR_COMMENT_MAX]), None
             return
         failures: list[str] = []
-        prepared_items = self._retrievals.prepared(items, accepted)
+        # A large object read slowly must not idle out the requester's or the destination's association.
+        prepared_items = self._retrievals.prepared(items, accepted, waiting)
         handed_over: Prepared | None = None
         try:
             for position, prepared in enumerate(prepared_items):

@@ -55,6 +55,8 @@ READ_AHEAD_BYTES = 64 * 1024 * 1024
 # Reads in flight per retrieval: enough to cover S3's first-byte latency (tens of ms on S3
 # Standard) at the receiver's pace of a few hundred objects a second.
 PREFETCH = 16
+# While the next object is still being read, ``waiting`` is called this often.
+WAITING_NOTICE_SECONDS = 5.0
 # Objects that must be decoded or byte-swapped are converted in memory up to this size.
 CONVERT_IN_MEMORY_BYTES = 512 * 1024 * 1024
 
@@ -209,8 +211,12 @@ class RetrieveService:
         self,
         items: Sequence[RetrieveItem],
         accepted: Callable[[str, str], bool],
+        waiting: Callable[[], None] = lambda: None,
     ) -> Generator[Prepared, None, None]:
         """Objects to send, in order, converted to what the receiver ``accepted(sop_class, ts)``.
+        ``waiting`` is called every few seconds while the next object is still being read (the
+        listener counts that as activity on its associations, so a slow read of a large object does
+        not idle them out).
 
         Stops reading ahead when the consumer stops iterating (C-CANCEL, released association);
         spool files of objects read ahead but never handed out are removed.
@@ -229,7 +235,13 @@ class RetrieveService:
                     position += 1
                 item, future = window.popleft()
                 in_flight -= item.size
-                yield future.result()
+                while True:
+                    try:
+                        ready = future.result(timeout=WAITING_NOTICE_SECONDS)
+                        break
+                    except TimeoutError:
+                        waiting()
+                yield ready
         finally:
             for _, future in window:
                 if not future.cancel():
