@@ -45,7 +45,7 @@ from archive.services.ingest import StoreService
 from archive.tls.peer import identity_of_socket
 from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
@@ -174,7 +174,11 @@ class DicomListener:
         ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.network_timeout = 60
         ae.dimse_timeout = 120
-        transfer_syntaxes = list(AllTransferSyntaxes)
+        # The acceptor's order decides among the syntaxes a peer proposes in one context. Explicit VR
+        # Little Endian first (as DCMTK's storescp and getscu prefer): objects are stored with their
+        # VRs, and a C-GET requester proposing both gets them as stored, with no re-encoding.
+        preferred = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        transfer_syntaxes = preferred + [ts for ts in AllTransferSyntaxes if ts not in preferred]
         for context in AllStoragePresentationContexts:
             assert context.abstract_syntax is not None
             # Both roles accepted as proposed: SCP role lets a C-GET requester receive on this association.
