@@ -16,6 +16,7 @@ from archive.data.index import IndexRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
+from archive.data.queues import LockQueue
 from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
 from archive.data.retention import RetentionRepository
@@ -26,7 +27,7 @@ from archive.services.audit import AuditTrail, build_audit_trail
 from archive.services.connection_security import PeerAuthenticator
 from archive.services.corrections import CorrectionService
 from archive.services.directory import CachedRegistry
-from archive.services.ingest import StoreService
+from archive.services.ingest import StagingTier, StoreService
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
 from archive.services.registration import RegistrationRequests
@@ -80,6 +81,13 @@ def build(
     trail = build_audit_trail(settings, client_context=tls.client if tls else None)
     dicom_audit = DicomAudit(trail, settings.archive_ae_title)
 
+    # The low-latency landing tier (docs/storage.md, "Two tiers"), when the deployment has one.
+    staging = (
+        StagingTier(ObjectStore(settings, bucket=settings.staging_bucket), LockQueue(settings))
+        if settings.staging_bucket
+        else None
+    )
+
     def destination_arguments(destination: AEInfo) -> dict[str, Any]:
         return tls_arguments(destination, registry.organisation(destination.org_oid), tls)
 
@@ -105,6 +113,7 @@ def build(
                 lock_mode=settings.object_lock_mode,
                 minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
             ),
+            staging=staging,
         ),
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,
