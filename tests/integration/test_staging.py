@@ -102,6 +102,8 @@ def test_commitment_waits_for_the_locked_copy_and_confirms_once_the_copy_recover
     modality = Modality(cloud.dicom_port)
     try:
         assert all(modality.store(ds) == 0x0000 for ds in datasets)
+        # (a re-send of one of them is an identical duplicate; its copy is queued a second time)
+        assert modality.store(datasets[0]) == 0x0000
         # staged (durable), not locked
         for sop in sops:
             assert _head(cloud, STAGING_BUCKET, instance_key(sop)) is not None
@@ -128,9 +130,11 @@ def test_commitment_waits_for_the_locked_copy_and_confirms_once_the_copy_recover
     # Then a new commitment request confirms all of them
     event_type, committed, failed_now = _commit(cloud, sops)
     assert (event_type, committed, failed_now) == (1, set(sops), {})
-    # And each locked copy is the received object, under retention, the study's as sent
+    # And each locked copy is the received object, once (the second copy of the re-sent one changed
+    # nothing), under retention, the study's as sent
     for sop in sops:
         locked = _head(cloud, BUCKET, instance_key(sop))
         assert locked is not None
+        assert len(s3(cloud).list_object_versions(Bucket=BUCKET, Prefix=instance_key(sop))["Versions"]) == 1
         assert locked["ObjectLockMode"] == "GOVERNANCE"
         assert locked["Metadata"]["study-uid"] == study

@@ -42,13 +42,16 @@ class Locker:
 
     def lock(self, request: LockRequest) -> LockOutcome:
         """Make the locked copy exist and verify it; raises StorageFailure (retried) or
-        InstanceConflict (a different locked object under the key: never overwritten)."""
-        if self._verified(request):
-            return LockOutcome.ALREADY_LOCKED
+        InstanceConflict (a different locked object under the key: never overwritten).
+
+        The common case costs two requests: GET of the staged copy and a conditional PUT that
+        returns only once S3 confirmed the SHA-256 it computed over what it stored (put_new). A
+        taken key or a missing staged copy is settled by a HEAD of the locked copy.
+        """
         with tempfile.SpooledTemporaryFile(max_size=IN_MEMORY_BYTES) as fp:
             staged = self.staging.fetch_to(request.key, fp)
             if staged is None:
-                if self._verified(request):  # locked and released by a concurrent copy
+                if self._verified(request):  # locked, indexed and released by an earlier delivery
                     return LockOutcome.ALREADY_LOCKED
                 raise StagedCopyMissing(f"no staged copy of {request.key}")
             fp.seek(0)
@@ -67,9 +70,9 @@ class Locker:
             except ObjectExists:
                 if self._verified(request):
                     return LockOutcome.ALREADY_LOCKED
-                raise
-        if not self._verified(request):
-            raise StorageFailure(f"locked copy of {request.key} not verified after the PUT")
+                raise StorageFailure(
+                    f"{request.key} is taken but its locked copy is not visible yet"
+                ) from None
         return LockOutcome.COPIED
 
     def _verified(self, request: LockRequest) -> bool:
