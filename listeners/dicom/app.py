@@ -13,7 +13,7 @@ from archive.config import Settings
 from archive.data.access_log import AccessLog
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
-from archive.data.models import bind_models
+from archive.data.models import bind_models, connect
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.data.queues import LockQueue
@@ -69,7 +69,9 @@ def build(
     settings: Settings, *, host: str = "0.0.0.0", port: int | None = 11112, tls_port: int | None = None
 ) -> DicomService:
     bind_models(settings)
+    connect()  # the store path's DynamoDB clients, before the first association
     objects = ObjectStore(settings)
+    objects.client  # noqa: B018 - built now, for the same reason
     index = IndexRepository(settings)
     registry = CachedRegistry(Registry())
     commitments = CommitmentRepository(settings)
@@ -83,7 +85,10 @@ def build(
 
     # The low-latency landing tier (docs/storage.md, "Two tiers"), when the deployment has one.
     staging = (
-        StagingTier(ObjectStore(settings, bucket=settings.staging_bucket), LockQueue(settings))
+        # One S3 client for both buckets: a client is costly to build and thread-safe to share.
+        StagingTier(
+            ObjectStore(settings, objects.client, bucket=settings.staging_bucket), LockQueue(settings)
+        )
         if settings.staging_bucket
         else None
     )
