@@ -154,5 +154,7 @@ def build(
             if settings.registration_queue_url
             else None
         ),
+        staging=staging.objects if staging is not None else None,
+        staged_grace_seconds=settings.commitment_wait_seconds,
     )
     return DicomService(listener, worker, trail)
