@@ -33,9 +33,10 @@ $(NODE_STAMP): package.json package-lock.json tests/integration/hl7_peer/package
 	touch $(NODE_STAMP)
 node-deps: $(NODE_STAMP)
 
-## Start the whole archive locally: moto, the DICOM listener, the handlers. Ctrl-C stops it.
+## Start the whole archive locally: moto, the DICOM listener, the handlers. Ctrl-C stops it; the
+## data stays in .local-cloud/aws for the next start. `make run FRESH=1` starts with none.
 run: $(STAMP)
-	$(PY) -m local
+	$(PY) -m local $(if $(FRESH),--fresh)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,8 @@
     python -m admin disclosures verify 020516C903K --issuer 1.2.246.21
     python -m admin disclosures report 020516C903K --issuer 1.2.246.21 --format csv
     python -m admin disclosures anchor
+    python -m admin restore study <Study Instance UID> [--ae DEMO_PACS]
+    python -m admin restore show <Study Instance UID>
 
 On AWS the table names come from the environment (TABLE_* variables, as the stack outputs them);
 ``--endpoint URL`` points at the local cloud and uses its table names.
@@ -78,15 +80,18 @@ from archive.model.registration import (
 )
 from archive.model.retention import RetentionRule
 from archive.model.xua import IdentityProvider
+from archive.services.audit import build_audit_trail
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
 from archive.services.retention import RetentionService
+from archive.services.storage_tiers import StorageTiers
 
 from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
 from local.resources import local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
+LOCAL_RESTORE_QUEUE = "archive-restore"
 
 
 def _settings(endpoint: str | None) -> Settings:
@@ -322,6 +327,13 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--format", choices=("json", "csv"), default="json")
     anchor = disclosures.add_parser("anchor", help="anchor recently grown chains in the audit bucket now")
     anchor.add_argument("--hours", type=float, default=3.0, help="look-back window")
+    restore = sub.add_parser("restore", help="restores from cold storage classes (docs/storage.md)")
+    restore_actions = restore.add_subparsers(dest="action", required=True)
+    start = restore_actions.add_parser("study", help="restore a whole study (one request, idempotent)")
+    start.add_argument("study_uid")
+    start.add_argument("--ae", help="an AE to send an IAN (ONLINE) to when the restore is done")
+    show = restore_actions.add_parser("show", help="a study's NEARLINE count and restore state")
+    show.add_argument("study_uid")
     return p
 
 
@@ -401,6 +413,24 @@ def _ian(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({**asdict(notification), "resent": args.action == "resend"}, default=str))
 
 
+def _restore(args: argparse.Namespace, settings: Settings) -> None:
+    if args.action == "study" and not settings.restore_queue_url:
+        settings = replace(settings, restore_queue_url=queue_url_by_name(settings, LOCAL_RESTORE_QUEUE))
+    tiers = StorageTiers.from_settings(settings)
+    if args.action == "study":
+        ticket = tiers.restore_study(args.study_uid, args.ae)
+        print(json.dumps({**asdict(ticket), "retry_comment": ticket.retry_comment()}, default=str))
+        return
+    state = tiers.state(args.study_uid)
+    if state is None:
+        raise ArchiveError(f"study {args.study_uid} is not in the index")
+    print(json.dumps(asdict(state), default=sorted_or_str))
+
+
+def sorted_or_str(value: object) -> object:
+    return sorted(value) if isinstance(value, frozenset | set) else str(value)
+
+
 def _commitment(args: argparse.Namespace, settings: Settings) -> int:
     commitments = CommitmentRepository(settings)
     if args.action == "undeliverable":
@@ -473,14 +503,23 @@ def _hold(args: argparse.Namespace, settings: Settings) -> None:
 
 def _rejection(args: argparse.Namespace, settings: Settings) -> None:
     index = IndexRepository(settings)
-    corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
     if args.action == "show":
+        corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
         print(json.dumps(asdict(corrections.rejection(args.note_uid)), default=str))
     elif args.action == "list":
+        corrections = CorrectionService(RejectionRepository(settings), index, ObjectStore(settings))
         for rejected in corrections.rejected_in_study(args.study):
             print(json.dumps(asdict(rejected)))
     else:
-        outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        # A revoke shows patient data again: audited (110103, U) before the CLI exits.
+        trail = build_audit_trail(settings, background=False)
+        corrections = CorrectionService(
+            RejectionRepository(settings), index, ObjectStore(settings), audit_trail=trail
+        )
+        try:
+            outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)
+        finally:
+            trail.close()
         print(
             json.dumps(
                 {"note_uid": args.note_uid, "restored": outcome.restored, "state": outcome.record.state}
@@ -583,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _retention(args, settings)
         elif args.kind == "hold":
             _hold(args, settings)
+        elif args.kind == "restore":
+            _restore(args, settings)
         elif args.kind == "org":
             if args.action == "add":
                 registry.add_organisation(

@@ -41,6 +41,13 @@ class Prices:
     s3_get_per_1000: float = 0.0004
     s3_glacier_ir_get_per_1000: float = 0.01  # ~
     s3_transition_glacier_ir_per_1000: float = 0.02  # ~ lifecycle transition request
+    # S3 Glacier Deep Archive (us-east-1 list prices): storage, transition, restore (Bulk/Standard)
+    s3_deep_archive_gb_month: float = 0.00099  # ~
+    s3_transition_deep_archive_per_1000: float = 0.05  # ~
+    s3_restore_bulk_per_1000: float = 0.025  # ~
+    s3_restore_bulk_gb: float = 0.0025  # ~
+    s3_restore_standard_per_1000: float = 0.10  # ~
+    s3_restore_standard_gb: float = 0.02  # ~
     # S3 Glacier Instant Retrieval data retrieval, per GB
     s3_glacier_ir_retrieval_gb: float = 0.03  # ~
     # DynamoDB on-demand
@@ -79,8 +86,22 @@ class Workload:
 class Assumptions:
     """How the deployed architecture uses AWS per unit of work (see docs/benchmarks.md)."""
 
-    # S3 lifecycle: Standard for this many days, then Glacier Instant Retrieval until the end.
-    standard_days: float = 30.0
+    # S3 lifecycle (the CDK default): Standard for this many days, then Glacier Instant Retrieval,
+    # then Deep Archive from ``deep_archive_days`` (0: never) until the end.
+    standard_days: float = 90.0
+    deep_archive_days: float = 730.0
+    # Share of retrievals that happen after the study went to Deep Archive (a restore each).
+    retrievals_while_deep: float = 0.2
+    restore_tier: str = "Bulk"
+    # Deep Archive bills each object 40 KB more: 8 KB at the Standard rate, 32 KB at its own.
+    deep_archive_standard_overhead_kb: float = 8.0
+    deep_archive_overhead_kb: float = 32.0
+    # Objects a cold study is kept in (0: one per instance, as stored; k: packed into k objects
+    # written when the study is stable, the per-instance objects locked only for a short time).
+    cold_objects_per_study: float = 0.0
+    # Stored size relative to the received bytes in the cold classes (lossless compression of the
+    # packed objects whose decompression gives the exact stored bytes; 1.0: none).
+    cold_size_ratio: float = 1.0
     # S3 lifecycle does not transition objects under 128 KiB by default (since 2024): they stay in
     # Standard for life.
     min_transition_bytes: int = 128 * 1024
@@ -114,7 +135,7 @@ class Assumptions:
     peak_factor: float = 2.0
     target_utilisation: float = 0.6
     # AWS HealthImaging: stored size relative to ours (HTJ2K lossless can make it smaller: < 1).
-    ahi_size_ratio: float = 1.0
+    ahi_size_ratio: float = 1.0  # bench/results/cost.md uses the measured J2K lossless ratio
     ahi_min_image_set_mb: float = 5.0
     ahi_api_calls_per_instance_stored: float = 0.0  # imports are free
     ahi_api_calls_per_instance_retrieved: float = 1.0  # one GetImageFrame / WADO-RS per instance
@@ -174,12 +195,19 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     n = instances_per_study(workload)
     gb = study_gb(workload)
     months = retention_months(workload)
-    hot_months = min(months, a.standard_days / DAYS_PER_MONTH)
     transitions = workload.instance_kb * 1000 >= a.min_transition_bytes
-    cold_months = months - hot_months if transitions else 0.0
-    standard_months = months - cold_months
+    standard_months = min(months, a.standard_days / DAYS_PER_MONTH) if transitions else months
+    deep_from = a.deep_archive_days / DAYS_PER_MONTH if a.deep_archive_days else months
+    deep_months = max(0.0, months - max(deep_from, standard_months)) if transitions else 0.0
+    ir_months = months - standard_months - deep_months
+    cold_objects = a.cold_objects_per_study or n
+    cold_gb = gb * a.cold_size_ratio
     retrieved_gb = gb * workload.retrievals_per_study
-    cold_retrievals = workload.retrievals_per_study * (1 - a.retrievals_while_hot) if transitions else 0.0
+    deep_retrievals = workload.retrievals_per_study * a.retrievals_while_deep if deep_months else 0.0
+    ir_retrievals = (
+        workload.retrievals_per_study * (1 - a.retrievals_while_hot) - deep_retrievals if transitions else 0.0
+    )
+    hot_retrievals = workload.retrievals_per_study - ir_retrievals - deep_retrievals
     est = Estimate(studies_per_month=workload.studies_per_day * DAYS_PER_MONTH)
     add = est.per_study.append
     add(
@@ -191,26 +219,61 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     )
     add(
         CostLine(
-            "S3 Glacier IR storage", gb * cold_months * p.s3_glacier_ir_gb_month, f"{cold_months:.1f} months"
+            "S3 Glacier IR storage", gb * ir_months * p.s3_glacier_ir_gb_month, f"{ir_months:.1f} months"
+        )
+    )
+    overhead_gb = cold_objects * 1000 / GB
+    add(
+        CostLine(
+            "S3 Deep Archive storage (+40 KB per object)",
+            deep_months
+            * (
+                cold_gb * p.s3_deep_archive_gb_month
+                + overhead_gb * a.deep_archive_overhead_kb * p.s3_deep_archive_gb_month
+                + overhead_gb * a.deep_archive_standard_overhead_kb * p.s3_standard_gb_month
+            ),
+            f"{deep_months:.1f} months, {cold_objects:.0f} objects",
         )
     )
     add(CostLine("S3 PUT (C-STORE)", n / 1000 * p.s3_put_per_1000))
+    packing = 0.0
+    if a.cold_objects_per_study and deep_months:
+        # Reading the study's objects once while in Standard, writing the packed objects.
+        packing = n / 1000 * p.s3_get_per_1000 + a.cold_objects_per_study / 1000 * p.s3_put_per_1000
+    add(CostLine("S3 packing of the cold study", packing, "" if packing else "not packed"))
     add(
         CostLine(
             "S3 lifecycle transitions",
-            (n / 1000 * p.s3_transition_glacier_ir_per_1000) if transitions else 0.0,
+            (
+                (n / 1000 * p.s3_transition_glacier_ir_per_1000 if ir_months else 0.0)
+                + (cold_objects / 1000 * p.s3_transition_deep_archive_per_1000 if deep_months else 0.0)
+            )
+            if transitions
+            else 0.0,
             "" if transitions else "objects under 128 KiB stay in Standard",
         )
     )
     # Indexing reads the header with ranged GETs; commitment HEADs each object once.
     add(CostLine("S3 GET/HEAD (index, commitment)", 2 * n / 1000 * p.s3_get_per_1000))
-    hot_retrievals = workload.retrievals_per_study - cold_retrievals
+    restore_requests, restore_gb = (
+        (p.s3_restore_bulk_per_1000, p.s3_restore_bulk_gb)
+        if a.restore_tier == "Bulk"
+        else (p.s3_restore_standard_per_1000, p.s3_restore_standard_gb)
+    )
     add(
         CostLine(
             "S3 GET + retrieval fee (C-MOVE/C-GET)",
             hot_retrievals * n / 1000 * p.s3_get_per_1000
-            + cold_retrievals * (n / 1000 * p.s3_glacier_ir_get_per_1000 + gb * p.s3_glacier_ir_retrieval_gb),
-            f"{cold_retrievals:.2f} of {workload.retrievals_per_study:g} retrievals from Glacier IR",
+            + ir_retrievals * (n / 1000 * p.s3_glacier_ir_get_per_1000 + gb * p.s3_glacier_ir_retrieval_gb),
+            f"{ir_retrievals:.2f} of {workload.retrievals_per_study:g} retrievals from Glacier IR",
+        )
+    )
+    add(
+        CostLine(
+            f"S3 Deep Archive restores ({a.restore_tier})",
+            deep_retrievals
+            * (cold_objects / 1000 * (restore_requests + p.s3_get_per_1000) + cold_gb * restore_gb),
+            f"{deep_retrievals:.2f} retrievals restore the study",
         )
     )
     wru = n * a.wru_per_instance + a.wru_per_study
@@ -340,7 +403,10 @@ def render(workload: Workload, prices: Prices, assumptions: Assumptions) -> str:
         "",
         "| assumption | value |",
         "|---|---:|",
-        *[f"| {name} | {value:g} |" for name, value in asdict(assumptions).items()],
+        *[
+            f"| {name} | {value if isinstance(value, str) else format(value, 'g')} |"
+            for name, value in asdict(assumptions).items()
+        ],
     ]
     return "\n".join(lines) + "\n"
 
@@ -364,6 +430,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=Assumptions.listener_cpu_s_per_1000,
         help="listener CPU-seconds per 1,000 instances (from `make bench`)",
     )
+    parser.add_argument("--deep-archive-days", type=float, default=Assumptions.deep_archive_days)
+    parser.add_argument("--restore-tier", choices=("Bulk", "Standard"), default=Assumptions.restore_tier)
+    parser.add_argument(
+        "--cold-objects-per-study",
+        type=float,
+        default=0.0,
+        help="pack a cold study into this many objects (0: one object per instance)",
+    )
+    parser.add_argument(
+        "--cold-size-ratio", type=float, default=1.0, help="cold bytes / stored bytes (lossless compression)"
+    )
+    parser.add_argument(
+        "--ahi-size-ratio", type=float, default=1.0, help="HealthImaging's billed bytes / our bytes"
+    )
     parser.add_argument("--price", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     workload = Workload(
@@ -373,7 +453,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         retrievals_per_study=args.retrievals_per_study,
         instance_kb=args.instance_kb,
     )
-    assumptions = Assumptions(listener_cpu_s_per_1000=args.listener_cpu_s_per_1000)
+    assumptions = Assumptions(
+        listener_cpu_s_per_1000=args.listener_cpu_s_per_1000,
+        deep_archive_days=args.deep_archive_days,
+        restore_tier=args.restore_tier,
+        cold_objects_per_study=args.cold_objects_per_study,
+        cold_size_ratio=args.cold_size_ratio,
+        ahi_size_ratio=args.ahi_size_ratio,
+    )
     print(render(workload, parse_prices(args.price), assumptions))
 
 

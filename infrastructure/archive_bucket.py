@@ -97,10 +97,13 @@ class ArchiveBucket(Construct):
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix="archive-bucket/",
             removal_policy=RemovalPolicy.RETAIN,
+            # Storage class changes and restores reach the index through EventBridge
+            # (infrastructure/storage_tiers.py); S3 sends no such events to SQS directly.
+            event_bridge_enabled=True,
             lifecycle_rules=[
-                # Instances move to colder classes as they age (docs/retention.md, "Tiers"); a
-                # transition keeps the version and its Object Lock. Objects under 128 KB stay:
-                # Glacier classes bill them as 128 KB plus a per-object transition fee.
+                # Instances move to colder classes as they age (docs/storage.md, "Tiers and
+                # restores"); a transition keeps the version and its Object Lock. Objects under
+                # 128 KB stay: Glacier classes bill them as 128 KB plus a per-object transition fee.
                 s3.LifecycleRule(
                     id="instance-tiers",
                     prefix=INSTANCE_PREFIX,
@@ -163,6 +166,20 @@ class ArchiveBucket(Construct):
             "CDK's encrypt/decrypt grant on the archive bucket's own key: the resource is that one "
             "key; the wildcards only cover variants of the same operation.",
             findings=("Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"),
+        )
+
+    def grant_restore_objects(self, grantee: iam.IRole) -> None:
+        """RestoreObject (a readable copy of an archived version, docs/storage.md): nothing else."""
+        self._grant_objects(grantee, ("s3:RestoreObject",))
+        # S3 may use the object's key on the caller's behalf for a restore of an SSE-KMS object
+        # (not verifiable in the local stand-in): decrypt only.
+        self.key.grant_decrypt(grantee)
+        acknowledge(
+            grantee,
+            "AwsSolutions-IAM5",
+            "Objects are keyed by DICOM UIDs that are only known at run time, so RestoreObject is "
+            "granted on <archive bucket>/*, with no read, write or delete.",
+            findings=(f"Resource::{arn_reference(self.bucket)}/*",),
         )
 
     def _grant_objects(self, grantee: iam.IRole, actions: tuple[str, ...]) -> None:

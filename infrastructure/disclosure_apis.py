@@ -9,15 +9,68 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, RemovalPolicy
+import hashlib
+from pathlib import Path
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
-from infrastructure.nag import acknowledge
+from infrastructure.nag import acknowledge, arn_reference
+
+
+def _acknowledge_bucket_deployment(scope: Construct, destination: s3.IBucket) -> None:
+    """cdk-nag findings of CDK's BucketDeployment handler (one singleton Lambda per stack)."""
+    stack = Stack.of(scope)
+    why = (
+        "CDK's BucketDeployment handler runs only at deploy time to copy the customers' CA bundle "
+        "from the CDK asset bucket into the truststore bucket; its role and grants are aws-cdk-lib's, "
+        "scoped to those two buckets"
+    )
+    for handler in [c for c in stack.node.children if c.node.id.startswith("Custom::CDKBucketDeployment")]:
+        acknowledge(
+            handler,
+            "AwsSolutions-IAM4",
+            why,
+            findings=(
+                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            ),
+        )
+        acknowledge(
+            handler,
+            "AwsSolutions-IAM5",
+            why,
+            findings=(
+                "Action::s3:GetBucket*",
+                "Action::s3:GetObject*",
+                "Action::s3:List*",
+                "Action::s3:Abort*",
+                "Action::s3:DeleteObject*",
+                f"Resource::arn:aws:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*",
+                f"Resource::{arn_reference(destination)}/*",
+            ),
+        )
+        acknowledge(
+            handler,
+            "AwsSolutions-L1",
+            "The runtime of CDK's BucketDeployment handler is chosen by aws-cdk-lib and moves with it",
+        )
+
+
+def truststore_bundle(path: str | None) -> str | None:
+    """The customers' CA bundle (PEM) to deploy as the mutual-TLS truststore, read at synth."""
+    if path is None:
+        return None
+    text = Path(path).read_text(encoding="ascii")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"{path}: not a PEM bundle of CA certificates")
+    return text
+
 
 NOTIFICATION_SCHEMA = apigateway.JsonSchema(
     schema=apigateway.JsonSchemaVersion.DRAFT4,
@@ -140,6 +193,7 @@ class CustomerApi(Construct):
         certificate_arn: str,
         truststore_version: str | None,
         truststore_key: str,
+        truststore_pem: str | None = None,
         access_logs_bucket: s3.IBucket,
         log_retention: logs.RetentionDays,
     ) -> None:
@@ -187,6 +241,22 @@ class CustomerApi(Construct):
             "custom domain, the only endpoint); the function binds that certificate to the "
             "organisation it names before anything is recorded.",
         )
+        self.truststore_deployment: s3deploy.BucketDeployment | None = None
+        if truststore_pem is not None:
+            # The bundle is deployed by CDK under a name derived from its content: a changed bundle
+            # is a new key, so CloudFormation updates the domain and API Gateway reads it again
+            # (it reads a truststore only when the domain changes). Old bundles stay (versioned).
+            truststore_key = f"truststore-{hashlib.sha256(truststore_pem.encode()).hexdigest()[:16]}.pem"
+            truststore_version = None
+            self.truststore_deployment = s3deploy.BucketDeployment(
+                self,
+                "TruststoreDeployment",
+                sources=[s3deploy.Source.data(truststore_key, truststore_pem)],
+                destination_bucket=self.truststore,
+                prune=False,
+                retain_on_delete=True,
+            )
+        self.truststore_key = truststore_key
         self.domain = apigateway.DomainName(
             self,
             "Domain",
@@ -198,6 +268,9 @@ class CustomerApi(Construct):
                 bucket=self.truststore, key=truststore_key, version=truststore_version
             ),
         )
+        if self.truststore_deployment is not None:
+            self.domain.node.add_dependency(self.truststore_deployment)
+            _acknowledge_bucket_deployment(self, self.truststore)
         self.domain.add_base_path_mapping(self.api, stage=self.api.deployment_stage)
         _acknowledge_common(
             self.api,
@@ -214,5 +287,6 @@ class CustomerApi(Construct):
             self,
             "TruststoreBucket",
             value=self.truststore.bucket_name,
-            description=f"Upload the customers' CA bundle as {truststore_key} before the first deploy",
+            description=f"The customers' CA bundle: {truststore_key}"
+            + ("" if truststore_pem else " (upload it before the first deploy)"),
         )

@@ -93,10 +93,23 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_11
 # Graviton: cheaper per GB-second; the deps layer is built from aarch64 wheels to match.
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
-# Storage tiers of instance objects by age (docs/retention.md). Only classes served without a
-# restore: Glacier Flexible Retrieval and Deep Archive need the restore-on-retrieve path and the
-# NEARLINE availability in C-FIND first, which the archive does not have yet.
-INSTANCE_TIERS = ((s3.StorageClass.GLACIER_INSTANT_RETRIEVAL, Duration.days(90)),)
+# Storage tiers of instance objects by age (docs/storage.md, "Tiers and restores"): the default
+# of a deployment, changed per stack with -c instanceTiers=GLACIER_IR:90,DEEP_ARCHIVE:730 (days
+# after the object was stored; DeploymentSettings.instance_tiers holds the default). Classes that need a restore (GLACIER, DEEP_ARCHIVE) make their
+# instances NEARLINE; a retrieval restores the study (RESTORE_TIER, kept RESTORE_DAYS days).
+TIER_CLASSES = {
+    "STANDARD_IA": s3.StorageClass.INFREQUENT_ACCESS,
+    "GLACIER_IR": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+    "GLACIER": s3.StorageClass.GLACIER,
+    "DEEP_ARCHIVE": s3.StorageClass.DEEP_ARCHIVE,
+}
+# S3 lifecycle rules: STANDARD_IA no earlier than 30 days after creation.
+TIER_MINIMUM_DAYS = {"STANDARD_IA": 30}
+RESTORE_TIER_DEFAULT = "Bulk"
+RESTORE_DAYS_DEFAULT = 7
+STORAGE_EVENTS_FUNCTION_TIMEOUT = Duration.seconds(60)
+RESTORE_FUNCTION_TIMEOUT = Duration.minutes(15)  # a large study: one RestoreObject per instance
+TIER_FUNCTION_MEMORY_MB = 256
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 # The staging tier (docs/storage.md, "Two tiers"): an S3 Express One Zone directory bucket in this
 # Availability Zone (a zone ID, the same physical zone in every account) of DEFAULT_REGION, where
@@ -165,6 +178,10 @@ XDS_API_RATE_LIMIT = 50  # requests per second, steady, for the whole stage
 XDS_API_BURST_LIMIT = 100
 XDS_IMAGING_DOCKERFILE = "listeners/xds_imaging/Dockerfile"
 XDS_IMAGING_CONTAINER_PORT = 8080
+# With listenerTls: RAD-69 over HTTPS with organisation client certificates, terminated in the
+# container (the NLB passes TCP through), on 443 at the load balancer.
+XDS_IMAGING_TLS_PORT = 8443
+XDS_IMAGING_TLS_LISTENER_PORT = 443
 IAN_BATCH_SIZE = SEND_IAN.batch_size  # each notification's backoff is its own message's visibility
 
 
@@ -217,11 +234,16 @@ CTX_AUDIT_SYSLOG_PORT = "auditSyslogPort"
 CTX_XDS_DOMAIN_NAME = "xdsDomainName"
 CTX_XDS_CERTIFICATE_ARN = "xdsCertificateArn"
 CTX_XDS_TRUSTSTORE_VERSION = "xdsTruststoreVersion"
+# A PEM bundle of the customers' CAs, deployed by CDK to the truststore bucket (docs/security.md).
+CTX_XDS_TRUSTSTORE_FILE = "xdsTruststoreFile"
 # Gone: the load balancer no longer terminates TLS (it cannot check client certificates).
 RETIRED_CONTEXT = ("dicomCertificateArn", "hl7CertificateArn")
 CTX_CLIENT_CIDRS = "clientCidrs"
 CTX_VPC_CIDR = "vpcCidr"
 CTX_ALARM_EMAIL = "alarmEmail"
+CTX_INSTANCE_TIERS = "instanceTiers"
+CTX_RESTORE_TIER = "restoreTier"
+CTX_RESTORE_DAYS = "restoreDays"
 
 _STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 
@@ -249,12 +271,20 @@ class DeploymentSettings:
     xds_domain_name: str | None = None
     xds_certificate_arn: str | None = None
     xds_truststore_version: str | None = None
+    # The customers' CA bundle (PEM file) that CDK deploys as the domain's truststore; without it
+    # the operator uploads truststore.pem and names its version (xds_truststore_version).
+    xds_truststore_file: str | None = None
     # The VPC's address range; choose one that does not overlap customers' networks reached by VPN.
     vpc_cidr: str = "10.60.0.0/16"
     # Networks allowed to reach the listeners besides the VPC itself. Any public range makes the
     # load balancers internet-facing; private ranges only (VPN, Transit Gateway) keep them internal.
     client_cidrs: tuple[str, ...] = ()
     alarm_email: str | None = None
+    # Lifecycle transitions of instance objects: (class, days after storing), ascending; "none" in
+    # the context keeps everything in STANDARD.
+    instance_tiers: tuple[tuple[str, int], ...] = (("GLACIER_IR", 90), ("DEEP_ARCHIVE", 730))
+    restore_tier: str = RESTORE_TIER_DEFAULT
+    restore_days: int = RESTORE_DAYS_DEFAULT
 
     def __post_init__(self) -> None:
         if not _STAGE_PATTERN.match(self.stage):
@@ -286,6 +316,26 @@ class DeploymentSettings:
             )
         if bool(self.xds_domain_name) != bool(self.xds_certificate_arn):
             raise ValueError(f"give {CTX_XDS_DOMAIN_NAME} and {CTX_XDS_CERTIFICATE_ARN} together")
+        previous = 0
+        for name, days in self.instance_tiers:
+            if name not in TIER_CLASSES:
+                raise ValueError(
+                    f"{CTX_INSTANCE_TIERS}: unknown class {name!r}; use {', '.join(TIER_CLASSES)}"
+                )
+            if days <= previous or days < TIER_MINIMUM_DAYS.get(name, 1):
+                raise ValueError(
+                    f"{CTX_INSTANCE_TIERS}: {name} after {days} days; transitions must come later and "
+                    f"later (STANDARD_IA at 30 days at the earliest)"
+                )
+            previous = days
+        if self.restore_tier not in ("Bulk", "Standard"):
+            raise ValueError(f"{CTX_RESTORE_TIER} must be Bulk or Standard, got {self.restore_tier!r}")
+        if self.restore_days < 1:
+            raise ValueError(f"{CTX_RESTORE_DAYS} must be at least 1, got {self.restore_days}")
+
+    @property
+    def lifecycle_transitions(self) -> tuple[tuple[s3.StorageClass, Duration], ...]:
+        return tuple((TIER_CLASSES[name], Duration.days(days)) for name, days in self.instance_tiers)
 
     @property
     def listener_client_cidrs(self) -> tuple[str, ...]:
@@ -334,9 +384,17 @@ class DeploymentSettings:
             xds_domain_name=get(CTX_XDS_DOMAIN_NAME),
             xds_certificate_arn=get(CTX_XDS_CERTIFICATE_ARN),
             xds_truststore_version=get(CTX_XDS_TRUSTSTORE_VERSION),
+            xds_truststore_file=get(CTX_XDS_TRUSTSTORE_FILE),
             vpc_cidr=str(get(CTX_VPC_CIDR) or defaults.vpc_cidr),
             client_cidrs=_string_list(get(CTX_CLIENT_CIDRS)),
             alarm_email=get(CTX_ALARM_EMAIL),
+            instance_tiers=(
+                parse_tiers(str(get(CTX_INSTANCE_TIERS)))
+                if get(CTX_INSTANCE_TIERS) is not None
+                else defaults.instance_tiers
+            ),
+            restore_tier=str(get(CTX_RESTORE_TIER) or defaults.restore_tier),
+            restore_days=int(get(CTX_RESTORE_DAYS) or defaults.restore_days),
         )
 
 
@@ -352,6 +410,19 @@ def _is_internal(cidr: str) -> bool:
     return isinstance(network, ipaddress.IPv4Network) and any(
         network.subnet_of(internal) for internal in _INTERNAL_NETWORKS
     )
+
+
+def parse_tiers(text: str) -> tuple[tuple[str, int], ...]:
+    """``GLACIER_IR:90,DEEP_ARCHIVE:730`` -> ((GLACIER_IR, 90), (DEEP_ARCHIVE, 730)); ``none`` -> ()."""
+    if text.strip().lower() == "none":
+        return ()
+    tiers = []
+    for part in _string_list(text):
+        name, _, days = part.partition(":")
+        if not days.strip().isdigit():
+            raise ValueError(f"{CTX_INSTANCE_TIERS}: expected CLASS:DAYS, got {part!r}")
+        tiers.append((name.strip().upper(), int(days)))
+    return tuple(tiers)
 
 
 def _flag(value: Any) -> bool:

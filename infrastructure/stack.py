@@ -21,7 +21,7 @@ from infrastructure.api_function import ArchiveFunction
 from infrastructure.archive_bucket import ArchiveBucket
 from infrastructure.audit_bucket import AuditBucket
 from infrastructure.availability import AvailabilityNotifications
-from infrastructure.disclosure_apis import AdminApi, CustomerApi
+from infrastructure.disclosure_apis import AdminApi, CustomerApi, truststore_bundle
 from infrastructure.layers import ArchiveLayers
 from infrastructure.listener_service import TcpListenerService
 from infrastructure.network import ArchiveNetwork
@@ -30,6 +30,7 @@ from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
 from infrastructure.staging_bucket import StagingBucket
+from infrastructure.storage_tiers import StorageTiers
 from infrastructure.tables import ArchiveTables
 from infrastructure.tls_secret import TlsSecret
 from infrastructure.xds_interface import XdsApi
@@ -52,7 +53,7 @@ class ArchiveStack(Stack):
             "Archive",
             object_lock_mode=deployment.object_lock_mode,
             retention_days=deployment.retention_days,
-            tiers=s.INSTANCE_TIERS,
+            tiers=deployment.lifecycle_transitions,
         )
         tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
         # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
@@ -146,6 +147,21 @@ class ArchiveStack(Stack):
         if deployment.listener_tls:
             # IAN to AEs registered with the tls flag goes out over TLS with the archive's certificate.
             tls_secret.grant_read(notifications.consumer.role)
+        # Storage tiers: S3 storage-class and restore events -> index; study restores.
+        tiers = StorageTiers(
+            self,
+            "StorageTiers",
+            bucket=storage.bucket,
+            layers=[layers.deps, layers.core],
+            environment={**archive_env, **notifications.environment},
+            alarms=alarms,
+            restore_tier=deployment.restore_tier,
+            restore_days=deployment.restore_days,
+        )
+        tables.grant(tiers.events_consumer.role, table_access.STORAGE_EVENTS)
+        tables.grant(tiers.restore_consumer.role, table_access.RESTORE_STUDY)
+        notifications.grant_send(tiers.events_consumer.role)
+        storage.grant_restore_objects(tiers.restore_consumer.role)
         registration = StudyRegistration(
             self,
             "StudyRegistration",
@@ -220,6 +236,7 @@ class ArchiveStack(Stack):
         )
         storage.key.grant_decrypt(destruction.role)
         tables.grant(destruction.role, table_access.DESTROY_EXPIRED)
+        may_audit(destruction.role)
         alarms.alarm_to_operator(destruction.failures)
 
         dicom = TcpListenerService(
@@ -242,6 +259,7 @@ class ArchiveStack(Stack):
                 t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
                 **staging_env,
                 t.ENV_LOCK_QUEUE_URL: lock_queue.queue.queue_url,
+                **tiers.environment,
             },
             tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
@@ -273,6 +291,7 @@ class ArchiveStack(Stack):
             "could not be written; see the DICOM listener's log for the request.",
         )
         registration.grant_request(dicom.task_role)
+        tiers.grant_request_restore(dicom.task_role)
         may_audit(dicom.task_role)
 
         # HL7 patient administration: MLLP listener -> FIFO queue (per patient) -> Lambda -> index.
@@ -399,6 +418,7 @@ class ArchiveStack(Stack):
                 certificate_arn=deployment.xds_certificate_arn,
                 truststore_version=deployment.xds_truststore_version,
                 truststore_key=s.TRUSTSTORE_KEY,
+                truststore_pem=truststore_bundle(deployment.xds_truststore_file),
                 access_logs_bucket=storage.access_logs_bucket,
                 log_retention=s.LOG_RETENTION,
             )
@@ -421,22 +441,32 @@ class ArchiveStack(Stack):
             name="xds-imaging",
             cluster=network.cluster,
             dockerfile=s.XDS_IMAGING_DOCKERFILE,
-            container_port=s.XDS_IMAGING_CONTAINER_PORT,
+            # With listenerTls the container terminates TLS itself with the organisation
+            # certificates (as the DICOM and HL7 listeners do; the NLB passes TCP through) and its
+            # plain port is off; without it, plain HTTP on an internal load balancer only.
+            container_port=s.XDS_IMAGING_TLS_PORT
+            if deployment.listener_tls
+            else s.XDS_IMAGING_CONTAINER_PORT,
+            listener_port=s.XDS_IMAGING_TLS_LISTENER_PORT if deployment.listener_tls else None,
             environment={
                 **archive_env,
                 **s.powertools_env("xds-imaging"),
                 t.ENV_XDS_HOST: "0.0.0.0",  # every interface of its task; only the load balancer reaches it
-                t.ENV_XDS_PORT: str(s.XDS_IMAGING_CONTAINER_PORT),
+                **(
+                    {t.ENV_XDS_PORT: s.PORT_OFF, t.ENV_XDS_TLS_PORT: str(s.XDS_IMAGING_TLS_PORT)}
+                    if deployment.listener_tls
+                    else {t.ENV_XDS_PORT: str(s.XDS_IMAGING_CONTAINER_PORT)}
+                ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
             },
-            # The RAD-69 server does not terminate TLS itself yet (the listeners do, with the
-            # organisation certificates): its load balancer stays internal, reached over the
-            # private networks only, until it does (docs/conformance-xds.md).
-            tls=False,
+            tls=deployment.listener_tls,
             client_cidrs=deployment.listener_client_cidrs,
-            internet_facing=False,
+            internet_facing=deployment.listeners_internet_facing if deployment.listener_tls else False,
             access_logs_bucket=storage.access_logs_bucket,
             sizing=s.XDS_IMAGING_SIZING,
         )
         storage.grant_read_objects(imaging.task_role)
         tables.grant(imaging.task_role, table_access.XDS_IMAGING)
+        may_audit(imaging.task_role)
+        may_audit(xds.registry.role)
+        may_audit(xds.repository.role)

@@ -136,6 +136,22 @@ SEND_IAN: TableAccess = {
     "ian_notifications": Access.WRITE,
 }
 
+# functions/storage_events: S3's storage class and restore events flip an instance's availability
+# with its series' and study's NEARLINE counts (one transaction); a study whose restore completed is
+# closed and its requesters' IANs are created (and queued).
+STORAGE_EVENTS: TableAccess = {
+    "studies": Access.WRITE,
+    "series": Access.WRITE,
+    "instances": Access.WRITE,
+    "ian_notifications": Access.APPEND,
+}
+
+# functions/restore_study: the study's NEARLINE instances (RestoreObject each), its restore state.
+RESTORE_STUDY: TableAccess = {
+    "studies": Access.WRITE,
+    "instances": Access.READ,
+}
+
 # functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes
 # their object versions, records each destruction and removes the studies' index entries.
 DESTROY_EXPIRED: TableAccess = {
@@ -172,6 +188,7 @@ DISCLOSURE_NOTIFICATION: TableAccess = {
 # repositories from the configuration; every read in the access log, reads of another
 # organisation's data also in the patient's disclosure chain.
 XDS_REGISTRY: TableAccess = {
+    "organisations": Access.READ,  # a client certificate's organisation against the XUA one
     "registration_config": Access.READ,
     "patients": Access.READ,
     "xds_registry": Access.OWN,
@@ -182,6 +199,7 @@ XDS_REGISTRY: TableAccess = {
 # functions/xds_repository: ITI-43 finds the manifests' entries (and the patient's denials) in the
 # registry; reads logged as above.
 XDS_REPOSITORY: TableAccess = {
+    "organisations": Access.READ,  # a client certificate's organisation against the XUA one
     "registration_config": Access.READ,
     "xds_registry": Access.READ,
     "access_log": Access.APPEND,
@@ -192,6 +210,7 @@ XDS_REPOSITORY: TableAccess = {
 # index (as C-GET does), the study's registration (its manifest, for denials) and the patient's
 # denials in the registry; reads logged as above.
 XDS_IMAGING: TableAccess = {
+    "organisations": Access.READ,  # a client certificate's organisation against the XUA one
     "registration_config": Access.READ,
     "registrations": Access.READ,
     "patients": Access.READ,

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import threading
+from pathlib import Path
 
-from .cloud import DEMO_AES, DEMO_ORG, LocalCloud
+from .cloud import DEMO_AES, DEMO_ORG, ROOT, LocalCloud
+
+DATA_DIR = ROOT / ".local-cloud"
 
 
 def banner(cloud: LocalCloud) -> str:
@@ -23,6 +27,8 @@ def banner(cloud: LocalCloud) -> str:
         tls = f"""
  DICOM over TLS     127.0.0.1:{cloud.dicom_tls_port}   client certificate required (demo CA below)
  MLLP over TLS      127.0.0.1:{cloud.hl7_tls_port}
+ XDS over TLS       {cloud.xds_tls_url}/xds/registry  /xds/repository  /xds/imaging
+                    (client certificate required; its organisation must be the XUA organization-id)
  Customers' API     https://127.0.0.1:{cloud.https_port}/disclosures/notifications   (mutual TLS)
  Demo CA            {pki.ca.cert_path}
  Demo client cert   {pki.demo_client.cert_path} (+ .key), organisation {DEMO_ORG.oid}
@@ -30,6 +36,12 @@ def banner(cloud: LocalCloud) -> str:
  TLS:  /usr/bin/storescu +tls {client} +cf {pki.ca.cert_path} \\
          -aet DEMO_MOD -aec ARCHIVE 127.0.0.1 {cloud.dicom_tls_port} FILES
 """
+    if cloud.state_dir is not None:
+        kept = f"{cloud.state_dir}/ (kept across restarts)"
+        after_stop = "the data stays. Start afresh: make run FRESH=1 (python -m local --fresh)"
+    else:
+        kept = "in memory only"
+        after_stop = "the data is gone after a stop."
     ians = ", ".join(f"{ae.ae_title} at {ae.host}:{ae.port}" for ae in DEMO_AES if "ian" in ae.roles)
     return f"""
 ==========================================================================
@@ -39,6 +51,7 @@ def banner(cloud: LocalCloud) -> str:
  HL7 listener       127.0.0.1:{cloud.hl7_port}   MLLP (ADT A40, A47, A08, A31){tls}
  Admin API          http://127.0.0.1:{cloud.http_port}/admin/disclosures?patient_id=ID&issuer=OID
  AWS stand-in       {cloud.endpoint}   (moto: S3, DynamoDB, SQS, Secrets Manager)
+ Data               {kept}
  Lambda handlers    {", ".join([*dict.fromkeys(p.function.name for p in cloud.pollers), *cloud.function_processes])} (fed from SQS)
  Demo organisation  {DEMO_ORG.oid} ({DEMO_ORG.name})
 {aes}
@@ -53,7 +66,7 @@ def banner(cloud: LocalCloud) -> str:
  Admin: python -m admin --endpoint {cloud.endpoint} org list
         python -m admin --endpoint {cloud.endpoint} ian list --state PENDING
         python -m admin --endpoint {cloud.endpoint} disclosures report ID --issuer OID
- Ctrl-C stops everything. Data lives in memory and is gone after a stop.
+ Ctrl-C stops everything; {after_stop}
 ==========================================================================
 """
 
@@ -66,10 +79,23 @@ def main() -> None:
     parser.add_argument("--xds-port", type=int, default=8080)
     parser.add_argument("--dicom-tls-port", type=int, default=2762)
     parser.add_argument("--hl7-tls-port", type=int, default=2576)
+    parser.add_argument("--xds-tls-port", type=int, default=8444, help="XDS over TLS (client certificates)")
     parser.add_argument("--http-port", type=int, default=8081, help="admin API (API Gateway stand-in)")
     parser.add_argument("--https-port", type=int, default=8443, help="customers' API, mutual TLS")
     parser.add_argument("--commitment-wait", type=float, default=30.0)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="the stand-in's data (DIR/aws), logs and TLS material; kept across restarts",
+    )
+    parser.add_argument("--fresh", action="store_true", help="forget the data kept from earlier runs")
+    parser.add_argument("--in-memory", action="store_true", help="keep no data at all (as the tests do)")
     args = parser.parse_args()
+    state_dir = None if args.in_memory else args.data_dir / "aws"
+    if args.fresh and state_dir is not None and state_dir.exists():
+        shutil.rmtree(state_dir)
+        print(f"starting afresh: removed {state_dir}", flush=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     stop = threading.Event()
@@ -82,9 +108,13 @@ def main() -> None:
         xds_port=args.xds_port,
         dicom_tls_port=args.dicom_tls_port,
         hl7_tls_port=args.hl7_tls_port,
+        xds_tls_port=args.xds_tls_port,
         http_port=args.http_port,
         https_port=args.https_port,
         settings_overrides={"commitment_wait_seconds": args.commitment_wait},
+        log_dir=args.data_dir,
+        tls_dir=args.data_dir / "tls",
+        state_dir=state_dir,
     )
     try:
         cloud.start()

@@ -52,6 +52,8 @@ from .runner import FUNCTIONS, SCHEDULED, QueuePoller, Scheduler
 LOG = logging.getLogger("archive.local")
 # How long a stop (Ctrl-C on ``make run``) may take, whatever is queued.
 STOP_SECONDS = 5.0
+# How long the stand-in may take to save its state at a stop (it saves every few seconds anyway).
+MOTO_SAVE_SECONDS = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_ORG = OrganisationInfo(
@@ -144,10 +146,14 @@ class LocalCloud:
     tls_dir: Path | None = ROOT / ".local-cloud" / "tls"
     dicom_tls_port: int = 0
     hl7_tls_port: int = 0
+    xds_tls_port: int = 0  # the XDS endpoints over HTTPS with client certificates (RAD-69's own TLS)
     # API Gateway stand-in: admin API (HTTP) and the customers' mutual-TLS endpoint (HTTPS).
     http_port: int = 0
     https_port: int = 0
     anchor_every_seconds: float = 3600.0
+    # Where the AWS stand-in keeps its data across a stop and a start (``make run``:
+    # .local-cloud/aws); None keeps it in memory only, gone at stop (the tests' default).
+    state_dir: Path | None = None
 
     endpoint: str = ""
     settings: Settings | None = None
@@ -170,16 +176,19 @@ class LocalCloud:
         self.hl7_port = self.hl7_port or free_port()
         self.xds_port = self.xds_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.moto_port}"
-        self._moto = self._spawn(
-            "moto", [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
-        )
-        self._wait_http(f"{self.endpoint}/moto-api/")
+        moto_argv = [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)]
+        if self.state_dir is not None:
+            moto_argv += ["--data-dir", str(self.state_dir)]
+        self._moto = self._spawn("moto", moto_argv)
+        # Loading a kept state takes longer than starting empty.
+        self._wait_http(f"{self.endpoint}/moto-api/", 120.0 if self.state_dir else 30.0, self._moto)
         # Handler modules and the pynamodb models read credentials and settings from the environment.
         os.environ.update(self.base_env())
         if self.tls_dir is not None:
             self.pki = DemoPki.create(self.tls_dir, DEMO_ORG.oid)
             self.dicom_tls_port = self.dicom_tls_port or free_port()
             self.hl7_tls_port = self.hl7_tls_port or free_port()
+            self.xds_tls_port = self.xds_tls_port or free_port()
             self.https_port = self.https_port or free_port()
         self.http_port = self.http_port or free_port()
         self.settings, self.queues = provision(
@@ -255,10 +264,10 @@ class LocalCloud:
         if self._moto is not None:
             self._moto.terminate()
             try:
-                self._moto.wait(1)
+                # A persistent stand-in saves what changed since its last save (seconds at most);
+                # one in memory has nothing to keep, and a stop must not wait for it.
+                self._moto.wait(MOTO_SAVE_SECONDS if self.state_dir is not None else 1)
             except subprocess.TimeoutExpired:
-                # moto holding much data can take long to exit; its state is in memory anyway, and a
-                # stop must not wait for it (Ctrl-C on make run).
                 self._moto.kill()
                 self._moto.wait(10)
             self._moto = None
@@ -419,8 +428,12 @@ class LocalCloud:
     def start_xds_gateway(self) -> subprocess.Popen[bytes]:
         """API Gateway's and the load balancer's stand-in for the XDS endpoints (``local.gateway``)."""
         env = {**self.env(), t.ENV_XDS_HOST: "127.0.0.1", t.ENV_XDS_PORT: str(self.xds_port)}
+        if self.pki is not None:
+            env[t.ENV_XDS_TLS_PORT] = str(self.xds_tls_port)
         self.xds_process = self._spawn("xds", [sys.executable, "-m", "local.gateway"], env=env)
         wait_for_port("127.0.0.1", self.xds_port, process=self.xds_process)
+        if self.pki is not None:
+            wait_for_port("127.0.0.1", self.xds_tls_port, process=self.xds_process)
         return self.xds_process
 
     def stop_xds_gateway(self) -> None:
@@ -435,6 +448,10 @@ class LocalCloud:
     @property
     def xds_url(self) -> str:
         return f"http://127.0.0.1:{self.xds_port}"
+
+    @property
+    def xds_tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.xds_tls_port}"
 
     def register(self, org: OrganisationInfo, *aes: AEInfo) -> None:
         registry = Registry()
@@ -494,9 +511,11 @@ class LocalCloud:
         )
 
     @staticmethod
-    def _wait_http(url: str, timeout: float = 30.0) -> None:
+    def _wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{url}: the server exited with {process.returncode} (see its log)")
             try:
                 with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback moto endpoint
                     return

@@ -35,8 +35,14 @@ from urllib.parse import parse_qs, urlsplit
 from archive import topology as t
 from archive.config import Settings
 from archive.data.models import bind_models
+from archive.data.registry import Registry
+from archive.data.secrets import SecretTlsMaterial
+from archive.services.audit import build_audit_trail
+from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
 from archive.services.xds_app import XdsApplication
-from archive.services.xds_exchange import HttpAnswer
+from archive.services.xds_exchange import HttpAnswer, Peer
+from archive.tls.rotation import RotatingTls
 from archive.topology import ADMIN_API, DISCLOSURE_NOTIFICATION
 from cryptography import x509
 
@@ -276,9 +282,15 @@ class LocalGateway:
 # --- the XDS endpoints (their own process) ------------------------------------------------------
 
 
-def binary_proxy_event(path: str, body: bytes, content_type: str) -> dict[str, Any]:
-    """The event API Gateway (REST, proxy integration, binary media types) gives a Lambda for a POST."""
-    event = proxy_event("POST", path, {}, {"Content-Type": content_type}, b"", "127.0.0.1", None)
+def binary_proxy_event(path: str, body: bytes, content_type: str, peer: Peer = Peer()) -> dict[str, Any]:
+    """The event API Gateway (REST, proxy integration, binary media types) gives a Lambda for a
+    POST; over the mutual-TLS domain with the verified client certificate."""
+    certificate = None
+    if peer.certificate_pem:
+        certificate = client_cert(ssl.PEM_cert_to_DER_cert(peer.certificate_pem))
+    event = proxy_event(
+        "POST", path, {}, {"Content-Type": content_type}, b"", peer.address or "127.0.0.1", certificate
+    )
     event["body"] = base64.b64encode(body).decode("ascii")
     event["isBase64Encoded"] = True
     return event
@@ -287,9 +299,9 @@ def binary_proxy_event(path: str, body: bytes, content_type: str) -> dict[str, A
 def lambda_route(spec: t.FunctionSpec) -> StreamRoute:
     module = load_handler(unqueued_function(spec))
 
-    def route(body: BinaryIO, content_type: str) -> HttpAnswer:
+    def route(body: BinaryIO, content_type: str, peer: Peer) -> HttpAnswer:
         response = module.handler(
-            binary_proxy_event(spec.path, body.read(), content_type), LambdaContext(spec.function)
+            binary_proxy_event(spec.path, body.read(), content_type, peer), LambdaContext(spec.function)
         )
         data = response.get("body") or ""
         payload = base64.b64decode(data) if response.get("isBase64Encoded") else data.encode("utf-8")
@@ -300,20 +312,43 @@ def lambda_route(spec: t.FunctionSpec) -> StreamRoute:
 
 
 def main() -> None:
+    """The XDS endpoints: plain HTTP on XDS_PORT and, with TLS material and XDS_TLS_PORT, the same
+    routes over HTTPS with organisation client certificates (the mutual-TLS custom domain and the
+    RAD-69 container's own TLS on AWS)."""
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     settings = Settings.from_env()
     bind_models(settings)
+    tls = (
+        RotatingTls(
+            SecretTlsMaterial(settings, settings.tls_secret_id), check_seconds=settings.tls_check_seconds
+        )
+        if settings.tls_secret_id
+        else None
+    )
+    trail = build_audit_trail(settings, client_context=tls.client if tls else None)
     routes: dict[str, StreamRoute] = {spec.path: lambda_route(spec) for spec in t.XDS_FUNCTIONS}
-    routes[t.XDS_IMAGING_PATH] = XdsApplication(settings).imaging
-    server = make_server(os.environ.get(t.ENV_XDS_HOST, "127.0.0.1"), int(os.environ[t.ENV_XDS_PORT]), routes)
+    routes[t.XDS_IMAGING_PATH] = XdsApplication(settings, audit_trail=trail).imaging
+    host = os.environ.get(t.ENV_XDS_HOST, "127.0.0.1")
+    servers = [make_server(host, int(os.environ[t.ENV_XDS_PORT]), routes)]
+    tls_port = os.environ.get(t.ENV_XDS_TLS_PORT)
+    if tls is not None and tls_port:
+        authenticator = PeerAuthenticator(
+            CachedRegistry(Registry()), trail, local_node=settings.audit_source_id
+        )
+        servers.append(
+            make_server(host, int(tls_port), routes, tls=tls.server, on_refused=authenticator.tls_refused)
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    serve_in_thread(server)
-    print(f"XDS gateway on {server.server_address}", flush=True)
+    for server in servers:
+        serve_in_thread(server)
+        print(f"XDS gateway on {server.server_address}{' (TLS)' if server.tls else ''}", flush=True)
     stop.wait()
-    server.shutdown()
+    for server in servers:
+        server.shutdown()
+    trail.close()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,16 @@ import boto3
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
-from archive.topology import IAN_QUEUE, INDEX_QUEUE, LOCK_QUEUE, QUEUES, REGISTRATION_QUEUE, TABLE_ENV
+from archive.topology import (
+    IAN_QUEUE,
+    INDEX_QUEUE,
+    LOCK_QUEUE,
+    QUEUES,
+    REGISTRATION_QUEUE,
+    RESTORE_QUEUE,
+    STORAGE_EVENTS_QUEUE,
+    TABLE_ENV,
+)
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
@@ -61,6 +70,19 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def _create_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    """The queue's URL; a queue kept from an earlier start keeps its messages and gets these
+    attributes (FIFO-ness cannot change)."""
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except sqs.exceptions.QueueNameExists:
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        changeable = {k: v for k, v in attributes.items() if k not in ("FifoQueue",)}
+        if changeable:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=changeable)
+        return url
+
+
 def create_queues(
     endpoint: str, *, max_receive: dict[str, int] | None = None, visibility: dict[str, int] | None = None
 ) -> dict[str, QueueInfo]:
@@ -74,30 +96,43 @@ def create_queues(
         visibility_timeout = (visibility or {}).get(name, VISIBILITY_TIMEOUT)
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if fifo else {}
-        dlq_url = sqs.create_queue(QueueName=f"archive-{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
+        dlq_url = _create_queue(sqs, f"archive-{name}-dlq{suffix}", fifo_attrs)
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
-        url = sqs.create_queue(
-            QueueName=f"archive-{name}{suffix}",
-            Attributes={
+        url = _create_queue(
+            sqs,
+            f"archive-{name}{suffix}",
+            {
                 **fifo_attrs,
                 "VisibilityTimeout": str(visibility_timeout),
                 "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}',
             },
-        )["QueueUrl"]
+        )
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         out[name] = QueueInfo(name, url, arn, dlq_url)
     return out
 
 
+def _create_locked_bucket(s3: Any, name: str) -> bool:
+    """A versioned bucket with Object Lock; False if it was kept from an earlier start (then its
+    configuration stays as it is: S3 refuses to change the lock configuration of a bucket with
+    objects)."""
+    try:
+        s3.create_bucket(
+            Bucket=name,
+            ObjectLockEnabledForBucket=True,
+            CreateBucketConfiguration={"LocationConstraint": REGION},
+        )
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        return False
+    return True
+
+
 def create_bucket(endpoint: str, index_queue_arn: str, retention_days: int) -> None:
     s3 = client("s3", endpoint)
-    s3.create_bucket(
-        Bucket=BUCKET,
-        ObjectLockEnabledForBucket=True,
-        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
-    )
+    if not _create_locked_bucket(s3, BUCKET):
+        return
     s3.put_object_lock_configuration(
         Bucket=BUCKET,
         ObjectLockConfiguration={
@@ -161,6 +196,8 @@ def provision(
         index_queue_url=queues[INDEX_QUEUE.name].url,
         registration_queue_url=queues[REGISTRATION_QUEUE.name].url,
         ian_queue_url=queues[IAN_QUEUE.name].url,
+        storage_events_queue_url=queues[STORAGE_EVENTS_QUEUE.name].url,
+        restore_queue_url=queues[RESTORE_QUEUE.name].url,
         **overrides,
     )
     create_tables(settings)
@@ -174,11 +211,8 @@ TLS_SECRET = "archive-local-tls"  # noqa: S105 - the name of the secret, not a s
 def create_audit_bucket(endpoint: str, retention_days: int) -> str:
     """The audit bucket: Object Lock (GOVERNANCE locally; COMPLIANCE on AWS), versioned."""
     s3 = client("s3", endpoint)
-    s3.create_bucket(
-        Bucket=AUDIT_BUCKET,
-        ObjectLockEnabledForBucket=True,
-        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
-    )
+    if not _create_locked_bucket(s3, AUDIT_BUCKET):
+        return AUDIT_BUCKET
     s3.put_object_lock_configuration(
         Bucket=AUDIT_BUCKET,
         ObjectLockConfiguration={

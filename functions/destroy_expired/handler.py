@@ -13,6 +13,7 @@ from archive.data.destruction import DestructionRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.retention import RetentionRepository
+from archive.services.audit import build_audit_trail
 from archive.services.destruction import DestructionService
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,12 +21,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 logger = Logger(service="destroy-expired")
 settings = Settings.from_env()
 bind_models(settings)
-service = DestructionService(RetentionRepository(), DestructionRepository(), ObjectStore(settings))
+audit_trail = build_audit_trail(settings, background=False)
+service = DestructionService(
+    RetentionRepository(), DestructionRepository(), ObjectStore(settings), audit_trail=audit_trail
+)
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    run = service.run(approved_by=event.get("approved_by"))
+    try:
+        run = service.run(approved_by=event.get("approved_by"))
+    finally:
+        audit_trail.flush()
     summary = run.summary()
     logger.info("destruction run", extra=summary)
     return summary

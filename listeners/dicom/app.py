@@ -32,6 +32,7 @@ from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
 from archive.services.registration import RegistrationRequests
 from archive.services.retention import RetentionService
+from archive.services.storage_tiers import StorageTiers
 from archive.tls.rotation import RotatingTls
 
 from .audit import DicomAudit
@@ -104,6 +105,7 @@ def build(
         on_conn_open=set_nodelay,
         audit=dicom_audit,
         destination_arguments=destination_arguments,
+        restores=StorageTiers.from_settings(settings, objects) if settings.restore_queue_url else None,
     )
     deps = ListenerDeps(
         registry=registry,
@@ -111,7 +113,7 @@ def build(
             objects,
             index,
             max_object_bytes=settings.max_object_bytes,
-            corrections=CorrectionService(RejectionRepository(settings), index, objects),
+            corrections=CorrectionService(RejectionRepository(settings), index, objects, audit_trail=trail),
             retention=RetentionService(
                 RetentionRepository(),
                 objects,

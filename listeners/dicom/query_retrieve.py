@@ -31,6 +31,7 @@ from archive.model.organisations import AEInfo
 from archive.services.directory import CachedRegistry
 from archive.services.query.find import PATIENT_ROOT, STUDY_ROOT, QueryRequest, QueryService
 from archive.services.query.retrieve import Prepared, RetrieveItem, RetrieveService
+from archive.services.storage_tiers import StorageTiers
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
@@ -139,6 +140,7 @@ class QueryRetrieveSCP:
         on_conn_open: Callable[[Any], None] | None = None,
         audit: DicomAudit | None = None,
         destination_arguments: Callable[[AEInfo], dict[str, Any]] | None = None,
+        restores: StorageTiers | None = None,
     ) -> None:
         self._registry = registry
         self._queries = queries
@@ -148,6 +150,9 @@ class QueryRetrieveSCP:
         self._audit = audit
         # Extra associate() arguments for a move destination: TLS when it is registered for it.
         self._destination_arguments = destination_arguments
+        # Instances in a cold storage class: their study's restore is started, they fail with
+        # an Error Comment saying when to retry (docs/conformance-query-retrieve.md).
+        self._restores = restores
 
     def handlers(self) -> list[Any]:
         return [
@@ -377,13 +382,19 @@ class QueryRetrieveSCP:
         if not items:
             operation.outcome = "COMPLETED"
             return
+        # NEARLINE instances are not read: ONLINE ones are sent first, then the NEARLINE ones
+        # fail with the restore's retry time as the Error Comment of the final response.
+        nearline = [i for i in items if i.nearline]
+        online = [i for i in items if not i.nearline]
         try:
-            self._record_start(operation, items)
+            self._record_start(operation, online)
         except AccessRecordNotWritten as exc:
             operation.outcome = f"FAILED: {exc}"
             yield _status(STATUS_UNABLE_TO_PERFORM_SUB_OPERATIONS, str(exc)[:ERROR_COMMENT_MAX]), None
             return
         failures: list[str] = []
+        nearline_comment = self._restore_for(operation, nearline) if nearline else ""
+        items = online
         prepared_items = self._retrievals.prepared(items, accepted)
         handed_over: Prepared | None = None
         try:
@@ -397,7 +408,8 @@ class QueryRetrieveSCP:
                 if not sending():
                     prepared.discard()
                     failures.append("receiver association ended")
-                    yield from self._unsent(items[position:], failures)
+                    yield from self._unsent(items[position:] + nearline, failures)
+                    nearline = []
                     break
                 item = prepared.item
                 if prepared.path is None and prepared.dataset is None:
@@ -426,11 +438,36 @@ class QueryRetrieveSCP:
             if handed_over is not None:
                 handed_over.discard()  # sent already (a no-op), or never sent: the peer went away
             keep_alive(event.assoc)
+        if nearline:
+            failures.extend([nearline_comment] * len(nearline))
+            yield from self._unsent(nearline, failures)
+        items = online + nearline
         operation.outcome = (
             f"COMPLETED ({len(failures)} of {len(items)} not sent: {_summary(failures)})"
             if failures
             else "COMPLETED"
         )
+
+    def _restore_for(self, operation: _Operation, nearline: list[RetrieveItem]) -> str:
+        """Start (or join) the restore of the studies of ``nearline``; the comment for the answer."""
+        if self._restores is None:
+            return "NEARLINE: needs a restore (ask the archive operator)"
+        try:
+            ticket = self._restores.for_retrieval((i.study_uid for i in nearline), operation.calling_title)
+        except Exception:
+            LOG.exception("restore for %s not started", operation.calling_title)
+            return "NEARLINE: restore could not be started; retry later"
+        if ticket is None:
+            return "NEARLINE: needs a restore (ask the archive operator)"
+        LOG.info(
+            "%s by %s: %d NEARLINE instances; restore %s until %s",
+            operation.name,
+            operation.calling_title,
+            len(nearline),
+            ticket.state,
+            ticket.ready_by.isoformat(),
+        )
+        return ticket.retry_comment()
 
     @staticmethod
     def _failure(operation: _Operation, prepared: Prepared) -> str:

@@ -11,6 +11,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +49,8 @@ def production() -> Synthesized:
 
 
 XDS_DOMAIN = "xds.archive.example.org"
+# A customer CA (certificate only, made with local.pki) for the truststore CDK deploys.
+TRUSTSTORE_FILE = Path(__file__).resolve().parent / "customer-cas.pem"
 SYSLOG_HOST = "audit.example.org"
 
 
@@ -64,4 +67,5 @@ def dev_with_tls() -> Synthesized:
         auditSyslogHost=SYSLOG_HOST,
         xdsDomainName=XDS_DOMAIN,
         xdsCertificateArn=CERTIFICATE_ARN,
+        xdsTruststoreFile=str(TRUSTSTORE_FILE),
     )

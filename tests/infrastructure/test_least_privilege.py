@@ -82,6 +82,14 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "registration_config": READ,
         "ian_notifications": WRITE,
     },
+    # Storage tiers: availability and NEARLINE counts from S3's events; the restores' IANs
+    "storage-events": {
+        "studies": WRITE,
+        "series": WRITE,
+        "instances": WRITE,
+        "ian_notifications": APPEND,
+    },
+    "restore-study": {"studies": WRITE, "instances": READ},
     # Deletes the index entries of studies whose retention ended, never writes them
     "destroy-expired": {
         "studies": REMOVE,
@@ -101,6 +109,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     },
     # XDS: every read logged (access log), reads of another organisation's data in the chain
     "xds-registry": {
+        "organisations": READ,  # client certificate against the XUA organisation-id
         "registration_config": READ,  # identity providers, document repositories, the archive
         "patients": READ,  # XDSUnknownPatientId
         "xds_registry": OWN,  # ITI-42; a registration that fails half-way is deleted again
@@ -108,12 +117,14 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "disclosure_log": APPEND,
     },
     "xds-repository": {
+        "organisations": READ,  # client certificate against the XUA organisation-id
         "registration_config": READ,
         "xds_registry": READ,
         "access_log": APPEND,
         "disclosure_log": APPEND,
     },
     "xds-imaging": {
+        "organisations": READ,  # client certificate against the XUA organisation-id
         "registration_config": READ,
         "registrations": READ,  # the study's manifest, for denials
         "patients": READ,

@@ -3,13 +3,14 @@ append-only disclosure log, the customers' mutual-TLS API and the IAM-only admin
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from archive.config import TABLE_ENV
 from aws_cdk.assertions import Match
 
-from tests.infrastructure.conftest import SYSLOG_HOST, XDS_DOMAIN, Synthesized
+from tests.infrastructure.conftest import SYSLOG_HOST, TRUSTSTORE_FILE, XDS_DOMAIN, Synthesized
 from tests.infrastructure.template_queries import (
     actions_on,
     arn_of,
@@ -137,7 +138,25 @@ def test_customer_api_is_reachable_only_through_its_mutual_tls_domain(dev_with_t
     assert props["DomainName"] == XDS_DOMAIN
     assert props["SecurityPolicy"] == "TLS_1_2"
     truststore = json.dumps(props["MutualTlsAuthentication"]["TruststoreUri"])
-    assert truststore.startswith('{"Fn::Join": ["", ["s3://", {"Ref"') and "truststore.pem" in truststore
+    # The CA bundle given as xdsTruststoreFile, under a key derived from its content (a changed
+    # bundle is a new key, so the domain is updated and API Gateway reads the new truststore)
+    digest = hashlib.sha256(TRUSTSTORE_FILE.read_bytes()).hexdigest()[:16]
+    assert (
+        truststore.startswith('{"Fn::Join": ["", ["s3://", {"Ref"')
+        and f"truststore-{digest}.pem" in truststore
+    )
+    bucket_id = props["MutualTlsAuthentication"]["TruststoreUri"]["Fn::Join"][1][1]["Ref"]
+    assert template.to_json()["Resources"][bucket_id]["Properties"]["VersioningConfiguration"] == {
+        "Status": "Enabled"
+    }
+    # And CDK deploys it there before the domain reads it, keeping earlier bundles
+    deployment_id, deployment = only(template, "Custom::CDKBucketDeployment")
+    assert deployment["Properties"]["DestinationBucketName"] == {"Ref": bucket_id}
+    assert (
+        deployment["Properties"].get("Prune") is False and deployment["Properties"]["RetainOnDelete"] is True
+    )
+    domain_id, _ = only(template, "AWS::ApiGateway::DomainName")
+    assert deployment_id in template.to_json()["Resources"][domain_id].get("DependsOn", [])
     (api_id, api), *_ = resources(
         template, "AWS::ApiGateway::RestApi", Match.object_like({"DisableExecuteApiEndpoint": True})
     ).items()

@@ -121,3 +121,39 @@ def test_public_client_networks_need_a_tls_certificate() -> None:
     # Then plain DICOM would cross the internet, and synth refuses
     with pytest.raises(ValueError, match="DICOM without TLS"):
         DeploymentSettings(client_cidrs=("198.51.100.0/24",))
+
+
+def test_lifecycle_tiers_restore_tier_and_days_are_chosen_per_stack() -> None:
+    # Given no context, then a stack that keeps only Glacier Flexible Retrieval after half a year
+    default = DeploymentSettings.from_context(App().node)
+    chosen = DeploymentSettings.from_context(
+        App(context={"instanceTiers": "glacier:180", "restoreTier": "Standard", "restoreDays": "2"}).node
+    )
+    none = DeploymentSettings.from_context(App(context={"instanceTiers": "none"}).node)
+
+    # Then the default is Glacier IR after 90 days and Deep Archive after two years, restored Bulk
+    assert default.instance_tiers == (("GLACIER_IR", 90), ("DEEP_ARCHIVE", 730))
+    assert (default.restore_tier, default.restore_days) == ("Bulk", 7)
+    # And the context replaces it (class names in any case), or switches tiers off
+    assert chosen.instance_tiers == (("GLACIER", 180),)
+    assert (chosen.restore_tier, chosen.restore_days) == ("Standard", 2)
+    assert none.instance_tiers == ()
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ("DEEP_ARCHIVE:730,GLACIER_IR:90", "later and later"),
+        ("STANDARD_IA:10", "later and later"),
+        ("ONEZONE_IA:30", "unknown class"),
+        ("GLACIER_IR", "CLASS:DAYS"),
+    ],
+)
+def test_lifecycle_tiers_out_of_order_or_unknown_are_refused(tiers: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DeploymentSettings.from_context(App(context={"instanceTiers": tiers}).node)
+
+
+def test_restore_tier_must_be_bulk_or_standard() -> None:
+    with pytest.raises(ValueError, match="Bulk or Standard"):
+        DeploymentSettings(restore_tier="Expedited")

@@ -184,19 +184,84 @@ def test_every_dead_letter_queue_has_an_alarm_to_an_encrypted_topic(production: 
         assert "KmsMasterKeyId" in topic["Properties"]
 
 
-def test_instances_move_to_glacier_instant_retrieval_after_90_days_and_small_ones_stay(
+def test_instances_move_to_glacier_ir_after_90_days_then_deep_archive_after_2_years(
     production: Synthesized,
 ) -> None:
+    # Given the production stack with the default tiers
     _, bucket = archive_bucket(production.template)
     (rule,) = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    # Then instance objects over 128 KB move to Glacier IR at 90 days and Deep Archive at 730
     assert rule["Status"] == "Enabled"
     assert rule["Prefix"] == "instances/"
     assert rule["ObjectSizeGreaterThan"] == 128 * 1024 - 1
-    assert rule["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 90}]
-    # Nothing expires by lifecycle: only the destruction job deletes, when Object Lock allows
+    assert rule["Transitions"] == [
+        {"StorageClass": "GLACIER_IR", "TransitionInDays": 90},
+        {"StorageClass": "DEEP_ARCHIVE", "TransitionInDays": 730},
+    ]
+    # And nothing expires by lifecycle: only the destruction job deletes, when Object Lock allows
     assert "ExpirationInDays" not in rule and "NoncurrentVersionExpiration" not in rule
-    # And no class that would need a restore before a retrieval
-    assert not {t["StorageClass"] for t in rule["Transitions"]} & {"GLACIER", "DEEP_ARCHIVE"}
+    assert "NoncurrentVersionTransitions" not in rule
+    # And Object Lock is the bucket's, whatever the class (a transition keeps version and lock)
+    assert bucket["Properties"]["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
+
+
+def test_storage_class_and_restore_events_go_from_eventbridge_to_the_storage_events_queue(
+    production: Synthesized,
+) -> None:
+    # Given the archive bucket, which sends its events to EventBridge
+    bucket_id, _ = archive_bucket(production.template)
+    _, notifications = only(
+        production.template,
+        "Custom::S3BucketNotifications",
+        Match.object_like({"BucketName": ref(bucket_id)}),
+    )
+    assert "EventBridgeConfiguration" in notifications["Properties"]["NotificationConfiguration"]
+    # Then one rule takes exactly its class changes and restore events to an encrypted queue
+    _, rule = only(
+        production.template,
+        "AWS::Events::Rule",
+        Match.object_like({"EventPattern": Match.object_like({"source": ["aws.s3"]})}),
+    )
+    pattern = rule["Properties"]["EventPattern"]
+    assert sorted(pattern["detail-type"]) == [
+        "Object Restore Completed",
+        "Object Restore Expired",
+        "Object Storage Class Changed",
+    ]
+    assert pattern["detail"] == {"bucket": {"name": [ref(bucket_id)]}}
+    (target,) = rule["Properties"]["Targets"]
+    queue_id = target["Arn"]["Fn::GetAtt"][0]
+    queue = production.template.to_json()["Resources"][queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue" and "KmsMasterKeyId" in queue["Properties"]
+    # And that queue feeds the storage_events function
+    production.template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": arn_of(queue_id), "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )
+
+
+def test_only_the_restore_function_may_restore_objects_and_it_may_do_nothing_else_on_s3(
+    production: Synthesized,
+) -> None:
+    # Given every IAM policy of the stack
+    restore_grants = []
+    for policy_id, policy in resources(production.template, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if "s3:RestoreObject" in actions:
+                restore_grants.append((policy_id, actions))
+    # Then exactly one grants RestoreObject, alone, to the function fed by the restore queue
+    ((policy_id, actions),) = restore_grants
+    assert actions == ["s3:RestoreObject"]
+    (role,) = production.template.to_json()["Resources"][policy_id]["Properties"]["Roles"]
+    functions = resources(
+        production.template,
+        "AWS::Lambda::Function",
+        Match.object_like({"Role": {"Fn::GetAtt": [role["Ref"], "Arn"]}}),
+    )
+    (function,) = functions.values()
+    assert function["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "restore-study"
+    assert function["Properties"]["Environment"]["Variables"]["RESTORE_TIER"] == "Bulk"
 
 
 def _role_of_service(synthesized: Synthesized, service: str) -> str:

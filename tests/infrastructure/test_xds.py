@@ -16,6 +16,7 @@ from tests.infrastructure.template_queries import (
     actions_on,
     arn_of,
     objects_of,
+    objects_under,
     only,
     ref,
     resources,
@@ -176,35 +177,76 @@ def test_rad69_streams_from_fargate_reading_objects_and_logging_disclosures(prod
     assert balancer["ContainerPort"] == s.XDS_IMAGING_CONTAINER_PORT
 
 
-def test_rad69_load_balancer_stays_internal_while_the_service_speaks_plain_http(
-    dev_with_tls: Synthesized,
-) -> None:
-    # Given a stack whose listeners take public client networks (TLS in their containers)
-    task_id, _ = _imaging_task(dev_with_tls)
+def _imaging_balancer(
+    synthesized: Synthesized, task_id: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(target group, listener, load balancer) of the RAD-69 service."""
     service = next(
         iter(
             resources(
-                dev_with_tls.template,
-                "AWS::ECS::Service",
-                Match.object_like({"TaskDefinition": ref(task_id)}),
+                synthesized.template, "AWS::ECS::Service", Match.object_like({"TaskDefinition": ref(task_id)})
             ).values()
         )
     )
     (binding,) = service["Properties"]["LoadBalancers"]
-    group = resources(dev_with_tls.template, "AWS::ElasticLoadBalancingV2::TargetGroup")[
+    group = resources(synthesized.template, "AWS::ElasticLoadBalancingV2::TargetGroup")[
         binding["TargetGroupArn"]["Ref"]
     ]
-    listeners = resources(
-        dev_with_tls.template,
+    (listener,) = resources(
+        synthesized.template,
         "AWS::ElasticLoadBalancingV2::Listener",
         Match.object_like(
             {"DefaultActions": [Match.object_like({"TargetGroupArn": binding["TargetGroupArn"]})]}
         ),
-    )
-    (listener,) = listeners.values()
-    balancer = resources(dev_with_tls.template, "AWS::ElasticLoadBalancingV2::LoadBalancer")[
+    ).values()
+    balancer = resources(synthesized.template, "AWS::ElasticLoadBalancingV2::LoadBalancer")[
         listener["Properties"]["LoadBalancerArn"]["Ref"]
     ]
-    # Then RAD-69's plain HTTP is reachable from the private networks only
+    return group, listener, balancer
+
+
+def test_rad69_without_tls_stays_internal(production: Synthesized) -> None:
+    # Given the defaults (listeners without TLS): RAD-69 speaks plain HTTP
+    task_id, _ = _imaging_task(production)
+    group, _, balancer = _imaging_balancer(production, task_id)
+    # Then it is reachable from the private networks only
     assert group["Properties"]["Port"] == s.XDS_IMAGING_CONTAINER_PORT
     assert balancer["Properties"]["Scheme"] == "internal"
+
+
+def test_rad69_terminates_tls_in_its_container_behind_a_tcp_pass_through(dev_with_tls: Synthesized) -> None:
+    # Given a stack whose listeners take public client networks with TLS in their containers
+    container = Match.object_like(
+        {"PortMappings": [Match.object_like({"ContainerPort": s.XDS_IMAGING_TLS_PORT})]}
+    )
+    task_id, task = only(
+        dev_with_tls.template,
+        "AWS::ECS::TaskDefinition",
+        Match.object_like({"ContainerDefinitions": [container]}),
+    )
+    (definition,) = task["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in definition["Environment"]}
+    # Then the container serves HTTPS only, with the listeners' TLS secret (read by its role)
+    assert (env[t.ENV_XDS_PORT], env[t.ENV_XDS_TLS_PORT]) == (s.PORT_OFF, str(s.XDS_IMAGING_TLS_PORT))
+    secret = env[t.ENV_TLS_SECRET_ID]
+    statements = statements_of_role(dev_with_tls.template, task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
+    assert "secretsmanager:GetSecretValue" in actions_on(statements, secret)
+    # And the load balancer passes TCP through on 443, reachable like the other listeners
+    group, listener, balancer = _imaging_balancer(dev_with_tls, task_id)
+    assert (group["Properties"]["Protocol"], group["Properties"]["Port"]) == ("TCP", s.XDS_IMAGING_TLS_PORT)
+    assert (listener["Properties"]["Protocol"], listener["Properties"]["Port"]) == (
+        "TCP",
+        s.XDS_IMAGING_TLS_LISTENER_PORT,
+    )
+    assert balancer["Properties"]["Scheme"] == "internet-facing"
+
+
+def test_xds_functions_and_rad69_write_audit_batches(dev_with_tls: Synthesized) -> None:
+    for service in ("xds-registry", "xds-repository"):
+        _, function = _function(dev_with_tls, service)
+        variables = function["Properties"]["Environment"]["Variables"]
+        audit_bucket = variables[t.ENV_AUDIT_BUCKET]["Ref"]
+        statements = statements_of_role(
+            dev_with_tls.template, function["Properties"]["Role"]["Fn::GetAtt"][0]
+        )
+        assert "s3:PutObject" in actions_on(statements, objects_under(audit_bucket, "audit/")), service

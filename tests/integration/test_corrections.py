@@ -16,6 +16,7 @@ from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[
 
 from local.cloud import LocalCloud, free_port
 from tests.integration.test_query_retrieve import Receiver, customer, findscu, hetu, store_study, sub
+from tests.support.audit import wait_for_record
 from tests.support.cloud import admin_cli, dcmtk, getscu, json_lines, movescu, s3
 from tests.support.dicom import HETU_ISSUER, study
 from tests.support.rejection import rejection_note, write_note
@@ -97,6 +98,18 @@ def test_rejected_instances_vanish_from_find_move_get_and_commitment_until_revok
     hidden = json_lines(listed.stdout)
     assert {h["sop_instance_uid"] for h in hidden} == {uid(p) for p in rejected}
     assert {(h["code"], h["note_uid"]) for h in hidden} == {("113001", uid(note))}
+    # And the rejection is audited: 110103 Instances Accessed, D, the study, both instances, the AE
+    record, message = wait_for_record(
+        cloud, lambda r, doc: r["event"] == "110103" and r["action"] == "D" and uid(note) in r["xml"]
+    )
+    assert record["outcome"] == 0 and record["requestors"] == [c.scu]
+    (rejected_study,) = [
+        o
+        for o in message.iter("ParticipantObjectIdentification")
+        if o.get("ParticipantObjectID") == study_uid
+    ]
+    assert rejected_study.get("ParticipantObjectDataLifeCycle") == "14"
+    assert {i.get("UID") for i in rejected_study.iter("Instance")} == {uid(p) for p in rejected}
 
     # When a rejected instance is sent again, the same note again, or a new note for a rejected one
     # Then A771, A770 and A774, and nothing changes
@@ -105,6 +118,12 @@ def test_rejected_instances_vanish_from_find_move_get_and_commitment_until_revok
     again = write_note(rejection_note([rejected[1]], "113037"), workdir)
     assert store_status(cloud, again, c.scu) == 0xA774
     assert image_uids(cloud, c.scu, sub(workdir, "f3"), study_uid) == {uid(kept)}
+    # And a refused note is audited as a failed deletion
+    wait_for_record(
+        cloud,
+        lambda r, doc: r["event"] == "110103" and r["outcome"] == 4 and "DuplicateRejectionNote" in r["xml"]
+        and uid(note) in r["xml"],
+    )  # fmt: skip
 
     # When an operator revokes the rejection with the admin CLI
     revoked = admin(cloud, "rejection", "revoke", uid(note), "--by", "Operator Olli", "--reason", "ticket 42")
@@ -119,6 +138,12 @@ def test_rejected_instances_vanish_from_find_move_get_and_commitment_until_revok
         "Operator Olli",
         "ticket 42",
     )
+    # And the revoke is audited (110103, U) with the operator and the instances shown again
+    record, message = wait_for_record(
+        cloud, lambda r, doc: r["event"] == "110103" and r["action"] == "U" and uid(note) in r["xml"]
+    )
+    assert record["requestors"] == ["Operator Olli"] and "ticket 42" in record["xml"]
+    assert {i.get("UID") for i in message.iter("Instance")} == {uid(p) for p in rejected}
 
 
 def test_rejection_codes_and_refusals(cloud: LocalCloud, workdir: Path) -> None:

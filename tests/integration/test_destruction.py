@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pydicom
 import pytest
 from archive.data.destruction import DestructionRepository
 from archive.data.models import Instance, Study
@@ -19,6 +20,7 @@ from pynamodb.exceptions import DoesNotExist
 from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, store_status, uid
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
+from tests.support.audit import wait_for_record
 from tests.support.cloud import wait_until
 from tests.support.dicom import study
 from tests.support.rejection import rejection_note, write_note
@@ -81,3 +83,17 @@ def test_destruction_job_destroys_due_studies_but_not_held_or_locked_ones(
     assert objects.versions_of(instance_key(uid(locked_files[0])))
     # And "due" no longer lists the destroyed study
     assert due not in admin(cloud, "retention", "due").stdout
+    # And the destruction is audited: 110103, D, the study with its instance count, who approved it
+    record, message = wait_for_record(
+        cloud, lambda r, doc: r["event"] == "110103" and r["action"] == "D" and due in r["xml"]
+    )
+    assert record["outcome"] == 0 and record["requestors"] == ["Archivist Aino"]
+    (destroyed,) = [
+        o for o in message.iter("ParticipantObjectIdentification") if o.get("ParticipantObjectID") == due
+    ]
+    assert destroyed.get("ParticipantObjectDataLifeCycle") == "15"
+    assert [c.get("NumberOfInstances") for c in destroyed.iter("SOPClass")] == ["2"]
+    patient_id = str(pydicom.dcmread(due_files[0], stop_before_pixels=True).PatientID)
+    assert [o.get("ParticipantObjectID") for o in message.iter("ParticipantObjectIdentification")][
+        -1
+    ].startswith(f"{patient_id}^^^")

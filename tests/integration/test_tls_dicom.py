@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from archive.data.models import StorageCommitment
+from archive.data.models import IanNotification, StorageCommitment
 from archive.model.organisations import AEInfo, OrganisationInfo
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -29,6 +29,7 @@ from local.pki import CertificateAuthority, Issued
 from tests.support.audit import mentions, wait_for_record
 from tests.support.cloud import DCMTK, dcmtk, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, study, write
+from tests.support.ian import IanReceiver
 from tests.support.scu import CommitmentReceiver, Modality, action_information
 from tests.support.tls import CustomerCertificates, client_context, customer_certificates, server_context
 
@@ -327,3 +328,63 @@ def test_a_new_ca_in_the_rotated_secret_is_trusted_without_a_restart(tls: Setup)
         wait_until(lambda: store(tls, issued, files).returncode == 0, timeout=60, interval=1.0)
     finally:
         tls.cloud.rotate_tls(tls.cloud.pki.secret_value())
+
+
+IAN_ORG = OrganisationInfo("1.2.246.10.13131313.30", "IAN Hospital", (HETU_ISSUER,), HETU_ISSUER)
+
+
+def test_an_ian_goes_over_tls_to_a_verified_receiver_and_not_to_an_unknown_ca(tls: Setup) -> None:
+    """IAN to AEs registered with tls=true: delivered to the PACS whose server certificate chains to
+    the trusted CA and names its organisation; never to one whose certificate is from an unknown CA
+    (the attempt fails in the handshake, is recorded and retried)."""
+    cloud = tls.cloud
+    certs = customer_certificates(cloud, tls.workdir / "ian-certs", IAN_ORG.oid, OTHER.oid)
+    good_port, bad_port = free_port(), free_port()
+    cloud.register(
+        IAN_ORG,
+        AEInfo("TLS_IAN_MOD", IAN_ORG.oid, "127.0.0.1", free_port(), True, ("store", "commitment")),
+        AEInfo("TLS_IAN_PACS", IAN_ORG.oid, "127.0.0.1", good_port, True, ("ian",)),
+        AEInfo("TLS_IAN_ROGUE", IAN_ORG.oid, "127.0.0.1", bad_port, True, ("ian",)),
+    )
+    cloud.configure_registration(IAN_ORG.oid, stability_seconds=1.0)
+    good = IanReceiver("TLS_IAN_PACS", good_port, ssl_context=server_context(certs.valid, certs.ca_path))
+    rogue = IanReceiver(
+        "TLS_IAN_ROGUE", bad_port, ssl_context=server_context(certs.unknown_ca, certs.ca_path)
+    )
+    try:
+        # When the organisation's modality stores a study over TLS and has it committed
+        dataset = ct_dataset(patient_id="010101A907X")
+        modality = Modality(
+            cloud.dicom_tls_port, "TLS_IAN_MOD", tls_args=(client_context(certs.valid, certs.ca_path), None)
+        )
+        try:
+            assert modality.store(dataset) == 0x0000
+            info = action_information([(CTImageStorage, dataset.SOPInstanceUID)])
+            assert modality.request_commitment(info) == 0x0000
+            assert modality.wait_report(timeout=90).event_type == 1
+        finally:
+            modality.release()
+        study_uid = str(dataset.StudyInstanceUID)
+
+        # Then the IAN arrives over TLS at the PACS with the demo-CA certificate
+        notice = good.wait_for(study_uid, timeout=120)
+        assert notice.calling_ae == cloud.settings.archive_ae_title  # type: ignore[union-attr]
+        # And the PACS with a certificate from an unknown CA gets nothing: the attempt is recorded
+        # as failed and stays to be retried (or is given up), never delivered
+        failed = wait_until(
+            lambda: next(
+                (
+                    n
+                    for n in IanNotification.query(study_uid, consistent_read=True)
+                    if n.destination_ae == "TLS_IAN_ROGUE" and (n.attempts or 0) >= 1
+                ),
+                None,
+            ),
+            timeout=120,
+            interval=0.3,
+        )
+        assert failed.state in ("PENDING", "FAILED") and failed.last_error
+        assert rogue.all == []
+    finally:
+        good.stop()
+        rogue.stop()

@@ -31,9 +31,12 @@ from local.demo_idp import (
     mint_assertion,
     soap_request,
 )
+from local.pki import Issued
 from tests.integration.test_registration import hetu, send_and_commit
+from tests.support.audit import wait_for_record
 from tests.support.cloud import storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, write
+from tests.support.tls import customer_certificates
 from tests.support.xds_http import (
     APND,
     APPROVED,
@@ -63,10 +66,15 @@ OTHER_ORG = "urn:oid:1.2.246.10.87654321.10"
 
 
 def assertion(
-    patient: str, *, org: str = f"urn:oid:{DEMO_ORG.oid}", purpose: str = "TREATMENT"
+    patient: str,
+    *,
+    org: str = f"urn:oid:{DEMO_ORG.oid}",
+    purpose: str = "TREATMENT",
+    subject: str = "Demo User",
 ) -> etree._Element:
     provider = ensure_demo_idp()
     return mint_assertion(
+        subject=subject,
         key_pem=(DEMO_IDP_DIR / "key.pem").read_bytes(),
         cert_pem=provider.certificates[0],
         issuer=DEMO_ISSUER,
@@ -590,3 +598,156 @@ def test_unknown_patient_is_an_error_not_a_fault(zeep_client: ZeepXdsClient) -> 
         ("$XDSDocumentEntryPatientId", [f"'{unknown}'"]), ("$XDSDocumentEntryStatus", [APPROVED])
     ], assertion=assertion(unknown)), FAILURE)  # fmt: skip
     assert error_codes(body) == ["XDSUnknownPatientId"]
+
+
+# --- the ATNA audit messages of the XDS transactions ------------------------------------------------
+
+
+def _participants(document: etree._Element) -> dict[str, etree._Element]:
+    return {p.get("UserID"): p for p in document.iter("ActiveParticipant")}
+
+
+def _purposes(document: etree._Element) -> list[str]:
+    return [p.get("csd-code") for p in document.iter("PurposeOfUse")]
+
+
+def _objects(document: etree._Element, id_type: str) -> list[etree._Element]:
+    return [
+        o
+        for o in document.iter("ParticipantObjectIdentification")
+        if o.find("ParticipantObjectIDTypeCode").get("csd-code") == id_type  # type: ignore[union-attr]
+    ]
+
+
+def test_every_xds_transaction_is_audited_with_who_and_why(
+    cloud: LocalCloud, study: dict[str, object], report: dict[str, str]
+) -> None:
+    """ITI-18 (110112 Query), ITI-43 and RAD-69 (110106 Export) and ITI-42 (110107 Import), each
+    with the XUA purpose of use, the requesting organisation and person; every message validates
+    against the DICOM audit message schema (wait_for_record)."""
+    cx, patient_id = str(study["cx"]), str(study["cx"]).split("^")[0]
+    person = f"Dr Audit {new_uid()}"
+    me = assertion(cx, subject=person, purpose="EMERGENCY")
+
+    def by_me(event: str, event_type: str) -> tuple[dict[str, object], etree._Element]:
+        return wait_for_record(
+            cloud,
+            lambda r, doc: r["event"] == event and event_type in r["event_types"] and person in r["xml"],
+        )
+
+    # When the demo organisation's user queries, fetches the manifest and the images
+    query = soap_request(find_documents(cx), action="urn:ihe:iti:2007:RegistryStoredQuery", assertion=me)
+    assert post(cloud, "/xds/registry", query).status_code == 200
+    xdsb = "urn:ihe:iti:xds-b:2007"
+    retrieve = etree.Element(f"{{{xdsb}}}RetrieveDocumentSetRequest", nsmap={"xdsb": xdsb})
+    doc = etree.SubElement(retrieve, f"{{{xdsb}}}DocumentRequest")
+    etree.SubElement(doc, f"{{{xdsb}}}RepositoryUniqueId").text = DEMO_ARCHIVE.repository_unique_id
+    etree.SubElement(doc, f"{{{xdsb}}}DocumentUniqueId").text = str(study["manifest_uid"])
+    iti43 = soap_request(retrieve, action="urn:ihe:iti:2007:RetrieveDocumentSet", assertion=me)
+    assert post(cloud, "/xds/repository", iti43).status_code == 200
+    rad69 = soap_request(
+        rad69_request(study, ["1.2.840.10008.1.2.1"]),
+        action="urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+        assertion=me,
+    )
+    assert post(cloud, "/xds/imaging", rad69).status_code == 200
+
+    # Then ITI-18 is a Query with the request itself, the patient, the organisation and the person
+    record, query_message = by_me("110112", "ITI-18")
+    assert record["action"] == "E" and record["outcome"] == 0
+    [asked] = _objects(query_message, "ITI-18")
+    assert asked.get("ParticipantObjectID") == "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
+    sent = __import__("base64").b64decode(asked.findtext("ParticipantObjectQuery") or "")
+    assert etree.fromstring(sent).tag == f"{{{QUERY_NS}}}AdhocQueryRequest" and patient_id.encode() in sent
+    for message in (query_message,):
+        assert _purposes(message) == ["EMERGENCY"]
+        who = _participants(message)
+        assert who[f"urn:oid:{DEMO_ORG.oid}"].get("UserIsRequestor") == "true"
+        assert who[person].get("UserName", "").startswith(person)
+        assert [o.get("ParticipantObjectID") for o in _objects(message, "2")] == [
+            f"{patient_id}^^^&{HETU_ISSUER}&ISO"
+        ]
+    # And ITI-43 is an Export of the manifest, the archive the source and the organisation the destination
+    record, export = by_me("110106", "ITI-43")
+    assert (record["action"], record["outcome"], _purposes(export)) == ("R", 0, ["EMERGENCY"])
+    assert [o.get("ParticipantObjectID") for o in _objects(export, "9")] == [study["manifest_uid"]]
+    who = _participants(export)
+    assert who[f"urn:oid:{DEMO_ORG.oid}"].find("RoleIDCode").get("csd-code") == "110152"  # type: ignore[union-attr]
+    # And RAD-69 is an Export of the study with its three instances
+    record, images = by_me("110106", "RAD-69")
+    assert (record["action"], record["outcome"], _purposes(images)) == ("R", 0, ["EMERGENCY"])
+    [exported] = _objects(images, "110180")
+    assert exported.get("ParticipantObjectID") == study["study_uid"]
+    assert [c.get("NumberOfInstances") for c in exported.iter("SOPClass")] == ["3"]
+    assert person in etree.tostring(images, encoding="unicode")
+
+    # And the repository's ITI-42 (the report fixture) is an Import of its submission set
+    record, imported = wait_for_record(
+        cloud, lambda r, doc: "ITI-42" in r["event_types"] and report["submission_set"] in r["xml"]
+    )
+    assert (record["event"], record["action"], record["outcome"]) == ("110107", "C", 0)
+    assert f"urn:oid:{REPOSITORY_ORG}" in _participants(imported)
+    assert [o.get("ParticipantObjectID") for o in _objects(imported, "2")] == [
+        f"{patient_id}^^^&{HETU_ISSUER}&ISO"
+    ]
+
+
+# --- XDS over TLS with organisation certificates (the RAD-69 container's own TLS) --------------------
+
+
+def test_rad69_over_tls_binds_the_certificate_to_the_xua_organisation(
+    cloud: LocalCloud, study: dict[str, object], tmp_path: Path
+) -> None:
+    """A valid certificate of the XUA organisation gets the images over TLS; another
+    organisation's certificate with the demo organisation's assertion gets wsse:FailedAuthentication
+    (110114); a plain connection to the TLS port never gets an answer (110113)."""
+    certs = customer_certificates(cloud, tmp_path, DEMO_ORG.oid, OTHER_ORG.removeprefix("urn:oid:"))
+    cx = str(study["cx"])
+    url = f"{cloud.xds_tls_url}/xds/imaging"
+    person = f"Dr TLS {new_uid()}"
+
+    def rad69() -> bytes:
+        return soap_request(
+            rad69_request(study, ["1.2.840.10008.1.2.1"]),
+            action="urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+            assertion=assertion(cx, subject=person),
+        )
+
+    def over_tls(issued: Issued) -> requests.Response:
+        return requests.post(
+            url,
+            data=rad69(),
+            headers={"Content-Type": "application/soap+xml"},
+            cert=(str(issued.cert_path), str(issued.key_path)),
+            verify=str(certs.ca_path),
+            timeout=120,
+        )
+
+    # When the demo organisation's system asks with its own certificate, it gets every instance
+    response = over_tls(certs.valid)
+    assert response.status_code == 200, response.text[:2000]
+    assert [t for t, _ in mime_parts(response)[1:]] == ["application/dicom"] * 3
+    # And the export's audit message names the connection's address
+    _, export = wait_for_record(
+        cloud, lambda r, doc: "RAD-69" in r["event_types"] and person in r["xml"] and r["outcome"] == 0
+    )
+    assert _participants(export)[f"urn:oid:{DEMO_ORG.oid}"].get("NetworkAccessPointID") == "127.0.0.1"
+
+    # When another organisation's certificate comes with the demo organisation's assertion, it is refused
+    refused = over_tls(certs.other_organisation)
+    assert refused.status_code == 400 and fault_subcode(refused) == "wsse:FailedAuthentication"
+    assert b"application/dicom" not in refused.content
+    wait_for_record(
+        cloud,
+        lambda r, doc: r["event"] == "110114" and r["outcome"] == 4 and OTHER_ORG.split(":")[-1] in r["xml"],
+    )
+
+    # When a client speaks plain HTTP to the TLS port, or has no certificate, nothing is answered
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url.replace("https://", "http://"), data=rad69(), timeout=30)
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+        requests.post(url, data=rad69(), verify=str(certs.ca_path), timeout=30)
+    wait_for_record(
+        cloud,
+        lambda r, doc: r["event"] == "110113" and f":{cloud.xds_tls_port}" in r["xml"],
+    )

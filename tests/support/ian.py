@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,9 @@ class IanReceiver:
     """Accepts IAN N-CREATEs and keeps them; ``hold`` makes it keep each request unanswered until
     ``release`` (to kill the sender in the middle of a delivery)."""
 
-    def __init__(self, ae_title: str, port: int, *, hold: bool = False) -> None:
+    def __init__(
+        self, ae_title: str, port: int, *, hold: bool = False, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.notices: queue.Queue[ReceivedNotice] = queue.Queue()
         self.all: list[ReceivedNotice] = []
         self.holding = threading.Event()
@@ -55,6 +58,7 @@ class IanReceiver:
             ("127.0.0.1", port),
             block=False,
             evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_CREATE, self._on_create)],
+            ssl_context=ssl_context,
         )
         self.port = port
 

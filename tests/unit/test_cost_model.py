@@ -51,7 +51,7 @@ def test_instances_per_study_is_size_over_instance_size() -> None:
 def test_storage_follows_the_lifecycle_standard_then_glacier_ir() -> None:
     # Given a 1 GiB study kept 12 months, 30 days in Standard
     prices = Prices()
-    est = estimate_ours(workload(), prices, Assumptions())
+    est = estimate_ours(workload(), prices, Assumptions(standard_days=30.0))
     hot = 30 / (365 / 12)
     # Then Standard is billed for the hot months and Glacier IR for the rest, per GiB-month
     assert line(est.per_study, "S3 Standard storage") == pytest.approx(hot * prices.s3_standard_gb_month)
@@ -146,3 +146,38 @@ def test_render_lists_both_options_and_every_price() -> None:
     assert "AWS HealthImaging" in text
     for name in ("s3_glacier_ir_gb_month", "ahi_archive_gb_month", "fargate_vcpu_hour"):
         assert f"| {name} |" in text
+
+
+def test_deep_archive_bills_40_kb_more_per_object_and_a_transition_per_object() -> None:
+    # Given a study of 1,024 instances kept 12 years, Deep Archive after 2 years, no retrievals
+    w = workload(retention_years=12.0)
+    a = Assumptions(standard_days=90.0, deep_archive_days=730.0)
+    prices = Prices()
+    lines = estimate_ours(w, prices, a).per_study
+    deep_months = 12 * 12 - 730 / (365 / 12)
+    # Then Deep Archive storage is the data plus 32 KB per object at its rate and 8 KB at Standard's
+    expected = deep_months * (
+        1.0 * prices.s3_deep_archive_gb_month
+        + 1024 * 32_000 / GB * prices.s3_deep_archive_gb_month
+        + 1024 * 8_000 / GB * prices.s3_standard_gb_month
+    )
+    assert line(lines, "S3 Deep Archive storage (+40 KB per object)") == pytest.approx(expected, rel=1e-3)
+    # And each object pays a transition to Glacier IR and one to Deep Archive
+    assert line(lines, "S3 lifecycle transitions") == pytest.approx(
+        1024 / 1000 * (prices.s3_transition_glacier_ir_per_1000 + prices.s3_transition_deep_archive_per_1000)
+    )
+
+
+def test_packing_a_cold_study_into_one_object_removes_per_object_fees() -> None:
+    w = workload(retention_years=12.0, retrievals_per_study=2.0)
+    as_stored = estimate_ours(w, Prices(), Assumptions(retrievals_while_deep=0.5))
+    packed = estimate_ours(w, Prices(), Assumptions(retrievals_while_deep=0.5, cold_objects_per_study=1))
+    # Then the Deep Archive transitions, overhead and restore requests are those of one object
+    assert line(packed.per_study, "S3 lifecycle transitions") < line(
+        as_stored.per_study, "S3 lifecycle transitions"
+    )
+    assert line(packed.per_study, "S3 Deep Archive restores (Bulk)") < line(
+        as_stored.per_study, "S3 Deep Archive restores (Bulk)"
+    )
+    assert line(packed.per_study, "S3 packing of the cold study") > 0
+    assert packed.per_study_total < as_stored.per_study_total

@@ -54,6 +54,12 @@ class Settings:
     ian_retry_base_seconds: float = 30.0
     ian_max_attempts: int = 10
     ian_timeout_seconds: float = 30.0
+    # Storage tiers: S3 storage-class/restore events in, study restore jobs out; a restore's
+    # retrieval tier (Bulk: cheapest, Standard: faster) and how many days the copy stays.
+    storage_events_queue_url: str | None = None
+    restore_queue_url: str | None = None
+    restore_tier: str = "Bulk"
+    restore_days: int = 7
     # ITI-18: a LeafClass answer over this many objects is refused with XDSTooManyResults
     # (ObjectRef answers are not limited); see docs/conformance-xds.md.
     xds_max_leaf_class: int = 1000
@@ -100,6 +106,10 @@ class Settings:
             ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
             ian_max_attempts=int(env.get(t.ENV_IAN_MAX_ATTEMPTS, "10")),
             ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
+            storage_events_queue_url=env.get(t.ENV_STORAGE_EVENTS_QUEUE_URL) or None,
+            restore_queue_url=env.get(t.ENV_RESTORE_QUEUE_URL) or None,
+            restore_tier=env.get(t.ENV_RESTORE_TIER) or "Bulk",
+            restore_days=int(env.get(t.ENV_RESTORE_DAYS, "7")),
             xds_max_leaf_class=int(env.get(t.ENV_XDS_MAX_LEAF_CLASS, "1000")),
             audit_bucket=env.get(t.ENV_AUDIT_BUCKET) or None,
             audit_source_id=env.get(t.ENV_AUDIT_SOURCE_ID) or env.get(t.ENV_AE_TITLE, "ARCHIVE"),
@@ -145,6 +155,12 @@ class Settings:
             env[t.ENV_REGISTRATION_QUEUE_URL] = self.registration_queue_url
         if self.ian_queue_url:
             env[t.ENV_IAN_QUEUE_URL] = self.ian_queue_url
+        if self.storage_events_queue_url:
+            env[t.ENV_STORAGE_EVENTS_QUEUE_URL] = self.storage_events_queue_url
+        if self.restore_queue_url:
+            env[t.ENV_RESTORE_QUEUE_URL] = self.restore_queue_url
+        env[t.ENV_RESTORE_TIER] = self.restore_tier
+        env[t.ENV_RESTORE_DAYS] = str(self.restore_days)
         env[t.ENV_AUDIT_SOURCE_ID] = self.audit_source_id
         env[t.ENV_AUDIT_FLUSH_SECONDS] = str(self.audit_flush_seconds)
         env[t.ENV_AUDIT_SYSLOG_PORT] = str(self.audit_syslog_port)

@@ -328,6 +328,10 @@ class ResourceIdMismatch(SecurityTokenError):
     """The assertion's resource-id is not the patient the request is about."""
 
 
+class CertificateNotOfAssertion(SecurityTokenError):
+    """The mutual-TLS client certificate does not identify the XUA assertion's organisation-id."""
+
+
 class AssertionIncomplete(SecurityTokenError):
     """A required XUA attribute (subject-id, organization-id, purposeofuse) is missing or malformed."""
 
@@ -463,3 +467,11 @@ class NotificationConflict(DisclosureRefused):
 
 class AccessRecordNotWritten(ArchiveError):
     """The access record of a retrieval could not be written before sending: nothing is sent."""
+
+
+class NothingToRestore(ArchiveError):
+    """A restore was asked for a study with no instance in a storage class that needs one."""
+
+
+class InstancesNearline(ArchiveError):
+    """Instances asked for are in a cold storage class: a restore has been started; retry later."""

@@ -50,6 +50,12 @@ ENV_IAN_QUEUE_URL = "IAN_QUEUE_URL"
 ENV_IAN_RETRY_BASE = "IAN_RETRY_BASE_SECONDS"
 ENV_IAN_MAX_ATTEMPTS = "IAN_MAX_ATTEMPTS"
 ENV_IAN_TIMEOUT = "IAN_TIMEOUT_SECONDS"
+# Storage tiers (docs/storage.md, "Tiers and restores"): S3 events about storage classes and
+# restores, the study restore jobs, and how a restore is made (Bulk or Standard, days kept).
+ENV_STORAGE_EVENTS_QUEUE_URL = "STORAGE_EVENTS_QUEUE_URL"
+ENV_RESTORE_QUEUE_URL = "RESTORE_QUEUE_URL"
+ENV_RESTORE_TIER = "RESTORE_TIER"
+ENV_RESTORE_DAYS = "RESTORE_DAYS"
 # Read by listeners/dicom/__main__.py:
 ENV_DICOM_HOST = "DICOM_HOST"
 ENV_DICOM_PORT = "DICOM_PORT"
@@ -63,7 +69,8 @@ ENV_HL7_MAX_MESSAGE_BYTES = "HL7_MAX_MESSAGE_BYTES"
 ENV_HL7_IDLE_TIMEOUT = "HL7_IDLE_TIMEOUT_SECONDS"
 # Read by listeners/xds_imaging (RAD-69 streaming service) and local/gateway.py:
 ENV_XDS_HOST = "XDS_HOST"
-ENV_XDS_PORT = "XDS_PORT"
+ENV_XDS_PORT = "XDS_PORT"  # "off": no plain HTTP (TLS only)
+ENV_XDS_TLS_PORT = "XDS_TLS_PORT"  # HTTPS with organisation client certificates; needs TLS_SECRET_ID
 # ITI-18: the most objects a LeafClass answer may hold before XDSTooManyResults.
 ENV_XDS_MAX_LEAF_CLASS = "XDS_MAX_LEAF_CLASS"
 
@@ -139,10 +146,25 @@ REGISTRATION_QUEUE = QueueSpec(
 # One message per IAN; each failed attempt hides it for the backoff. Receives before the DLQ = the
 # number of attempts, which the deployment sets (IAN_MAX_ATTEMPTS); this is the default.
 IAN_QUEUE = QueueSpec("ian", fifo=False, max_receive_count=10, url_env=ENV_IAN_QUEUE_URL)
+# S3 "Object Storage Class Changed" / "Object Restore Completed" / "Object Restore Expired" events
+# (EventBridge on AWS, the local lifecycle simulation locally) -> the storage_events function.
+STORAGE_EVENTS_QUEUE = QueueSpec(
+    "storage-events", fifo=False, max_receive_count=5, url_env=ENV_STORAGE_EVENTS_QUEUE_URL
+)
+# One message per study restore: the restore_study function issues RestoreObject per object.
+RESTORE_QUEUE = QueueSpec("restore", fifo=False, max_receive_count=5, url_env=ENV_RESTORE_QUEUE_URL)
 # Staged instances to copy into the Object-Locked bucket (docs/storage.md). Each failed copy hides
 # its message for a growing backoff, so this many receives span hours of an outage before the DLQ.
 LOCK_QUEUE = QueueSpec("lock", fifo=False, max_receive_count=20, url_env=ENV_LOCK_QUEUE_URL)
-QUEUES = (INDEX_QUEUE, PATIENT_UPDATE_QUEUE, REGISTRATION_QUEUE, IAN_QUEUE, LOCK_QUEUE)
+QUEUES = (
+    INDEX_QUEUE,
+    PATIENT_UPDATE_QUEUE,
+    REGISTRATION_QUEUE,
+    IAN_QUEUE,
+    STORAGE_EVENTS_QUEUE,
+    RESTORE_QUEUE,
+    LOCK_QUEUE,
+)
 
 INDEX_INSTANCE = ConsumerSpec(
     "index_instance", "functions/index_instance", "handler.handler", queue=INDEX_QUEUE.name, batch_size=10
@@ -165,10 +187,28 @@ REGISTER_STUDY = ConsumerSpec(
 SEND_IAN = ConsumerSpec(
     "send_ian", "functions/send_ian", "handler.handler", queue=IAN_QUEUE.name, batch_size=1
 )
+STORAGE_EVENTS = ConsumerSpec(
+    "storage_events",
+    "functions/storage_events",
+    "handler.handler",
+    queue=STORAGE_EVENTS_QUEUE.name,
+    batch_size=10,
+)
+RESTORE_STUDY = ConsumerSpec(
+    "restore_study", "functions/restore_study", "handler.handler", queue=RESTORE_QUEUE.name, batch_size=1
+)
 LOCK_INSTANCE = ConsumerSpec(
     "lock_instance", "functions/lock_instance", "handler.handler", queue=LOCK_QUEUE.name, batch_size=10
 )
-CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN, LOCK_INSTANCE)
+CONSUMERS = (
+    INDEX_INSTANCE,
+    PATIENT_UPDATE,
+    REGISTER_STUDY,
+    SEND_IAN,
+    STORAGE_EVENTS,
+    RESTORE_STUDY,
+    LOCK_INSTANCE,
+)
 
 
 # --- the XDS HTTP interface (API Gateway routes -> Lambda; RAD-69 -> the streaming service) ------

@@ -39,6 +39,9 @@ NODE_AUTHENTICATION = Code("110126", "DCM", "Node Authentication")
 ITI_18 = Code("ITI-18", "IHE Transactions", "Registry Stored Query")
 ITI_43 = Code("ITI-43", "IHE Transactions", "Retrieve Document Set")
 RAD_69 = Code("RAD-69", "IHE Transactions", "Retrieve Imaging Document Set")
+ITI_42 = Code("ITI-42", "IHE Transactions", "Register Document Set-b")
+# ITI TF-2 3.42.5: the submission set's classification node as ParticipantObjectIDTypeCode.
+SUBMISSION_SET = Code("urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd", "IHE XDS Metadata", "submission set")
 # A customer's notification that it disclosed images from its own system (archive-defined code).
 DISCLOSURE_NOTIFICATION = Code("DISCLOSURE-NOTIFICATION", "NIA", "Customer disclosure notification")
 
@@ -301,9 +304,14 @@ def query(
     outcome_description: str | None = None,
     event_types: tuple[Code, ...] = (),
     purposes_of_use: tuple[Code, ...] = (),
+    others: tuple[ActiveParticipant, ...] = (),
+    query_details: tuple[tuple[str, bytes], ...] = (),
 ) -> AuditMessage:
-    """A.5.3.10 Query (C-FIND, ITI-18): the query itself, base64, and the patients it named."""
-    details = (("TransferSyntax", transfer_syntax.encode("ascii")),) if transfer_syntax else ()
+    """A.5.3.10 Query (C-FIND, ITI-18): the query itself, base64, and the patients it named.
+    ``others``: further participants (ITI-18: the human requestor and the organisation)."""
+    details: tuple[tuple[str, bytes], ...] = (
+        (("TransferSyntax", transfer_syntax.encode("ascii")),) if transfer_syntax else ()
+    ) + query_details
     query_object = ParticipantObject(
         sop_class_uid,
         SOP_CLASS_UID if not event_types else event_types[0],
@@ -316,7 +324,7 @@ def query(
         QUERY,
         Action.EXECUTE,
         outcome,
-        (requestor, responder),
+        (requestor, responder, *others),
         source,
         (*(patient(k) for k in dict.fromkeys(patient_keys)), query_object),
         event_types=event_types,
@@ -365,13 +373,14 @@ def instances_accessed(
     outcome_description: str | None = None,
 ) -> AuditMessage:
     """A.5.3.3 DICOM Instances Accessed: with action D for rejection (IOCM) and destruction."""
+    objects = (*studies, patient(patient_key)) if patient_key not in ("", "-") else tuple(studies)
     return AuditMessage(
         INSTANCES_ACCESSED,
         action,
         outcome,
         (user,),
         source,
-        (*studies, patient(patient_key)),
+        objects,
         outcome_description=outcome_description,
     )
 
@@ -434,13 +443,16 @@ def disclosure(
     purposes_of_use: tuple[Code, ...] = (),
     person: ActiveParticipant | None = None,
     outcome_description: str | None = None,
+    others: tuple[ActiveParticipant, ...] = (),
+    action: Action = Action.READ,
 ) -> AuditMessage:
-    """An XDS disclosure (ITI-43 or RAD-69 Export by the archive) or a customer's notification of
-    one: the sender, the recipient (and the person, if named), the patient and what was disclosed."""
-    participants = (sender, recipient) + ((person,) if person else ())
+    """An XDS disclosure (ITI-43 or RAD-69 Export by the archive, R), a document set registered
+    (ITI-42 Import, C) or a customer's notification of a disclosure: the sender, the recipient (and
+    the person, if named, and ``others``), the patient and what was disclosed."""
+    participants = (sender, recipient) + ((person,) if person else ()) + others
     return AuditMessage(
         event_id,
-        Action.READ,
+        action,
         outcome,
         participants,
         source,

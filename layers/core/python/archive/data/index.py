@@ -21,6 +21,7 @@ from archive.config import Settings
 from archive.data.models import Instance, Patient, Series, Study
 from archive.errors import PatientIdConflict, StudyOfAnotherOrganisation
 from archive.model.records import IndexedInstance, InstanceRecord, StudyRecord
+from archive.model.tiers import NEARLINE
 
 # DynamoDB refuses empty strings in index keys; a study without a date sorts first under this value.
 STUDY_DATE_UNKNOWN = "0"
@@ -300,6 +301,7 @@ def study_record(item: Study) -> StudyRecord:
         sop_classes=frozenset(item.sop_classes or ()),
         number_of_series=int(item.number_of_series or 0),
         number_of_instances=int(item.number_of_instances or 0),
+        nearline_instances=max(0, int(item.nearline_instances or 0)),
     )
 
 
@@ -321,6 +323,7 @@ def instance_record(item: Instance) -> InstanceRecord:
         attributes=dict(item.attributes) if item.attributes else None,
         org_oid=item.org_oid,
         rejected=item.rejected,
+        nearline=item.availability == NEARLINE,
     )
 
 

@@ -209,6 +209,17 @@ class Study(Model):
     legal_holds = NumberAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    # Storage tiers (docs/storage.md): instances whose object needs a restore before a read, kept
+    # by the storage_events function from S3's events; and the study's restore, when one runs:
+    # its state (REQUESTED -> RESTORING; removed when the last instance is back), when it was
+    # asked for, its retrieval tier, when to retry, and the AEs to notify (IAN) when it is done.
+    nearline_instances = NumberAttribute(null=True)
+    restore_state = UnicodeAttribute(null=True)
+    restore_requested_at = UTCDateTimeAttribute(null=True)
+    restore_tier = UnicodeAttribute(null=True)
+    restore_ready_by = UTCDateTimeAttribute(null=True)
+    restore_requesters = UnicodeSetAttribute(null=True)
+    restores_completed = NumberAttribute(null=True)
     by_patient = StudiesByPatient()
     by_accession = StudiesByAccession()
     by_retention_end = StudiesByRetentionEnd()
@@ -240,6 +251,7 @@ class Series(Model):
     body_part_examined = UnicodeAttribute(null=True)
     number_of_instances = NumberAttribute(default=0)
     rejected_instances = NumberAttribute(null=True)
+    nearline_instances = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     # Set with the series' first instance, for the by_org_modality index.
     org_modality = UnicodeAttribute(null=True)
@@ -286,6 +298,11 @@ class Instance(Model):
     # IOCM: set while a rejection note hides the instance (its code and the note's SOP Instance UID).
     rejected = UnicodeAttribute(null=True)
     rejected_by = UnicodeAttribute(null=True)
+    # Storage tiers: the object's storage class as S3 last reported it (absent: STANDARD), and
+    # NEARLINE while that class needs a restore and no restored copy is readable.
+    storage_class = UnicodeAttribute(null=True)
+    availability = UnicodeAttribute(null=True)
+    restored_until = UTCDateTimeAttribute(null=True)
     by_study = InstancesByStudy()
 
 

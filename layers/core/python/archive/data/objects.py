@@ -274,6 +274,43 @@ class ObjectStore:
         except ClientError as exc:
             raise StorageFailure(f"S3 DeleteObject {key} failed") from exc
 
+    def restore(self, key: str, version_id: str | None, *, days: int, tier: str) -> bool:
+        """Ask S3 for a readable copy of an archived version (RestoreObject) for ``days``.
+
+        True when this call started a restore; False when one is under way or done already, or
+        the version needs none (S3's 409 RestoreAlreadyInProgress, or InvalidObjectState for a
+        class that is read directly): asking again is harmless, so the restore job is idempotent.
+        """
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "RestoreRequest": {"Days": days, "GlacierJobParameters": {"Tier": tier}},
+        }
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self.client.restore_object(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "RestoreAlreadyInProgress",
+                "InvalidObjectState",
+            ):
+                return False
+            raise StorageFailure(f"S3 RestoreObject {key} failed") from exc
+        # 202 Accepted: started; 200 OK: a restored copy exists already (its expiry was extended).
+        return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 202)) == 202
+
+    def storage_state(self, key: str, version_id: str | None = None) -> tuple[str, str | None]:
+        """A version's storage class and S3's ``x-amz-restore`` header (HeadObject)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = self.client.head_object(**kwargs)
+        except ClientError as exc:
+            raise StorageFailure(f"S3 HEAD {key} failed") from exc
+        return str(response.get("StorageClass") or "STANDARD"), response.get("Restore")
+
     def open(self, key: str, version_id: str | None = None, block_size: int = 64 * 1024) -> RangedReader:
         """A seekable reader that fetches only the byte ranges actually read."""
         return RangedReader(self, key, version_id, block_size)
@@ -368,6 +405,13 @@ class RangedReader(io.RawIOBase):
         buffer = bytearray(max(0, min(size, self.size - self._pos)))
         n = self.readinto(buffer)
         return bytes(buffer[:n])
+
+
+def sop_instance_uid_of(key: str) -> str | None:
+    """The SOP Instance UID an instance object's key names (None for any other object)."""
+    if not key.startswith(INSTANCE_PREFIX) or not key.endswith(".dcm"):
+        return None
+    return key.rsplit("/", 1)[-1][: -len(".dcm")] or None
 
 
 def manifest_key(sop_instance_uid: str) -> str:

@@ -193,4 +193,5 @@ def _series(item: Series) -> SeriesRecord:
         series_date=item.series_date,
         body_part_examined=item.body_part_examined,
         number_of_instances=int(item.number_of_instances or 0),
+        nearline_instances=max(0, int(item.nearline_instances or 0)),
     )

@@ -42,6 +42,7 @@ from archive.model.registration import (
     StudyRegistration,
     parse_code,
 )
+from archive.model.tiers import NEARLINE
 
 ARCHIVE_SCOPE = "archive"
 MAX_MERGE_CHAIN = 16
@@ -333,6 +334,7 @@ class StudyContentReader:
                     performed_procedure_step=pps_pair,  # type: ignore[arg-type]
                     procedure_code=_code_of(attrs.get("ProcedureCode")),
                     anatomic_region=_code_of(attrs.get("AnatomicRegion")),
+                    nearline=item.availability == NEARLINE,
                 )
             )
         if not instances:

@@ -64,6 +64,8 @@ class StudyRecord:
     sop_classes: frozenset[str] = frozenset()
     number_of_series: int = 0
     number_of_instances: int = 0
+    # Instances in a storage class that needs a restore before a read (docs/storage.md, "Tiers").
+    nearline_instances: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class SeriesRecord:
     series_date: str | None = None
     body_part_examined: str | None = None
     number_of_instances: int = 0
+    nearline_instances: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class InstanceRecord:
     org_oid: str | None = None
     # IOCM rejection code while a rejection note hides the instance.
     rejected: str | None = None
+    # Its object is in an archive storage class and not restored: a read needs a restore first.
+    nearline: bool = False
 
 
 def _held_elsewhere(patient: PatientRecord, study: StudyRecord) -> bool:

@@ -230,6 +230,11 @@ class AvailabilityNotice:
     performed_procedure_steps: tuple[tuple[str, str], ...] = ()  # (SOP Class UID, SOP Instance UID)
 
 
+# IANs sent when a study's restore from a cold storage class completes carry versions from here on
+# (base + the study's restore count), so they never collide with a registration version's IAN.
+RESTORE_NOTIFICATION_VERSION_BASE = 900_000
+
+
 class NotificationState(StrEnum):
     PENDING = "PENDING"
     DELIVERED = "DELIVERED"
@@ -302,6 +307,8 @@ class StudyInstance:
     performed_procedure_step: tuple[str, str] | None = None  # (SOP Class UID, SOP Instance UID)
     procedure_code: Code | None = None
     anatomic_region: Code | None = None
+    # Its object needs a restore before a read (storage tiers): NEARLINE in an IAN.
+    nearline: bool = False
 
 
 @dataclass(frozen=True)

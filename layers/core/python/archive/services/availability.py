@@ -32,6 +32,7 @@ from archive.model.organisations import AEInfo
 from archive.model.registration import (
     AvailabilityNotice,
     AvailableInstance,
+    InstanceAvailability,
     Notification,
     NotificationState,
     StudyContent,
@@ -43,14 +44,21 @@ MAX_BACKOFF_SECONDS = 12 * 3600  # SQS: a message may stay invisible for 12 hour
 
 
 def notice_of(content: StudyContent, retrieve_ae_title: str) -> AvailabilityNotice:
-    """Every instance of the study as ONLINE, with the performed procedure steps they name."""
+    """Every instance of the study as ONLINE (NEARLINE while its object needs a restore), with the
+    performed procedure steps they name."""
     steps = tuple(
         dict.fromkeys(i.performed_procedure_step for i in content.instances if i.performed_procedure_step)
     )
     return AvailabilityNotice(
         study_uid=content.study_uid,
         instances=tuple(
-            AvailableInstance(i.sop_class_uid, i.sop_instance_uid, i.series_uid) for i in content.instances
+            AvailableInstance(
+                i.sop_class_uid,
+                i.sop_instance_uid,
+                i.series_uid,
+                InstanceAvailability.NEARLINE if i.nearline else InstanceAvailability.ONLINE,
+            )
+            for i in content.instances
         ),
         retrieve_ae_title=retrieve_ae_title,
         performed_procedure_steps=steps,  # type: ignore[arg-type]

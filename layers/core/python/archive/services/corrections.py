@@ -9,15 +9,21 @@ operator can revoke the rejection, which shows them again.
 
 Registration and IAN hook onto ``CorrectionService.rejected_in_study``: after a rejection or a
 revoke it tells which instances of a study are withdrawn now.
+
+Every rejection (applied or refused) and every revoke is an audit event: 110103 DICOM Instances
+Accessed, action D for a rejection (life cycle 14, logical deletion), U for a revoke, naming the
+study, its instances and who did it (the rejecting AE and its organisation, or the operator).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
+from archive.audit import messages as audit
 from archive.data.index import IndexRepository
 from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject
 from archive.data.rejections import RejectionRepository, rejection_note_key
@@ -25,6 +31,7 @@ from archive.dicom.instance import InstanceHeader
 from archive.dicom.rejection import may_be_rejection_note, read_rejection_note
 from archive.errors import (
     AlreadyRejected,
+    ArchiveError,
     DuplicateRejectionNote,
     NoSuchInstanceToReject,
     RejectedInstanceResent,
@@ -39,10 +46,12 @@ from archive.model.rejection import (
     APPLYING,
     RETENTION_EXPIRED,
     REVOKED,
+    InstanceReference,
     RejectedInstance,
     RejectionNote,
     RejectionRecord,
 )
+from archive.services.audit import AuditTrail
 
 CHUNK = 1024 * 1024
 
@@ -54,10 +63,18 @@ class RevokeOutcome:
 
 
 class CorrectionService:
-    def __init__(self, rejections: RejectionRepository, index: IndexRepository, objects: ObjectStore) -> None:
+    def __init__(
+        self,
+        rejections: RejectionRepository,
+        index: IndexRepository,
+        objects: ObjectStore,
+        *,
+        audit_trail: AuditTrail | None = None,
+    ) -> None:
         self._rejections = rejections
         self._index = index
         self._objects = objects
+        self._audit = audit_trail
 
     # --- on C-STORE ------------------------------------------------------------------------
 
@@ -88,7 +105,44 @@ class CorrectionService:
         Raises DuplicateRejectionNote (A770), NoSuchInstanceToReject (A772), RejectionClassConflict
         (A773), AlreadyRejected (A774), RetentionExpiryRejectionNotAllowed (A775),
         RejectionNotAuthorised (0124). A note whose earlier attempt stopped half-way is finished.
+        Audited either way (110103, D).
         """
+        user = audit.ActiveParticipant(calling_ae, True, user_name=org.name, alternative_user_id=org.oid)
+        try:
+            stored = self._reject(
+                note, fp, size=size, org=org, calling_ae=calling_ae, patient_key=patient_key
+            )
+        except ArchiveError as exc:
+            self._audit_instances(
+                audit.Action.DELETE,
+                note.references,
+                user,
+                patient_key,
+                audit.Outcome.MINOR_FAILURE,
+                f"rejection note {note.sop_instance_uid} refused: {type(exc).__name__}: {exc}",
+            )
+            raise
+        self._audit_instances(
+            audit.Action.DELETE,
+            note.references,
+            user,
+            patient_key,
+            audit.Outcome.SUCCESS,
+            f"rejected by note {note.sop_instance_uid}: {note.meaning}",
+            lifecycle="14",
+        )
+        return stored
+
+    def _reject(
+        self,
+        note: RejectionNote,
+        fp: IO[bytes],
+        *,
+        size: int,
+        org: OrganisationInfo,
+        calling_ae: str,
+        patient_key: str,
+    ) -> StoredObject:
         existing = self._rejections.get(note.sop_instance_uid)
         if existing is not None and existing.state != APPLYING:
             raise DuplicateRejectionNote(f"rejection note {note.sop_instance_uid} received already")
@@ -200,7 +254,56 @@ class CorrectionService:
             self._rejections.set_state(
                 note_uid, REVOKED, expected=record.state, revoked=(datetime.now(UTC), by, reason)
             )
+        studies = {ref.study_uid for ref in record.references}
+        for study_uid in sorted(studies):
+            study = self._index.get_study(study_uid)
+            self._audit_instances(
+                audit.Action.UPDATE,
+                [r for r in record.references if r.study_uid == study_uid],
+                audit.ActiveParticipant(by, True),
+                (study.patient_key if study else None) or "-",
+                audit.Outcome.SUCCESS,
+                f"rejection note {note_uid} revoked: {reason}",
+            )
         return RevokeOutcome(self.rejection(note_uid), restored)
+
+    def _audit_instances(
+        self,
+        action: audit.Action,
+        references: Iterable[InstanceReference],
+        user: audit.ActiveParticipant,
+        patient_key: str,
+        outcome: audit.Outcome,
+        description: str,
+        lifecycle: str | None = None,
+    ) -> None:
+        """110103 DICOM Instances Accessed for the referenced instances, their studies named."""
+        if self._audit is None:
+            return
+        by_study: dict[str, dict[str, list[str]]] = {}
+        for ref in references:
+            by_study.setdefault(ref.study_uid, {}).setdefault(ref.sop_class_uid, []).append(
+                ref.sop_instance_uid
+            )
+        self._audit.record(
+            audit.instances_accessed(
+                source=self._audit.source,
+                action=action,
+                outcome=outcome,
+                user=user,
+                patient_key=patient_key,
+                studies=[
+                    audit.study(
+                        study_uid,
+                        {sop_class: len(uids) for sop_class, uids in classes.items()},
+                        instances=classes,
+                        lifecycle=lifecycle,
+                    )
+                    for study_uid, classes in by_study.items()
+                ],
+                outcome_description=description,
+            )
+        )
 
     # --- for registration and IAN ----------------------------------------------------------
 

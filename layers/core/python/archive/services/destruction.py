@@ -4,7 +4,9 @@ The job finds due studies through the retention-end index (never by listing the 
 held ones, records what it is about to destroy (every object's SHA-256), deletes every version
 of every object without bypassing anything (S3 refuses a version whose lock has not expired:
 then the study is left whole and reported), removes the index entries and records completion.
-The destruction records are append-only and never destroyed.
+The destruction records are append-only and never destroyed. Each destroyed study is an audit
+event: 110103 DICOM Instances Accessed, action D, the study with its instance count per SOP class
+(life cycle 15, permanent erasure), the patient and who approved it (or the archive's schedule).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from archive.audit import messages as audit
 from archive.data.destruction import DestructionRepository
 from archive.data.objects import ObjectStore
 from archive.data.retention import RetentionRepository
 from archive.errors import RetentionLocked
 from archive.model.retention import DestroyedObject, DestructionRecord
+from archive.services.audit import AuditTrail
 
 
 @dataclass
@@ -42,7 +46,9 @@ class DestructionService:
         objects: ObjectStore,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit_trail: AuditTrail | None = None,
     ) -> None:
+        self._audit = audit_trail
         self._retention = retention
         self._destruction = destruction
         self._objects = objects
@@ -99,4 +105,22 @@ class DestructionService:
                 self._objects.delete_version(obj.key, version)
         self._destruction.remove_index_entries(study_uid, instances)
         self._destruction.record(record, "COMPLETED")
+        if self._audit is not None:
+            classes: dict[str, int] = {}
+            for i in instances:
+                classes[i.sop_class_uid] = classes.get(i.sop_class_uid, 0) + 1
+            self._audit.record(
+                audit.instances_accessed(
+                    source=self._audit.source,
+                    action=audit.Action.DELETE,
+                    outcome=audit.Outcome.SUCCESS,
+                    user=audit.ActiveParticipant(approved_by or self._audit.source.source_id, True),
+                    patient_key=patient_key or "-",
+                    studies=[audit.study(study_uid, classes, lifecycle="15")],
+                    outcome_description=(
+                        f"destroyed at the end of retention ({end.date().isoformat()}): "
+                        f"{len(instances)} instances, {record.total_bytes} bytes"
+                    ),
+                )
+            )
         return record

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 import pydicom
 
+from archive.audit.messages import Outcome
 from archive.data.access_log import AccessLog
 from archive.data.registration import RegistrationRepository
 from archive.data.xds_access import DisclosureDenials
@@ -48,6 +49,7 @@ from archive.services.disclosure import (
     record_disclosure,
 )
 from archive.services.query.retrieve import RetrieveItem, RetrieveService
+from archive.services.xds_audit import XdsAudit
 from archive.services.xds_exchange import Exchange, HttpAnswer, soap_answer
 from archive.xds import ns
 from archive.xds.mtom import Attachment, new_content_id, write_mtom
@@ -74,7 +76,9 @@ class ImagingDocumentSource:
         log: AccessLog,
         chain: DisclosureLog | None = None,
         repository_unique_id: Callable[[], str],
+        audit: XdsAudit | None = None,
     ) -> None:
+        self._audit = audit or XdsAudit(None, archive_node="")
         self._retrieve = retrieve
         self._registrations = registrations
         self._denials = denials
@@ -155,6 +159,17 @@ class ImagingDocumentSource:
             transaction=RAD69,
             message_id=relates,
             items=list(grouped.values()) or [DisclosedItem(resource, None)],
+        )
+        sent: dict[str, dict[str, dict[str, list[str]]]] = {}
+        for _, item, _ in plan:
+            sent.setdefault(patient_cx(item), {}).setdefault(item.study_uid, {}).setdefault(
+                item.sop_class_uid, []
+            ).append(item.sop_instance_uid)
+        self._audit.retrieve_imaging(
+            exchange,
+            studies=sent or {resource: {}},
+            outcome=Outcome.MINOR_FAILURE if errors else Outcome.SUCCESS,
+            description="; ".join(f"{e.code}: {e}" for e in errors) or None,
         )
         body = retrieve_response([d for d, _, _ in plan], errors)
         env = serialize(envelope(body, action=ns.ACTION_RAD69_RESPONSE, relates_to=relates))

@@ -16,20 +16,30 @@ from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.data.registration import RegistrationConfigRepository, RegistrationRepository
+from archive.data.registry import Registry
 from archive.data.xds_access import DisclosureDenials, XdsAccessConfig
 from archive.data.xds_registry import XdsRegistry
+from archive.services.audit import AuditTrail
+from archive.services.connection_security import PeerAuthenticator
+from archive.services.directory import CachedRegistry
 from archive.services.disclosure import build_disclosure_log
 from archive.services.imaging_retrieve import ImagingDocumentSource
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
+from archive.services.xds_audit import XdsAudit
 from archive.services.xds_documents import DocumentRegistryService
-from archive.services.xds_exchange import HttpAnswer, IdentityProviders, SoapEndpoint
+from archive.services.xds_exchange import HttpAnswer, IdentityProviders, Peer, SoapEndpoint
 from archive.services.xds_query import QueryPolicy
 from archive.xds import ns
 
 
 class XdsApplication:
-    def __init__(self, settings: Settings, *, prefetch: int = 2) -> None:
+    """``audit_trail``: where the transactions' ATNA messages go (the caller flushes it: a Lambda
+    at the end of each invocation, the RAD-69 service from its background thread)."""
+
+    def __init__(
+        self, settings: Settings, *, prefetch: int = 2, audit_trail: AuditTrail | None = None
+    ) -> None:
         config = RegistrationConfigRepository()
         access = XdsAccessConfig()
         objects = ObjectStore(settings)
@@ -46,7 +56,15 @@ class XdsApplication:
             return identity.repository_unique_id, audiences
 
         self.repository_unique_id = lambda: archive_identity()[0]
-        self._endpoint = SoapEndpoint(IdentityProviders(access), lambda: archive_identity()[1])
+        authenticator = PeerAuthenticator(
+            CachedRegistry(Registry()), audit_trail, local_node=settings.audit_source_id
+        )
+        self._endpoint = SoapEndpoint(
+            IdentityProviders(access),
+            lambda: archive_identity()[1],
+            certificate_check=lambda pem, user, address: authenticator.check_xua(pem, user, address=address),
+        )
+        audit = XdsAudit(audit_trail, archive_node=settings.audit_source_id)
         self._documents = DocumentRegistryService(
             registry=XdsRegistry(settings),
             index=index,
@@ -57,6 +75,7 @@ class XdsApplication:
             chain=chain,
             repository_unique_id=self.repository_unique_id,
             policy=QueryPolicy(max_leaf_class=settings.xds_max_leaf_class),
+            audit=audit,
         )
         self._imaging = ImagingDocumentSource(
             retrieve=RetrieveService(
@@ -67,23 +86,27 @@ class XdsApplication:
             log=log,
             chain=chain,
             repository_unique_id=self.repository_unique_id,
+            audit=audit,
         )
 
-    def registry(self, body: BinaryIO, content_type: str) -> HttpAnswer:
+    def registry(self, body: BinaryIO, content_type: str, peer: Peer = Peer()) -> HttpAnswer:
         """ITI-18 and ITI-42, told apart by wsa:Action."""
         return self._endpoint.handle(
             body,
             content_type,
             {ns.ACTION_ITI18: self._documents.stored_query, ns.ACTION_ITI42: self._documents.register},
+            peer,
         )
 
-    def repository(self, body: BinaryIO, content_type: str) -> HttpAnswer:
+    def repository(self, body: BinaryIO, content_type: str, peer: Peer = Peer()) -> HttpAnswer:
         """ITI-43 for the manifests this archive stores."""
-        return self._endpoint.handle(body, content_type, {ns.ACTION_ITI43: self._documents.retrieve})
+        return self._endpoint.handle(body, content_type, {ns.ACTION_ITI43: self._documents.retrieve}, peer)
 
-    def imaging(self, body: BinaryIO, content_type: str) -> HttpAnswer:
+    def imaging(self, body: BinaryIO, content_type: str, peer: Peer = Peer()) -> HttpAnswer:
         """RAD-69; the answer's body is a stream of blocks."""
-        return self._endpoint.handle(body, content_type, {ns.ACTION_RAD69: self._imaging.retrieve_imaging})
+        return self._endpoint.handle(
+            body, content_type, {ns.ACTION_RAD69: self._imaging.retrieve_imaging}, peer
+        )
 
 
 # --- API Gateway proxy events (REST API, Lambda proxy integration) ------------------------------
@@ -96,6 +119,14 @@ def request_body(event: Mapping[str, Any]) -> tuple[BinaryIO, str]:
     data = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8")
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     return io.BytesIO(data), headers.get("content-type", "application/soap+xml")
+
+
+def request_peer(event: Mapping[str, Any]) -> Peer:
+    """Who called, as API Gateway tells it: the source address and, on the mutual-TLS custom
+    domain, the verified client certificate."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    certificate = identity.get("clientCert") or {}
+    return Peer(identity.get("sourceIp"), certificate.get("clientCertPem"))
 
 
 def proxy_response(answer: HttpAnswer) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from archive.audit.messages import Outcome
 from archive.data.access_log import AccessLog
 from archive.data.objects import ObjectStore, manifest_key
 from archive.data.query_index import QueryIndex
@@ -23,7 +24,6 @@ from archive.errors import (
     DuplicateUniqueId,
     NotAuthorised,
     RegistryConflict,
-    SubmissionRejected,
     XdsDocumentUniqueIdError,
     XdsDuplicateUniqueIdInRegistry,
     XdsError,
@@ -46,6 +46,7 @@ from archive.services.disclosure import (
     normalised_patient,
     record_disclosure,
 )
+from archive.services.xds_audit import XdsAudit
 from archive.services.xds_exchange import Exchange, HttpAnswer, soap_answer
 from archive.services.xds_query import QueryPolicy, check_resource_id, queried_patient, run_stored_query
 from archive.xds import ns
@@ -136,7 +137,9 @@ class DocumentRegistryService:
         repository_unique_id: Callable[[], str],
         policy: QueryPolicy = QueryPolicy(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: XdsAudit | None = None,
     ) -> None:
+        self._audit = audit or XdsAudit(None, archive_node="")
         self._registry = registry
         self._index = index
         self._objects = objects
@@ -158,6 +161,7 @@ class DocumentRegistryService:
         def answer(body: object) -> HttpAnswer:
             return soap_answer(body, action=ns.ACTION_ITI18_RESPONSE, relates_to=relates)  # type: ignore[arg-type]
 
+        patient: str | None = None
         try:
             query = decode_query_request(request.body)
             patient = queried_patient(query.query)
@@ -169,6 +173,12 @@ class DocumentRegistryService:
                 query, self._registry, resource_id=exchange.user.resource_id, policy=self._policy
             )
         except XdsError as exc:
+            self._audit.stored_query(
+                exchange,
+                patients=[patient or exchange.user.resource_id or ""],
+                outcome=Outcome.MINOR_FAILURE,
+                description=f"{exc.code}: {exc}",
+            )
             return answer(adhoc_query_response(None, errors=[exc]))
         denied = self._denials.denied(normalised_patient(exchange.user.resource_id or ""))
         visible = visible_part(result, caller, denied)
@@ -185,6 +195,16 @@ class DocumentRegistryService:
             )
             or [DisclosedItem(exchange.user.resource_id or "-", None)],
         )
+        self._audit.stored_query(
+            exchange,
+            patients=[
+                patient or exchange.user.resource_id or "",
+                *(d.patient_id for d in shown.documents),
+                *(s.patient_id for s in shown.submission_sets),
+                *(f.patient_id for f in shown.folders),
+            ],
+            outcome=Outcome.SUCCESS,
+        )
         return answer(
             adhoc_query_response(shown, return_type=query.return_type, composed=query.return_composed_objects)
         )
@@ -197,7 +217,8 @@ class DocumentRegistryService:
 
     def register(self, exchange: Exchange) -> HttpAnswer:
         caller = Caller.of(exchange.user)
-        relates = exchange.request.message_id
+        submission: Submission | None = None
+        errors: list[XdsError] = []
         try:
             repository = self._access.repository(caller.org_oid)
             if repository is None:
@@ -208,41 +229,37 @@ class DocumentRegistryService:
                 exchange.request.body, controller=caller.org_oid, now=self._clock()
             )
             errors = self._check_submission(submission, repository.repository_unique_ids, repository.codes)
-            if errors:
-                raise SubmissionRejected(errors)
-            self._registry.register(
-                submission.documents,
-                submission.submission_set,
-                submission.folders,
-                submission.associations,
-                deprecate=submission.deprecate,
-            )
+            if not errors:
+                self._registry.register(
+                    submission.documents,
+                    submission.submission_set,
+                    submission.folders,
+                    submission.associations,
+                    deprecate=submission.deprecate,
+                )
         except NotAuthorised as exc:
             errors = [XdsRegistryError(str(exc))]
-            return soap_answer(registry_response(errors), action=ns.ACTION_ITI42_RESPONSE, relates_to=relates)
-        except SubmissionRejected as exc:
-            return soap_answer(
-                registry_response(exc.errors), action=ns.ACTION_ITI42_RESPONSE, relates_to=relates
-            )
         except DuplicateUniqueId as exc:
-            return soap_answer(
-                registry_response([XdsDuplicateUniqueIdInRegistry(str(exc))]),
-                action=ns.ACTION_ITI42_RESPONSE,
-                relates_to=relates,
-            )
+            errors = [XdsDuplicateUniqueIdInRegistry(str(exc))]
         except RegistryConflict as exc:
-            return soap_answer(
-                registry_response([XdsRegistryError(str(exc))]),
-                action=ns.ACTION_ITI42_RESPONSE,
-                relates_to=relates,
-            )
-        LOG.info(
-            "registered %d documents of %s for %s",
-            len(submission.documents),
-            caller.org_oid,
-            submission.patient_id,
+            errors = [XdsRegistryError(str(exc))]
+        self._audit.register(
+            exchange,
+            patient_cx=submission.patient_id if submission else exchange.user.resource_id or "",
+            submission_set_uid=submission.submission_set.unique_id if submission else "",
+            outcome=Outcome.MINOR_FAILURE if errors else Outcome.SUCCESS,
+            description="; ".join(f"{e.code}: {e}" for e in errors) or None,
         )
-        return soap_answer(registry_response(), action=ns.ACTION_ITI42_RESPONSE, relates_to=relates)
+        if not errors and submission is not None:
+            LOG.info(
+                "registered %d documents of %s for %s",
+                len(submission.documents),
+                caller.org_oid,
+                submission.patient_id,
+            )
+        return soap_answer(
+            registry_response(errors), action=ns.ACTION_ITI42_RESPONSE, relates_to=exchange.request.message_id
+        )
 
     def _check_submission(
         self, submission: Submission, repository_ids: Iterable[str], codes: dict[str, tuple[str, ...]]
@@ -370,6 +387,16 @@ class DocumentRegistryService:
             message_id=relates,
             items=disclosed_items([e for _, e in delivered], study_of=lambda d: d.study_instance_uid)
             or [DisclosedItem(resource or "-", None)],
+        )
+        documents: dict[str, list[str]] = {}
+        for _, entry in delivered:
+            documents.setdefault(entry.patient_id, []).append(entry.unique_id)
+        self._audit.retrieve_documents(
+            exchange,
+            repository_unique_id=own_repository,
+            documents=documents or {resource: []},
+            outcome=Outcome.MINOR_FAILURE if errors else Outcome.SUCCESS,
+            description="; ".join(f"{e.code}: {e}" for e in errors) or None,
         )
         body = retrieve_response([d for d, _ in delivered], errors)
         env = serialize(envelope(body, action=ns.ACTION_ITI43_RESPONSE, relates_to=relates))

@@ -17,7 +17,13 @@ from typing import BinaryIO
 from lxml import etree
 
 from archive.data.xds_access import XdsAccessConfig
-from archive.errors import ActionNotSupported, ArchiveError, SoapFaultError
+from archive.errors import (
+    ActionNotSupported,
+    ArchiveError,
+    CertificateNotOfAssertion,
+    NotAuthenticated,
+    SoapFaultError,
+)
 from archive.model.xua import IdentityProvider, UserAssertion
 from archive.xds import ns
 from archive.xds.mtom import MtomMessage, read_message
@@ -46,12 +52,23 @@ class HttpAnswer:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """The other end of the HTTP connection: its address and, over mutual TLS, the client
+    certificate (PEM) the handshake verified (API Gateway's clientCert, or the RAD-69 container's
+    own TLS)."""
+
+    address: str | None = None
+    certificate_pem: str | None = None
+
+
+@dataclass(frozen=True)
 class Exchange:
-    """A verified request: the SOAP message, its MTOM parts and who sent it."""
+    """A verified request: the SOAP message, its MTOM parts, who sent it and from where."""
 
     request: SoapRequest
     message: MtomMessage
     user: UserAssertion
+    peer: Peer = Peer()
 
 
 def soap_answer(body: etree._Element, *, action: str, relates_to: str) -> HttpAnswer:
@@ -79,24 +96,35 @@ class IdentityProviders:
         return [provider] if provider is not None else []
 
 
+# Binds a mutual-TLS client certificate to the assertion's organisation; raises NotAuthenticated.
+CertificateCheck = Callable[[str, UserAssertion, str | None], object]
+
+
 class SoapEndpoint:
-    """Reads, checks and verifies a request, then hands it to the transaction for its action."""
+    """Reads, checks and verifies a request, then hands it to the transaction for its action.
+
+    Over mutual TLS (the peer came with a verified client certificate) the certificate must also
+    identify the organisation the assertion names (``certificate_check``); a mismatch is a
+    wsse:FailedAuthentication Fault."""
 
     def __init__(
         self,
         providers: IdentityProviders,
         audiences: Callable[[], Collection[str]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        certificate_check: CertificateCheck | None = None,
     ) -> None:
         self._providers = providers
         self._audiences = audiences
         self._clock = clock
+        self._certificate_check = certificate_check
 
     def handle(
         self,
         body: BinaryIO,
         content_type: str,
         transactions: dict[str, Callable[[Exchange], HttpAnswer]],
+        peer: Peer = Peer(),
     ) -> HttpAnswer:
         relates_to: str | None = None
         message: MtomMessage | None = None
@@ -113,7 +141,12 @@ class SoapEndpoint:
                 audiences=self._audiences(),
                 now=self._clock(),
             )
-            return transaction(Exchange(request, message, user))
+            if peer.certificate_pem is not None and self._certificate_check is not None:
+                try:
+                    self._certificate_check(peer.certificate_pem, user, peer.address)
+                except NotAuthenticated as exc:
+                    raise CertificateNotOfAssertion(str(exc)) from exc
+            return transaction(Exchange(request, message, user, peer))
         except SoapFaultError as exc:
             LOG.info("SOAP fault: %s: %s", type(exc).__name__, exc)
             return fault_answer(exc, relates_to)

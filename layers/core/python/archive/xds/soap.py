@@ -24,6 +24,7 @@ from archive.errors import (
     AssertionMissing,
     AssertionSignatureInvalid,
     AssertionUnsigned,
+    CertificateNotOfAssertion,
     MalformedXml,
     MustUnderstandHeader,
     ResourceIdMismatch,
@@ -138,6 +139,7 @@ _WSSE_FAULTS: dict[type[SoapFaultError], str] = {
     UntrustedIdentityProvider: "FailedAuthentication",
     AssertionAudienceMismatch: "FailedAuthentication",
     ResourceIdMismatch: "FailedAuthentication",
+    CertificateNotOfAssertion: "FailedAuthentication",
 }
 
 

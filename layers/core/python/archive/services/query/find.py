@@ -35,6 +35,7 @@ from archive.data.query_index import QueryIndex
 from archive.dicom.coercion import UTF8, issuer_qualifiers
 from archive.errors import CountryWideQuery, QueryRefused
 from archive.model.records import InstanceRecord, PatientDemographics, SeriesRecord, StudyRecord
+from archive.model.tiers import NEARLINE, ONLINE
 from archive.services.query.matching import (
     date_range,
     has_wildcard,
@@ -210,6 +211,7 @@ def study_attributes(study: StudyRecord) -> Attributes:
         "SOPClassesInStudy": sorted(study.sop_classes or ()),
         "NumberOfStudyRelatedSeries": int(study.number_of_series or 0),
         "NumberOfStudyRelatedInstances": int(study.number_of_instances or 0),
+        "InstanceAvailability": NEARLINE if study.nearline_instances else ONLINE,
     }
 
 
@@ -222,6 +224,7 @@ def series_attributes(series: SeriesRecord) -> Attributes:
         "SeriesDate": series.series_date,
         "BodyPartExamined": series.body_part_examined,
         "NumberOfSeriesRelatedInstances": int(series.number_of_instances or 0),
+        "InstanceAvailability": NEARLINE if series.nearline_instances else ONLINE,
     }
 
 
@@ -238,6 +241,7 @@ def instance_attributes(instance: InstanceRecord) -> Attributes:
         "ContentDate": extra.get("ContentDate"),
         "ContentTime": extra.get("ContentTime"),
         "AvailableTransferSyntaxUID": instance.transfer_syntax_uid,
+        "InstanceAvailability": NEARLINE if instance.nearline else ONLINE,
     }
 
 
@@ -289,7 +293,9 @@ def build_response(request: QueryRequest, attributes: Attributes, archive_ae: st
         else:
             setattr(ds, keyword, value)
     ds.RetrieveAETitle = archive_ae
-    ds.InstanceAvailability = "ONLINE"
+    # PS3.4 C.4.1.1.3.2 asks for the availability of the entity: a study or series with any
+    # instance that needs a restore is NEARLINE (the least available of its instances).
+    ds.InstanceAvailability = attributes.get("InstanceAvailability") or ONLINE
     return ds
 
 

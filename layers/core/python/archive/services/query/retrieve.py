@@ -59,6 +59,8 @@ class RetrieveItem:
     patient: PatientDemographics
     controller_oid: str | None
     series_uid: str | None = None
+    # In a cold storage class and not restored: not sent; its study's restore is started instead.
+    nearline: bool = False
 
 
 @dataclass
@@ -332,4 +334,5 @@ def _item(instance: InstanceRecord, patient: PatientDemographics, study: StudyRe
         patient=patient,
         controller_oid=study.org_oid,
         series_uid=instance.series_uid,
+        nearline=instance.nearline,
     )
