@@ -160,6 +160,8 @@ class DicomListener:
         self.port = port
         self.tls_port = tls_port
         self.live = LiveAssociations()
+        # Per open association: the patient identities its C-STOREs resolved (merges followed).
+        self._patients: dict[int, dict[str, str]] = {}
         if spool_dir:
             tempfile.tempdir = spool_dir
         self.ae = self._build_ae()
@@ -271,6 +273,7 @@ class DicomListener:
 
     def _on_closed(self, event: Any) -> None:
         self.live.forget(event.assoc)
+        self._patients.pop(id(event.assoc), None)
         if self.deps.audit is not None:
             self.deps.audit.association_ended(event.assoc)
 
@@ -290,6 +293,7 @@ class DicomListener:
                 sop_instance_uid=str(request.AffectedSOPInstanceUID),
                 calling_ae=calling.ae_title,
                 org=org,
+                patients=self._patients.setdefault(id(event.assoc), {}),
             )
         except ArchiveError as exc:
             status = status_for(exc)
@@ -310,7 +314,7 @@ class DicomListener:
                 outcome.header.study_uid,
                 outcome.header.sop_class_uid,
             )
-        LOG.info(
+        LOG.debug(
             "stored %s from %s%s",
             outcome.header.sop_instance_uid,
             calling.ae_title,
