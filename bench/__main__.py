@@ -36,6 +36,7 @@ from .profile import (
     LISTENER_CPU_RULES,
     LISTENER_RULES,
     MOTO_RULES,
+    RETRIEVE_RULES,
     breakdown,
     read_folded,
     start_recording,
@@ -276,6 +277,36 @@ def _studies_per_target(
     return studies
 
 
+def store_for_retrieve(env: BenchEnvironment, args: argparse.Namespace) -> StudyFiles:
+    """With ingest skipped: the CT study stored once in both archives and committed (so indexed),
+    for ``--skip ingest,query`` runs that measure retrieval alone."""
+    workload = Workload(
+        "ct-500",
+        f"{args.small_instances} CT images {args.small_size}x{args.small_size}",
+        args.small_instances,
+        args.small_size,
+        args.small_size,
+    )
+    study = workload.generate(args.work_dir / "data" / "retrieve", "ctR", seed=7)
+    env.resume_indexing()
+    for target in env.targets():
+        sample = ingest_once(
+            env.use(target),
+            workload,
+            study,
+            associations=1,
+            run=0,
+            calling_ae=MODALITY_AE,
+            helpers={},
+            requester=env.requester,
+        )
+        if sample.commitment is None or sample.commitment.event_type != 1:
+            LOG.warning(
+                "%s: the study to retrieve is not wholly committed: %s", target.name, sample.commitment
+            )
+    return study
+
+
 def run_retrieve(
     env: BenchEnvironment, args: argparse.Namespace, results: Results, study: StudyFiles
 ) -> None:
@@ -283,6 +314,21 @@ def run_retrieve(
         for operation in ("C-GET", "C-MOVE"):
             order = env.targets() if run % 2 == 0 else list(reversed(env.targets()))
             for target in order:
+                recordings = []
+                prof = args.work_dir / "profiles"
+                profiled = target.name == "ours" and run == 0 and "profile" not in args.skip
+                if profiled:
+                    prof.mkdir(parents=True, exist_ok=True)
+                    assert env.cloud is not None and env.cloud._moto is not None
+                    recordings = [
+                        start_recording(
+                            "listener", target.pid, prof / f"{operation}-listener.txt", idle=False
+                        ),
+                        start_recording(
+                            "moto", env.cloud._moto.pid, prof / f"{operation}-moto.txt", idle=False
+                        ),
+                    ]
+                    time.sleep(1.0)  # let py-spy attach before the request
                 sample: RetrieveSample = retrieve_once(
                     env.use(target),
                     operation,
@@ -293,6 +339,23 @@ def run_retrieve(
                     total_bytes=study.total_bytes,
                     run=run,
                 )
+                for recording in recordings:
+                    recording.stop()
+                if profiled:
+                    results.profiles[f"{operation} of the CT study"] = [
+                        breakdown(
+                            "listener: whole process, running (not blocked) samples",
+                            read_folded(prof / f"{operation}-listener.txt", active=True),
+                            RETRIEVE_RULES,
+                            ("archive/", "listeners/"),
+                        ),
+                        breakdown(
+                            "moto: CPU by emulated service",
+                            read_folded(prof / f"{operation}-moto.txt"),
+                            MOTO_RULES,
+                            ("moto/",),
+                        ),
+                    ]
                 LOG.info(
                     "retrieve %-8s %s run %d: %.1f inst/s (%d received, rc %d)",
                     target.name,
@@ -416,8 +479,8 @@ def main(argv: list[str] | None = None) -> None:
         committed = None
         if "ingest" not in args.skip:
             committed = run_ingest(env, args, results)
-        if "retrieve" not in args.skip and committed is not None:
-            run_retrieve(env, args, results, committed)
+        if "retrieve" not in args.skip:
+            run_retrieve(env, args, results, committed or store_for_retrieve(env, args))
         if "query" not in args.skip:
             run_query(env, args, results)
         # Written before the archives are torn down, so a slow teardown cannot lose the figures.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archive.model.organisations import AEInfo
+from archive.topology import LOCK_INSTANCE
 
 from local.cloud import DEMO_ORG, LocalCloud, free_port
 from local.resources import client
@@ -238,11 +239,15 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         for poller in self.cloud.pollers:
             poller.stop()
         self.cloud.pollers.clear()
+        # The copier into the locked bucket too (docs/storage.md, "Two tiers"): a Lambda on AWS.
+        self.cloud.stop_function_process(LOCK_INSTANCE.function)
 
     def resume_indexing(self) -> None:
         assert self.cloud is not None
         if not self.cloud.pollers:
             self.cloud.start_pollers()
+        elif LOCK_INSTANCE.function not in self.cloud.function_processes:
+            self.cloud.start_function_process(LOCK_INSTANCE.function)
 
     def empty_index_queue(self, *, tolerate: int = 0) -> None:
         """Drop the S3 events of throughput runs (those instances are never queried).
@@ -255,16 +260,21 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         """
         assert self.cloud is not None
         sqs = client("sqs", self.cloud.endpoint)
-        url = self.cloud.queues["index"].url
+        # The copies of staged instances too: on AWS the copier drains them on its own capacity.
+        urls = [self.cloud.queues[name].url for name in ("index", LOCK_INSTANCE.queue)]
         attributes = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=attributes)["Attributes"]
-        if sum(int(counts[a]) for a in attributes) <= tolerate:
+        queued = 0
+        for url in urls:
+            counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=attributes)["Attributes"]
+            queued += sum(int(counts[a]) for a in attributes)
+        if queued <= tolerate:
             return
         wait = self._last_purge + 61.0 - time.monotonic()
         if wait > 0:
             LOG.info("waiting %.0fs for the PurgeQueue window", wait)
             time.sleep(wait)
-        sqs.purge_queue(QueueUrl=url)
+        for url in urls:
+            sqs.purge_queue(QueueUrl=url)
         self._last_purge = time.monotonic()
 
     def timed_index_receives(self) -> SqsCallTimer:

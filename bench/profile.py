@@ -141,6 +141,14 @@ FIND_RULES: list[Rule] = [
     ("matching and response building", _has("archive/services/query")),
     ("pynetdicom: encoding and sending responses", lambda frames: True),
 ]
+# The listener during C-GET/C-MOVE, CPU only (running samples of every thread).
+RETRIEVE_RULES: list[Rule] = [
+    ("botocore/urllib3 request CPU (S3 GET, DynamoDB)", _has("botocore", "urllib3", "pynamodb")),
+    ("preparing objects (header parse, coercion, re-encoding)", _has("_prepare", "transcode")),
+    ("access and audit records", _has("AccessLog", "_record (listeners", "DicomAudit")),
+    ("pynetdicom: encoding datasets, PDUs, association threads", _has("pynetdicom")),
+    ("other", lambda frames: True),
+]
 # The local Lambda runner's index thread (stacks through QueuePoller._run).
 LAMBDA_RULES: list[Rule] = [
     (

@@ -41,6 +41,10 @@ class ArchiveNetwork(Construct):
             ],
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                # The staging tier (S3 Express One Zone directory bucket, docs/storage.md).
+                "S3Express": ec2.GatewayVpcEndpointOptions(
+                    service=ec2.GatewayVpcEndpointAwsService.S3_EXPRESS
+                ),
                 "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
             },
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Size
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -43,6 +43,7 @@ class QueueConsumerFunction(Construct):
         memory_size: int,
         log_retention: logs.RetentionDays,
         vpc: ec2.IVpc | None = None,
+        ephemeral_storage_gib: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = iam.Role(
@@ -74,6 +75,7 @@ class QueueConsumerFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             timeout=timeout,
             memory_size=memory_size,
+            ephemeral_storage_size=Size.gibibytes(ephemeral_storage_gib) if ephemeral_storage_gib else None,
             # In the VPC's private subnets when it must reach customers' nodes (their DICOM SCPs).
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None,

@@ -23,6 +23,8 @@ from archive.topology import (
     DISCLOSURE_NOTIFICATION,
     INDEX_INSTANCE,
     INDEX_QUEUE,
+    LOCK_INSTANCE,
+    LOCK_QUEUE,
     PATIENT_UPDATE,
     PATIENT_UPDATE_QUEUE,
     REGISTER_STUDY,
@@ -109,6 +111,20 @@ STORAGE_EVENTS_FUNCTION_TIMEOUT = Duration.seconds(60)
 RESTORE_FUNCTION_TIMEOUT = Duration.minutes(15)  # a large study: one RestoreObject per instance
 TIER_FUNCTION_MEMORY_MB = 256
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
+# The staging tier (docs/storage.md, "Two tiers"): an S3 Express One Zone directory bucket in this
+# Availability Zone (a zone ID, the same physical zone in every account) of DEFAULT_REGION, where
+# the listener tasks run; a staged copy left after this many days is expired (the copier has
+# given up long before: its messages reach the DLQ, alarmed, within hours).
+STAGING_ZONE_ID = "eun1-az1"
+STAGING_EXPIRE_DAYS = 30
+# Copying a staged object into the locked bucket: up to MAX_OBJECT_BYTES (4 GiB) through /tmp.
+LOCK_FUNCTION_DIR = REPO_ROOT / LOCK_INSTANCE.code_dir
+LOCK_FUNCTION_HANDLER = LOCK_INSTANCE.handler
+LOCK_FUNCTION_TIMEOUT = Duration.minutes(5)
+LOCK_FUNCTION_MEMORY_MB = 1024
+LOCK_FUNCTION_EPHEMERAL_GIB = 5
+LOCK_BATCH_SIZE = LOCK_INSTANCE.batch_size
+LOCK_MAX_RECEIVE_COUNT = LOCK_QUEUE.max_receive_count
 INDEX_FUNCTION_MEMORY_MB = 512
 INDEX_BATCH_SIZE = INDEX_INSTANCE.batch_size
 INDEX_MAX_RECEIVE_COUNT = INDEX_QUEUE.max_receive_count

@@ -29,6 +29,7 @@ from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
+from infrastructure.staging_bucket import StagingBucket
 from infrastructure.storage_tiers import StorageTiers
 from infrastructure.tables import ArchiveTables
 from infrastructure.tls_secret import TlsSecret
@@ -76,6 +77,21 @@ class ArchiveStack(Stack):
 
         alarms = OperatorAlarms(self, "Alarms", email=deployment.alarm_email)
         alarms.alarm_on_dead_letters(index_queue.dead_letter_queue, purpose="index")
+
+        # Two tiers (docs/storage.md): C-STORE is acknowledged from the staging tier; the
+        # lock_instance function copies each staged object into the Object-Locked bucket.
+        staging = StagingBucket(
+            self, "Staging", zone_id=s.STAGING_ZONE_ID, expire_after_days=s.STAGING_EXPIRE_DAYS
+        )
+        lock_queue = DeadLetteredQueue(
+            self,
+            "LockQueue",
+            purpose="lock",
+            visibility_timeout=Duration.seconds(6 * s.LOCK_FUNCTION_TIMEOUT.to_seconds()),
+            max_receive_count=s.LOCK_MAX_RECEIVE_COUNT,
+        )
+        alarms.alarm_on_dead_letters(lock_queue.dead_letter_queue, purpose="lock")
+        staging_env = {t.ENV_STAGING_BUCKET: staging.bucket_name}
 
         security_env = {
             t.ENV_AUDIT_BUCKET: audit.bucket.bucket_name,
@@ -168,7 +184,7 @@ class ArchiveStack(Stack):
             runtime=s.LAMBDA_RUNTIME,
             architecture=s.LAMBDA_ARCHITECTURE,
             layers=[layers.deps, layers.core],
-            environment={**archive_env, **s.powertools_env("index-instance")},
+            environment={**archive_env, **staging_env, **s.powertools_env("index-instance")},
             queue=index_queue.queue,
             batch_size=s.INDEX_BATCH_SIZE,
             timeout=s.INDEX_FUNCTION_TIMEOUT,
@@ -176,8 +192,34 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         storage.grant_read_objects(index_instance.role)
+        staging.grant_session(index_instance.role)  # releases a staged copy once indexed
         tables.grant(index_instance.role, table_access.INDEX_INSTANCE)
         registration.grant_request(index_instance.role)
+
+        lock_instance = QueueConsumerFunction(
+            self,
+            "LockInstance",
+            description="Copies each staged DICOM object into the Object-Locked archive bucket",
+            code_dir=s.LOCK_FUNCTION_DIR,
+            handler=s.LOCK_FUNCTION_HANDLER,
+            runtime=s.LAMBDA_RUNTIME,
+            architecture=s.LAMBDA_ARCHITECTURE,
+            layers=[layers.deps, layers.core],
+            environment={
+                **archive_env,
+                **staging_env,
+                t.ENV_LOCK_QUEUE_URL: lock_queue.queue.queue_url,
+                **s.powertools_env("lock-instance"),
+            },
+            queue=lock_queue.queue,
+            batch_size=s.LOCK_BATCH_SIZE,
+            timeout=s.LOCK_FUNCTION_TIMEOUT,
+            memory_size=s.LOCK_FUNCTION_MEMORY_MB,
+            ephemeral_storage_gib=s.LOCK_FUNCTION_EPHEMERAL_GIB,
+            log_retention=s.LOG_RETENTION,
+        )
+        staging.grant_session(lock_instance.role)
+        storage.grant_read_write_objects(lock_instance.role)
 
         destruction = DestructionSchedule(
             self,
@@ -215,6 +257,8 @@ class ArchiveStack(Stack):
                 ),
                 t.ENV_SPOOL_DIR: s.LISTENER_SPOOL_DIR,
                 t.ENV_COMMITMENT_WAIT: str(s.COMMITMENT_WAIT_SECONDS),
+                **staging_env,
+                t.ENV_LOCK_QUEUE_URL: lock_queue.queue.queue_url,
                 **tiers.environment,
             },
             tls=deployment.listener_tls,
@@ -223,6 +267,8 @@ class ArchiveStack(Stack):
             access_logs_bucket=storage.access_logs_bucket,
         )
         storage.grant_read_write_objects(dicom.task_role)
+        staging.grant_session(dicom.task_role)
+        lock_queue.grant_send_messages(dicom.task_role)
         tables.grant(dicom.task_role, table_access.DICOM_LISTENER)
         alarms.alarm_on_metric(
             cloudwatch.Metric(

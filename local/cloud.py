@@ -304,6 +304,8 @@ class LocalCloud:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "eu-north-1",
             "AWS_REGION": "eu-north-1",
+            # moto has no S3 Express CreateSession: sign staging-tier requests as for any bucket.
+            "AWS_S3_DISABLE_EXPRESS_SESSION_AUTH": "true",
             "POWERTOOLS_SERVICE_NAME": "archive-local",
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
             "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "core" / "python"), str(ROOT)]),
@@ -355,12 +357,15 @@ class LocalCloud:
         """A new version of the TLS secret, as an operator's rotation would put it."""
         put_tls_secret(self.endpoint, secret_value)
 
-    def start_function_process(self, name: str) -> subprocess.Popen[bytes]:
-        """Run one function's poller as its own process (see ``local.lambda_process``)."""
+    def start_function_process(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        """Run one function's poller as its own process (see ``local.lambda_process``); ``env``
+        overrides its environment (a test may point it at a bucket that is not there)."""
         function = next(f for f in FUNCTIONS if f.name == name)
         queue = self.queues[function.queue]
         process = self._spawn(
-            name, [sys.executable, "-m", "local.lambda_process", name, queue.url, queue.arn], env=self.env()
+            name,
+            [sys.executable, "-m", "local.lambda_process", name, queue.url, queue.arn],
+            env={**self.env(), **env},
         )
         self.function_processes[name] = process
         return process

@@ -17,6 +17,7 @@ from archive.data.schema import table_spec
 from archive.topology import (
     IAN_QUEUE,
     INDEX_QUEUE,
+    LOCK_QUEUE,
     QUEUES,
     REGISTRATION_QUEUE,
     RESTORE_QUEUE,
@@ -27,6 +28,10 @@ from archive.topology import (
 
 REGION = "eu-north-1"
 BUCKET = "archive-local-images"
+# The staging tier (docs/storage.md): named as an S3 Express One Zone directory bucket is
+# (<base>--<zone id>--x-s3), so a latency profile can tell it from the locked bucket. moto serves
+# it as a plain bucket and knows no CreateSession, hence AWS_S3_DISABLE_EXPRESS_SESSION_AUTH.
+STAGING_BUCKET = "archive-local-staging--eun1-az1--x-s3"
 LOCAL_TABLE_PREFIX = "archive-"
 VISIBILITY_TIMEOUT = 30
 
@@ -157,6 +162,16 @@ def create_bucket(endpoint: str, index_queue_arn: str, retention_days: int) -> N
     )
 
 
+def create_staging_bucket(endpoint: str) -> str:
+    """The landing tier: no versioning, no Object Lock, no notification (a directory bucket has
+    none of them; the listener queues each copy itself)."""
+    client("s3", endpoint).create_bucket(
+        Bucket=STAGING_BUCKET,
+        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
+    )
+    return STAGING_BUCKET
+
+
 def create_tables(settings: Settings) -> None:
     bind_models(settings)
     for model in ALL_MODELS:
@@ -212,6 +227,8 @@ def provision(
     )
     create_bucket(endpoint, queues[INDEX_QUEUE.name].arn, retention_days)
     overrides.setdefault("audit_bucket", create_audit_bucket(endpoint, retention_days))
+    overrides.setdefault("staging_bucket", create_staging_bucket(endpoint))
+    overrides.setdefault("lock_queue_url", queues[LOCK_QUEUE.name].url)
     if tls_secret_value is not None:
         overrides.setdefault("tls_secret_id", put_tls_secret(endpoint, tls_secret_value))
     settings = local_settings(

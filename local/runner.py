@@ -21,6 +21,7 @@ from typing import Any
 from archive.topology import (
     CONSUMERS,
     DISCLOSURE_ANCHOR,
+    LOCK_INSTANCE,
     PATIENT_UPDATE,
     REGISTER_STUDY,
     SEND_IAN,
@@ -54,8 +55,9 @@ class LocalFunction:
     drained: bool = True
 
 
-# The IAN sender runs apart so that tests can kill it in the middle of a delivery.
-OWN_PROCESS = frozenset({SEND_IAN.function})
+# The IAN sender runs apart so that tests can kill it in the middle of a delivery; the copier into
+# the locked bucket so that a test can restart it with the locked bucket out of its reach.
+OWN_PROCESS = frozenset({SEND_IAN.function, LOCK_INSTANCE.function})
 NOT_DRAINED = frozenset({REGISTER_STUDY.function, SEND_IAN.function})
 
 

@@ -25,6 +25,8 @@ logger = Logger(service="index-instance")
 settings = Settings.from_env()
 bind_models(settings)
 objects = ObjectStore(settings)
+# The staging tier (docs/storage.md): its copy of an instance is released once indexed.
+staging = ObjectStore(settings, bucket=settings.staging_bucket) if settings.staging_bucket else None
 index = IndexRepository(settings)
 registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -34,7 +36,7 @@ def record_handler(record: SQSRecord) -> None:
     body = json.loads(record.body)
     for s3_record in body.get("Records", []):  # an s3:TestEvent has none
         obj = s3_record["s3"]["object"]
-        outcome = index_object(unquote_plus(obj["key"]), obj.get("versionId"), objects, index)
+        outcome = index_object(unquote_plus(obj["key"]), obj.get("versionId"), objects, index, staging)
         logger.info(
             "indexed", extra={"key": outcome.key, "new": outcome.indexed, "bytes_read": outcome.bytes_read}
         )

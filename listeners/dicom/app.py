@@ -13,9 +13,10 @@ from archive.config import Settings
 from archive.data.access_log import AccessLog
 from archive.data.commitments import CommitmentRepository
 from archive.data.index import IndexRepository
-from archive.data.models import bind_models
+from archive.data.models import bind_models, connect
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
+from archive.data.queues import LockQueue
 from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
 from archive.data.retention import RetentionRepository
@@ -26,7 +27,7 @@ from archive.services.audit import AuditTrail, build_audit_trail
 from archive.services.connection_security import PeerAuthenticator
 from archive.services.corrections import CorrectionService
 from archive.services.directory import CachedRegistry
-from archive.services.ingest import StoreService
+from archive.services.ingest import StagingTier, StoreService
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
 from archive.services.registration import RegistrationRequests
@@ -69,7 +70,9 @@ def build(
     settings: Settings, *, host: str = "0.0.0.0", port: int | None = 11112, tls_port: int | None = None
 ) -> DicomService:
     bind_models(settings)
+    connect()  # the store path's DynamoDB clients, before the first association
     objects = ObjectStore(settings)
+    objects.client  # noqa: B018 - built now, for the same reason
     index = IndexRepository(settings)
     registry = CachedRegistry(Registry())
     commitments = CommitmentRepository(settings)
@@ -80,6 +83,16 @@ def build(
     tls = tls_material(settings)
     trail = build_audit_trail(settings, client_context=tls.client if tls else None)
     dicom_audit = DicomAudit(trail, settings.archive_ae_title)
+
+    # The low-latency landing tier (docs/storage.md, "Two tiers"), when the deployment has one.
+    staging = (
+        # One S3 client for both buckets: a client is costly to build and thread-safe to share.
+        StagingTier(
+            ObjectStore(settings, objects.client, bucket=settings.staging_bucket), LockQueue(settings)
+        )
+        if settings.staging_bucket
+        else None
+    )
 
     def destination_arguments(destination: AEInfo) -> dict[str, Any]:
         return tls_arguments(destination, registry.organisation(destination.org_oid), tls)
@@ -116,6 +129,7 @@ def build(
                 audit_trail=trail,
             ),
             retention=retention,
+            staging=staging,
         ),
         commitments=commitments,
         commitment_wait_seconds=settings.commitment_wait_seconds,
@@ -147,5 +161,7 @@ def build(
         ),
         tls=tls,
         on_all_committed=registration.instances_committed if registration else None,
+        staging=staging.objects if staging is not None else None,
+        staged_grace_seconds=settings.commitment_wait_seconds,
     )
     return DicomService(listener, worker, trail)

@@ -99,6 +99,8 @@ class CommitmentWorker:
         lease_seconds: float | None = None,
         tls: RotatingTls | None = None,
         on_all_committed: Callable[[list[str]], object] | None = None,
+        staging: ObjectStore | None = None,
+        staged_grace_seconds: float = 0.0,
     ) -> None:
         self.repository = repository
         self.index = index
@@ -119,6 +121,10 @@ class CommitmentWorker:
         self.tls = tls  # for requesters registered with the tls flag
         # Registration of the committed studies (archive.services.registration), when configured.
         self.on_all_committed = on_all_committed
+        # The staging tier: an instance received before the deadline whose locked copy is still on
+        # its way is waited for up to this much longer (docs/storage.md, "Two tiers").
+        self.staging = staging
+        self.staged_grace_seconds = staged_grace_seconds if staging is not None else 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Per transaction this worker is checking: its references (they never change) and the
@@ -191,9 +197,14 @@ class CommitmentWorker:
                 org_oid=transaction.org_oid,
                 deadline_passed=now >= transaction.deadline_at,
                 settled=settled,
+                staging=self.staging,
+                staged_deadline_passed=now >= transaction.deadline_at + self.staged_grace_seconds,
             )
             if not result.settled:
-                at = min(transaction.deadline_at, time.time() + self._recheck_delay(transaction, now))
+                due = transaction.deadline_at
+                if now >= due:
+                    due += self.staged_grace_seconds
+                at = min(due, time.time() + self._recheck_delay(transaction, now))
                 if not self.repository.recheck_later(uid, self.owner, now=time.time(), at=at):
                     self._checking.pop(uid, None)
                 return

@@ -18,20 +18,27 @@ pynetdicom 3.0 leaves four things to the application, each fixed here per associ
    waits out the DIMSE timeout (120 s), aborts, and every remaining sub-operation fails: one in a
    few hundred to a few thousand C-STOREs here. The guard below keeps the reactor from taking any
    message while a request is outstanding (a lock makes check and take one step).
-4. **File sends from C-MOVE/C-GET.** pynetdicom streams a C-STORE from a file only when given a
-   path, but its C-MOVE/C-GET service passes the handler's datasets on as they are; sub-operations
-   arrive as ``SpooledSubOperation`` (a Dataset naming its spool file) and are sent from the file.
+4. **Sending encoded objects from C-MOVE/C-GET.** pynetdicom streams a C-STORE from a file only
+   when given a path, and encodes a Dataset element by element; its C-MOVE/C-GET service passes the
+   handler's datasets on as they are. Sub-operations arrive as ``SpooledSubOperation`` (a Dataset
+   naming its spool file, or carrying the dataset already encoded in the accepted syntax) and are
+   sent from the file or from those bytes as they are: nothing is decoded or encoded again.
+   Sending bytes repeats the last steps of pynetdicom 3.0's ``send_c_store`` (context lookup,
+   reactor pause, request, response), which offers no public way to hand it encoded data.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA, MaximumLengthNotification
 
 # Largest PDU the listener accepts (announced in A-ASSOCIATE as Maximum Length). 0 would mean
@@ -56,7 +63,8 @@ class PduTooLarge(OSError):
 
 class SpooledSubOperation(Dataset):
     """A C-STORE sub-operation as the C-MOVE/C-GET handler yields it: the object to send is the
-    Part-10 file at ``spool_path`` (None: the archive fails this sub-operation itself)."""
+    Part-10 file at ``spool_path``, or ``encoded``, its dataset encoded in ``transfer_syntax``
+    (neither: the archive fails this sub-operation itself)."""
 
     def __init__(
         self,
@@ -64,12 +72,17 @@ class SpooledSubOperation(Dataset):
         sop_instance_uid: str,
         spool_path: Path | None,
         on_done: Callable[[], None] = lambda: None,
+        *,
+        encoded: bytes | None = None,
+        transfer_syntax: str | None = None,
     ) -> None:
         super().__init__()
         self.SOPClassUID = sop_class_uid
         self.SOPInstanceUID = sop_instance_uid
         self.spool_path = spool_path
         self.on_done = on_done
+        self.encoded = encoded
+        self.transfer_syntax = transfer_syntax
 
 
 def guard_connection(event: Any) -> None:
@@ -158,13 +171,57 @@ class StoreSender:
         if not isinstance(dataset, SpooledSubOperation):
             return self._send(dataset, msg_id, kwargs)
         try:
+            if dataset.encoded is not None:
+                return self._send_encoded(dataset, msg_id, **kwargs)
             if dataset.spool_path is None:
                 status = Dataset()
                 status.Status = STATUS_NOT_SENT
                 return status
             return self._send(str(dataset.spool_path), msg_id, kwargs)
         finally:
+            dataset.encoded = None
             dataset.on_done()
+
+    def _send_encoded(
+        self,
+        sub: SpooledSubOperation,
+        msg_id: int,
+        priority: int = 2,
+        originator_aet: str | None = None,
+        originator_id: int | None = None,
+    ) -> Dataset:
+        """``send_c_store`` of pynetdicom 3.0 from its context lookup on, with the data set given."""
+        assoc = self._assoc
+        if not assoc.is_established:
+            raise RuntimeError("the association is not established")
+        assert sub.encoded is not None and sub.transfer_syntax is not None
+        context = assoc._get_valid_context(
+            sub.SOPClassUID, sub.transfer_syntax, "scu", allow_conversion=False
+        )
+        req = C_STORE()
+        req.MessageID = msg_id
+        req.Priority = priority
+        req.MoveOriginatorApplicationEntityTitle = originator_aet
+        req.MoveOriginatorMessageID = originator_id
+        req.AffectedSOPClassUID = sub.SOPClassUID
+        req.AffectedSOPInstanceUID = sub.SOPInstanceUID
+        req.DataSet = BytesIO(sub.encoded)
+        with self._lock:
+            self._outstanding = True
+        try:
+            assoc._reactor_checkpoint.clear()
+            while not assoc._is_paused:
+                time.sleep(0.0001)
+            assoc.dimse.send_msg(req, context.context_id)
+            _, rsp = assoc.dimse.get_msg(block=True)
+            assoc._reactor_checkpoint.set()
+        finally:
+            with self._lock:
+                self._outstanding = False
+        if rsp is None:  # the DIMSE timeout expired: pynetdicom aborts
+            assoc._handle_no_response()
+            return Dataset()
+        return assoc._check_received_status(rsp)  # type: ignore[no-any-return]
 
     def _send(self, dataset: Any, msg_id: int, kwargs: dict[str, Any]) -> Dataset:
         with self._lock:

@@ -318,7 +318,12 @@ class QueryRetrieveSCP:
             def sending() -> bool:
                 return "assoc" in store and bool(store["assoc"].is_established)
 
-            yield from self._sub_operations(event, operation, items, accepted, sending)
+            def waiting() -> None:
+                keep_alive(event.assoc)
+                if "assoc" in store:
+                    keep_alive(store["assoc"])
+
+            yield from self._sub_operations(event, operation, items, accepted, sending, waiting)
         finally:
             self._record(operation, event)
 
@@ -361,6 +366,7 @@ class QueryRetrieveSCP:
                     items,
                     lambda sop, ts: accepts(event.assoc, sop, ts),
                     lambda: bool(event.assoc.is_established),
+                    lambda: keep_alive(event.assoc),
                 )
             finally:
                 sender.detach()
@@ -376,6 +382,7 @@ class QueryRetrieveSCP:
         items: list[RetrieveItem],
         accepted: Callable[[str, str], bool],
         sending: Callable[[], bool],
+        waiting: Callable[[], None],
     ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """One (status, sub-operation) per item; the archive's own failures are counted by the
         sender as failed sub-operations and summarised in the Error Comment of the responses."""
@@ -395,7 +402,8 @@ class QueryRetrieveSCP:
         failures: list[str] = []
         nearline_comment = self._restore_for(operation, nearline) if nearline else ""
         items = online
-        prepared_items = self._retrievals.prepared(items, accepted)
+        # A large object read slowly must not idle out the requester's or the destination's association.
+        prepared_items = self._retrievals.prepared(items, accepted, waiting)
         handed_over: Prepared | None = None
         try:
             for position, prepared in enumerate(prepared_items):
@@ -412,7 +420,7 @@ class QueryRetrieveSCP:
                     nearline = []
                     break
                 item = prepared.item
-                if prepared.path is None and prepared.dataset is None:
+                if not prepared.sendable:
                     failures.append(self._failure(operation, prepared))
                 else:
                     operation.sop_classes[item.sop_instance_uid] = item.sop_class_uid
@@ -424,12 +432,13 @@ class QueryRetrieveSCP:
                             [item.sop_instance_uid],
                         )
                     )
-                sub_operation: Dataset = (
-                    prepared.dataset
-                    if prepared.dataset is not None
-                    else SpooledSubOperation(
-                        item.sop_class_uid, item.sop_instance_uid, prepared.path, prepared.discard
-                    )
+                sub_operation = SpooledSubOperation(
+                    item.sop_class_uid,
+                    item.sop_instance_uid,
+                    prepared.path,
+                    prepared.discard,
+                    encoded=prepared.encoded,
+                    transfer_syntax=prepared.transfer_syntax_uid,
                 )
                 handed_over = prepared
                 yield self._pending(failures), sub_operation

@@ -45,7 +45,7 @@ from archive.services.ingest import StoreService
 from archive.tls.peer import identity_of_socket
 from archive.tls.rotation import RotatingTls
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
@@ -160,6 +160,8 @@ class DicomListener:
         self.port = port
         self.tls_port = tls_port
         self.live = LiveAssociations()
+        # Per open association: the patient identities its C-STOREs resolved (merges followed).
+        self._patients: dict[int, dict[str, str]] = {}
         if spool_dir:
             tempfile.tempdir = spool_dir
         self.ae = self._build_ae()
@@ -174,7 +176,11 @@ class DicomListener:
         ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.network_timeout = 60
         ae.dimse_timeout = 120
-        transfer_syntaxes = list(AllTransferSyntaxes)
+        # The acceptor's order decides among the syntaxes a peer proposes in one context. Explicit VR
+        # Little Endian first (as DCMTK's storescp and getscu prefer): objects are stored with their
+        # VRs, and a C-GET requester proposing both gets them as stored, with no re-encoding.
+        preferred = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        transfer_syntaxes = preferred + [ts for ts in AllTransferSyntaxes if ts not in preferred]
         for context in AllStoragePresentationContexts:
             assert context.abstract_syntax is not None
             # Both roles accepted as proposed: SCP role lets a C-GET requester receive on this association.
@@ -267,6 +273,7 @@ class DicomListener:
 
     def _on_closed(self, event: Any) -> None:
         self.live.forget(event.assoc)
+        self._patients.pop(id(event.assoc), None)
         if self.deps.audit is not None:
             self.deps.audit.association_ended(event.assoc)
 
@@ -286,6 +293,7 @@ class DicomListener:
                 sop_instance_uid=str(request.AffectedSOPInstanceUID),
                 calling_ae=calling.ae_title,
                 org=org,
+                patients=self._patients.setdefault(id(event.assoc), {}),
             )
         except ArchiveError as exc:
             status = status_for(exc)
@@ -306,7 +314,7 @@ class DicomListener:
                 outcome.header.study_uid,
                 outcome.header.sop_class_uid,
             )
-        LOG.info(
+        LOG.debug(
             "stored %s from %s%s",
             outcome.header.sop_instance_uid,
             calling.ae_title,

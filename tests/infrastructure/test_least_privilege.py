@@ -101,6 +101,8 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "xds_registry": OWN,
     },
     "admin-api": {"patients": READ, "disclosure_log": READ},
+    # Copies staged objects into the locked bucket: no table at all
+    "lock-instance": {},
     "disclosure-anchor": {"disclosure_log": READ},
     "disclosure-notification": {
         "organisations": READ,

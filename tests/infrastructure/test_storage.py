@@ -5,7 +5,16 @@ from __future__ import annotations
 from aws_cdk.assertions import Match
 
 from tests.infrastructure.conftest import Synthesized
-from tests.infrastructure.template_queries import archive_bucket, arn_of, index_queue, only, ref, resources
+from tests.infrastructure.template_queries import (
+    actions_on,
+    archive_bucket,
+    arn_of,
+    index_queue,
+    only,
+    ref,
+    resources,
+    statements_of_role,
+)
 
 
 def test_archive_bucket_is_versioned_locked_encrypted_private_and_kept(production: Synthesized) -> None:
@@ -253,3 +262,94 @@ def test_only_the_restore_function_may_restore_objects_and_it_may_do_nothing_els
     (function,) = functions.values()
     assert function["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "restore-study"
     assert function["Properties"]["Environment"]["Variables"]["RESTORE_TIER"] == "Bulk"
+
+
+def _role_of_service(synthesized: Synthesized, service: str) -> str:
+    """The role of the Lambda function or listener task whose powertools service is ``service``."""
+    for resource in resources(synthesized.template, "AWS::Lambda::Function").values():
+        if (
+            resource["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
+            == service
+        ):
+            return str(resource["Properties"]["Role"]["Fn::GetAtt"][0])
+    for resource in resources(synthesized.template, "AWS::ECS::TaskDefinition").values():
+        for container in resource["Properties"]["ContainerDefinitions"]:
+            if {"Name": "POWERTOOLS_SERVICE_NAME", "Value": service} in container.get("Environment", []):
+                return str(resource["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
+    raise AssertionError(f"no role for {service}")
+
+
+def test_staging_tier_is_a_single_zone_directory_bucket_that_expires_what_nobody_released(
+    production: Synthesized,
+) -> None:
+    # Given the production stack
+    # When we look at the staging tier
+    _, bucket = only(production.template, "AWS::S3Express::DirectoryBucket")
+    props = bucket["Properties"]
+    # Then it is an S3 Express One Zone bucket in one zone, encrypted
+    assert props["DataRedundancy"] == "SingleAvailabilityZone"
+    assert props["LocationName"].endswith("-az1")
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    # And staged instance copies nobody released expire (the indexer releases each one once indexed)
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == "instances/"
+    assert rule["ExpirationInDays"] >= 14  # longer than the copier's retries and the DLQ's retention
+
+
+def test_only_the_listener_the_copier_and_the_indexer_reach_the_staging_tier(
+    dev_with_tls: Synthesized,
+) -> None:
+    template = dev_with_tls.template
+    bucket_id, _ = only(template, "AWS::S3Express::DirectoryBucket")
+    reaching = set()
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Resource"] == arn_of(bucket_id):
+                assert statement["Action"] == "s3express:CreateSession"
+                reaching.update(role["Ref"] for role in policy["Properties"]["Roles"])
+    assert reaching == {
+        _role_of_service(dev_with_tls, service)
+        for service in ("dicom-listener", "lock-instance", "index-instance")
+    }
+
+
+def test_the_listener_queues_copies_that_the_copier_writes_into_the_locked_bucket(
+    production: Synthesized,
+) -> None:
+    template = production.template
+    bucket_id, _ = archive_bucket(template)
+    staging_id, _ = only(template, "AWS::S3Express::DirectoryBucket")
+    # Given the copier function and the lock queue it consumes
+    (function,) = (
+        f
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Environment", {}).get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
+        == "lock-instance"
+    )
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["STAGING_BUCKET"] == ref(staging_id)
+    queue_url = variables["LOCK_QUEUE_URL"]
+    queue_id = queue_url["Ref"]
+    # Then the copier may put (with retention) into the locked bucket, and never delete there
+    copier = statements_of_role(template, _role_of_service(production, "lock-instance"))
+    locked_objects = {"Fn::Join": ["", [arn_of(bucket_id), "/*"]]}
+    assert {"s3:PutObject", "s3:PutObjectRetention"} <= actions_on(copier, locked_objects)
+    assert not any("Delete" in action for action in actions_on(copier, locked_objects))
+    # And the listener may send to that queue and has the staging tier and the queue in its environment
+    listener = statements_of_role(template, _role_of_service(production, "dicom-listener"))
+    assert "sqs:SendMessage" in actions_on(listener, arn_of(queue_id))
+    # And its dead letters are alarmed
+    dlq_arn = template.to_json()["Resources"][queue_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]
+    dlq_id = dlq_arn["Fn::GetAtt"][0]
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        Match.object_like(
+            {
+                "Dimensions": Match.array_with(
+                    [Match.object_like({"Value": Match.object_like({"Fn::GetAtt": [dlq_id, "QueueName"]})})]
+                )
+            }
+        ),
+    )

@@ -11,13 +11,11 @@ from archive.data.index import IndexRepository
 from archive.data.objects import ObjectStore, instance_key
 from archive.errors import ObjectTooLarge
 from archive.services.ingest import StoreService
-from botocore.exceptions import ClientError
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from local.cloud import DEMO_ORG, LocalCloud
-from local.resources import BUCKET
-from tests.support.cloud import dcmtk, s3
+from tests.support.cloud import dcmtk, received
 from tests.support.dicom import ct_dataset, new_uid, write
 from tests.support.scu import Modality, part10, raw_sending
 
@@ -50,11 +48,7 @@ def _send_raw(cloud: LocalCloud, sop_uid: str, dataset_bytes: bytes, workdir: Pa
 
 
 def _absent(cloud: LocalCloud, sop_uid: str) -> bool:
-    try:
-        s3(cloud).head_object(Bucket=BUCKET, Key=instance_key(sop_uid))
-    except ClientError:
-        return True
-    return False
+    return not received(cloud, instance_key(sop_uid))
 
 
 def test_truncated_dataset_is_c000_and_not_stored(cloud: LocalCloud, workdir: Path) -> None:

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[at
 
 from local.cloud import LocalCloud
 from local.resources import BUCKET
-from tests.support.cloud import dcmtk, s3, storescu, wait_until
+from tests.support.cloud import dcmtk, locked_copy, received, s3, storescu, wait_until
 from tests.support.dicom import bundled_storage_files, ct_dataset, new_uid, write
 from tests.support.scu import Modality, part10, raw_sending
 
@@ -31,6 +31,7 @@ def _dataset_bytes(raw: bytes) -> bytes:
 
 
 def _stored(cloud: LocalCloud, sop_instance_uid: str) -> bytes:
+    locked_copy(cloud, instance_key(sop_instance_uid))
     return s3(cloud).get_object(Bucket=BUCKET, Key=instance_key(sop_instance_uid))["Body"].read()
 
 
@@ -208,7 +209,7 @@ def test_s3_object_carries_checksum_and_provenance_metadata(cloud: LocalCloud) -
         assert modality.store(ds) == 0
     finally:
         modality.release()
-    head = s3(cloud).head_object(Bucket=BUCKET, Key=instance_key(ds.SOPInstanceUID), ChecksumMode="ENABLED")
+    head = locked_copy(cloud, instance_key(ds.SOPInstanceUID), ChecksumMode="ENABLED")
     meta = head["Metadata"]
     assert meta["sending-ae"] == "DEMO_MOD"
     assert meta["org-oid"] == "1.2.246.10.12345678.10"
@@ -227,6 +228,7 @@ def test_identical_resend_succeeds_without_a_second_object(cloud: LocalCloud, wo
     again = storescu(cloud, [path])
     # Then it succeeds, and S3 still holds exactly one version
     assert "Received Store Response (Success)" in again.stderr
+    cloud.drain()  # both copies into the locked bucket have run
     versions = s3(cloud).list_object_versions(Bucket=BUCKET, Prefix=instance_key(sop)).get("Versions", [])
     assert len(versions) == 1
 
@@ -260,7 +262,7 @@ def test_locked_object_cannot_be_deleted(cloud: LocalCloud) -> None:
         modality.release()
     client = s3(cloud)
     key = instance_key(ds.SOPInstanceUID)
-    version = client.head_object(Bucket=BUCKET, Key=key)["VersionId"]
+    version = locked_copy(cloud, key)["VersionId"]
     # When anyone tries to delete the stored version
     with pytest.raises(ClientError) as refused:
         client.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
@@ -281,11 +283,7 @@ def _send(cloud: LocalCloud, ds: object, ae_title: str = "DEMO_MOD") -> object:
 
 
 def _not_stored(cloud: LocalCloud, sop: str) -> bool:
-    try:
-        s3(cloud).head_object(Bucket=BUCKET, Key=instance_key(sop))
-    except ClientError:
-        return True
-    return False
+    return not received(cloud, instance_key(sop))
 
 
 @pytest.mark.parametrize("missing", ["SeriesInstanceUID", "StudyInstanceUID"])

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from local.cloud import LocalCloud
 from local.resources import BUCKET
-from tests.support.cloud import ListenerLog, dcmtk, s3
+from tests.support.cloud import ListenerLog, dcmtk, locked_copy, s3
 from tests.support.malformed_dicom import (
     AMBIGUOUS,
     BAD,
@@ -85,6 +85,7 @@ class RawSender:
 
 
 def _stored(cloud: LocalCloud, sop: str) -> tuple[bytes, dict[str, str]]:
+    locked_copy(cloud, instance_key(sop))
     response = s3(cloud).get_object(Bucket=BUCKET, Key=instance_key(sop))
     return response["Body"].read(), response["Metadata"]
 

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
+
 from local.cloud import LocalCloud
-from local.resources import client
+from local.resources import BUCKET, STAGING_BUCKET, client
 
 DCMTK = Path("/usr/bin")
 T = TypeVar("T")
@@ -128,3 +130,21 @@ def admin_records(cloud: LocalCloud, *args: str) -> list[Any]:
     result = admin_cli(cloud, *args)
     assert result.returncode == 0, result.stderr
     return json_lines(result.stdout)
+
+
+def _head_or_none(cloud: LocalCloud, bucket: str, key: str, **kwargs: Any) -> dict[str, Any] | None:
+    try:
+        return dict(s3(cloud).head_object(Bucket=bucket, Key=key, **kwargs))
+    except ClientError:
+        return None
+
+
+def locked_copy(cloud: LocalCloud, key: str, timeout: float = 60.0, **kwargs: Any) -> dict[str, Any]:
+    """HeadObject of ``key`` in the Object-Locked bucket, once the copier has put it there: a
+    C-STORE is acknowledged from the staging tier (docs/storage.md, "Two tiers")."""
+    return wait_until(lambda: _head_or_none(cloud, BUCKET, key, **kwargs), timeout=timeout)
+
+
+def received(cloud: LocalCloud, key: str) -> bool:
+    """True if the archive holds ``key`` in either tier (staged or locked)."""
+    return any(_head_or_none(cloud, bucket, key) is not None for bucket in (STAGING_BUCKET, BUCKET))

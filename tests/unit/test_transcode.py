@@ -11,9 +11,10 @@ import pydicom
 import pytest
 from archive.dicom.deflate import inflated_size, refuse_inflation_beyond
 from archive.dicom.structure import check_structure
-from archive.dicom.transcode import rewrite, swap_bytes
+from archive.dicom.transcode import encoded_edit, head_edited, rewrite, swap_bytes
 from archive.errors import ObjectTooLarge
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -149,3 +150,67 @@ def test_part10_deflated_file_beyond_the_object_limit_is_refused(tmp_path: Path)
         refuse_inflation_beyond(fp, DeflatedExplicitVRLittleEndian, 4 * MIB)
         refuse_inflation_beyond(fp, ExplicitVRLittleEndian, 1)
         assert fp.tell() == 0
+
+
+# --- sending as stored: only the coerced elements re-encoded ------------------------------------
+
+
+def _coerced(ds: Dataset) -> None:
+    ds.PatientID = "NEW-ID"
+    ds.PatientName = "Merged^Survivor"
+    ds.IssuerOfPatientIDQualifiersSequence = [Dataset()]
+    ds.IssuerOfPatientIDQualifiersSequence[0].UniversalEntityID = "1.2.3"
+
+
+def _with_undefined_sequence_before_patient(path: Path, syntax: str) -> Path:
+    ds = ct_dataset()
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    item.is_undefined_length_sequence_item = True
+    ds.ReferencedImageSequence = Sequence([item])  # (0008,1140), before group 0010
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.PatientAge = "042Y"  # (0010,1010), kept from the stored bytes
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_head_edited_matches_a_full_rewrite(tmp_path: Path, syntax: str) -> None:
+    """Given a stored object with an undefined-length sequence before the patient module, when it is sent as stored with the coerced elements spliced in, then it reads exactly as
+    the full re-encoding does, and every byte from group 0011 on is the stored bytes."""
+    stored = _with_undefined_sequence_before_patient(tmp_path / "in.dcm", syntax).read_bytes()
+    implicit = syntax == ImplicitVRLittleEndian
+
+    spliced = head_edited(stored, syntax, lambda charset, imp: encoded_edit(_coerced, charset, imp))
+    full = io.BytesIO()
+    rewrite(tmp_path / "in.dcm", syntax, syntax, full, _coerced, memory_limit=MIB)
+
+    assert spliced is not None
+    ours = read_dataset(io.BytesIO(spliced), implicit, True)
+    theirs = pydicom.dcmread(io.BytesIO(full.getvalue()))
+    assert ours.PatientID == "NEW-ID" and str(ours.PatientName) == "Merged^Survivor"
+    assert ours.PatientAge == "042Y"
+    assert ours.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
+    assert b"\xff\xff\xff\xff" in stored[: stored.index(b"\x10\x00\x10\x00")]  # undefined length
+    for element in theirs:
+        if element.tag.element != 0:
+            assert ours[element.tag].value == element.value, element.keyword
+    assert spliced.endswith(stored[stored.index(b"\xe0\x7f\x10\x00") :])
+
+
+def test_head_edited_declines_a_change_of_character_set() -> None:
+    """Given an edit that switches the object to UTF-8, the splice declines (every later text
+    element would have to be re-encoded) and the caller takes the full rewrite."""
+
+    def to_utf8(ds: Dataset) -> None:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName = "Müller^Jörg"
+
+    assert encoded_edit(to_utf8, ("ISO_IR 100",), False) is None
+    assert encoded_edit(to_utf8, (), True) is None
+    assert encoded_edit(_coerced, ("ISO_IR 100",), True) is not None

@@ -36,6 +36,10 @@ class Settings:
     # Where the listener spools incoming datasets before upload (never the final store).
     spool_dir: str = "/tmp"
     index_queue_url: str | None = None
+    # The low-latency landing tier and the queue of staged instances to copy into the Object-Locked
+    # bucket (docs/storage.md). Without them the listener writes straight to ``bucket``.
+    staging_bucket: str | None = None
+    lock_queue_url: str | None = None
     # CloudWatch namespace of the metrics the archive emits (powertools' variable; CDK sets it).
     metrics_namespace: str = "ImagingArchive"
     # Object Lock set on each PUT (docs/retention.md): COMPLIANCE in production; the shortest lock
@@ -94,6 +98,8 @@ class Settings:
             max_object_bytes=int(env.get(t.ENV_MAX_OBJECT_BYTES, str(4 * 1024**3))),
             spool_dir=env.get(t.ENV_SPOOL_DIR, "/tmp"),
             index_queue_url=env.get(t.ENV_INDEX_QUEUE_URL) or None,
+            staging_bucket=env.get(t.ENV_STAGING_BUCKET) or None,
+            lock_queue_url=env.get(t.ENV_LOCK_QUEUE_URL) or None,
             commitment_delivery_timeout_seconds=float(env.get(t.ENV_COMMITMENT_DELIVERY_TIMEOUT, "30")),
             metrics_namespace=env.get(t.ENV_METRICS_NAMESPACE) or "ImagingArchive",
             object_lock_mode=env.get(t.ENV_OBJECT_LOCK_MODE, "COMPLIANCE"),
@@ -146,6 +152,10 @@ class Settings:
             env[t.ENV_ENDPOINT_URL] = self.endpoint_url
         if self.index_queue_url:
             env[t.ENV_INDEX_QUEUE_URL] = self.index_queue_url
+        if self.staging_bucket:
+            env[t.ENV_STAGING_BUCKET] = self.staging_bucket
+        if self.lock_queue_url:
+            env[t.ENV_LOCK_QUEUE_URL] = self.lock_queue_url
         if self.registration_queue_url:
             env[t.ENV_REGISTRATION_QUEUE_URL] = self.registration_queue_url
         if self.ian_queue_url:

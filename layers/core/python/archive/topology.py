@@ -18,6 +18,10 @@ ENV_REGION = "AWS_REGION"
 ENV_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 ENV_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # only the local cloud sets it
 ENV_BUCKET = "ARCHIVE_BUCKET"
+# The low-latency landing tier (docs/storage.md): an S3 Express One Zone directory bucket on AWS.
+# Unset: the listener writes straight to the Object-Locked bucket.
+ENV_STAGING_BUCKET = "STAGING_BUCKET"
+ENV_LOCK_QUEUE_URL = "LOCK_QUEUE_URL"
 ENV_AE_TITLE = "ARCHIVE_AE_TITLE"
 ENV_COMMITMENT_WAIT = "COMMITMENT_WAIT_SECONDS"
 ENV_COMMITMENT_RETRY_BASE = "COMMITMENT_RETRY_BASE_SECONDS"
@@ -150,6 +154,9 @@ STORAGE_EVENTS_QUEUE = QueueSpec(
 )
 # One message per study restore: the restore_study function issues RestoreObject per object.
 RESTORE_QUEUE = QueueSpec("restore", fifo=False, max_receive_count=5, url_env=ENV_RESTORE_QUEUE_URL)
+# Staged instances to copy into the Object-Locked bucket (docs/storage.md). Each failed copy hides
+# its message for a growing backoff, so this many receives span hours of an outage before the DLQ.
+LOCK_QUEUE = QueueSpec("lock", fifo=False, max_receive_count=20, url_env=ENV_LOCK_QUEUE_URL)
 QUEUES = (
     INDEX_QUEUE,
     PATIENT_UPDATE_QUEUE,
@@ -157,6 +164,7 @@ QUEUES = (
     IAN_QUEUE,
     STORAGE_EVENTS_QUEUE,
     RESTORE_QUEUE,
+    LOCK_QUEUE,
 )
 
 INDEX_INSTANCE = ConsumerSpec(
@@ -190,7 +198,18 @@ STORAGE_EVENTS = ConsumerSpec(
 RESTORE_STUDY = ConsumerSpec(
     "restore_study", "functions/restore_study", "handler.handler", queue=RESTORE_QUEUE.name, batch_size=1
 )
-CONSUMERS = (INDEX_INSTANCE, PATIENT_UPDATE, REGISTER_STUDY, SEND_IAN, STORAGE_EVENTS, RESTORE_STUDY)
+LOCK_INSTANCE = ConsumerSpec(
+    "lock_instance", "functions/lock_instance", "handler.handler", queue=LOCK_QUEUE.name, batch_size=10
+)
+CONSUMERS = (
+    INDEX_INSTANCE,
+    PATIENT_UPDATE,
+    REGISTER_STUDY,
+    SEND_IAN,
+    STORAGE_EVENTS,
+    RESTORE_STUDY,
+    LOCK_INSTANCE,
+)
 
 
 # --- the XDS HTTP interface (API Gateway routes -> Lambda; RAD-69 -> the streaming service) ------

@@ -760,3 +760,26 @@ def bind_models(settings: Settings, models: tuple[type[Model], ...] = ALL_MODELS
         meta.host = settings.endpoint_url
         # pynamodb caches its connection per model; drop it so the new binding takes effect.
         model._connection = None
+
+
+# The tables every C-STORE touches (the directory, patients, studies, instances, retention rules)
+# and the commitment worker's: their clients are created at start-up, not in the first C-STORE.
+STORE_PATH_MODELS: tuple[type[Model], ...] = (
+    Organisation,
+    ApplicationEntity,
+    Patient,
+    Study,
+    Instance,
+    Rejection,
+    RetentionRuleItem,
+    StorageCommitment,
+    StorageCommitmentPart,
+)
+
+
+def connect(models: tuple[type[Model], ...] = STORE_PATH_MODELS) -> None:
+    """Create each model's DynamoDB client now: a botocore client costs 0.1-1 s of CPU to build
+    (it loads and parses the service model), which would otherwise land in the first request that
+    uses each table, in the middle of an association."""
+    for model in models:
+        model._get_connection().connection.client  # noqa: B018 - the property builds the client

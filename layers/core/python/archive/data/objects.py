@@ -28,6 +28,7 @@ from archive.errors import RetentionLocked, StorageFailure
 from archive.model.retention import ObjectLock
 
 METADATA_SHA256 = "sha256"
+CHUNK_BYTES = 1024 * 1024
 # Every SOP instance object's key starts so; the bucket notifies the index queue of these only.
 INSTANCE_PREFIX = "instances/"
 
@@ -108,9 +109,11 @@ def b64_to_hex(b64_digest: str) -> str:
 class ObjectStore:
     """Data access to the archive bucket; the only module that calls S3."""
 
-    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+    def __init__(self, settings: Settings, client: Any | None = None, *, bucket: str | None = None) -> None:
         self._settings = settings
         self._client = client
+        # Another bucket than the archive's: the staging tier (docs/storage.md).
+        self._bucket = bucket
 
     @cached_property
     def client(self) -> Any:
@@ -125,7 +128,7 @@ class ObjectStore:
 
     @property
     def bucket(self) -> str:
-        return self._settings.bucket
+        return self._bucket or self._settings.bucket
 
     def put_new(
         self,
@@ -265,6 +268,30 @@ class ObjectStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "InvalidRequest"):
                 raise RetentionLocked(f"S3 refused to delete {key} version {version_id}") from exc
+            raise StorageFailure(f"S3 DeleteObject {key} failed") from exc
+
+    def fetch_to(self, key: str, fp: IO[bytes]) -> StoredObject | None:
+        """Copy the object's bytes into ``fp`` (None when there is no such key), with its metadata
+        and the SHA-256 S3 holds for it."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageFailure(f"S3 GET {key} failed") from exc
+        body = response["Body"]
+        while chunk := body.read(CHUNK_BYTES):
+            fp.write(chunk)
+        metadata = response.get("Metadata", {})
+        checksum = response.get("ChecksumSHA256")
+        sha = b64_to_hex(checksum) if checksum else metadata.get(METADATA_SHA256, "")
+        return StoredObject(key, response.get("VersionId"), sha, response["ContentLength"], metadata)
+
+    def delete(self, key: str) -> None:
+        """Remove the key (the staging tier: unversioned, unlocked); a missing key is no error."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
             raise StorageFailure(f"S3 DeleteObject {key} failed") from exc
 
     def restore(self, key: str, version_id: str | None, *, days: int, tier: str) -> bool:

@@ -10,6 +10,7 @@ import boto3
 
 from archive.config import Settings
 from archive.errors import MessageTooLargeToKeep, QueueFailure
+from archive.model.staging import LockRequest
 
 # SQS takes 256 KiB per message and a history item (which keeps the message, twice for a merge's
 # two identities in one transaction) 400 KB; a body under this fits both with room for the rest.
@@ -44,3 +45,30 @@ class PatientUpdateQueue:
         except Exception as exc:  # botocore's errors are many; any of them means "not queued"
             raise QueueFailure(f"could not queue the message: {exc}") from exc
         return str(response["MessageId"])
+
+
+class LockQueue:
+    """The SQS queue of staged instances to copy into the Object-Locked bucket (lock_instance)."""
+
+    def __init__(self, settings: Settings, queue_url: str | None = None) -> None:
+        url = queue_url or settings.lock_queue_url
+        if not url:
+            raise RuntimeError("missing configuration: the lock queue URL")
+        self._url = url
+        # One client for the process: creating one costs far more than a request.
+        self._sqs = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
+
+    def request(self, request: LockRequest) -> None:
+        """Returns once SQS has the message durably; raises QueueFailure otherwise."""
+        try:
+            self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps(request.message()))
+        except Exception as exc:  # botocore's errors are many; any of them means "not queued"
+            raise QueueFailure(f"could not queue the copy of {request.key}: {exc}") from exc
+
+    def retry_later(self, receipt_handle: str, seconds: float) -> None:
+        """The message comes back after ``seconds`` (at most 12 hours)."""
+        self._sqs.change_message_visibility(
+            QueueUrl=self._url,
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, min(43200, int(seconds))),
+        )

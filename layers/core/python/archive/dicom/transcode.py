@@ -44,8 +44,8 @@ from typing import IO, Any, BinaryIO, Protocol
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import dcmwrite, write_dataset
+from pydicom.filereader import data_element_generator, read_dataset
+from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.pixels import get_decoder
 from pydicom.tag import BaseTag
 from pydicom.uid import (
@@ -334,10 +334,115 @@ def _in_memory(source: Source, stored: UID, target: UID, out: Out, edit: Edit, m
         dcmwrite(dest, ds, enforce_file_format=True)
 
 
-def encoded_dataset(part10: bytes) -> Dataset:
-    """A dataset whose elements stay the given encoded bytes: pydicom writes them back verbatim in
-    the same syntax (its original encoding), so handing it to a DIMSE encoder re-encodes nothing."""
-    return pydicom.dcmread(io.BytesIO(part10))
+# --- objects sent from memory --------------------------------------------------------------------
+
+# Attribute coercion edits the patient module (group 0010) and at most the Specific Character Set
+# (0008,0005): only the elements before group 0011 need to be parsed to apply it.
+COERCED_HEAD_END = 0x00110000
+
+
+def dataset_bytes(part10: bytes) -> memoryview:
+    """The encoded dataset of a Part-10 object (after preamble and file meta), without a copy."""
+    return memoryview(part10)[dataset_offset(io.BytesIO(part10)) :]
+
+
+Replacements = Callable[[tuple[str, ...], bool], dict[int, bytes] | None]
+
+
+def head_edited(part10: bytes, stored: str, replacements: Replacements) -> bytes | None:
+    """The dataset of ``part10`` in its stored syntax with some top-level elements before group
+    0011 replaced, every other byte as stored: the usual way an object leaves the archive (sent as
+    stored, patient identity coerced). ``replacements(character_set, implicit_vr)`` gives the new
+    elements, encoded, by tag (see ``encoded_edit``); nothing is decoded or re-encoded but those.
+    None when that is not enough: the syntax is deflated or big endian, or the replacements need
+    another character set (every later text element would need re-encoding); the caller then
+    takes ``rewrite``'s way.
+    """
+    syntax = UID(stored)
+    if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_little_endian:
+        return None
+    fp = io.BytesIO(part10)
+    fp.seek(dataset_offset(fp))
+    spans = _element_spans(fp, syntax.is_implicit_VR, COERCED_HEAD_END)
+    rest = fp.tell()
+    charset = spans.get(0x00080005)
+    values = _charset(part10[charset[0] : charset[1]]) if charset else ()
+    new = replacements(values, syntax.is_implicit_VR)
+    if new is None:
+        return None
+    out = io.BytesIO()
+    for tag in sorted(set(spans) | set(new)):
+        if tag in new:
+            out.write(new[tag])
+        elif tag & 0xFFFF:  # group lengths (retired) are dropped: they would no longer be right
+            begin, end = spans[tag]
+            out.write(memoryview(part10)[begin:end])
+    out.write(memoryview(part10)[rest:])
+    return out.getvalue()
+
+
+def encoded_edit(edit: Edit, charset: tuple[str, ...], implicit_vr: bool) -> dict[int, bytes] | None:
+    """The elements ``edit`` sets on a dataset in ``charset``, each encoded (little endian), by
+    tag; None if the edit changes the character set. ``edit`` must set values whatever the dataset
+    holds (as attribute coercion does), since it sees an empty one."""
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = list(charset) if len(charset) > 1 else charset[0]
+    before = ds.get("SpecificCharacterSet")
+    edit(ds)
+    if ds.get("SpecificCharacterSet") != before:
+        return None
+    buffer = io.BytesIO()
+    writer = DicomFileLike(buffer)
+    writer.is_implicit_VR = implicit_vr
+    writer.is_little_endian = True
+    write_dataset(writer, ds)
+    encoded = buffer.getvalue()
+    buffer.seek(0)
+    return {
+        tag: encoded[begin:end]
+        for tag, (begin, end) in _element_spans(buffer, implicit_vr, None).items()
+        if tag != 0x00080005
+    }
+
+
+def _element_spans(fp: io.BytesIO, implicit_vr: bool, stop: int | None) -> dict[int, tuple[int, int]]:
+    """Byte ranges of the top-level elements from ``fp``'s position up to tag ``stop`` (``fp`` is
+    left at the first element not read)."""
+    spans: dict[int, tuple[int, int]] = {}
+    begin = fp.tell()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for element in data_element_generator(
+            fp,
+            implicit_vr,
+            True,
+            stop_when=None if stop is None else (lambda tag, vr, length: int(tag) >= stop),
+        ):
+            end = fp.tell()
+            spans[int(element.tag)] = (begin, end)
+            begin = end
+    return spans
+
+
+def _charset(element: bytes) -> tuple[str, ...]:
+    """The values of an encoded (0008,0005) Specific Character Set element (CS: its header is 8
+    bytes in both Implicit and Explicit VR: tag, then a 4-byte length or VR and 2-byte length)."""
+    values = tuple(v.strip(" \0") for v in element[8:].decode("ascii", "replace").split("\\"))
+    return values if any(values) else ()
+
+
+def part10(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, encoded: bytes) -> bytes:
+    """A Part-10 file (preamble, file meta) around a dataset encoded in ``transfer_syntax``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(DicomFileLike(buffer), meta, enforce_standard=True)
+    buffer.write(encoded)
+    return buffer.getvalue()
 
 
 def _big_to_little_endian(ds: Dataset) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from archive.data.index import IndexRepository
-from archive.data.objects import ObjectStore
+from archive.data.objects import ObjectStore, instance_key
 from archive.errors import StorageFailure
 from archive.model.commitment import COMMITTED, CommitmentResult, Reference
 from archive.model.records import InstanceRecord
@@ -47,6 +47,8 @@ def evaluate(
     org_oid: str,
     deadline_passed: bool,
     settled: dict[Reference, int] | None = None,
+    staging: ObjectStore | None = None,
+    staged_deadline_passed: bool = True,
 ) -> CommitmentResult:
     """Check each referenced instance against the index and S3, for the requester's ``org_oid``.
 
@@ -74,11 +76,21 @@ def evaluate(
     outcomes = _check_objects([instance for _, instance in to_check], objects)
     for (ref, _), outcome in zip(to_check, outcomes, strict=True):
         settled[ref] = outcome
+    # Received (staged) but not locked yet at the deadline: its copy is in flight, so it stays
+    # unsettled for a bounded grace instead of failing (docs/storage.md, "Two tiers").
+    in_flight: set[Reference] = set()
+    if deadline_passed and not staged_deadline_passed and staging is not None:
+        for ref in dict.fromkeys(r for r in references if settled.get(r, _ABSENT) == _ABSENT):
+            try:
+                if staging.head(instance_key(ref.sop_instance_uid)) is not None:
+                    in_flight.add(ref)
+            except StorageFailure:
+                in_flight.add(ref)
     result = CommitmentResult()
     for ref in references:
         outcome = settled.get(ref, _ABSENT)
         if outcome in _AT_DEADLINE:
-            if deadline_passed:
+            if deadline_passed and ref not in in_flight:
                 result.failed.append((ref, _AT_DEADLINE[outcome]))
             else:
                 result.unsettled.append(ref)

@@ -18,12 +18,10 @@ than a wrong one.
 
 from __future__ import annotations
 
+import io
 import logging
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
-
-import pydicom
 
 from archive.audit.messages import Outcome
 from archive.data.access_log import AccessLog
@@ -58,7 +56,6 @@ from archive.xds.soap import envelope, serialize
 
 LOG = logging.getLogger("archive.xds.imaging")
 RAD69 = "RAD-69"
-SPOOL_IN_MEMORY = 4 * 1024 * 1024
 DICOM = "application/dicom"
 
 
@@ -187,7 +184,7 @@ class ImagingDocumentSource:
 
             def open_part(document: RetrievedDocument = document) -> BinaryIO:
                 ready = next(prepared)
-                if ready.error is not None or (ready.dataset is None and ready.path is None):
+                if ready.error is not None or not ready.sendable:
                     raise StorageFailure(
                         f"instance {document.document_unique_id} failed while streaming: {ready.error}"
                     )
@@ -197,10 +194,6 @@ class ImagingDocumentSource:
                     part = open(ready.path, "rb")  # noqa: SIM115 - the writer closes it
                     ready.discard()
                     return part
-                assert ready.dataset is not None
-                spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - the writer closes it
-                pydicom.dcmwrite(spool, ready.dataset, enforce_file_format=True)
-                spool.seek(0)
-                return spool  # type: ignore[return-value]
+                return io.BytesIO(ready.part10())
 
             yield Attachment(document.content_id, open_part, DICOM)

@@ -22,8 +22,17 @@ class IndexOutcome:
 
 
 def index_object(
-    key: str, version_id: str | None, objects: ObjectStore, index: IndexRepository
+    key: str,
+    version_id: str | None,
+    objects: ObjectStore,
+    index: IndexRepository,
+    staging: ObjectStore | None = None,
 ) -> IndexOutcome:
+    """Index the locked object ``key``; then release its staged copy, if there is a staging tier.
+
+    The staged copy goes only once the locked one is in the index, so the listener always finds a
+    received UID in one of the two (docs/storage.md, "Two tiers").
+    """
     if not key.startswith(INSTANCE_PREFIX):
         return IndexOutcome(key, indexed=False)
     reader = objects.open(key, version_id)
@@ -48,4 +57,7 @@ def index_object(
         received_at=metadata.received_at or datetime.now(UTC),
         attributes=header.attributes,
     )
-    return IndexOutcome(key, index.record_instance(item), reader.bytes_fetched, item.study_uid, item.org_oid)
+    indexed = index.record_instance(item)
+    if staging is not None:
+        staging.delete(key)
+    return IndexOutcome(key, indexed, reader.bytes_fetched, item.study_uid, item.org_oid)

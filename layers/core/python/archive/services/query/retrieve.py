@@ -3,9 +3,10 @@
 Objects are produced one at a time, in series order: neither the study nor one object is held in
 memory. Each stored object is written in the transfer syntax the receiver accepted, carrying the
 patient identity the index holds now (attribute coercion; the stored bytes never change). Objects up
-to 8 MiB are read from S3 in one GET and prepared in memory, as a dataset of already-encoded
-elements the DIMSE encoder copies as they are; larger ones go through ranged reads of the header and
-one streamed GET of the rest, straight into a spool file the sender streams
+to 8 MiB are read from S3 in one GET and prepared in memory as the encoded dataset the sender puts
+on the wire as it is: sent as stored, only the elements before group 0011 are parsed and re-encoded
+(``transcode.head_edited``), the rest are the stored bytes; larger ones go through ranged reads of
+the header and one streamed GET of the rest, straight into a spool file the sender streams
 (``archive.dicom.transcode`` explains why memory stays bounded by the header, not the object).
 Reads run ahead on a small thread pool, at most ``prefetch`` objects and ``read_ahead_bytes`` bytes
 in flight, so throughput is bound by the receiver rather than by one object's first-byte latency.
@@ -14,6 +15,7 @@ in flight, so throughput is bound by the receiver rather than by one object's fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -30,7 +32,15 @@ from pydicom.dataset import Dataset
 from archive.data.objects import ObjectStore
 from archive.data.query_index import QueryIndex
 from archive.dicom.coercion import coerce
-from archive.dicom.transcode import choose_syntax, encoded_dataset, spliced, write_for_receiver
+from archive.dicom.transcode import (
+    choose_syntax,
+    dataset_bytes,
+    encoded_edit,
+    head_edited,
+    part10,
+    spliced,
+    write_for_receiver,
+)
 from archive.errors import ArchiveError, QueryRefused, StorageFailure
 from archive.model.records import InstanceRecord, PatientDemographics, StudyRecord
 from archive.services.query.find import QueryRequest, QueryService
@@ -40,7 +50,13 @@ from archive.services.query.patients import CurrentPatients
 READ_CHUNK = 1024 * 1024
 # Objects up to this size are read in one GET (at most ``prefetch`` of them in memory at once).
 SMALL_OBJECT_BYTES = 8 * 1024 * 1024
-READ_AHEAD_BYTES = 256 * 1024 * 1024
+# At most this many bytes of objects read ahead per retrieval (or one larger object).
+READ_AHEAD_BYTES = 64 * 1024 * 1024
+# Reads in flight per retrieval: enough to cover S3's first-byte latency (tens of ms on S3
+# Standard) at the receiver's pace of a few hundred objects a second.
+PREFETCH = 16
+# While the next object is still being read, ``waiting`` is called this often.
+WAITING_NOTICE_SECONDS = 5.0
 # Objects that must be decoded or byte-swapped are converted in memory up to this size.
 CONVERT_IN_MEMORY_BYTES = 512 * 1024 * 1024
 
@@ -74,8 +90,21 @@ class Prepared:
     path: Path | None
     transfer_syntax_uid: str | None = None
     error: ArchiveError | None = None
-    # A small object, ready in memory (elements encoded in ``transfer_syntax_uid``); no spool file.
-    dataset: Dataset | None = None
+    # A small object, ready in memory: its dataset encoded in ``transfer_syntax_uid`` (no file
+    # meta), as the DIMSE data set is sent; no spool file.
+    encoded: bytes | None = None
+
+    @property
+    def sendable(self) -> bool:
+        """There is an object to send (a spool file or the encoded dataset)."""
+        return self.path is not None or self.encoded is not None
+
+    def part10(self) -> bytes:
+        """The in-memory object as a Part-10 file (RAD-69 attachments)."""
+        assert self.encoded is not None and self.transfer_syntax_uid is not None
+        return part10(
+            self.item.sop_class_uid, self.item.sop_instance_uid, self.transfer_syntax_uid, self.encoded
+        )
 
     def discard(self) -> None:
         if self.path is not None:
@@ -91,8 +120,8 @@ class RetrieveService:
         queries: QueryService,
         objects: ObjectStore,
         *,
-        prefetch: int = 4,
-        workers: int = 16,
+        prefetch: int = PREFETCH,
+        workers: int = 32,
         read_ahead_bytes: int = READ_AHEAD_BYTES,
         convert_in_memory_bytes: int = CONVERT_IN_MEMORY_BYTES,
         spool_dir: str | None = None,
@@ -184,8 +213,12 @@ class RetrieveService:
         self,
         items: Sequence[RetrieveItem],
         accepted: Callable[[str, str], bool],
+        waiting: Callable[[], None] = lambda: None,
     ) -> Generator[Prepared, None, None]:
         """Objects to send, in order, converted to what the receiver ``accepted(sop_class, ts)``.
+        ``waiting`` is called every few seconds while the next object is still being read (the
+        listener counts that as activity on its associations, so a slow read of a large object does
+        not idle them out).
 
         Stops reading ahead when the consumer stops iterating (C-CANCEL, released association);
         spool files of objects read ahead but never handed out are removed.
@@ -204,7 +237,13 @@ class RetrieveService:
                     position += 1
                 item, future = window.popleft()
                 in_flight -= item.size
-                yield future.result()
+                while True:
+                    try:
+                        ready = future.result(timeout=WAITING_NOTICE_SECONDS)
+                        break
+                    except TimeoutError:
+                        waiting()
+                yield ready
         finally:
             for _, future in window:
                 if not future.cancel():
@@ -225,6 +264,14 @@ class RetrieveService:
                 # Decoding, byte-swapping, inflating: the whole dataset in memory, a few at a time.
                 with self._whole_dataset_conversions:
                     return self._to_spool_file(item, source, target, edit)
+            if source.data is not None and target == item.transfer_syntax_uid:
+                encoded = head_edited(
+                    source.data,
+                    target,
+                    lambda charset, implicit: _coerced_elements(item.patient, charset, implicit),
+                )
+                if encoded is not None:
+                    return Prepared(item, None, target, encoded=encoded)
             if source.size <= SMALL_OBJECT_BYTES:
                 buffer = io.BytesIO()
                 write_for_receiver(
@@ -235,7 +282,7 @@ class RetrieveService:
                     edit,
                     memory_limit=self._convert_in_memory_bytes,
                 )
-                return Prepared(item, None, target, dataset=encoded_dataset(buffer.getvalue()))
+                return Prepared(item, None, target, encoded=bytes(dataset_bytes(buffer.getvalue())))
             return self._to_spool_file(item, source, target, edit)
         except ArchiveError as exc:
             return Prepared(item, None, error=exc)
@@ -277,22 +324,23 @@ class StoredObjectSource:
         self._objects = objects
         self._item = item
         self._spool_path = spool_path
-        self._data: bytes | None = None
+        # The whole stored object, for objects read in one GET.
+        self.data: bytes | None = None
         if 0 < item.size <= SMALL_OBJECT_BYTES:
-            self._data = bytes(objects.get_stream(item.s3_key, item.s3_version_id).read())
-            self.size = len(self._data)
+            self.data = bytes(objects.get_stream(item.s3_key, item.s3_version_id).read())
+            self.size = len(self.data)
         else:
             self._reader = objects.open(item.s3_key, item.s3_version_id)
             self.size = self._reader.size
 
     @contextlib.contextmanager
     def header(self) -> Iterator[Any]:
-        yield io.BytesIO(self._data) if self._data is not None else self._reader
+        yield io.BytesIO(self.data) if self.data is not None else self._reader
 
     @contextlib.contextmanager
     def tail(self, offset: int) -> Iterator[Any]:
-        if self._data is not None:
-            yield io.BytesIO(memoryview(self._data)[offset:])
+        if self.data is not None:
+            yield io.BytesIO(memoryview(self.data)[offset:])
             return
         body = self._objects.get_stream(self._item.s3_key, self._item.s3_version_id, start=offset)
         try:
@@ -310,6 +358,15 @@ class StoredObjectSource:
             yield path
         finally:
             _unlink(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _coerced_elements(
+    patient: PatientDemographics, charset: tuple[str, ...], implicit_vr: bool
+) -> dict[int, bytes] | None:
+    """The patient's identity attributes, encoded once per patient, character set and syntax:
+    the elements every object of a study is sent with."""
+    return encoded_edit(lambda ds: coerce(ds, patient), charset, implicit_vr)
 
 
 def _unlink(path: Path) -> None:
