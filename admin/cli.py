@@ -78,17 +78,19 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
-from archive.model.retention import RetentionRule
+from archive.model.retention import ExpiryRejection, RetentionRule
 from archive.model.xua import IdentityProvider
 from archive.services.audit import build_audit_trail
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
+from archive.services.registration import RegistrationRequests
 from archive.services.retention import RetentionService
 from archive.services.storage_tiers import StorageTiers
+from archive.topology import REGISTRATION_QUEUE
 
 from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
-from local.resources import local_settings
+from local.resources import local_queue_name, local_settings
 
 LOCAL_IAN_QUEUE = "archive-ian"
 LOCAL_RESTORE_QUEUE = "archive-restore"
@@ -290,7 +292,20 @@ def parser() -> argparse.ArgumentParser:
     rule_set.add_argument("--years", type=int, default=0)
     rule_set.add_argument("--days", type=int, default=0)
     rule_set.add_argument(
-        "--allow-early-destruction", action="store_true", help="113039 notes may ask for it"
+        "--expiry-rejection",
+        choices=[e.value for e in ExpiryRejection],
+        default=ExpiryRejection.EXPIRED.value,
+        help="what a 113039 rejection note may do: NEVER (A775), EXPIRED (only after the end, else "
+        "A776), EARLY (early destruction; the Object Lock covers only --minimum-days)",
+    )
+    rule_set.add_argument(
+        "--allow-early-destruction", action="store_true", help="the same as --expiry-rejection EARLY"
+    )
+    rule_set.add_argument(
+        "--minimum-days",
+        type=int,
+        default=0,
+        help="under EARLY: days from the study date that S3 locks and no early destruction shortens",
     )
     rule_list = rule_actions.add_parser("list")
     rule_list.add_argument("org_oid")
@@ -465,9 +480,18 @@ def _retention(args: argparse.Namespace, settings: Settings) -> None:
         if args.rule_action == "set":
             service.set_rule(
                 RetentionRule(
-                    args.org_oid, args.study_type, args.years, args.days, args.allow_early_destruction
+                    args.org_oid,
+                    args.study_type,
+                    args.years,
+                    args.days,
+                    expiry_rejection=ExpiryRejection.EARLY
+                    if args.allow_early_destruction
+                    else ExpiryRejection(args.expiry_rejection),
+                    minimum_days=args.minimum_days,
                 )
             )
+            # Lengthen what the rule covers already (never shortens: a shorter rule changes nothing).
+            print(json.dumps(service.extend_locks(args.org_oid, args.study_type)))
         else:
             for rule in service.rules_of(args.org_oid):
                 print(json.dumps(asdict(rule)))
@@ -513,8 +537,21 @@ def _rejection(args: argparse.Namespace, settings: Settings) -> None:
     else:
         # A revoke shows patient data again: audited (110103, U) before the CLI exits.
         trail = build_audit_trail(settings, background=False)
+        # A revoke asks for the studies' new registration version (the instances are back).
+        if not settings.registration_queue_url and settings.endpoint_url:
+            settings = replace(
+                settings,
+                registration_queue_url=queue_url_by_name(settings, local_queue_name(REGISTRATION_QUEUE)),
+            )
+        registration = (
+            RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
+        )
         corrections = CorrectionService(
-            RejectionRepository(settings), index, ObjectStore(settings), audit_trail=trail
+            RejectionRepository(settings),
+            index,
+            ObjectStore(settings),
+            audit_trail=trail,
+            on_study_changed=registration.study_changed if registration else None,
         )
         try:
             outcome = corrections.revoke(args.note_uid, by=args.by, reason=args.reason)

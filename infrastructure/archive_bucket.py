@@ -27,7 +27,9 @@ _READ_OBJECT_ACTIONS = (
 # PutObject also covers multipart create/upload/complete; aborting a failed multipart upload is
 # separate. PutObjectRetention lets the PUT carry its retain-until date (docs/retention.md): under
 # COMPLIANCE it can only lengthen a lock, and without s3:BypassGovernanceRetention not shorten a
-# GOVERNANCE one. There is deliberately no delete or legal-hold action here.
+# GOVERNANCE one. There is deliberately no delete action here; PutObjectLegalHold only with the
+# condition that the hold is turned ON (an object stored into a held study is held from its PUT),
+# so no writer can lift a legal hold.
 # Smaller objects are not worth a transition (see the lifecycle rule).
 TIER_MINIMUM_OBJECT_BYTES = 128 * 1024 - 1
 _WRITE_OBJECT_ACTIONS = ("s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload")
@@ -159,6 +161,12 @@ class ArchiveBucket(Construct):
         """Read as above and put new objects (Object Lock refuses overwrites of locked versions)."""
         self.grant_read_objects(grantee)
         self._grant_objects(grantee, _WRITE_OBJECT_ACTIONS)
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["s3:PutObjectLegalHold"],
+            resource_arns=[self.bucket.arn_for_objects("*")],
+            conditions={"StringEquals": {"s3:object-lock-legal-hold": "ON"}},
+        )
         self.key.grant_encrypt_decrypt(grantee)
         acknowledge(
             grantee,

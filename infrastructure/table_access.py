@@ -68,6 +68,7 @@ DICOM_LISTENER: TableAccess = {
     "instances": Access.WRITE,
     "rejections": Access.WRITE,
     "retention_rules": Access.READ,
+    "legal_holds": Access.READ,  # an object stored into a held study gets S3's legal hold at PUT
     "commitments": Access.WRITE,
     "commitment_parts": Access.WRITE,
     "access_log": Access.APPEND,
@@ -153,12 +154,16 @@ RESTORE_STUDY: TableAccess = {
 }
 
 # functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes
-# their object versions, records each destruction and removes the studies' index entries.
+# their object versions, records each destruction and removes the studies' index entries; marks
+# their XDS registry entries Deprecated and removes them after the policy's delay (the study's
+# registration item says which and when).
 DESTROY_EXPIRED: TableAccess = {
     "studies": Access.REMOVE,
     "series": Access.REMOVE,
     "instances": Access.REMOVE,
     "destruction_records": Access.APPEND,
+    "registrations": Access.WRITE,
+    "xds_registry": Access.OWN,
 }
 
 # functions/admin_api: the disclosure log's reports and verification for a patient (and the identities

@@ -13,6 +13,7 @@ import boto3
 from archive.config import Settings
 from archive.data.models import ALL_MODELS, bind_models
 from archive.data.objects import INSTANCE_PREFIX
+from archive.data.schema import table_spec
 from archive.topology import (
     IAN_QUEUE,
     INDEX_QUEUE,
@@ -22,6 +23,7 @@ from archive.topology import (
     RESTORE_QUEUE,
     STORAGE_EVENTS_QUEUE,
     TABLE_ENV,
+    QueueSpec,
 )
 
 REGION = "eu-north-1"
@@ -70,6 +72,11 @@ def local_settings(endpoint: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def local_queue_name(queue: QueueSpec) -> str:
+    """The local cloud's name of a topology queue (the admin CLI finds its URL by it)."""
+    return f"archive-{queue.name}{'.fifo' if queue.fifo else ''}"
+
+
 def _create_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
     """The queue's URL; a queue kept from an earlier start keeps its messages and gets these
     attributes (FIFO-ness cannot change)."""
@@ -102,7 +109,7 @@ def create_queues(
         ]
         url = _create_queue(
             sqs,
-            f"archive-{name}{suffix}",
+            local_queue_name(queue),
             {
                 **fifo_attrs,
                 "VisibilityTimeout": str(visibility_timeout),
@@ -170,6 +177,39 @@ def create_tables(settings: Settings) -> None:
     for model in ALL_MODELS:
         if not model.exists():
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        else:
+            _add_missing_indexes(settings, model)
+
+
+def _add_missing_indexes(settings: Settings, model: Any) -> None:
+    """A table kept from an earlier start gets the secondary indexes added since (one per update,
+    as DynamoDB allows; docs/deployment.md)."""
+    dynamodb = client("dynamodb", settings.endpoint_url or "")
+    name = model.Meta.table_name
+    present = {
+        i["IndexName"]
+        for i in dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])
+    }
+    for index in table_spec(model).indexes:
+        if index.name in present:
+            continue
+        keys = [index.partition_key, *([index.sort_key] if index.sort_key else [])]
+        dynamodb.update_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": k.name, "AttributeType": k.type} for k in keys],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": index.name,
+                        "KeySchema": [
+                            {"AttributeName": k.name, "KeyType": kind}
+                            for k, kind in zip(keys, ("HASH", "RANGE"), strict=False)
+                        ],
+                        "Projection": {"ProjectionType": index.projection},
+                    }
+                }
+            ],
+        )
 
 
 def provision(

@@ -27,6 +27,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             "commitment_max_attempts": 4,
             # Objects whose retention ended already are locked this long (tests/integration/test_destruction.py).
             "minimum_lock_seconds": 3.0,
+            # A destroyed study's registry entries stay Deprecated this long before removal.
+            "registry_removal_seconds": 4.0,
             # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,

@@ -6,15 +6,18 @@ Thin by design: the whole job is archive.services.destruction. An operator may i
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from archive.config import Settings
 from archive.data.destruction import DestructionRepository
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
+from archive.data.registration import RegistryRemovals
 from archive.data.retention import RetentionRepository
+from archive.data.xds_registry import XdsRegistry
 from archive.services.audit import build_audit_trail
-from archive.services.destruction import DestructionService
+from archive.services.destruction import DestructionService, RegistryPolicy
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -23,7 +26,13 @@ settings = Settings.from_env()
 bind_models(settings)
 audit_trail = build_audit_trail(settings, background=False)
 service = DestructionService(
-    RetentionRepository(), DestructionRepository(), ObjectStore(settings), audit_trail=audit_trail
+    RetentionRepository(),
+    DestructionRepository(),
+    ObjectStore(settings),
+    audit_trail=audit_trail,
+    registry=RegistryPolicy(
+        XdsRegistry(settings), RegistryRemovals(), timedelta(seconds=settings.registry_removal_seconds)
+    ),
 )
 
 

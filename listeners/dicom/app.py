@@ -107,19 +107,28 @@ def build(
         destination_arguments=destination_arguments,
         restores=StorageTiers.from_settings(settings, objects) if settings.restore_queue_url else None,
     )
+    registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
+    retention = RetentionService(
+        RetentionRepository(),
+        objects,
+        lock_mode=settings.object_lock_mode,
+        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+    )
     deps = ListenerDeps(
         registry=registry,
         store=StoreService(
             objects,
             index,
             max_object_bytes=settings.max_object_bytes,
-            corrections=CorrectionService(RejectionRepository(settings), index, objects, audit_trail=trail),
-            retention=RetentionService(
-                RetentionRepository(),
+            corrections=CorrectionService(
+                RejectionRepository(settings),
+                index,
                 objects,
-                lock_mode=settings.object_lock_mode,
-                minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+                on_study_changed=registration.study_changed if registration else None,
+                retention=retention,
+                audit_trail=trail,
             ),
+            retention=retention,
             staging=staging,
         ),
         commitments=commitments,
@@ -151,11 +160,7 @@ def build(
             settings.metrics_namespace, transaction
         ),
         tls=tls,
-        on_all_committed=(
-            RegistrationRequests.from_settings(settings).instances_committed
-            if settings.registration_queue_url
-            else None
-        ),
+        on_all_committed=registration.instances_committed if registration else None,
         staging=staging.objects if staging is not None else None,
         staged_grace_seconds=settings.commitment_wait_seconds,
     )

@@ -41,6 +41,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "instances": WRITE,
         "rejections": WRITE,
         "retention_rules": READ,  # the Object Lock of each PUT
+        "legal_holds": READ,  # an object stored into a held study is held from its PUT
         "commitments": WRITE,
         "commitment_parts": WRITE,
         "access_log": APPEND,
@@ -96,6 +97,8 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "series": REMOVE,
         "instances": REMOVE,
         "destruction_records": APPEND,
+        "registrations": WRITE,
+        "xds_registry": OWN,
     },
     "admin-api": {"patients": READ, "disclosure_log": READ},
     # Copies staged objects into the locked bucket: no table at all
@@ -221,13 +224,15 @@ def test_no_role_may_scan_or_batch_write_and_only_three_may_delete(dev_with_tls:
     # Scans, batch writes and deletions are the operator's (admin CLI), with three exceptions: the
     # registration of a study and an ITI-42 registration undo their own XDS registry entries when
     # they fail half-way, and the destruction job removes the index entries of studies whose
-    # retention has ended
+    # retention has ended and, after the policy's delay, their Deprecated registry entries
     synthesized = dev_with_tls
     tables = _tables(synthesized)
     deletable = {
         "register-study": {json.dumps(arn_of(tables["xds_registry"]))},
         "xds-registry": {json.dumps(arn_of(tables["xds_registry"]))},
-        "destroy-expired": {json.dumps(arn_of(tables[name])) for name in ("studies", "series", "instances")},
+        "destroy-expired": {
+            json.dumps(arn_of(tables[name])) for name in ("studies", "series", "instances", "xds_registry")
+        },
     }
     forbidden = {"dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:*"}
     for policy_id, policy in resources(synthesized.template, "AWS::IAM::Policy").items():

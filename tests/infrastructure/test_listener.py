@@ -205,7 +205,12 @@ def test_task_may_store_and_read_objects_but_not_delete_them(production: Synthes
     assert {a for a in all_actions(statements) if a.startswith("s3:") and "Retention" in a} == {
         "s3:PutObjectRetention"
     }
-    assert not {a for a in all_actions(statements) if a.startswith("s3:") and "LegalHold" in a}
+    # An object stored into a held study is held from its PUT: the legal hold may be turned ON only
+    held = [s for s in statements if "s3:PutObjectLegalHold" in all_actions([s])]
+    assert held and all(s["Condition"] == {"StringEquals": {"s3:object-lock-legal-hold": "ON"}} for s in held)
+    assert {a for a in all_actions(statements) if a.startswith("s3:") and "LegalHold" in a} == {
+        "s3:PutObjectLegalHold"
+    }
     env = {e["Name"]: e["Value"] for e in _container(production)["Environment"]}
     for name in ("commitments", "commitment_parts", "studies"):
         table_id = env[TABLE_ENV[name]]["Ref"]

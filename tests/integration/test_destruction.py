@@ -10,19 +10,22 @@ from pathlib import Path
 import pydicom
 import pytest
 from archive.data.destruction import DestructionRepository
-from archive.data.models import Instance, Study
+from archive.data.models import Instance, Registration, Study
 from archive.data.objects import ObjectStore, instance_key
 from archive.data.rejections import rejection_note_key
 from archive.data.retention import RetentionRepository
+from archive.data.xds_registry import XdsRegistry
 from archive.errors import RetentionLocked
+from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.model.xds import EntryStatus
 from pynamodb.exceptions import DoesNotExist
 
-from local.cloud import LocalCloud
+from local.cloud import LocalCloud, free_port
 from tests.integration.test_corrections import admin, store_status, uid
-from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
+from tests.integration.test_query_retrieve import Customer, customer, hetu, store_study, sub
 from tests.support.audit import wait_for_record
-from tests.support.cloud import wait_until
-from tests.support.dicom import study
+from tests.support.cloud import storescu, wait_until
+from tests.support.dicom import HETU_ISSUER, new_uid, study
 from tests.support.rejection import rejection_note, write_note
 
 
@@ -97,3 +100,114 @@ def test_destruction_job_destroys_due_studies_but_not_held_or_locked_ones(
     assert [o.get("ParticipantObjectID") for o in message.iter("ParticipantObjectIdentification")][
         -1
     ].startswith(f"{patient_id}^^^")
+
+
+def test_113039_rejection_asks_for_early_destruction_only_where_the_rule_allows_it(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    objects = ObjectStore(cloud.settings)
+
+    def customer_with_rule(*options: str) -> tuple[Customer, list[Path], str]:
+        c = customer(cloud)
+        result = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "3650", *options)
+        assert result.returncode == 0, result.stderr
+        files = study(sub(workdir, c.scu), 2, patient_id=hetu())
+        return c, files, store_study(cloud, c, files)
+
+    # Given a rule that forbids 113039 rejections: the note is refused with A775
+    c, files, _ = customer_with_rule("--expiry-rejection", "NEVER")
+    assert store_status(cloud, write_note(rejection_note(files, "113039"), workdir), c.scu) == 0xA775
+    # Given a rule that allows them once the retention has ended (ten years from now): A776
+    c, files, kept = customer_with_rule("--expiry-rejection", "EXPIRED")
+    assert store_status(cloud, write_note(rejection_note(files, "113039"), workdir), c.scu) == 0xA776
+    assert all(not i.rejected for i in Instance.by_study.query(kept))
+
+    # Given a rule that allows early destruction (no minimum: S3 locks the archive's minimum only)
+    c, files, early = customer_with_rule("--expiry-rejection", "EARLY")
+    lock = objects.retention(instance_key(uid(files[0])))
+    assert lock is not None and lock.retain_until < datetime(2030, 1, 1, tzinfo=UTC)
+    # When the customer sends a 113039 note for the whole study
+    note = write_note(rejection_note(files, "113039"), workdir)
+    assert store_status(cloud, note, c.scu) == 0x0000
+    # Then the study is due now, with the note recorded on it
+    shown = admin(cloud, "retention", "show", early)
+    assert shown.returncode == 0, shown.stderr
+    assert f'"early_destruction_note": "{uid(note)}"' in shown.stdout
+    assert early in admin(cloud, "retention", "due").stdout
+    # And once its minimum lock has run out the destruction job destroys it, naming the note
+    wait_until(
+        lambda: datetime.now(UTC) > objects.retention(instance_key(uid(files[-1]))).retain_until, timeout=30
+    )  # type: ignore[union-attr]
+    run = cloud.run_scheduled("destroy_expired", {"approved_by": "Archivist Aino"})
+    assert early in run["destroyed"] and kept not in run["destroyed"]
+    (record,) = DestructionRepository().records_of(early)
+    assert record.rejection_note == uid(note) and record.instance_count == 2
+    for path in files:
+        assert objects.versions_of(instance_key(uid(path))) == []
+
+
+def test_destruction_deprecates_the_studys_registry_entries_and_removes_them_after_the_delay(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    registry = XdsRegistry(cloud.settings)
+    objects = ObjectStore(cloud.settings)
+    # Given an organisation that registers its studies (uncommitted ones too) under a one-day rule
+    oid = f"1.2.246.10.{int(new_uid().rsplit('.', 1)[1]) % 10**8}.10"
+    cloud.register(
+        OrganisationInfo(oid, "Registering Clinic", trusted_issuers=(HETU_ISSUER,)),
+        AEInfo("DESTROY_MOD", oid, "127.0.0.1", free_port(), roles=("store",)),
+    )
+    cloud.configure_registration(oid, stability_seconds=1.0, register_uncommitted=True)
+    assert admin(cloud, "retention", "rule", "set", oid, "*", "--days", "1").returncode == 0
+    # And a study from 2000 of it, registered in the XDS registry
+    pid = hetu()
+    files = study(sub(workdir, "s"), 2, patient_id=pid, study_date="20000101")
+    assert storescu(cloud, files, aet="DESTROY_MOD").returncode == 0
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    registered = wait_until(lambda: _registration(study_uid), timeout=90)
+    entry_uuid = str(registered.entry_uuid)
+    [entry] = registry.documents_by_uuid([entry_uuid])
+    assert entry.status is EntryStatus.APPROVED
+    cx = f"{pid}^^^&{HETU_ISSUER}&ISO"
+
+    # When its minimum lock has run out and the destruction job runs
+    wait_until(
+        lambda: datetime.now(UTC) > objects.retention(instance_key(uid(files[-1]))).retain_until, timeout=30
+    )  # type: ignore[union-attr]
+    first = cloud.run_scheduled("destroy_expired", {})
+    # Then the study is destroyed and its entry is Deprecated, not yet removed
+    assert study_uid in first["destroyed"] and study_uid not in first["registry_removed"]
+    [entry] = registry.documents_by_uuid([entry_uuid])
+    assert entry.status is EntryStatus.DEPRECATED
+    assert [d.entry_uuid for d in registry.documents_by_patient(cx, [EntryStatus.APPROVED])] == []
+    # And the destruction record names the entry and when it is to be removed
+    (record,) = DestructionRepository().records_of(study_uid)
+    assert record.registry_entries == (entry_uuid,)
+    assert record.registry_removal_due is not None and record.registry_removed_at is None
+    assert record.registry_removal_due > record.destroyed_at
+
+    # When the policy's delay has passed and the job runs again
+    wait_until(lambda: datetime.now(UTC) > record.registry_removal_due, timeout=30)  # type: ignore[operator]
+    second = cloud.run_scheduled("destroy_expired", {})
+    # Then the entry, its submission set and their association are gone from the registry
+    assert second["registry_removed"] == [study_uid] or study_uid in second["registry_removed"]
+    assert registry.documents_by_uuid([entry_uuid]) == []
+    assert registry.documents_by_unique_id([entry.unique_id]) == []
+    assert registry.associations_of([entry_uuid]) == []
+    assert registry.study_documents(cx, study_uid) == []
+    # And the record says when; a third run removes nothing again
+    (record,) = DestructionRepository().records_of(study_uid)
+    assert (
+        record.registry_removed_at is not None and record.registry_removed_at >= record.registry_removal_due
+    )
+    assert study_uid not in cloud.run_scheduled("destroy_expired", {})["registry_removed"]
+
+
+def _registration(study_uid: str) -> Registration | None:
+    try:
+        item = Registration.get(study_uid, consistent_read=True)
+    except DoesNotExist:
+        return None
+    return item if item.entry_uuid else None

@@ -18,7 +18,7 @@ from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, uid
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
 from tests.support.cloud import json_lines, s3
-from tests.support.dicom import study
+from tests.support.dicom import HETU_ISSUER, study
 
 
 def _retention(cloud: LocalCloud, path: Path) -> tuple[str, datetime]:
@@ -116,3 +116,65 @@ def test_legal_hold_puts_objects_under_s3_legal_hold_until_released(cloud: Local
     key = instance_key(uid(files[0]))
     assert s3(cloud).get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]["Status"] == "OFF"
     assert Study.get(study_uid).legal_holds == 0
+
+
+def test_objects_stored_after_a_patient_hold_is_placed_are_held_from_their_put(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    bucket = cloud.settings.bucket
+    # Given a customer's patient with a study, and a legal hold on the patient
+    c = customer(cloud)
+    pid = hetu()
+    first = study(sub(workdir, "first"), 1, patient_id=pid)
+    store_study(cloud, c, first)
+    placed = admin(
+        cloud, "hold", "place", "--patient", pid, "--issuer", HETU_ISSUER, "--by", "Lawyer L", "--reason", "x"
+    )
+    assert placed.returncode == 0, placed.stderr
+    # When a new study of the patient is stored, and one of another patient
+    later = study(sub(workdir, "later"), 2, patient_id=pid)
+    store_study(cloud, c, later)
+    other = study(sub(workdir, "other"), 1, patient_id=hetu())
+    store_study(cloud, c, other)
+    # Then every object of the new study is on S3 legal hold from its PUT, the other patient's not
+    for path in later:
+        status = s3(cloud).get_object_legal_hold(Bucket=bucket, Key=instance_key(uid(path)))["LegalHold"]
+        assert status["Status"] == "ON"
+    assert not ObjectStore(cloud.settings).legal_hold(instance_key(uid(other[0])))
+    # And S3 refuses to delete a held version even with governance bypass
+    key = instance_key(uid(later[0]))
+    version = s3(cloud).head_object(Bucket=bucket, Key=key)["VersionId"]
+    with pytest.raises(ClientError):
+        s3(cloud).delete_object(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True)
+
+
+def test_a_grown_rule_lengthens_the_locks_of_stored_objects_and_a_shorter_one_changes_nothing(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    # Given a customer's 30-day rules for any study and for MR, and a CT and an MR study (dated
+    # in 2030, so that their locks are the rule's, not the minimum)
+    c = customer(cloud)
+    for study_type in ("*", "MR"):
+        assert admin(cloud, "retention", "rule", "set", c.org.oid, study_type, "--days", "30").returncode == 0
+    ct = study(sub(workdir, "ct"), 2, patient_id=hetu(), study_date="20300115")
+    ct_uid = store_study(cloud, c, ct)
+    mr = study(sub(workdir, "mr"), 1, patient_id=hetu(), study_date="20300115", modality="MR")
+    store_study(cloud, c, mr)
+    assert {_retention(cloud, p)[1] for p in ct + mr} == {datetime(2030, 2, 14, tzinfo=UTC)}
+    # When the rule for any study grows to 400 days
+    grown = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "400")
+    assert grown.returncode == 0, grown.stderr
+    # Then every CT object's retain-until and the study's retention end are 400 days from its date
+    assert json.loads(grown.stdout) == {"studies": 2, "objects_extended": 2}
+    assert {_retention(cloud, p)[1] for p in ct} == {datetime(2031, 2, 19, tzinfo=UTC)}
+    assert Study.get(ct_uid).retention_end == "2031-02-19T00:00:00+00:00"
+    # And the MR object, under its own rule, keeps its lock
+    assert _retention(cloud, mr[0])[1] == datetime(2030, 2, 14, tzinfo=UTC)
+    # When the rule is set again, or shortened, nothing changes (never shortened; resumable, idempotent)
+    again = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "400")
+    assert json.loads(again.stdout) == {"studies": 2, "objects_extended": 0}
+    shorter = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "10")
+    assert json.loads(shorter.stdout)["objects_extended"] == 0
+    assert {_retention(cloud, p)[1] for p in ct} == {datetime(2031, 2, 19, tzinfo=UTC)}
+    assert Study.get(ct_uid).retention_end == "2031-02-19T00:00:00+00:00"

@@ -90,6 +90,9 @@ class Modality:
         self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE", tls_args: Any = None
     ) -> None:
         self.reports: queue.Queue[Report] = queue.Queue()
+        # A report is handed to the test only once its response is sent: a release started while
+        # pynetdicom still sends the N-EVENT-REPORT-RSP kills its reactor (Evt9 in Sta7) and hangs.
+        self._answering: queue.Queue[Report] = queue.Queue()
         ae = AE(ae_title=ae_title)
         ae.network_timeout = 30
         ae.dimse_timeout = 60
@@ -103,13 +106,21 @@ class Modality:
             "127.0.0.1",
             port,
             ae_title=called,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_N_EVENT_REPORT, self._on_report)],
+            evt_handlers=[
+                (evt.EVT_CONN_OPEN, _nodelay),
+                (evt.EVT_N_EVENT_REPORT, self._on_report),
+                (evt.EVT_DIMSE_SENT, self._on_sent),
+            ],
             tls_args=tls_args,
         )
 
     def _on_report(self, event: Any) -> tuple[int, None]:
-        self.reports.put(Report(event.request.EventTypeID, event.event_information, True))
+        self._answering.put(Report(event.request.EventTypeID, event.event_information, True))
         return 0x0000, None
+
+    def _on_sent(self, event: Any) -> None:
+        if type(event.message).__name__ == "N_EVENT_REPORT_RSP":
+            self.reports.put(self._answering.get_nowait())
 
     def store(self, dataset: Dataset | Path) -> int:
         status = self.assoc.send_c_store(dataset)

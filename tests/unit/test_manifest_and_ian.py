@@ -154,6 +154,27 @@ def test_ian_lists_each_instance_online_with_its_series_and_the_performed_proced
     )
 
 
+def test_ian_says_unavailable_for_rejected_instances_and_the_fingerprint_ignores_them() -> None:
+    # Given a study whose first CT instance a rejection note hides
+    full = content().instances
+    withdrawn = content(instances=full[1:], withdrawn=full[:1])
+    # Then the IAN lists it UNAVAILABLE and the others ONLINE, in the same series item
+    ds = notification_dataset(notice_of(withdrawn, "ARCHIVE"))
+    listed = {
+        i.ReferencedSOPInstanceUID: (s.SeriesInstanceUID, i.InstanceAvailability)
+        for s in ds.ReferencedSeriesSequence
+        for i in s.ReferencedSOPSequence
+    }
+    assert listed == {
+        "1.2.3.4.1.1": ("1.2.3.4.1", "UNAVAILABLE"),
+        "1.2.3.4.1.2": ("1.2.3.4.1", "ONLINE"),
+        "1.2.3.4.2.1": ("1.2.3.4.2", "ONLINE"),
+    }
+    assert len(ds.ReferencedSeriesSequence) == 2
+    # And the registration version's fingerprint is that of the visible instances only
+    assert withdrawn.fingerprint() == content(instances=full[1:]).fingerprint() != content().fingerprint()
+
+
 def test_document_entry_carries_the_configured_codes_and_utc_times() -> None:
     # Given an organisation in Helsinki overriding the practice setting, and a summer study
     org_codes = CodeSet(practice_setting=parse_code("NEURO^1.2.5^Neuroradiology"))

@@ -46,6 +46,9 @@ class Settings:
     # an object gets even when its retention has ended already (an old study stored late).
     object_lock_mode: str = "COMPLIANCE"
     minimum_lock_seconds: float = 86400.0
+    # Destruction: a destroyed study's XDS registry entries are Deprecated at once and removed
+    # this long after (docs/retention.md), so consumers holding their IDs learn first.
+    registry_removal_seconds: float = 30 * 86400.0
     # Registration of committed studies (XDS-I.b) and its confirmation (IAN); see docs/registration.md.
     registration_queue_url: str | None = None
     ian_queue_url: str | None = None
@@ -101,6 +104,7 @@ class Settings:
             metrics_namespace=env.get(t.ENV_METRICS_NAMESPACE) or "ImagingArchive",
             object_lock_mode=env.get(t.ENV_OBJECT_LOCK_MODE, "COMPLIANCE"),
             minimum_lock_seconds=float(env.get(t.ENV_MINIMUM_LOCK_SECONDS, "86400")),
+            registry_removal_seconds=float(env.get(t.ENV_REGISTRY_REMOVAL_SECONDS, str(30 * 86400))),
             registration_queue_url=env.get(t.ENV_REGISTRATION_QUEUE_URL) or None,
             ian_queue_url=env.get(t.ENV_IAN_QUEUE_URL) or None,
             ian_retry_base_seconds=float(env.get(t.ENV_IAN_RETRY_BASE, "30")),
@@ -137,6 +141,7 @@ class Settings:
             t.ENV_METRICS_NAMESPACE: self.metrics_namespace,
             t.ENV_OBJECT_LOCK_MODE: self.object_lock_mode,
             t.ENV_MINIMUM_LOCK_SECONDS: str(self.minimum_lock_seconds),
+            t.ENV_REGISTRY_REMOVAL_SECONDS: str(self.registry_removal_seconds),
             t.ENV_IAN_RETRY_BASE: str(self.ian_retry_base_seconds),
             t.ENV_IAN_MAX_ATTEMPTS: str(self.ian_max_attempts),
             t.ENV_IAN_TIMEOUT: str(self.ian_timeout_seconds),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 
 from archive.data.index import instance_record
 from archive.data.models import DestructionRecordItem, Instance, Series, Study
@@ -28,9 +29,29 @@ class DestructionRepository:
             total_bytes=record.total_bytes,
             objects=[asdict(o) for o in record.objects],
             approved_by=record.approved_by,
+            rejection_note=record.rejection_note,
+            registry_entries=set(record.registry_entries) or None,
+            registry_removal_due=record.registry_removal_due,
+        ).save(condition=DestructionRecordItem.event.does_not_exist())
+
+    def registry_removed(self, record: DestructionRecord, at: datetime) -> None:
+        """Append that the record's registry entries were removed (stage REGISTRY_REMOVED, at ``at``)."""
+        DestructionRecordItem(
+            record.study_uid,
+            f"{record.destroyed_at.isoformat()}#REGISTRY_REMOVED",
+            org_oid=record.org_oid,
+            patient_key=record.patient_key,
+            retention_end=record.retention_end,
+            at=at,
+            instance_count=record.instance_count,
+            total_bytes=record.total_bytes,
+            objects=[],
+            registry_entries=set(record.registry_entries) or None,
         ).save(condition=DestructionRecordItem.event.does_not_exist())
 
     def records_of(self, study_uid: str) -> list[DestructionRecord]:
+        items = list(DestructionRecordItem.query(study_uid, consistent_read=True))
+        removed = {i.event.rsplit("#", 1)[0]: i.at for i in items if i.event.endswith("#REGISTRY_REMOVED")}
         return [
             DestructionRecord(
                 study_uid=item.study_uid,
@@ -45,8 +66,12 @@ class DestructionRepository:
                     for o in item.objects or []
                 ),
                 approved_by=item.approved_by,
+                rejection_note=item.rejection_note,
+                registry_entries=tuple(sorted(item.registry_entries or ())),
+                registry_removal_due=item.registry_removal_due,
+                registry_removed_at=removed.get(item.event.rsplit("#", 1)[0]),
             )
-            for item in DestructionRecordItem.query(study_uid)
+            for item in items
             if item.event.endswith("#COMPLETED")
         ]
 

@@ -207,6 +207,8 @@ class Study(Model):
     retention_end = UnicodeAttribute(null=True)
     retention_shard = UnicodeAttribute(null=True)
     legal_holds = NumberAttribute(null=True)
+    # A 113039 rejection note asked for early destruction: its UID (retention_end was set to then).
+    early_destruction_note = UnicodeAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     # Storage tiers (docs/storage.md): instances whose object needs a restore before a read, kept
@@ -343,7 +345,9 @@ class RetentionRuleItem(Model):
     study_type = UnicodeAttribute(range_key=True)  # a modality, or "*"
     years = NumberAttribute()
     days = NumberAttribute(default=0)
-    allow_early_destruction = BooleanAttribute(default=False)
+    allow_early_destruction = BooleanAttribute(default=False)  # before expiry_rejection: EARLY
+    expiry_rejection = UnicodeAttribute(null=True)  # ExpiryRejection; absent: EXPIRED
+    minimum_days = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
 
 
@@ -381,6 +385,11 @@ class DestructionRecordItem(Model):
     # [{"key", "sha256", "size", "versions"}, ...]
     objects = JSONAttribute()
     approved_by = UnicodeAttribute(null=True)
+    rejection_note = UnicodeAttribute(null=True)  # the 113039 note that asked for early destruction
+    # The study's XDS registry entries, Deprecated at destruction, removed at registry_removal_due
+    # (the REGISTRY_REMOVED item of the record says when they were).
+    registry_entries = UnicodeSetAttribute(null=True)
+    registry_removal_due = UTCDateTimeAttribute(null=True)
 
 
 # --- storage commitment -----------------------------------------------------------------------
@@ -596,6 +605,17 @@ class XdsRegistryItem(Model):
     by_patient = RegistryByPatient()
 
 
+class RegistrationsByRemovalDue(GlobalSecondaryIndex["Registration"]):
+    """Sparse: destroyed studies whose Deprecated registry entries wait for removal, by when."""
+
+    class Meta:
+        index_name = "by_removal_due"
+        projection = KeysOnlyProjection()
+
+    removal_shard = UnicodeAttribute(hash_key=True)
+    removal_due = UnicodeAttribute(range_key=True)
+
+
 class Registration(Model):
     """Where a study stands in registration: committed, registered (which version, which entry)."""
 
@@ -614,6 +634,11 @@ class Registration(Model):
     registered_at = UTCDateTimeAttribute(null=True)
     # Epoch seconds until which a registration message is on its way (one message per quiet period).
     queued_until = NumberAttribute(default=0)
+    # Destruction (docs/retention.md): the study's Deprecated entries and when they are removed.
+    removal_entries = UnicodeSetAttribute(null=True)
+    removal_shard = UnicodeAttribute(null=True)
+    removal_due = UnicodeAttribute(null=True)
+    by_removal_due = RegistrationsByRemovalDue()
 
 
 class OpenNotifications(GlobalSecondaryIndex["IanNotification"]):

@@ -139,18 +139,22 @@ class ObjectStore:
         size: int,
         metadata: Mapping[str, str],
         lock: ObjectLock | None = None,
+        legal_hold: bool = False,
     ) -> StoredObject:
         """Write ``body`` under ``key`` only if the key is free, with S3 verifying SHA-256.
 
         ``lock`` sets the version's Object Lock retention in the same request (without it the
         bucket's default retention applies). Returns only after S3 acknowledged the write, with
-        the checksum S3 computed equal to ours. Raises ObjectExists when the key is taken,
+        the checksum S3 computed equal to ours. ``legal_hold`` puts the version under S3's legal
+        hold in the same request (a held study). Raises ObjectExists when the key is taken,
         StorageFailure on any other failure.
         """
         digest = sha256_b64(sha256_hex)
         lock_args: dict[str, Any] = {}
         if lock is not None:
             lock_args = {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
+        if legal_hold:
+            lock_args["ObjectLockLegalHoldStatus"] = "ON"
         try:
             response = self.client.put_object(
                 Bucket=self.bucket,
@@ -204,6 +208,21 @@ class ObjectStore:
         until = response.get("ObjectLockRetainUntilDate")
         return ObjectLock(response["ObjectLockMode"], until.astimezone(UTC)) if until else None
 
+    def extend_retention(self, key: str, version_id: str | None, lock: ObjectLock) -> None:
+        """Set a version's retain-until to ``lock`` (the caller lengthens only: S3 refuses to
+        shorten a COMPLIANCE lock, and nobody here may bypass a GOVERNANCE one)."""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Retention": {"Mode": lock.mode, "RetainUntilDate": lock.retain_until},
+        }
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            self.client.put_object_retention(**kwargs)
+        except ClientError as exc:
+            raise StorageFailure(f"S3 PutObjectRetention {key} failed") from exc
+
     def set_legal_hold(self, key: str, version_id: str | None, *, on: bool) -> None:
         """Turn a version's Object Lock legal hold on or off (no delete of a held version)."""
         kwargs: dict[str, Any] = {
@@ -223,7 +242,8 @@ class ObjectStore:
         if version_id:
             kwargs["VersionId"] = version_id
         try:
-            return bool(self.client.get_object_legal_hold(**kwargs)["LegalHold"]["Status"] == "ON")
+            # (moto answers a version never held without a Status)
+            return bool(self.client.get_object_legal_hold(**kwargs)["LegalHold"].get("Status") == "ON")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "NoSuchObjectLockConfiguration":
                 return False

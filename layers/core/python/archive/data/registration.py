@@ -173,26 +173,26 @@ class RegistrationRepository:
             return None
 
     def committed(self, study_uid: str, org_oid: str) -> None:
-        """Record that a commitment of the study's instances succeeded (keeps a REGISTERED state)."""
+        """Record that a commitment of the study's instances succeeded (keeps a REGISTERED or
+        WITHDRAWN state)."""
         now = datetime.now(UTC)
         Registration(study_uid).update(
             actions=[
                 Registration.org_oid.set(Registration.org_oid | org_oid),
                 Registration.state.set(
-                    RegistrationState.REGISTERED.value
-                    if self._is_registered(study_uid)
-                    else RegistrationState.COMMITTED.value
+                    self._registered_state(study_uid) or RegistrationState.COMMITTED.value
                 ),
                 Registration.committed_at.set(now),
             ]
         )
 
     @staticmethod
-    def _is_registered(study_uid: str) -> bool:
+    def _registered_state(study_uid: str) -> str | None:
         try:
-            return bool(Registration.get(study_uid, consistent_read=True).version)
+            item = Registration.get(study_uid, consistent_read=True)
         except DoesNotExist:
-            return False
+            return None
+        return str(item.state) if item.version else None
 
     def claim_schedule(self, study_uid: str, org_oid: str, now: float, until: float) -> bool:
         """True if no registration message for the study is on its way (and marks one as sent)."""
@@ -229,12 +229,14 @@ class RegistrationRepository:
         manifest_uid: str,
         fingerprint: str,
         patient_id: str,
+        state: RegistrationState = RegistrationState.REGISTERED,
     ) -> None:
-        """Record a new registered version; RegistryConflict if another run recorded one first."""
+        """Record a new registered (or, when every instance is rejected, withdrawn) version;
+        RegistryConflict if another run recorded one first."""
         try:
             Registration(study_uid).update(
                 actions=[
-                    Registration.state.set(RegistrationState.REGISTERED.value),
+                    Registration.state.set(state.value),
                     Registration.version.set(version),
                     Registration.entry_uuid.set(entry_uuid),
                     Registration.manifest_uid.set(manifest_uid),
@@ -248,6 +250,46 @@ class RegistrationRepository:
             if _conditional_failure(exc):
                 raise RegistryConflict(f"study {study_uid} was registered concurrently") from exc
             raise
+
+
+# --- destroyed studies' registry entries -------------------------------------------------------------
+
+REMOVAL_SHARD = "due"  # one partition: removals are few (destroyed studies), never hot
+
+
+class RegistryRemovals:
+    """The Deprecated registry entries of destroyed studies, waiting for their removal (sparse GSI
+    by_removal_due: the job's cost follows the due removals, not the registry)."""
+
+    def study_entries(self, study_uid: str) -> tuple[str | None, str | None]:
+        """(registry patient ID, current entryUUID) of the study's registration, if it has one."""
+        try:
+            item = Registration.get(study_uid, consistent_read=True)
+        except DoesNotExist:
+            return None, None
+        return item.patient_id, item.entry_uuid
+
+    def destroyed(self, study_uid: str, entries: tuple[str, ...], removal_due: datetime) -> None:
+        actions: list[Any] = [Registration.state.set(RegistrationState.DESTROYED.value)]
+        if entries:
+            actions += [
+                Registration.removal_entries.set(set(entries)),
+                Registration.removal_shard.set(REMOVAL_SHARD),
+                Registration.removal_due.set(removal_due.astimezone(UTC).isoformat(timespec="seconds")),
+            ]
+        Registration(study_uid).update(actions=actions, condition=Registration.study_uid.exists())
+
+    def due(self, now: datetime) -> Iterator[tuple[str, tuple[str, ...]]]:
+        until = now.astimezone(UTC).isoformat(timespec="seconds")
+        for key in Registration.by_removal_due.query(REMOVAL_SHARD, Registration.removal_due <= until):
+            item = Registration.get(key.study_uid, consistent_read=True)
+            yield item.study_uid, tuple(sorted(item.removal_entries or ()))
+
+    def removed(self, study_uid: str) -> None:
+        """The entries are gone: the study leaves the index (its registration item stays)."""
+        Registration(study_uid).update(
+            actions=[Registration.removal_shard.remove(), Registration.removal_due.remove()]
+        )
 
 
 # --- the study as the index holds it now -----------------------------------------------------------
@@ -316,12 +358,13 @@ class StudyContentReader:
             sex=(patient.sex if patient else None) or study.patient_sex,
         )
         modalities = {s.series_uid: s.modality for s in Series.query(study_uid)}
-        instances = []
+        instances: list[StudyInstance] = []
+        withdrawn: list[StudyInstance] = []
         for item in Instance.by_study.query(study_uid):
             attrs = dict(item.attributes or {})
             pps = attrs.get("PerformedProcedureStep")
             pps_pair = tuple(pps.split("|", 1)) if pps and "|" in pps else None
-            instances.append(
+            (withdrawn if item.rejected else instances).append(
                 StudyInstance(
                     sop_class_uid=item.sop_class_uid,
                     sop_instance_uid=item.sop_instance_uid,
@@ -337,7 +380,7 @@ class StudyContentReader:
                     nearline=item.availability == NEARLINE,
                 )
             )
-        if not instances:
+        if not instances and not withdrawn:
             return None
         return StudyContent(
             study_uid=study_uid,
@@ -352,6 +395,7 @@ class StudyContentReader:
             study_description=study.study_description,
             referring_physician_name=study.referring_physician_name,
             specific_character_set=study.specific_character_set,
+            withdrawn=tuple(withdrawn),
         )
 
 

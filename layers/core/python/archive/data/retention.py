@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from archive.data.models import Instance, LegalHoldItem, RetentionRuleItem, Study
-from archive.model.retention import LegalHold, RetentionRule, StudyRetention
+from archive.data.models import Instance, LegalHoldItem, RetentionRuleItem, Series, Study
+from archive.model.retention import ANY_STUDY_TYPE, ExpiryRejection, LegalHold, RetentionRule, StudyRetention
 
 RETENTION_SHARDS = 8
 
@@ -33,7 +33,11 @@ class RetentionRepository:
                 study_type=item.study_type,
                 years=int(item.years),
                 days=int(item.days or 0),
-                allow_early_destruction=bool(item.allow_early_destruction),
+                expiry_rejection=ExpiryRejection(
+                    item.expiry_rejection
+                    or (ExpiryRejection.EARLY if item.allow_early_destruction else ExpiryRejection.EXPIRED)
+                ),
+                minimum_days=int(item.minimum_days or 0),
             )
             for item in RetentionRuleItem.query(org_oid)
         ]
@@ -45,6 +49,8 @@ class RetentionRepository:
             years=rule.years,
             days=rule.days,
             allow_early_destruction=rule.allow_early_destruction,
+            expiry_rejection=rule.expiry_rejection.value,
+            minimum_days=rule.minimum_days,
             updated_at=datetime.now(UTC),
         ).save()
 
@@ -73,6 +79,19 @@ class RetentionRepository:
             raise
         return True
 
+    def request_destruction(self, study_uid: str, at: datetime, note_uid: str) -> None:
+        """A 113039 note asked for early destruction: the study is due from ``at`` (the one way a
+        retention end goes down), and the note is kept on the study for the destruction record."""
+        value = _iso(at)
+        Study(study_uid).update(
+            actions=[
+                Study.retention_end.set(value),
+                Study.retention_shard.set(retention_shard(study_uid)),
+                Study.early_destruction_note.set(note_uid),
+            ],
+            condition=Study.study_uid.exists(),
+        )
+
     def study_retention(self, study_uid: str) -> StudyRetention | None:
         try:
             item = Study.get(study_uid, consistent_read=True)
@@ -84,6 +103,9 @@ class RetentionRepository:
             patient_key=item.patient_key,
             retention_end=datetime.fromisoformat(item.retention_end) if item.retention_end else None,
             legal_holds=int(item.legal_holds or 0),
+            modalities=tuple(sorted(item.modalities or ())),
+            visible_instances=int(item.number_of_instances or 0),
+            early_destruction_note=item.early_destruction_note,
         )
 
     def studies_due(self, until: datetime) -> Iterator[tuple[str, datetime]]:
@@ -133,6 +155,16 @@ class RetentionRepository:
             for item in LegalHoldItem.query(target, consistent_read=True)
         ]
 
+    def has_active_hold(self, targets: list[str]) -> bool:
+        """Whether any of the targets (study:..., patient:...) has a hold not released."""
+        return any(
+            True
+            for target in targets
+            for _ in LegalHoldItem.query(
+                target, filter_condition=LegalHoldItem.released_at.does_not_exist(), consistent_read=True
+            )
+        )
+
     def count_hold(self, study_uid: str, delta: int) -> int:
         """Add ``delta`` to the study's count of active holds; the count after."""
         item = Study(study_uid)
@@ -141,6 +173,27 @@ class RetentionRepository:
 
     def studies_of_patient(self, patient_key: str) -> list[str]:
         return [s.study_uid for s in Study.by_patient.query(patient_key)]
+
+    def studies_under_rule(self, org_oid: str, study_type: str) -> Iterator[tuple[str, str]]:
+        """(Study Instance UID, study date) of the studies a rule covers, from indexes (no scan):
+        an organisation's studies by date for ``*``, its series by modality for a modality."""
+        if study_type == ANY_STUDY_TYPE:
+            for item in Study.by_org_date.query(org_oid):
+                yield item.study_uid, item.study_date
+            return
+        seen: set[str] = set()
+        for series in Series.by_org_modality.query(f"{org_oid}|{study_type}"):
+            if series.study_uid not in seen:
+                seen.add(series.study_uid)
+                yield series.study_uid, series.study_date or ""
+
+    def objects_by_modality(self, study_uid: str) -> list[tuple[str, str | None, str | None]]:
+        """(key, version, modality of its series) of every instance object of the study."""
+        modalities = {s.series_uid: s.modality for s in Series.query(study_uid)}
+        return [
+            (i.s3_key, i.s3_version_id, modalities.get(i.series_uid))
+            for i in Instance.by_study.query(study_uid)
+        ]
 
     def objects_of_study(self, study_uid: str) -> list[tuple[str, str | None]]:
         """(key, version) of every instance object of the study, rejected ones included."""

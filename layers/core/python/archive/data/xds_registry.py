@@ -36,7 +36,15 @@ from pynamodb.transactions import TransactWrite
 from archive.config import Settings
 from archive.data.models import XdsRegistryItem
 from archive.errors import DuplicateUniqueId, RegistryConflict
-from archive.model.xds import Association, DocumentEntry, EntryStatus, Folder, SubmissionSet
+from archive.model.registration import STUDY_UID_REFERENCE
+from archive.model.xds import (
+    Association,
+    AssociationType,
+    DocumentEntry,
+    EntryStatus,
+    Folder,
+    SubmissionSet,
+)
 
 DOCUMENT = "DocumentEntry"
 SUBMISSION_SET = "SubmissionSet"
@@ -291,6 +299,62 @@ class XdsRegistry:
                 self._undo(done)
                 raise
             done += chunk
+
+    def deprecate(self, entry_uuids: Sequence[str]) -> None:
+        """Mark Approved entries Deprecated without a replacement (IOCM: every instance of the
+        study is rejected). Entries Deprecated already are left as they are, so a rerun is a no-op;
+        RegistryConflict when one is not registered."""
+        current = {d.entry_uuid: d.status for d in self.documents_by_uuid(entry_uuids)}
+        missing = [u for u in entry_uuids if u not in current]
+        if missing:
+            raise RegistryConflict(f"entries to deprecate are not registered: {', '.join(missing)}")
+        approved = [u for u in dict.fromkeys(entry_uuids) if current[u] is EntryStatus.APPROVED]
+        for start in range(0, len(approved), MAX_TRANSACTION_ITEMS):
+            self._transact([self._deprecation(u) for u in approved[start : start + MAX_TRANSACTION_ITEMS]])
+
+    def study_documents(self, patient_id: str, study_uid: str) -> list[DocumentEntry]:
+        """Every DocumentEntry (any status) of a study's manifests, by its Study Instance UID
+        reference under the patient ID they were registered with."""
+        reference = f"{study_uid}^^^^{STUDY_UID_REFERENCE}"
+        return self.documents_by_reference_id(patient_id, [reference])
+
+    def remove_documents(self, entry_uuids: Sequence[str]) -> int:
+        """Delete DocumentEntries from the registry for good (a destroyed study's, after the
+        policy's delay): each entry, its uniqueId guard and reference items, its associations and
+        the submission sets that held only it. The entry itself goes last, so a rerun after a stop
+        finds it and finishes. Returns how many entries were removed."""
+        removed = 0
+        for uuid in dict.fromkeys(entry_uuids):
+            try:
+                item = XdsRegistryItem.get(object_pk(uuid), OBJECT_SK, consistent_read=True)
+            except XdsRegistryItem.DoesNotExist:
+                continue
+            document = self._value(DocumentEntry, item)
+            XdsRegistryItem(unique_pk(DOCUMENT, document.unique_id), UNIQUE_SK).delete()
+            for reference in document.reference_ids:
+                XdsRegistryItem(reference_pk(document.patient_id, reference), uuid).delete()
+            for association in self.associations_of([uuid]):
+                if association.type is AssociationType.HAS_MEMBER and association.target == uuid:
+                    self._remove_submission_set(association.source)
+                self._remove_association(association)
+            XdsRegistryItem(object_pk(uuid), OBJECT_SK).delete()
+            removed += 1
+        return removed
+
+    def _remove_association(self, association: Association) -> None:
+        for end in dict.fromkeys((association.source, association.target)):
+            XdsRegistryItem(association_pk(end), association.entry_uuid).delete()
+        XdsRegistryItem(object_pk(association.entry_uuid), OBJECT_SK).delete()
+
+    def _remove_submission_set(self, entry_uuid: str) -> None:
+        found = self.submission_sets_by_uuid([entry_uuid])
+        if not found:
+            return
+        members = [a for a in self.associations_of([entry_uuid]) if a.source == entry_uuid]
+        if len(members) > 1:
+            return  # it holds other documents too: it stays
+        XdsRegistryItem(unique_pk(SUBMISSION_SET, found[0].unique_id), UNIQUE_SK).delete()
+        XdsRegistryItem(object_pk(entry_uuid), OBJECT_SK).delete()
 
     def _guard(self, kind: str, unique_id: str, entry_uuid: str) -> _Write:
         return _Write(

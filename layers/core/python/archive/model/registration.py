@@ -184,6 +184,9 @@ class RegistrationState(StrEnum):
     WAITING = "WAITING"  # not committed (registered only if the organisation registers uncommitted studies)
     COMMITTED = "COMMITTED"  # committed, waiting for the stability time
     REGISTERED = "REGISTERED"
+    # IOCM: every instance is rejected; the last version is Deprecated and nothing replaces it
+    WITHDRAWN = "WITHDRAWN"
+    DESTROYED = "DESTROYED"  # the study was destroyed; its entries are Deprecated, later removed
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,10 @@ class StudyInstance:
 
 @dataclass(frozen=True)
 class StudyContent:
-    """A study with every instance the archive holds of it: what one manifest version lists."""
+    """A study with every instance the archive holds of it: what one manifest version lists.
+
+    ``withdrawn``: the study's instances IOCM rejection notes hide now; no manifest lists them and
+    an IAN says UNAVAILABLE for them."""
 
     study_uid: str
     org_oid: str
@@ -327,6 +333,7 @@ class StudyContent:
     study_description: str | None = None
     referring_physician_name: str | None = None
     specific_character_set: str | None = None
+    withdrawn: tuple[StudyInstance, ...] = ()
 
     @property
     def series_uids(self) -> tuple[str, ...]:

@@ -3,12 +3,29 @@ the arithmetic of a retention end (docs/retention.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 
 ANY_STUDY_TYPE = "*"
 # The Object Lock modes S3 knows; production uses COMPLIANCE (no one can shorten or lift it).
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+
+
+class ExpiryRejection(StrEnum):
+    """What a 113039 (Data Retention Policy Expired) rejection note may do under a rule; after
+    dcm4chee-arc's "Allow Rejection For Data Retention Policy Expired" (NEVER, ONLY_EXPIRED, ALWAYS)."""
+
+    NEVER = "NEVER"  # refused with 0xA775
+    EXPIRED = "EXPIRED"  # only once the retention has ended, else 0xA776
+    EARLY = "EARLY"  # also before: early destruction (the Object Lock covers only the rule's minimum)
+
+
+class ExpiryVerdict(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    NOT_ALLOWED = "NOT_ALLOWED"  # 0xA775
+    NOT_EXPIRED = "NOT_EXPIRED"  # 0xA776
 
 
 @dataclass(frozen=True)
@@ -20,8 +37,14 @@ class RetentionRule:
     study_type: str
     years: int
     days: int = 0
-    # Whether a 113039 rejection note may ask for destruction before the retention end.
-    allow_early_destruction: bool = False
+    expiry_rejection: ExpiryRejection = ExpiryRejection.EXPIRED
+    # Under an EARLY rule: the days from the study date no early destruction can shorten (the
+    # Object Lock's retain-until; at least the archive's minimum lock from the time of storing).
+    minimum_days: int = 0
+
+    @property
+    def allow_early_destruction(self) -> bool:
+        return self.expiry_rejection is ExpiryRejection.EARLY
 
     def end_for(self, study_date: date) -> datetime:
         """The retention end of a study of this type with this study date (midnight UTC)."""
@@ -31,6 +54,36 @@ class RetentionRule:
             start = study_date.replace(year=study_date.year + self.years, day=28)
         end = start + timedelta(days=self.days)
         return datetime(end.year, end.month, end.day, tzinfo=UTC)
+
+    def lock_end_for(self, study_date: date) -> datetime:
+        """Until when S3 must refuse deleting an object of such a study: the retention end, or
+        under an EARLY rule only the minimum (early destruction must remain possible)."""
+        if not self.allow_early_destruction:
+            return self.end_for(study_date)
+        end = study_date + timedelta(days=self.minimum_days)
+        return datetime(end.year, end.month, end.day, tzinfo=UTC)
+
+
+def expiry_rejection_verdict(
+    rules: list[RetentionRule],
+    modalities: Iterable[str],
+    retention_end: datetime | None,
+    now: datetime,
+) -> ExpiryVerdict:
+    """May a 113039 note ask for the destruction of a study with these modalities now?
+
+    Every rule that applies to one of the study's modalities must allow it: NEVER (or no rule at
+    all: the archive does not know the study's retention) refuses; EXPIRED accepts only a study
+    whose retention end has passed; EARLY accepts at any time."""
+    applying = {rule_for(rules, m) for m in modalities} or {rule_for(rules, None)}
+    if None in applying or retention_end is None:
+        return ExpiryVerdict.NOT_ALLOWED
+    kinds = {r.expiry_rejection for r in applying if r is not None}
+    if ExpiryRejection.NEVER in kinds:
+        return ExpiryVerdict.NOT_ALLOWED
+    if ExpiryRejection.EXPIRED in kinds and retention_end > now:
+        return ExpiryVerdict.NOT_EXPIRED
+    return ExpiryVerdict.ACCEPTED
 
 
 def rule_for(rules: list[RetentionRule], study_type: str | None) -> RetentionRule | None:
@@ -92,6 +145,9 @@ class StudyRetention:
     patient_key: str | None
     retention_end: datetime | None
     legal_holds: int
+    modalities: tuple[str, ...] = ()
+    visible_instances: int = 0  # not hidden by rejection notes
+    early_destruction_note: str | None = None  # a 113039 note asked for early destruction
 
 
 @dataclass(frozen=True)
@@ -117,3 +173,10 @@ class DestructionRecord:
     total_bytes: int
     objects: tuple[DestroyedObject, ...]
     approved_by: str | None = None
+    # The 113039 rejection note that asked for early destruction, if one did.
+    rejection_note: str | None = None
+    # The study's XDS registry entries: Deprecated at destruction, removed from the registry at
+    # registry_removal_due (registry_removed_at once done).
+    registry_entries: tuple[str, ...] = ()
+    registry_removal_due: datetime | None = None
+    registry_removed_at: datetime | None = None

@@ -44,8 +44,8 @@ MAX_BACKOFF_SECONDS = 12 * 3600  # SQS: a message may stay invisible for 12 hour
 
 
 def notice_of(content: StudyContent, retrieve_ae_title: str) -> AvailabilityNotice:
-    """Every instance of the study as ONLINE (NEARLINE while its object needs a restore), with the
-    performed procedure steps they name."""
+    """Every instance of the study as ONLINE (NEARLINE while its object needs a restore), and
+    those IOCM rejection notes hide as UNAVAILABLE, with the performed procedure steps they name."""
     steps = tuple(
         dict.fromkeys(i.performed_procedure_step for i in content.instances if i.performed_procedure_step)
     )
@@ -59,6 +59,12 @@ def notice_of(content: StudyContent, retrieve_ae_title: str) -> AvailabilityNoti
                 InstanceAvailability.NEARLINE if i.nearline else InstanceAvailability.ONLINE,
             )
             for i in content.instances
+        )
+        + tuple(
+            AvailableInstance(
+                i.sop_class_uid, i.sop_instance_uid, i.series_uid, InstanceAvailability.UNAVAILABLE
+            )
+            for i in content.withdrawn
         ),
         retrieve_ae_title=retrieve_ae_title,
         performed_procedure_steps=steps,  # type: ignore[arg-type]

@@ -7,8 +7,9 @@ already. The note's bytes are stored (Object Lock, like every object), a record 
 then each instance is hidden by a flag on its index row. The instances' bytes never change: an
 operator can revoke the rejection, which shows them again.
 
-Registration and IAN hook onto ``CorrectionService.rejected_in_study``: after a rejection or a
-revoke it tells which instances of a study are withdrawn now.
+After a rejection or a revoke the service asks for a new registration of each study concerned
+(``on_study_changed``, the registration service's ``study_changed``): the new version lists what is
+left, or is Deprecated when nothing is, and the IAN says UNAVAILABLE for the hidden instances.
 
 Every rejection (applied or refused) and every revoke is an audit event: 110103 DICOM Instances
 Accessed, action D for a rejection (life cycle 14, logical deletion), U for a revoke, naming the
@@ -18,7 +19,7 @@ study, its instances and who did it (the rejecting AE and its organisation, or t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
@@ -38,6 +39,7 @@ from archive.errors import (
     RejectionClassConflict,
     RejectionNotAuthorised,
     RetentionExpiryRejectionNotAllowed,
+    RetentionNotExpired,
     UnknownRejection,
 )
 from archive.model.organisations import OrganisationInfo
@@ -51,7 +53,9 @@ from archive.model.rejection import (
     RejectionNote,
     RejectionRecord,
 )
+from archive.model.retention import ExpiryVerdict
 from archive.services.audit import AuditTrail
+from archive.services.retention import RetentionService
 
 CHUNK = 1024 * 1024
 
@@ -62,6 +66,9 @@ class RevokeOutcome:
     restored: int
 
 
+StudyChanged = Callable[[str, str], object]  # (Study Instance UID, controlling organisation)
+
+
 class CorrectionService:
     def __init__(
         self,
@@ -69,12 +76,21 @@ class CorrectionService:
         index: IndexRepository,
         objects: ObjectStore,
         *,
+        on_study_changed: StudyChanged | None = None,
+        retention: RetentionService | None = None,
         audit_trail: AuditTrail | None = None,
     ) -> None:
         self._rejections = rejections
         self._index = index
         self._objects = objects
+        self._on_study_changed = on_study_changed
+        self._retention = retention  # decides 113039 notes; without it they are refused (A775)
         self._audit = audit_trail
+
+    def _study_changed(self, study_uids: Iterable[str], org_oid: str) -> None:
+        if self._on_study_changed is not None:
+            for study_uid in dict.fromkeys(study_uids):
+                self._on_study_changed(study_uid, org_oid)
 
     # --- on C-STORE ------------------------------------------------------------------------
 
@@ -103,7 +119,7 @@ class CorrectionService:
         """Check, store and apply a rejection note; returns the stored note object.
 
         Raises DuplicateRejectionNote (A770), NoSuchInstanceToReject (A772), RejectionClassConflict
-        (A773), AlreadyRejected (A774), RetentionExpiryRejectionNotAllowed (A775),
+        (A773), AlreadyRejected (A774), RetentionExpiryRejectionNotAllowed (A775), RetentionNotExpired (A776),
         RejectionNotAuthorised (0124). A note whose earlier attempt stopped half-way is finished.
         Audited either way (110103, D).
         """
@@ -171,6 +187,12 @@ class CorrectionService:
             instance = self._index.get_instance(ref.sop_instance_uid)
             if instance is not None:
                 self._rejections.hide(instance, code=note.code, note_uid=note.sop_instance_uid)
+        if note.code == RETENTION_EXPIRED and self._retention is not None:
+            # The archive destroys whole studies: one with nothing visible left is due now.
+            for study_uid in note.study_uids:
+                self._retention.request_destruction(study_uid, note.sop_instance_uid)
+        # Before ACTIVE: if asking for the registration fails, the sender's retry finishes the note.
+        self._study_changed(note.study_uids, org.oid)
         self._rejections.set_state(note.sop_instance_uid, ACTIVE, expected=APPLYING)
         return stored
 
@@ -183,7 +205,8 @@ class CorrectionService:
             if study.org_oid != org.oid:
                 raise RejectionNotAuthorised(f"study {study_uid} is controlled by another organisation")
         if note.code == RETENTION_EXPIRED:
-            raise RetentionExpiryRejectionNotAllowed("no retention rule allows early destruction")
+            for study_uid in note.study_uids:
+                self._check_expiry(study_uid)
         instances = self._index.get_instances([ref.sop_instance_uid for ref in note.references])
         for ref in note.references:
             instance = instances.get(ref.sop_instance_uid)
@@ -197,6 +220,15 @@ class CorrectionService:
                 raise RejectionClassConflict(f"instance {ref.sop_instance_uid} is of another SOP Class")
             if instance.rejected:
                 raise AlreadyRejected(f"instance {ref.sop_instance_uid} is rejected already")
+
+    def _check_expiry(self, study_uid: str) -> None:
+        verdict = self._retention.expiry_verdict(study_uid) if self._retention else ExpiryVerdict.NOT_ALLOWED
+        if verdict is ExpiryVerdict.NOT_ALLOWED:
+            raise RetentionExpiryRejectionNotAllowed(
+                f"the retention rules of study {study_uid} do not allow a 113039 rejection"
+            )
+        if verdict is ExpiryVerdict.NOT_EXPIRED:
+            raise RetentionNotExpired(f"the retention of study {study_uid} has not ended")
 
     def _store_note(
         self,
@@ -250,6 +282,7 @@ class CorrectionService:
             instance = self._index.get_instance(ref.sop_instance_uid)
             if instance is not None and self._rejections.restore(instance, note_uid=note_uid):
                 restored += 1
+        self._study_changed((ref.study_uid for ref in record.references), record.org_oid)
         if record.state != REVOKED:
             self._rejections.set_state(
                 note_uid, REVOKED, expected=record.state, revoked=(datetime.now(UTC), by, reason)

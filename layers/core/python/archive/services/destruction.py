@@ -7,18 +7,24 @@ then the study is left whole and reported), removes the index entries and record
 The destruction records are append-only and never destroyed. Each destroyed study is an audit
 event: 110103 DICOM Instances Accessed, action D, the study with its instance count per SOP class
 (life cycle 15, permanent erasure), the patient and who approved it (or the archive's schedule).
+
+A destroyed study's XDS registry entries are Deprecated in the same run (consumers no longer find
+it; one holding an entry's ID learns it is gone) and removed from the registry once the policy's
+delay has passed (``registry_removal``), by a later run that finds them through an index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from archive.audit import messages as audit
 from archive.data.destruction import DestructionRepository
 from archive.data.objects import ObjectStore
+from archive.data.registration import RegistryRemovals
 from archive.data.retention import RetentionRepository
+from archive.data.xds_registry import XdsRegistry
 from archive.errors import RetentionLocked
 from archive.model.retention import DestroyedObject, DestructionRecord
 from archive.services.audit import AuditTrail
@@ -29,13 +35,24 @@ class DestructionRun:
     destroyed: list[DestructionRecord] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
+    registry_removed: list[str] = field(default_factory=list)  # studies whose entries left the registry
 
     def summary(self) -> dict[str, object]:
         return {
             "destroyed": [r.study_uid for r in self.destroyed],
             "held": self.held,
             "locked": self.locked,
+            "registry_removed": self.registry_removed,
         }
+
+
+@dataclass(frozen=True)
+class RegistryPolicy:
+    """Where a destroyed study's registry entries are, and how long they stay Deprecated."""
+
+    registry: XdsRegistry
+    removals: RegistryRemovals
+    removal_delay: timedelta
 
 
 class DestructionService:
@@ -45,6 +62,7 @@ class DestructionService:
         destruction: DestructionRepository,
         objects: ObjectStore,
         *,
+        registry: RegistryPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         audit_trail: AuditTrail | None = None,
     ) -> None:
@@ -52,6 +70,7 @@ class DestructionService:
         self._retention = retention
         self._destruction = destruction
         self._objects = objects
+        self._registry = registry
         self._clock = clock
 
     def run(self, *, approved_by: str | None = None, limit: int = 100) -> DestructionRun:
@@ -69,11 +88,52 @@ class DestructionService:
                 continue
             try:
                 outcome.destroyed.append(
-                    self._destroy(study_uid, end, study.org_oid, study.patient_key, approved_by)
+                    self._destroy(
+                        study_uid,
+                        end,
+                        study.org_oid,
+                        study.patient_key,
+                        approved_by,
+                        rejection_note=study.early_destruction_note,
+                    )
                 )
             except RetentionLocked:
                 outcome.locked.append(study_uid)
+        # Never in the run that deprecated them: consumers see them Deprecated first, whatever the delay.
+        outcome.registry_removed = self._remove_registry_entries(
+            skip={r.study_uid for r in outcome.destroyed}
+        )
         return outcome
+
+    def _deprecate_registry_entries(self, study_uid: str, destroyed_at: datetime) -> dict[str, object]:
+        """Deprecate every registry entry of the study; the record's registry fields."""
+        if self._registry is None:
+            return {}
+        patient_id, current = self._registry.removals.study_entries(study_uid)
+        if not patient_id:
+            return {}
+        documents = self._registry.registry.study_documents(patient_id, study_uid)
+        entries = tuple(sorted({d.entry_uuid for d in documents} | ({current} if current else set())))
+        self._registry.registry.deprecate([d.entry_uuid for d in documents])
+        due = destroyed_at + self._registry.removal_delay
+        self._registry.removals.destroyed(study_uid, entries, due)
+        return {"registry_entries": entries, "registry_removal_due": due if entries else None}
+
+    def _remove_registry_entries(self, *, skip: set[str]) -> list[str]:
+        """Remove the Deprecated entries of destroyed studies whose delay has passed."""
+        if self._registry is None:
+            return []
+        done = []
+        for study_uid, entries in list(self._registry.removals.due(self._clock())):
+            if study_uid in skip:
+                continue
+            self._registry.registry.remove_documents(entries)
+            for record in self._destruction.records_of(study_uid):
+                if record.registry_removed_at is None and set(entries) <= set(record.registry_entries):
+                    self._destruction.registry_removed(record, self._clock())
+            self._registry.removals.removed(study_uid)
+            done.append(study_uid)
+        return done
 
     def _destroy(
         self,
@@ -82,6 +142,8 @@ class DestructionService:
         org_oid: str | None,
         patient_key: str | None,
         approved_by: str | None,
+        *,
+        rejection_note: str | None = None,
     ) -> DestructionRecord:
         instances = self._destruction.instances_of(study_uid)
         objects = tuple(
@@ -98,12 +160,14 @@ class DestructionService:
             total_bytes=sum(i.size for i in instances),
             objects=objects,
             approved_by=approved_by,
+            rejection_note=rejection_note,
         )
         self._destruction.record(record, "PLANNED")
         for obj in objects:
             for version in obj.versions:
                 self._objects.delete_version(obj.key, version)
         self._destruction.remove_index_entries(study_uid, instances)
+        record = replace(record, **self._deprecate_registry_entries(study_uid, record.destroyed_at))  # type: ignore[arg-type]
         self._destruction.record(record, "COMPLETED")
         if self._audit is not None:
             classes: dict[str, int] = {}

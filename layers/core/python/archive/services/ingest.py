@@ -176,14 +176,24 @@ class StoreService:
                 tolerated=structure.tolerated,
             ).as_object_metadata()
             lock = self._retention.lock_for(header, org) if self._retention is not None else None
+            held = (
+                self._retention.held(header.study_uid, patient.key) if self._retention is not None else False
+            )
             if self._staging is not None:
                 stored, duplicate = self._stage(
-                    key, header.sop_instance_uid, fp, sha=sha, size=size, metadata=metadata, lock=lock
+                    key,
+                    header.sop_instance_uid,
+                    fp,
+                    sha=sha,
+                    size=size,
+                    metadata=metadata,
+                    lock=lock,
+                    legal_hold=held,
                 )
                 return StoreOutcome(header, patient, stored, duplicate, tolerated=structure.tolerated)
             try:
                 stored = self._objects.put_new(
-                    key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock
+                    key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock, legal_hold=held
                 )
                 return StoreOutcome(header, patient, stored, duplicate=False, tolerated=structure.tolerated)
             except ObjectExists:
@@ -216,6 +226,7 @@ class StoreService:
         size: int,
         metadata: dict[str, str],
         lock: ObjectLock | None,
+        legal_hold: bool = False,
     ) -> tuple[StoredObject, bool]:
         """Durable in the staging tier, its copy to the locked bucket queued: (stored, duplicate).
 
@@ -236,7 +247,7 @@ class StoreService:
                         f"different content archived under this UID (immutable; use IOCM): {uid}"
                     ) from None
                 # Re-queued: an earlier attempt may have staged it and failed to queue the copy.
-                self._staging.lock_queue.request(LockRequest(key, sha, size, lock))
+                self._staging.lock_queue.request(LockRequest(key, sha, size, lock, legal_hold))
                 return existing, True
             # Released meanwhile: the locked copy is indexed (checked below).
         archived = self._index.get_instance(uid)
@@ -252,7 +263,7 @@ class StoreService:
             return StoredObject(key, archived.s3_version_id, archived.sha256, archived.size, metadata), True
         if staged is None:
             raise StorageFailure(f"{key} left the staging tier but is not indexed")
-        self._staging.lock_queue.request(LockRequest(key, sha, size, lock))
+        self._staging.lock_queue.request(LockRequest(key, sha, size, lock, legal_hold))
         return staged, False
 
     @staticmethod

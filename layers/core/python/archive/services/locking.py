@@ -66,6 +66,7 @@ class Locker:
                     size=request.size,
                     metadata=metadata,
                     lock=request.lock,
+                    legal_hold=request.legal_hold,
                 )
             except ObjectExists:
                 if self._verified(request):

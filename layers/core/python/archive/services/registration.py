@@ -189,6 +189,7 @@ class Outcome(StrEnum):
     UNCHANGED = "UNCHANGED"  # the current version lists exactly this content
     WAITING = "WAITING"  # an instance arrived within the stability time: re-queued
     SKIPPED = "SKIPPED"  # not indexed, not committed, or the organisation does not register
+    WITHDRAWN = "WITHDRAWN"  # every instance is rejected (IOCM): the entry is Deprecated
 
 
 @dataclass(frozen=True)
@@ -290,9 +291,11 @@ class RegistrationService:
             return RegistrationOutcome(
                 Outcome.UNCHANGED, study_uid, current.version, current.entry_uuid, notifications=sent
             )
+        previous = self._previous_entry(current)
+        if not content.instances:
+            return self._withdraw(content, current, previous, fingerprint)
         version = (current.version if current else 0) + 1
         manifest = self._store_manifest(content, profile, version, now)
-        previous = self._previous_entry(current)
         document = self.document_entry(
             content, profile, manifest, version=version, now=now, previous=previous
         )
@@ -350,10 +353,49 @@ class RegistrationService:
         self._queue.request(study_uid, delay=wait)
 
     def _previous_entry(self, current: StudyRegistration | None) -> DocumentEntry | None:
+        """The Approved entry a new version replaces; None when there is none (first version, or
+        the study was withdrawn: a Deprecated entry is not replaced again)."""
         if current is None or not current.entry_uuid:
             return None
         found = self._registry.documents_by_uuid([current.entry_uuid])
-        return found[0] if found else None
+        return found[0] if found and found[0].status is EntryStatus.APPROVED else None
+
+    def _withdraw(
+        self,
+        content: StudyContent,
+        current: StudyRegistration | None,
+        previous: DocumentEntry | None,
+        fingerprint: str,
+    ) -> RegistrationOutcome:
+        """IOCM: every instance of the study is rejected. Its Approved entry becomes Deprecated with
+        nothing replacing it (XDS consumers no longer find the study), recorded as a version of its
+        own so that the customer's IAN says UNAVAILABLE for every instance."""
+        study_uid = content.study_uid
+        if current is None or not current.entry_uuid:
+            return RegistrationOutcome(Outcome.SKIPPED, study_uid, reason="every instance is rejected")
+        if previous is not None:
+            self._registry.deprecate([previous.entry_uuid])
+        version = current.version + 1
+        self._registrations.registered(
+            study_uid,
+            previous_version=current.version,
+            version=version,
+            entry_uuid=current.entry_uuid,
+            manifest_uid=current.manifest_uid or "",
+            fingerprint=fingerprint,
+            patient_id=current.patient_id or "",
+            state=RegistrationState.WITHDRAWN,
+        )
+        sent = self._queue_notifications(study_uid, content.org_oid, version)
+        LOG.info(
+            "every instance of %s is rejected: %s Deprecated; %d IAN queued",
+            study_uid,
+            current.entry_uuid,
+            sent,
+        )
+        return RegistrationOutcome(
+            Outcome.WITHDRAWN, study_uid, version, current.entry_uuid, notifications=sent
+        )
 
     def _store_manifest(
         self, content: StudyContent, profile: RegistrationProfile, version: int, now: datetime

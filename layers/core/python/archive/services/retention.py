@@ -21,11 +21,14 @@ from archive.dicom.instance import InstanceHeader
 from archive.errors import ConfigurationError
 from archive.model.organisations import OrganisationInfo
 from archive.model.retention import (
+    ANY_STUDY_TYPE,
     LOCK_MODES,
+    ExpiryVerdict,
     LegalHold,
     ObjectLock,
     RetentionRule,
     StudyRetention,
+    expiry_rejection_verdict,
     parse_study_date,
     patient_target,
     rule_for,
@@ -33,6 +36,9 @@ from archive.model.retention import (
 )
 
 RULES_TTL_SECONDS = 60.0
+# How long the listener trusts what it read about a study's (or its patient's) holds: a hold placed
+# reaches objects stored from this long after on at PUT; place_hold itself covers those indexed.
+HOLDS_TTL_SECONDS = 60.0
 KNOWN_ENDS = 10_000
 
 
@@ -57,6 +63,7 @@ class RetentionService:
         self._rules: dict[str, tuple[float, list[RetentionRule]]] = {}
         # The retention end this process has written per study: later instances skip the write.
         self._ends: dict[str, datetime] = {}
+        self._holds: dict[tuple[str, str], tuple[float, bool]] = {}
 
     # --- at store time ---------------------------------------------------------------------
 
@@ -81,6 +88,7 @@ class RetentionService:
             now.year, now.month, now.day
         )
         end = rule.end_for(study_date)
+        lock_end = rule.lock_end_for(study_date)
         with self._lock:
             known = self._ends.get(header.study_uid)
         if known is None or known < end:
@@ -89,7 +97,46 @@ class RetentionService:
                 self._ends[header.study_uid] = end
                 while len(self._ends) > KNOWN_ENDS:
                     self._ends.pop(next(iter(self._ends)))
-        return ObjectLock(self._lock_mode, max(end, now + self._minimum_lock))
+        return ObjectLock(self._lock_mode, max(lock_end, now + self._minimum_lock))
+
+    def held(self, study_uid: str, patient_key: str) -> bool:
+        """Whether a legal hold names the study or its patient now: the PUT of an object stored
+        into a held study sets S3's legal hold on it (cached HOLDS_TTL_SECONDS per study)."""
+        key = (study_uid, patient_key)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._holds.get(key)
+        if cached is not None and now - cached[0] < HOLDS_TTL_SECONDS:
+            return cached[1]
+        held = self._repository.has_active_hold([study_target(study_uid), patient_target(patient_key)])
+        with self._lock:
+            self._holds[key] = (now, held)
+            while len(self._holds) > KNOWN_ENDS:
+                self._holds.pop(next(iter(self._holds)))
+        return held
+
+    # --- 113039 rejection notes (IOCM) -----------------------------------------------------
+
+    def expiry_verdict(self, study_uid: str) -> ExpiryVerdict:
+        """May a 113039 note ask for this study's destruction now (its organisation's rules)?"""
+        study = self._repository.study_retention(study_uid)
+        if study is None or not study.org_oid:
+            return ExpiryVerdict.NOT_ALLOWED
+        return expiry_rejection_verdict(
+            self._repository.rules_of(study.org_oid), study.modalities, study.retention_end, self._clock()
+        )
+
+    def request_destruction(self, study_uid: str, note_uid: str) -> bool:
+        """An accepted 113039 note: a study with no visible instance left is due for the
+        destruction job from now on (the archive destroys whole studies; one with instances the
+        note did not list only has those hidden). True when the study became due."""
+        study = self._repository.study_retention(study_uid)
+        if study is None or study.visible_instances > 0:
+            return False
+        self._repository.request_destruction(study_uid, self._clock(), note_uid)
+        with self._lock:
+            self._ends.pop(study_uid, None)
+        return True
 
     # --- rules and queries (admin CLI) -----------------------------------------------------
 
@@ -97,6 +144,35 @@ class RetentionService:
         if rule.years < 0 or rule.days < 0 or (rule.years == 0 and rule.days == 0):
             raise ConfigurationError("a retention rule needs a positive number of years or days")
         self._repository.set_rule(rule)
+
+    def extend_locks(self, org_oid: str, study_type: str) -> dict[str, int]:
+        """Lengthen, never shorten, what a (grown) rule covers: each study's retention end and each
+        stored object version's retain-until. The studies come from indexes (per organisation and
+        study type); an object already locked as long is left alone, so a rerun after a stop
+        resumes where it stopped and a second run changes nothing."""
+        rules = self._repository.rules_of(org_oid)
+        rule = next((r for r in rules if r.study_type == study_type), None)
+        if rule is None:
+            raise ConfigurationError(f"no rule for {study_type} of {org_oid}")
+        own_types = {r.study_type for r in rules} - {ANY_STUDY_TYPE}
+        studies = extended = 0
+        for study_uid, study_date in self._repository.studies_under_rule(org_oid, study_type):
+            start = parse_study_date(study_date)
+            if start is None:
+                continue  # not in the date indexes' terms; its objects keep their lock
+            studies += 1
+            self._repository.extend_study(study_uid, rule.end_for(start))
+            lock_end = rule.lock_end_for(start)
+            for key, version, modality in self._repository.objects_by_modality(study_uid):
+                if study_type == ANY_STUDY_TYPE and modality in own_types:
+                    continue  # its own modality's rule decides
+                current = self._objects.retention(key, version)
+                if current is not None and current.retain_until >= lock_end:
+                    continue
+                mode = current.mode if current is not None else self._lock_mode
+                self._objects.extend_retention(key, version, ObjectLock(mode, lock_end))
+                extended += 1
+        return {"studies": studies, "objects_extended": extended}
 
     def retention_of(self, study_uid: str) -> StudyRetention | None:
         return self._repository.study_retention(study_uid)
