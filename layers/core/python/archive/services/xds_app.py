@@ -19,6 +19,7 @@ from archive.data.registration import RegistrationConfigRepository, Registration
 from archive.data.registry import Registry
 from archive.data.xds_access import DisclosureDenials, XdsAccessConfig
 from archive.data.xds_registry import XdsRegistry
+from archive.model.certificates import Verdict
 from archive.services.audit import AuditTrail
 from archive.services.connection_security import PeerAuthenticator
 from archive.services.directory import CachedRegistry
@@ -63,6 +64,9 @@ class XdsApplication:
             IdentityProviders(access),
             lambda: archive_identity()[1],
             certificate_check=lambda pem, user, address: authenticator.check_xua(pem, user, address=address),
+            authentication_failed=lambda reason, address: authenticator.authentication(
+                "XUA assertion", address, Verdict(False, reason)
+            ),
         )
         audit = XdsAudit(audit_trail, archive_node=settings.audit_source_id)
         self._documents = DocumentRegistryService(
