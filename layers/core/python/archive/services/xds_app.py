@@ -27,6 +27,7 @@ from archive.services.disclosure import build_disclosure_log
 from archive.services.imaging_retrieve import ImagingDocumentSource
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
+from archive.services.storage_tiers import StorageTiers
 from archive.services.xds_audit import XdsAudit
 from archive.services.xds_documents import DocumentRegistryService
 from archive.services.xds_exchange import HttpAnswer, IdentityProviders, Peer, SoapEndpoint
@@ -91,6 +92,8 @@ class XdsApplication:
             chain=chain,
             repository_unique_id=self.repository_unique_id,
             audit=audit,
+            # A RAD-69 of NEARLINE instances starts their study's restore, as a C-MOVE does.
+            restores=StorageTiers.from_settings(settings, objects) if settings.restore_queue_url else None,
         )
 
     def registry(self, body: BinaryIO, content_type: str, peer: Peer = Peer()) -> HttpAnswer:
