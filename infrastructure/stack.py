@@ -476,6 +476,7 @@ class ArchiveStack(Stack):
         )
         storage.grant_read_objects(imaging.task_role)
         tables.grant(imaging.task_role, table_access.XDS_IMAGING)
+        tiers.grant_request_restore(imaging.task_role)
         may_audit(imaging.task_role)
         may_audit(xds.registry.role)
         may_audit(xds.repository.role)

@@ -219,7 +219,7 @@ XDS_IMAGING: TableAccess = {
     "registration_config": Access.READ,
     "registrations": Access.READ,
     "patients": Access.READ,
-    "studies": Access.READ,
+    "studies": Access.WRITE,  # a RAD-69 of NEARLINE instances opens (or joins) the study's restore
     "instances": Access.READ,
     "xds_registry": Access.READ,
     "access_log": Access.APPEND,

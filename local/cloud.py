@@ -330,7 +330,11 @@ class LocalCloud:
         for function in FUNCTIONS:
             queue = self.queues[function.queue]
             if function.own_process:
-                self.start_function_process(function.name)
+                running = self.function_processes.get(function.name)
+                # Pollers stopped and started again (the bench pauses indexing) keep a function
+                # process that still runs, instead of starting a second one beside it.
+                if running is None or running.poll() is not None:
+                    self.start_function_process(function.name)
                 continue
             for _ in range(function.concurrency):
                 poller = QueuePoller(function, sqs, queue.url, queue.arn)

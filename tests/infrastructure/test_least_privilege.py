@@ -131,7 +131,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "registration_config": READ,
         "registrations": READ,  # the study's manifest, for denials
         "patients": READ,
-        "studies": READ,
+        "studies": WRITE,  # NEARLINE instances: the study's restore request
         "instances": READ,
         "xds_registry": READ,  # denials
         "access_log": APPEND,

@@ -353,3 +353,36 @@ def test_the_listener_queues_copies_that_the_copier_writes_into_the_locked_bucke
             }
         ),
     )
+
+
+def test_the_retrievals_that_meet_nearline_instances_may_queue_their_study_restore(
+    production: Synthesized,
+) -> None:
+    # Given the queue that feeds the restore function
+    restore_role = _role_of_service(production, "restore-study")
+    consumers = [
+        m["Properties"]["EventSourceArn"]
+        for m in resources(production.template, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"]["Ref"]
+        in {
+            fid
+            for fid, f in resources(production.template, "AWS::Lambda::Function").items()
+            if f["Properties"]["Role"]["Fn::GetAtt"][0] == restore_role
+        }
+    ]
+    ((_, (queue_id, _)),) = [(c, c["Fn::GetAtt"]) for c in consumers]
+    # When we look at who may send to it
+    senders = set()
+    for policy in resources(production.template, "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            targets = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
+            if "sqs:SendMessage" in actions and {"Fn::GetAtt": [queue_id, "Arn"]} in targets:
+                senders |= {role["Ref"] for role in policy["Properties"]["Roles"]}
+    # Then the DICOM listener (C-MOVE, C-GET) and the RAD-69 service may, each through its own role
+    assert {
+        _role_of_service(production, "dicom-listener"),
+        _role_of_service(production, "xds-imaging"),
+    } <= senders

@@ -8,6 +8,7 @@ requester, and the C-MOVE succeeding with the stored bytes."""
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import pytest
 from archive.data.models import Instance, Study
 from archive.model.organisations import AEInfo, OrganisationInfo
 from botocore.exceptions import ClientError
+from lxml import etree
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -24,12 +27,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from local.cloud import LocalCloud, free_port
+from local.cloud import DEMO_ARCHIVE, LocalCloud, free_port
 from local.lifecycle import complete_restores, transition_study
 from local.resources import client
+from tests.integration.test_registration import hetu
+from tests.integration.test_xds_interface import assertion
 from tests.support.cloud import admin_records, dcmtk, s3, storescu, wait_until
-from tests.support.dicom import HETU_ISSUER, study
+from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, study, write
 from tests.support.ian import IanReceiver
+from tests.support.xds_http import RS, SOAP, ZeepXdsClient, error_codes, mime_parts
 
 ORG_OID = "1.2.246.10.55550012.10"
 
@@ -278,3 +284,49 @@ def test_a_repeated_storage_event_changes_nothing(
     second = admin_records(cloud, "restore", "study", study_uid)[0]
     assert first["newly_requested"] is True and second["newly_requested"] is False
     assert first["requested_at"] == second["requested_at"]
+
+
+def test_rad69_of_nearline_instances_answers_busy_with_the_retry_time_and_opens_one_restore(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """RAD-69 (zeep, the demo organisation's XUA) of a study two of whose three objects went to
+    Deep Archive: the ONLINE one is delivered, each NEARLINE one is an XDSRepositoryBusy error saying
+    when to retry, and the study's ONE restore is opened, as a C-MOVE would open it."""
+    assert cloud.settings is not None
+    pid, study_uid, series_uid = hetu(), new_uid(), new_uid()
+    datasets = [
+        ct_dataset(patient_id=pid, study_uid=study_uid, series_uid=series_uid, instance_number=n + 1)
+        for n in range(3)
+    ]
+    assert storescu(cloud, [write(ds, tmp_path) for ds in datasets], aet="DEMO_MOD").returncode == 0
+    wait_until(lambda: (s := Study.get(study_uid)) and s.number_of_instances == 3, timeout=90)
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    cold = sorted(uids)[:2]
+    # Given two of its objects moved to Deep Archive (simulated) and the index knowing it
+    assert transition_study(cloud.settings, study_uid, "DEEP_ARCHIVE", cold) == 2
+    wait_until(lambda: Study.get(study_uid, consistent_read=True).nearline_instances == 2, timeout=30)
+
+    # When zeep asks RAD-69 for all three
+    cx = f"{pid}^^^&{HETU_ISSUER}&ISO"
+    response = ZeepXdsClient(cloud.xds_url).retrieve_images(
+        study_uid, {series_uid: uids}, repository_unique_id=DEMO_ARCHIVE.repository_unique_id,
+        syntaxes=[ExplicitVRLittleEndian], assertion=assertion(cx),
+    )  # fmt: skip
+
+    # Then the answer is a partial success: the ONLINE instance as a part, the cold ones busy
+    assert response.status_code == 200
+    parts = mime_parts(response)
+    body = etree.fromstring(parts[0][1]).find(f"{{{SOAP}}}Body")[0]  # type: ignore[index]
+    status = body.find(f"{{{RS}}}RegistryResponse")
+    assert status is not None and status.get("status", "").endswith(":PartialSuccess")
+    busy = {e.get("location"): e.get("codeContext", "") for e in body.iter(f"{{{RS}}}RegistryError")}
+    assert error_codes(body) == ["XDSRepositoryBusy"] * 2 and sorted(busy) == cold
+    assert all("NEARLINE: restoring, retry after" in text for text in busy.values())
+    [(kind, part)] = parts[1:]
+    assert kind == "application/dicom"
+    assert pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID == next(u for u in uids if u not in cold)
+    # And ONE restore of the study is open, its job asking S3 for both cold objects
+    wait_until(lambda: Study.get(study_uid, consistent_read=True).restore_state == "RESTORING", timeout=30)
+    for uid in cold:
+        head = s3(cloud).head_object(Bucket=cloud.settings.bucket, Key=Instance.get(uid).s3_key)
+        assert "Restore" in head

@@ -13,6 +13,7 @@ import email.policy
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -33,7 +34,7 @@ from local.demo_idp import (
 )
 from local.pki import Issued
 from tests.integration.test_registration import hetu, send_and_commit
-from tests.support.audit import wait_for_record
+from tests.support.audit import assert_valid, records, wait_for_record
 from tests.support.cloud import storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, write
 from tests.support.tls import customer_certificates
@@ -690,6 +691,35 @@ def test_every_xds_transaction_is_audited_with_who_and_why(
     assert [o.get("ParticipantObjectID") for o in _objects(imported, "2")] == [
         f"{patient_id}^^^&{HETU_ISSUER}&ISO"
     ]
+
+
+def test_a_refused_assertion_is_an_authentication_failure_in_the_audit_trail(
+    cloud: LocalCloud, study: dict[str, object]
+) -> None:
+    """An assertion refused before any transaction runs (here a tampered one) is a 110114 User
+    Authentication failure, as a refused certificate is."""
+    cx = str(study["cx"])
+
+    def refusals() -> list[dict[str, Any]]:
+        return [
+            r for r in records(cloud) if r["event"] == "110114" and "AssertionSignatureInvalid" in r["xml"]
+        ]
+
+    before = len(refusals())
+    signed = assertion(cx, subject=f"Dr Tamper {new_uid()}")
+    for value in signed.iter("{urn:oasis:names:tc:SAML:2.0:assertion}AttributeValue"):
+        if value.text == cx:
+            value.text = "999999^^^&1.2.246.21&ISO"
+    tampered = soap_request(
+        find_documents(cx), action="urn:ihe:iti:2007:RegistryStoredQuery", assertion=signed
+    )
+    assert fault_subcode(post(cloud, "/xds/registry", tampered)) == "wsse:FailedCheck"
+    # Then one more 110114 names the refusal, with a failure outcome, and validates
+    wait_until(lambda: len(refusals()) > before, timeout=60, interval=0.3)
+    record = refusals()[-1]
+    assert record["outcome"] != 0
+    document = assert_valid(record["xml"])
+    assert document.find(".//EventID").get("csd-code") == "110114"  # type: ignore[union-attr]
 
 
 # --- XDS over TLS with organisation certificates (the RAD-69 container's own TLS) --------------------

@@ -410,6 +410,13 @@ class XdsDocumentUniqueIdError(XdsError):
     code = "XDSDocumentUniqueIdError"
 
 
+class XdsRepositoryBusy(XdsError):
+    """RAD-69: the instance is NEARLINE (in an archive storage class); its study's restore has been
+    started and the error's text says when to retry."""
+
+    code = "XDSRepositoryBusy"
+
+
 class WadoTransferSyntaxUnavailable(XdsError):
     """RAD-69: the instance cannot be given in any requested transfer syntax (DICOM PS3.18 WADO-WS)."""
 

@@ -35,6 +35,7 @@ from archive.errors import (
     WadoTransferSyntaxUnavailable,
     XdsDocumentUniqueIdError,
     XdsError,
+    XdsRepositoryBusy,
     XdsUnknownRepositoryId,
 )
 from archive.model.xds_retrieve import RetrievedDocument
@@ -47,6 +48,7 @@ from archive.services.disclosure import (
     record_disclosure,
 )
 from archive.services.query.retrieve import RetrieveItem, RetrieveService
+from archive.services.storage_tiers import StorageTiers
 from archive.services.xds_audit import XdsAudit
 from archive.services.xds_exchange import Exchange, HttpAnswer, soap_answer
 from archive.xds import ns
@@ -74,8 +76,10 @@ class ImagingDocumentSource:
         chain: DisclosureLog | None = None,
         repository_unique_id: Callable[[], str],
         audit: XdsAudit | None = None,
+        restores: StorageTiers | None = None,
     ) -> None:
         self._audit = audit or XdsAudit(None, archive_node="")
+        self._restores = restores
         self._retrieve = retrieve
         self._registrations = registrations
         self._denials = denials
@@ -103,6 +107,7 @@ class ImagingDocumentSource:
         manifests: dict[str, str | None] = {}
         errors: list[XdsError] = []
         plan: list[tuple[RetrievedDocument, RetrieveItem, str]] = []
+        nearline: list[RetrieveItem] = []
         accepted = set(request.transfer_syntaxes)
         for index, (study_uid, series_uid, document) in enumerate(wanted):
             item = found.get(document.document_unique_id)
@@ -130,6 +135,10 @@ class ImagingDocumentSource:
             ) or (item.controller_oid != caller.org_oid and hidden_by & denied):
                 errors.append(XdsDocumentUniqueIdError(f"instance {uid} is not available", location=uid))
                 continue
+            if item.nearline:
+                # Not readable before a restore: reported below with the time to retry.
+                nearline.append(item)
+                continue
             try:
                 target = choose_syntax(item.transfer_syntax_uid, lambda ts: ts in accepted)
             except TranscodingImpossible as exc:
@@ -142,6 +151,12 @@ class ImagingDocumentSource:
                     target,
                 )
             )
+        if nearline:
+            comment = self._restore_for(nearline)
+            errors += [
+                XdsRepositoryBusy(f"instance {i.sop_instance_uid}: {comment}", location=i.sop_instance_uid)
+                for i in nearline
+            ]
 
         grouped: dict[tuple[str, str | None, str], DisclosedItem] = {}
         for _, item, _ in plan:
@@ -172,6 +187,18 @@ class ImagingDocumentSource:
         env = serialize(envelope(body, action=ns.ACTION_RAD69_RESPONSE, relates_to=relates))
         mtom = write_mtom(env, self._attachments(plan, accepted), action=ns.ACTION_RAD69_RESPONSE)
         return HttpAnswer(200, mtom.content_type, mtom.body)
+
+    def _restore_for(self, nearline: list[RetrieveItem]) -> str:
+        """Start (or join) ONE restore per study of the NEARLINE instances (as C-MOVE and C-GET
+        do); what to tell the requester. An XDS consumer has no AE title: nobody is sent an IAN."""
+        if self._restores is None:
+            return "NEARLINE: needs a restore (ask the archive operator)"
+        try:
+            ticket = self._restores.for_retrieval((i.study_uid for i in nearline), None)
+        except Exception:
+            LOG.exception("restore for a RAD-69 request not started")
+            return "NEARLINE: restore could not be started; retry later"
+        return ticket.retry_comment() if ticket else "NEARLINE: needs a restore (ask the archive operator)"
 
     def _attachments(
         self, plan: list[tuple[RetrievedDocument, RetrieveItem, str]], accepted: set[str]

@@ -19,6 +19,7 @@ from archive.data.registration import RegistrationConfigRepository, Registration
 from archive.data.registry import Registry
 from archive.data.xds_access import DisclosureDenials, XdsAccessConfig
 from archive.data.xds_registry import XdsRegistry
+from archive.model.certificates import Verdict
 from archive.services.audit import AuditTrail
 from archive.services.connection_security import PeerAuthenticator
 from archive.services.directory import CachedRegistry
@@ -26,6 +27,7 @@ from archive.services.disclosure import build_disclosure_log
 from archive.services.imaging_retrieve import ImagingDocumentSource
 from archive.services.query.find import QueryService
 from archive.services.query.retrieve import RetrieveService
+from archive.services.storage_tiers import StorageTiers
 from archive.services.xds_audit import XdsAudit
 from archive.services.xds_documents import DocumentRegistryService
 from archive.services.xds_exchange import HttpAnswer, IdentityProviders, Peer, SoapEndpoint
@@ -63,6 +65,9 @@ class XdsApplication:
             IdentityProviders(access),
             lambda: archive_identity()[1],
             certificate_check=lambda pem, user, address: authenticator.check_xua(pem, user, address=address),
+            authentication_failed=lambda reason, address: authenticator.authentication(
+                "XUA assertion", address, Verdict(False, reason)
+            ),
         )
         audit = XdsAudit(audit_trail, archive_node=settings.audit_source_id)
         self._documents = DocumentRegistryService(
@@ -87,6 +92,8 @@ class XdsApplication:
             chain=chain,
             repository_unique_id=self.repository_unique_id,
             audit=audit,
+            # A RAD-69 of NEARLINE instances starts their study's restore, as a C-MOVE does.
+            restores=StorageTiers.from_settings(settings, objects) if settings.restore_queue_url else None,
         )
 
     def registry(self, body: BinaryIO, content_type: str, peer: Peer = Peer()) -> HttpAnswer:

@@ -22,6 +22,7 @@ from archive.errors import (
     ArchiveError,
     CertificateNotOfAssertion,
     NotAuthenticated,
+    SecurityTokenError,
     SoapFaultError,
 )
 from archive.model.xua import IdentityProvider, UserAssertion
@@ -98,6 +99,8 @@ class IdentityProviders:
 
 # Binds a mutual-TLS client certificate to the assertion's organisation; raises NotAuthenticated.
 CertificateCheck = Callable[[str, UserAssertion, str | None], object]
+# Told of an assertion refused before any transaction runs: (reason, caller's address).
+AuthenticationFailure = Callable[[str, str | None], None]
 
 
 class SoapEndpoint:
@@ -113,11 +116,13 @@ class SoapEndpoint:
         audiences: Callable[[], Collection[str]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         certificate_check: CertificateCheck | None = None,
+        authentication_failed: AuthenticationFailure | None = None,
     ) -> None:
         self._providers = providers
         self._audiences = audiences
         self._clock = clock
         self._certificate_check = certificate_check
+        self._authentication_failed = authentication_failed
 
     def handle(
         self,
@@ -135,12 +140,19 @@ class SoapEndpoint:
             transaction = transactions.get(request.action)
             if transaction is None:
                 raise ActionNotSupported(f"action {request.action} is not served at this endpoint")
-            user = verify_assertion(
-                request.security,
-                providers=self._providers.for_security(request.security),
-                audiences=self._audiences(),
-                now=self._clock(),
-            )
+            try:
+                user = verify_assertion(
+                    request.security,
+                    providers=self._providers.for_security(request.security),
+                    audiences=self._audiences(),
+                    now=self._clock(),
+                )
+            except SecurityTokenError as exc:
+                # A refused assertion is an authentication failure (ATNA 110114), like a refused
+                # certificate (whose check audits itself).
+                if self._authentication_failed is not None:
+                    self._authentication_failed(f"{type(exc).__name__}: {exc}", peer.address)
+                raise
             if peer.certificate_pem is not None and self._certificate_check is not None:
                 try:
                     self._certificate_check(peer.certificate_pem, user, peer.address)
