@@ -54,9 +54,10 @@ integration: $(STAMP) system-deps node-deps
 infra: $(STAMP)
 	$(VENV)/bin/pytest -q tests/infrastructure
 
-## Installs what the tests need, then lint, types and every test.
+## Installs what the tests need, then lint, types and every test: in TEST_SHARDS (default 3)
+## pytest processes at once, each in its own network namespace (tests/shards.py says why).
 test: $(STAMP) system-deps node-deps lint typecheck
-	$(VENV)/bin/pytest -q -ra --durations=15
+	$(PY) -m tests.shards
 
 synth: $(STAMP)
 	$(PY) app.py

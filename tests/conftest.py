@@ -5,6 +5,8 @@ Tests keep out of each other's way by using fresh UIDs and patient IDs, not by r
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +55,20 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# --- per-file timings for the shard runner (tests/shards.py) ----------------------------------------
+
+_TIMINGS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("ARCHIVE_TEST_TIMINGS"):
+        name = report.nodeid.split("::", 1)[0]
+        _TIMINGS[name] = _TIMINGS.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get("ARCHIVE_TEST_TIMINGS")
+    if path:
+        Path(path).write_text(json.dumps({k: round(v, 1) for k, v in _TIMINGS.items()}))
