@@ -6,6 +6,7 @@ versioning, Object Lock and the ObjectCreated -> SQS notification, as deployed.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,11 +165,14 @@ def create_bucket(endpoint: str, index_queue_arn: str, retention_days: int) -> N
 
 def create_staging_bucket(endpoint: str) -> str:
     """The landing tier: no versioning, no Object Lock, no notification (a directory bucket has
-    none of them; the listener queues each copy itself)."""
-    client("s3", endpoint).create_bucket(
-        Bucket=STAGING_BUCKET,
-        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
-    )
+    none of them; the listener queues each copy itself). A kept local cloud (``make run`` after a
+    stop) has it already, with the copies that were in flight."""
+    s3 = client("s3", endpoint)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(
+            Bucket=STAGING_BUCKET,
+            CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
+        )
     return STAGING_BUCKET
 
 

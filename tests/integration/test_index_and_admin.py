@@ -130,7 +130,8 @@ def test_indexing_reads_only_the_header_of_a_large_object(cloud: LocalCloud) -> 
         modality.release()
     assert cloud.settings is not None
     objects = ObjectStore(cloud.settings)
-    size = objects.head(instance_key(ds.SOPInstanceUID)).size  # type: ignore[union-attr]
+    # (acknowledged from the staging tier: the locked copy follows within moments)
+    size = wait_until(lambda: objects.head(instance_key(ds.SOPInstanceUID)), timeout=60).size
     assert size > 8_000_000
     wait_until(lambda: (s := Study.get(ds.StudyInstanceUID)) and s.number_of_instances == 1)
     # When the index handler's core runs on it again (a redelivery)

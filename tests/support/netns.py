@@ -23,6 +23,21 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
+def wait_own_namespace(pid: str, timeout: float = 10.0) -> None:
+    """Until process ``pid`` (started with ``unshare --net``) runs in its new network namespace: a
+    veth moved to it earlier would land in ours."""
+    ours = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") != ours:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError("the namespace holder did not enter its own network namespace")
+
+
 @dataclass
 class IsolatedHost:
     holder: subprocess.Popen[bytes] | None = None
@@ -39,26 +54,13 @@ class IsolatedHost:
             ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && exec sleep 3600"]
         )
         pid = str(self.holder.pid)
-        self._wait_own_namespace(pid)
+        wait_own_namespace(pid)
         _run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", peer_if, "netns", pid)
         _run("ip", "addr", "add", f"{host_ip}/30", "dev", self.host_if)
         _run("ip", "link", "set", self.host_if, "up")
         _run("nsenter", "-t", pid, "-n", "ip", "addr", "add", f"{self.address}/30", "dev", peer_if)
         _run("nsenter", "-t", pid, "-n", "ip", "link", "set", peer_if, "up")
         return self
-
-    def _wait_own_namespace(self, pid: str, timeout: float = 10.0) -> None:
-        """Until the holder runs in its new namespace (a veth moved in earlier lands in ours)."""
-        ours = os.readlink("/proc/self/ns/net")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if os.readlink(f"/proc/{pid}/ns/net") != ours:
-                    return
-            except FileNotFoundError:
-                pass
-            time.sleep(0.01)
-        raise TimeoutError("the namespace holder did not enter its own network namespace")
 
     def spawn(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside the namespace, output to ``log``."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.netns import wait_own_namespace
+
 ORTHANC = "/usr/sbin/Orthanc"
 DICOM_PORT = 4242
 HTTP_PORT = 8042
@@ -75,6 +77,7 @@ class Orthanc:
             stderr=subprocess.STDOUT,
         )
         pid = str(self.process.pid)
+        wait_own_namespace(pid)
         _run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", peer_if, "netns", pid)
         _run("ip", "addr", "add", f"{host_ip}/30", "dev", self.host_if)
         _run("ip", "link", "set", self.host_if, "up")

@@ -260,6 +260,22 @@ class ObjectStore:
                     found.append(entry["VersionId"])
         return found
 
+    def instance_uids(self, limit: int) -> set[str] | None:
+        """The SOP Instance UIDs of every instance object in the bucket, or None when there are more
+        than ``limit``. Only for the staging bucket, which holds just the copies in flight to the
+        locked bucket (each is deleted once indexed), never for the archive bucket."""
+        found: set[str] = set()
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=INSTANCE_PREFIX):
+                for entry in page.get("Contents", []):
+                    found.add(entry["Key"].rsplit("/", 1)[-1].removesuffix(".dcm"))
+                if len(found) > limit:
+                    return None
+        except ClientError as exc:
+            raise StorageFailure(f"S3 LIST {self.bucket} failed") from exc
+        return found
+
     def delete_version(self, key: str, version_id: str) -> None:
         """Permanently delete one version; S3 refuses while its lock or legal hold holds it
         (RetentionLocked). Never bypasses governance retention."""

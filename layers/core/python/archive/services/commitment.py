@@ -80,12 +80,8 @@ def evaluate(
     # unsettled for a bounded grace instead of failing (docs/storage.md, "Two tiers").
     in_flight: set[Reference] = set()
     if deadline_passed and not staged_deadline_passed and staging is not None:
-        for ref in dict.fromkeys(r for r in references if settled.get(r, _ABSENT) == _ABSENT):
-            try:
-                if staging.head(instance_key(ref.sop_instance_uid)) is not None:
-                    in_flight.add(ref)
-            except StorageFailure:
-                in_flight.add(ref)
+        absent = list(dict.fromkeys(r for r in references if settled.get(r, _ABSENT) == _ABSENT))
+        in_flight = _staged(absent, staging)
     result = CommitmentResult()
     for ref in references:
         outcome = settled.get(ref, _ABSENT)
@@ -99,6 +95,33 @@ def evaluate(
         else:
             result.failed.append((ref, outcome))
     return result
+
+
+# Up to this many absent references are looked up one HEAD each; more (a 10,000-reference request
+# naming instances never sent) list the staging bucket once instead: it holds only the copies in
+# flight, so the listing is bounded by the copier's backlog, not by the request or the archive.
+STAGING_HEADS_AT_MOST = 20
+STAGING_LIST_LIMIT = 200_000
+
+
+def _staged(absent: list[Reference], staging: ObjectStore) -> set[Reference]:
+    """The references among ``absent`` received into the staging tier (copy in flight); on a
+    failure to ask, all of them (they stay unsettled rather than fail)."""
+    if len(absent) > STAGING_HEADS_AT_MOST:
+        try:
+            uids = staging.instance_uids(STAGING_LIST_LIMIT)
+        except StorageFailure:
+            return set(absent)
+        if uids is not None:
+            return {ref for ref in absent if ref.sop_instance_uid in uids}
+    in_flight: set[Reference] = set()
+    for ref in absent:
+        try:
+            if staging.head(instance_key(ref.sop_instance_uid)) is not None:
+                in_flight.add(ref)
+        except StorageFailure:
+            in_flight.add(ref)
+    return in_flight
 
 
 def _check_objects(instances: list[InstanceRecord], objects: ObjectStore) -> list[int]:
