@@ -29,30 +29,35 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHT = 20.0
-# Seconds per test file (or whole directory) on a quiet 2-core machine, from the file timings this
-# runner prints (update them when a file's time changes a lot).
+DEFAULT_WEIGHT = 15.0
+# Seconds per test file (or whole directory) with three shards on a 2-core machine, from the file
+# timings this runner prints (update them when a file's time changes a lot).
 WEIGHTS = {
-    "tests/unit": 60.0,
-    "tests/infrastructure": 150.0,
-    "tests/integration/test_xds_rad69_volume.py": 150.0,
-    "tests/integration/test_storage_commitment.py": 110.0,
-    "tests/integration/test_local_persistence.py": 90.0,
-    "tests/integration/test_retrieve_large.py": 70.0,
-    "tests/integration/test_xds_interface.py": 80.0,
-    "tests/integration/test_registration.py": 70.0,
-    "tests/integration/test_retrieve_syntaxes.py": 60.0,
-    "tests/integration/test_hl7_fuzz.py": 50.0,
-    "tests/integration/test_destruction.py": 60.0,
-    "tests/integration/test_retention.py": 50.0,
-    "tests/integration/test_ian_delivery.py": 45.0,
-    "tests/integration/test_storage_tiers.py": 50.0,
-    "tests/integration/test_malformed_dicom.py": 35.0,
-    "tests/integration/test_retrieve_robustness.py": 35.0,
-    "tests/integration/test_corrections.py": 40.0,
-    "tests/integration/test_staging.py": 50.0,
-    "tests/integration/test_tls_dicom.py": 40.0,
-    "tests/integration/test_query_retrieve_orthanc.py": 40.0,
+    "tests/unit": 40.0,
+    "tests/infrastructure": 90.0,
+    "tests/integration/test_xds_rad69_volume.py": 200.0,
+    "tests/integration/test_retrieve_large.py": 160.0,
+    "tests/integration/test_storage_commitment.py": 130.0,
+    "tests/integration/test_retrieve_syntaxes.py": 78.0,
+    "tests/integration/test_retention.py": 68.0,
+    "tests/integration/test_ingest.py": 68.0,
+    "tests/integration/test_retrieve_robustness.py": 67.0,
+    "tests/integration/test_destruction.py": 64.0,
+    "tests/integration/test_ian_delivery.py": 62.0,
+    "tests/integration/test_malformed_dicom.py": 52.0,
+    "tests/integration/test_corrections_registration.py": 51.0,
+    "tests/integration/test_hl7_fuzz.py": 47.0,
+    "tests/integration/test_staging.py": 46.0,
+    "tests/integration/test_local_persistence.py": 45.0,
+    "tests/integration/test_storage_tiers.py": 45.0,
+    "tests/integration/test_xds_interface.py": 37.0,
+    "tests/integration/test_registration.py": 36.0,
+    "tests/integration/test_index_and_admin.py": 35.0,
+    "tests/integration/test_query_retrieve.py": 35.0,
+    "tests/integration/test_listener_crash.py": 32.0,
+    "tests/integration/test_corrections.py": 31.0,
+    "tests/integration/test_tls_dicom.py": 28.0,
+    "tests/integration/test_disclosures.py": 25.0,
 }
 
 
