@@ -17,13 +17,12 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import StorageCommitment, StorageCommitmentPart
+from archive.data.models import StorageCommitment, StorageCommitmentPart, TransactionConnection
 from archive.errors import StorageFailure
 from archive.model.commitment import (
     PENDING,
@@ -90,15 +89,9 @@ def _transaction(item: StorageCommitment) -> CommitmentTransaction:
     )
 
 
-class CommitmentRepository:
+class CommitmentRepository(TransactionConnection):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._tx_connection: Connection | None = None
-
-    def _connection(self) -> Connection:
-        if self._tx_connection is None:
-            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
-        return self._tx_connection
 
     # --- recording a request ---------------------------------------------------------------
 

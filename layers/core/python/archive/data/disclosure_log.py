@@ -17,13 +17,12 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from pynamodb.connection import Connection
 from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.index import IndexRepository
-from archive.data.models import DisclosureEntry
+from archive.data.models import DisclosureEntry, TransactionConnection
 from archive.data.query_index import QueryIndex
 from archive.errors import ArchiveError, StorageFailure
 from archive.model.disclosure import GENESIS, Anchor, ChainEntry, utc_text
@@ -61,15 +60,9 @@ def _conditional(exc: Exception) -> bool:
     return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)
 
 
-class DisclosureRepository:
+class DisclosureRepository(TransactionConnection):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._tx_connection: Connection | None = None
-
-    def _connection(self) -> Connection:
-        if self._tx_connection is None:
-            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
-        return self._tx_connection
 
     # --- reading ---------------------------------------------------------------------------
 

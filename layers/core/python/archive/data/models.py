@@ -19,10 +19,26 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from archive.config import Settings
+
+
+class TransactionConnection:
+    """One pynamodb Connection (one botocore client) for a repository's transactions, made on first
+    use: creating a client costs 0.1-0.6 s, which made every transaction that slow (the local HL7
+    drain went from about 1 to 5-6 messages a second with this cache; docs/conformance-hl7.md).
+    The repository sets ``self._settings``."""
+
+    _settings: Settings
+    _tx_connection: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._tx_connection is None:
+            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
+        return self._tx_connection
 
 
 class _Unbound:

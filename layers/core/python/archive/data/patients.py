@@ -10,12 +10,11 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import Patient, PatientChange, Study
+from archive.data.models import Patient, PatientChange, Study, TransactionConnection
 from archive.errors import ChangeConflict
 from archive.model.patients import ChangeEntry, PatientState
 
@@ -77,18 +76,9 @@ def _demographic_actions(state: PatientState) -> list[Any]:
     return actions
 
 
-class PatientRepository:
+class PatientRepository(TransactionConnection):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._tx_connection: Connection | None = None
-
-    def _connection(self) -> Connection:
-        # One connection (one botocore client) per repository: creating a client costs 0.1-0.6 s,
-        # which made every transaction that slow (measured: the local drain went from about 1 to
-        # N messages a second with this cache; see docs/conformance-hl7.md).
-        if self._tx_connection is None:
-            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
-        return self._tx_connection
 
     # --- reads -----------------------------------------------------------------------------
 

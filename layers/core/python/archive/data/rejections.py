@@ -10,13 +10,12 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import Instance, Rejection, Series, Study
+from archive.data.models import Instance, Rejection, Series, Study, TransactionConnection
 from archive.model.records import InstanceRecord
 from archive.model.rejection import InstanceReference, RejectedInstance, RejectionRecord
 
@@ -30,15 +29,9 @@ def rejection_note_key(note_uid: str) -> str:
     return f"{NOTE_PREFIX}{prefix}/{note_uid}.dcm"
 
 
-class RejectionRepository:
+class RejectionRepository(TransactionConnection):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._tx_connection: Connection | None = None
-
-    def _connection(self) -> Connection:
-        if self._tx_connection is None:
-            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
-        return self._tx_connection
 
     # --- rejection records -----------------------------------------------------------------
 

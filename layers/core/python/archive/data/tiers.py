@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.index import instance_record
-from archive.data.models import Instance, Series, Study
+from archive.data.models import Instance, Series, Study, TransactionConnection
 from archive.data.registration import _Queue
 from archive.model.records import InstanceRecord
 from archive.model.tiers import NEARLINE, RestoreTicket, needs_restore
@@ -77,18 +76,11 @@ def _conditional_failure(exc: Exception) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
-class TierIndex:
+class TierIndex(TransactionConnection):
     """Availability of instances and studies in the index."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._tx_connection: Connection | None = None
-
-    def _connection(self) -> Connection:
-        # One connection (one botocore client) for the transactions, made once.
-        if self._tx_connection is None:
-            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
-        return self._tx_connection
 
     def instance(self, sop_instance_uid: str) -> Instance | None:
         try:

@@ -29,12 +29,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import XdsRegistryItem
+from archive.data.models import TransactionConnection, XdsRegistryItem
 from archive.errors import DuplicateUniqueId, RegistryConflict
 from archive.model.registration import STUDY_UID_REFERENCE
 from archive.model.xds import (
@@ -138,17 +137,11 @@ class _Write:
     guard: str | None = None  # what a failed condition means: "unique" | "deprecate"
 
 
-class XdsRegistry:
+class XdsRegistry(TransactionConnection):
     """Reads return model values; every read is a GetItem/BatchGetItem or a Query on a key or index."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._tx_connection: Connection | None = None
-
-    def _connection(self) -> Connection:
-        if self._tx_connection is None:
-            self._tx_connection = Connection(region=self._settings.region, host=self._settings.endpoint_url)
-        return self._tx_connection
 
     # --- reads ---------------------------------------------------------------------------------
 
