@@ -31,10 +31,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             "minimum_lock_seconds": 3.0,
             # A destroyed study's registry entries stay Deprecated this long before removal.
             "registry_removal_seconds": 4.0,
-            # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts, five attempts before the DLQ.
+            # IAN delivery: short backoff (0.5, 1, 2, 4 s) and timeouts (5 s: a TLS association under
+            # three shards' load took longer than 2 s), five attempts before the DLQ.
             "ian_retry_base_seconds": 0.5,
             "ian_max_attempts": 5,
-            "ian_timeout_seconds": 2.0,
+            "ian_timeout_seconds": 5.0,
             # ITI-18: a LeafClass answer of more than 20 objects is XDSTooManyResults (default 1,000),
             # so the limit is reached with one small submission.
             "xds_max_leaf_class": 20,
