@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import signal
 import ssl
 import threading
 import uuid
@@ -47,7 +46,7 @@ from archive.topology import ADMIN_API, DISCLOSURE_NOTIFICATION
 from cryptography import x509
 
 from listeners.xds_imaging.server import Route as StreamRoute
-from listeners.xds_imaging.server import make_server, serve_in_thread
+from listeners.xds_imaging.server import make_server, serve_until_signalled
 
 from .runner import LambdaContext, LocalFunction, load_handler, unqueued_function
 
@@ -339,15 +338,7 @@ def main() -> None:
         servers.append(
             make_server(host, int(tls_port), routes, tls=tls.server, on_refused=authenticator.tls_refused)
         )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    for server in servers:
-        serve_in_thread(server)
-        print(f"XDS gateway on {server.server_address}{' (TLS)' if server.tls else ''}", flush=True)
-    stop.wait()
-    for server in servers:
-        server.shutdown()
+    serve_until_signalled(servers, "XDS gateway")
     trail.close()
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 
 from archive import topology as t
 from archive.config import Settings
@@ -23,7 +21,7 @@ from archive.services.directory import CachedRegistry
 from archive.services.xds_app import XdsApplication
 from archive.tls.rotation import RotatingTls
 
-from listeners.xds_imaging.server import Route, XdsHttpServer, make_server, serve_in_thread
+from listeners.xds_imaging.server import Route, XdsHttpServer, make_server, serve_until_signalled
 
 
 def port(value: str | None) -> int | None:
@@ -61,15 +59,7 @@ def main() -> None:
         servers.append(
             make_server(host, tls_port, routes, tls=tls.server, on_refused=authenticator.tls_refused)
         )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    for server in servers:
-        serve_in_thread(server)
-        print(f"RAD-69 service on {server.server_address}{' (TLS)' if server.tls else ''}", flush=True)
-    stop.wait()
-    for server in servers:
-        server.shutdown()
+    serve_until_signalled(servers, "RAD-69 service")
     trail.close()
 
 

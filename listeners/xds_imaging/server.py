@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import socket
 import ssl
 import threading
@@ -168,3 +169,16 @@ def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, name="xds-http", daemon=True)
     thread.start()
     return thread
+
+
+def serve_until_signalled(servers: list[XdsHttpServer], name: str) -> None:
+    """Serve each server in its own thread until SIGTERM or SIGINT, then shut them down."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    for server in servers:
+        serve_in_thread(server)
+        print(f"{name} on {server.server_address}{' (TLS)' if server.tls else ''}", flush=True)
+    stop.wait()
+    for server in servers:
+        server.shutdown()
