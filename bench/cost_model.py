@@ -54,6 +54,11 @@ class Prices:
     dynamodb_wru_per_million: float = 0.625  # ~ (after the November 2024 price cut)
     dynamodb_rru_per_million: float = 0.125  # ~
     dynamodb_gb_month: float = 0.25  # ~
+    # DynamoDB Standard-Infrequent-Access table class: storage 0.10, requests 25 % dearer (the
+    # ratio of the published on-demand prices before the 2024 cut; unchecked after it)
+    dynamodb_ia_gb_month: float = 0.10  # ~
+    dynamodb_ia_wru_per_million: float = 0.78125  # ~ unchecked
+    dynamodb_ia_rru_per_million: float = 0.15625  # ~ unchecked
     # Lambda (x86), per GB-second and per million requests
     lambda_gb_second: float = 0.0000166667
     lambda_per_million_requests: float = 0.20
@@ -114,7 +119,18 @@ class Assumptions:
     rru_per_instance: float = 1.5
     wru_per_study: float = 4.0  # study claim + commitment transaction item writes
     rru_per_instance_retrieved: float = 0.25  # by_study query, ~1 KB items, 4 KB per RRU (eventual)
-    index_bytes_per_instance: float = 2200.0  # Instance item + its by_study GSI copy
+    # Instance item + its by_study GSI copy, each + 100 bytes: measured 2,080 (CT) and 1,970 (MR)
+    # with 64-character UIDs on items the index function wrote (python -m bench.index_size).
+    index_bytes_per_instance: float = 2100.0
+    # The instance table's class (the CDK default: Standard-Infrequent-Access) and its share of the
+    # requests above: the Instance item (< 1 KB: 2 WRU in the transaction) and its GSI copy (1 WRU);
+    # commitment's consistent read (1 RRU); every retrieval's by_study query.
+    instance_table_infrequent_access: bool = True
+    instance_table_wru_per_instance: float = 3.0
+    instance_table_rru_per_instance: float = 1.0
+    # Bytes per instance left in DynamoDB once the study is in Deep Archive (None: all of them);
+    # moving the instance rows into the pack's offset table leaves a study-level row (proposal).
+    cold_index_bytes_per_instance: float | None = None
     # Lambda: the index function, batch of 10 S3 events, 512 MB, ms of duration per instance.
     lambda_memory_gb: float = 0.5
     lambda_ms_per_instance: float = 60.0
@@ -278,10 +294,41 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     )
     wru = n * a.wru_per_instance + a.wru_per_study
     rru = n * a.rru_per_instance + workload.retrievals_per_study * n * a.rru_per_instance_retrieved
-    add(CostLine("DynamoDB writes", wru / 1e6 * p.dynamodb_wru_per_million, f"{wru:.0f} WRU"))
-    add(CostLine("DynamoDB reads", rru / 1e6 * p.dynamodb_rru_per_million, f"{rru:.0f} RRU"))
+    ia = a.instance_table_infrequent_access
+    ia_wru = n * a.instance_table_wru_per_instance if ia else 0.0
+    ia_rru = (
+        n * (a.instance_table_rru_per_instance + workload.retrievals_per_study * a.rru_per_instance_retrieved)
+        if ia
+        else 0.0
+    )
+    add(
+        CostLine(
+            "DynamoDB writes",
+            (wru - ia_wru) / 1e6 * p.dynamodb_wru_per_million + ia_wru / 1e6 * p.dynamodb_ia_wru_per_million,
+            f"{wru:.0f} WRU" + (f", {ia_wru:.0f} of them Infrequent Access" if ia else ""),
+        )
+    )
+    add(
+        CostLine(
+            "DynamoDB reads",
+            (rru - ia_rru) / 1e6 * p.dynamodb_rru_per_million + ia_rru / 1e6 * p.dynamodb_ia_rru_per_million,
+            f"{rru:.0f} RRU" + (f", {ia_rru:.0f} of them Infrequent Access" if ia else ""),
+        )
+    )
     index_gb = n * a.index_bytes_per_instance / GB
-    add(CostLine("DynamoDB storage", index_gb * months * p.dynamodb_gb_month, f"{index_gb * 1e6:.0f} KB"))
+    cold_index_gb = (
+        n * a.cold_index_bytes_per_instance / GB if a.cold_index_bytes_per_instance is not None else index_gb
+    )
+    index_gb_months = index_gb * (months - deep_months) + cold_index_gb * deep_months
+    add(
+        CostLine(
+            "DynamoDB storage",
+            index_gb_months * (p.dynamodb_ia_gb_month if ia else p.dynamodb_gb_month),
+            f"{index_gb * 1e6:.0f} KB"
+            + (f", {cold_index_gb * 1e6:.0f} KB when cold" if cold_index_gb != index_gb else "")
+            + (", Infrequent Access class" if ia else ""),
+        )
+    )
     gb_seconds = n * a.lambda_ms_per_instance / 1000 * a.lambda_memory_gb
     invocations = n / a.lambda_batch
     add(
@@ -404,7 +451,7 @@ def render(workload: Workload, prices: Prices, assumptions: Assumptions) -> str:
         "| assumption | value |",
         "|---|---:|",
         *[
-            f"| {name} | {value if isinstance(value, str) else format(value, 'g')} |"
+            f"| {name} | {value if isinstance(value, (str, bool)) or value is None else format(value, 'g')} |"
             for name, value in asdict(assumptions).items()
         ],
     ]

@@ -75,7 +75,7 @@ def test_small_objects_stay_in_standard_for_life() -> None:
 
 def test_requests_dynamodb_lambda_scale_with_instances() -> None:
     prices = Prices()
-    a = Assumptions()
+    a = Assumptions(instance_table_infrequent_access=False)
     est = estimate_ours(workload(), prices, a)
     n = 1024
     assert line(est.per_study, "S3 PUT (C-STORE)") == pytest.approx(n / 1000 * prices.s3_put_per_1000)
@@ -181,3 +181,48 @@ def test_packing_a_cold_study_into_one_object_removes_per_object_fees() -> None:
     )
     assert line(packed.per_study, "S3 packing of the cold study") > 0
     assert packed.per_study_total < as_stored.per_study_total
+
+
+def test_infrequent_access_instance_table_stores_cheaper_and_writes_dearer() -> None:
+    # Given the same 1 GiB study kept 12 years, the instance table Standard or Infrequent Access
+    prices = Prices()
+    long = workload(retention_years=12.0)
+    standard = estimate_ours(long, prices, Assumptions(instance_table_infrequent_access=False))
+    ia = Assumptions(instance_table_infrequent_access=True)
+    cheap = estimate_ours(long, prices, ia)
+    n = 1024
+
+    # Then storage is billed at the Infrequent Access rate for the whole retention time
+    index_gb = n * ia.index_bytes_per_instance / GB
+    assert line(cheap.per_study, "DynamoDB storage") == pytest.approx(
+        index_gb * 144 * prices.dynamodb_ia_gb_month
+    )
+    assert line(standard.per_study, "DynamoDB storage") == pytest.approx(
+        index_gb * 144 * prices.dynamodb_gb_month
+    )
+    # And the instance table's share of the writes costs the Infrequent Access rate
+    extra = (
+        n
+        * ia.instance_table_wru_per_instance
+        / 1e6
+        * (prices.dynamodb_ia_wru_per_million - prices.dynamodb_wru_per_million)
+    )
+    assert line(cheap.per_study, "DynamoDB writes") - line(
+        standard.per_study, "DynamoDB writes"
+    ) == pytest.approx(extra)
+    assert cheap.per_study_total < standard.per_study_total
+
+
+def test_cold_index_bytes_apply_only_while_the_study_is_in_deep_archive() -> None:
+    # Given a 1 GiB study kept 12 years, Deep Archive from day 365, 100 bytes per instance left when cold
+    prices = Prices()
+    a = Assumptions(deep_archive_days=365.0, cold_index_bytes_per_instance=100.0)
+    est = estimate_ours(workload(retention_years=12.0), prices, a)
+    n = 1024
+    deep_from = 365 / (365 / 12)
+
+    # Then the full index is billed until then and the small one afterwards
+    expected = (
+        n * a.index_bytes_per_instance / GB * deep_from + n * 100.0 / GB * (144 - deep_from)
+    ) * prices.dynamodb_ia_gb_month
+    assert line(est.per_study, "DynamoDB storage") == pytest.approx(expected)
