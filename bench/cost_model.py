@@ -452,12 +452,10 @@ def design_options(base: Assumptions | None = None) -> list[DesignOption]:
     """The designs compared in bench/results/cost.md, each a set of assumptions over ``base``."""
     a = replace(base or Assumptions(), ahi_size_ratio=AHI_MEASURED_SIZE_RATIO)
     before = replace(a, instance_table_infrequent_access=False)
-    pack = {"cold_objects_per_study": 1.0, "pack_seconds_per_instance": 0.0}
-    compress = {
-        "cold_objects_per_study": 1.0,
-        "cold_size_ratio": J2K_EXACT_SIZE_RATIO,
-        "pack_seconds_per_instance": PACK_SECONDS_PER_INSTANCE,
-    }
+    pack = replace(a, cold_objects_per_study=1.0)
+    compress = replace(
+        pack, cold_size_ratio=J2K_EXACT_SIZE_RATIO, pack_seconds_per_instance=PACK_SECONDS_PER_INSTANCE
+    )
     deep = "restore 12 h (Standard) / 48 h (Bulk) after 2 years; instant before"
     deep_90 = "restore 12 h (Standard) / 48 h (Bulk) after 90 days; instant before"
     return [
@@ -465,26 +463,25 @@ def design_options(base: Assumptions | None = None) -> list[DesignOption]:
             "Standard table class for the instance index (before this work)", "before", deep, before
         ),
         DesignOption("CDK defaults: instance index in Standard-IA", "built", deep, a),
-        DesignOption("+ cold study packed into 1 object at 90 days", "proposed", deep, replace(a, **pack)),
+        DesignOption("+ cold study packed into 1 object at 90 days", "proposed", deep, pack),
         DesignOption(
             "+ pack compressed byte-exactly (J2K of the 16-bit words)",
             "proposed",
             deep,
-            replace(a, **compress),
+            compress,
         ),
         DesignOption(
             "+ Deep Archive from day 90 (no Glacier IR period)",
             "proposed",
             deep_90,
-            replace(a, **compress, deep_archive_days=90.0),
+            replace(compress, deep_archive_days=90.0),
         ),
         DesignOption(
             "+ instance rows out of DynamoDB once packed",
             "proposed",
             deep_90,
             replace(
-                a,
-                **compress,
+                compress,
                 deep_archive_days=90.0,
                 cold_index_bytes_per_instance=COLD_INDEX_BYTES_PER_INSTANCE,
             ),
@@ -494,8 +491,7 @@ def design_options(base: Assumptions | None = None) -> list[DesignOption]:
             "proposed",
             "restore 12 h (Standard) / 48 h (Bulk) after 30 days; instant before",
             replace(
-                a,
-                **compress,
+                compress,
                 standard_days=30.0,
                 deep_archive_days=30.0,
                 cold_index_bytes_per_instance=COLD_INDEX_BYTES_PER_INSTANCE,
@@ -505,7 +501,7 @@ def design_options(base: Assumptions | None = None) -> list[DesignOption]:
             "instant access for life: packed, compressed, Glacier IR (no Deep Archive)",
             "proposed",
             "instant (milliseconds), as HealthImaging",
-            replace(a, **compress, deep_archive_days=0.0),
+            replace(compress, deep_archive_days=0.0),
         ),
     ]
 
