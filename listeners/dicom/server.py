@@ -55,6 +55,7 @@ from . import statuses
 from .audit import DicomAudit
 from .connection import MAX_PDU_BYTES, guard_connection
 from .query_retrieve import QUERY_RETRIEVE_MODELS, QueryRetrieveSCP
+from .reactor import wake_on_work
 from .secure import start_tls_server
 
 LOG = logging.getLogger("archive.dicom")
@@ -194,6 +195,7 @@ class DicomListener:
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, wake_on_work),
             (evt.EVT_CONN_OPEN, guard_protocol_errors),
             (evt.EVT_CONN_OPEN, guard_connection),
             (evt.EVT_REQUESTED, self._on_requested),
