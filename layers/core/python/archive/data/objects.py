@@ -123,7 +123,14 @@ class ObjectStore:
             "s3",
             region_name=self._settings.region,
             endpoint_url=self._settings.endpoint_url,
-            config=Config(retries={"max_attempts": 8, "mode": "adaptive"}, max_pool_connections=32),
+            config=Config(
+                retries={"max_attempts": 8, "mode": "adaptive"},
+                max_pool_connections=32,
+                # Every PUT carries ChecksumSHA256, which S3 verifies; over HTTPS botocore then sends
+                # UNSIGNED-PAYLOAD anyway. Said explicitly so that over the local cloud's plain HTTP it
+                # does not hash each body a second time for the signature (CPU per stored instance).
+                s3={"payload_signing_enabled": False},
+            ),
         )
 
     @property

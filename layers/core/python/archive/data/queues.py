@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from archive.config import Settings
 from archive.errors import MessageTooLargeToKeep, QueueFailure
@@ -55,8 +56,14 @@ class LockQueue:
         if not url:
             raise RuntimeError("missing configuration: the lock queue URL")
         self._url = url
-        # One client for the process: creating one costs far more than a request.
-        self._sqs = boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
+        # One client for the process: creating one costs far more than a request. Its pool as large
+        # as the S3 client's: every concurrent C-STORE sends one message (botocore's default is 10).
+        self._sqs = boto3.client(
+            "sqs",
+            region_name=settings.region,
+            endpoint_url=settings.endpoint_url,
+            config=Config(max_pool_connections=32),
+        )
 
     def request(self, request: LockRequest) -> None:
         """Returns once SQS has the message durably; raises QueueFailure otherwise."""
