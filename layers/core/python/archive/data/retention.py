@@ -267,9 +267,10 @@ class RetentionRepository:
     def next_study(
         self, kind: str, target: str, cursor: dict[str, Any] | None
     ) -> tuple[str | None, dict[str, Any] | None]:
-        """The next study a job covers after ``cursor`` (an index's LastEvaluatedKey), from indexes
-        (no scan): a patient's studies, an organisation's studies by date (those without a Study
-        Date are in it too, under "0") or its series of a modality. (None, None) at the end."""
+        """The next study a job covers after ``cursor`` (an index's LastEvaluatedKey; None: from
+        the start), from indexes (no scan): a patient's studies, an organisation's studies by date
+        (those without a Study Date are in it too, under "0") or its series of a modality. With
+        the cursor after it, None when the index has no more; (None, None) at the end."""
         if kind == "patient":
             results: Any = Study.by_patient.query(target, limit=1, last_evaluated_key=cursor)
         else:

@@ -220,13 +220,19 @@ class RetentionService:
             cursor.get("study"),
             cursor.get("objects"),
         )
+        # No cursor after a study means the index has no more (not "from the start").
+        exhausted = bool(cursor.get("exhausted"))
         budget = self._page_objects
         studies = changed = extended = 0
         done = False
         plan: _StudyPlan | None = None
         while budget > 0:
             if study_uid is None:
+                if exhausted:
+                    done = True
+                    break
                 study_uid, index_cursor = self._repository.next_study(kind, target, index_cursor)
+                exhausted = index_cursor is None
                 if study_uid is None:
                     done = True
                     break
@@ -259,7 +265,12 @@ class RetentionService:
                 study_uid, plan = None, None
         if not done:
             assert self._jobs is not None
-            next_cursor = {"index": index_cursor, "study": study_uid, "objects": object_cursor}
+            next_cursor = {
+                "index": index_cursor,
+                "exhausted": exhausted,
+                "study": study_uid,
+                "objects": object_cursor,
+            }
             self._jobs.send({**message, "page": page + 1, "cursor": next_cursor})
         self._repository.count_page(
             job_id, page, studies=studies, changed=changed, objects=extended, done=done, at=self._clock()
