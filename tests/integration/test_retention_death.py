@@ -17,6 +17,7 @@ import pydicom
 from archive.data.facilities import FacilityRepository
 from archive.data.models import Instance, Patient, Study
 from archive.data.patients import PatientRepository
+from archive.data.retention import RetentionRepository
 from archive.model.identity import PatientIdentity
 from archive.model.organisations import FacilityInfo
 from hl7.mllp import open_hl7_connection
@@ -90,13 +91,13 @@ def _send(cloud: LocalCloud, message: str) -> Ack:
 
 
 def _job_done(cloud: LocalCloud, job_id: str) -> dict[str, object]:
-    def done() -> dict[str, object] | None:
-        shown = admin(cloud, "retention", "job", job_id)
-        assert shown.returncode == 0, shown.stderr
-        job = dict(json.loads(shown.stdout))
-        return job if job["state"] == "DONE" else None
-
-    return wait_until(done, timeout=120, interval=0.5)
+    """Wait for a retention job to finish (read from its table, no CLI process per poll); then
+    what `retention job` shows of it."""
+    repository = RetentionRepository()
+    wait_until(lambda: (job := repository.job(job_id)) is not None and job.state == "DONE", timeout=120)
+    shown = admin(cloud, "retention", "job", job_id)
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
 
 
 def test_a08_death_date_recomputes_the_patients_studies_and_locks_and_no_others(
