@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 GB = 1024**3  # S3, DynamoDB and HealthImaging bill binary gigabytes
 HOURS_PER_MONTH = 730.0
+PACK_LAMBDA_GB = 1.769  # the Lambda size with one full vCPU
 DAYS_PER_MONTH = 365.0 / 12
 
 
@@ -54,6 +55,11 @@ class Prices:
     dynamodb_wru_per_million: float = 0.625  # ~ (after the November 2024 price cut)
     dynamodb_rru_per_million: float = 0.125  # ~
     dynamodb_gb_month: float = 0.25  # ~
+    # DynamoDB Standard-Infrequent-Access table class: storage 0.10, requests 25 % dearer (the
+    # ratio of the published on-demand prices before the 2024 cut; unchecked after it)
+    dynamodb_ia_gb_month: float = 0.10  # ~
+    dynamodb_ia_wru_per_million: float = 0.78125  # ~ unchecked
+    dynamodb_ia_rru_per_million: float = 0.15625  # ~ unchecked
     # Lambda (x86), per GB-second and per million requests
     lambda_gb_second: float = 0.0000166667
     lambda_per_million_requests: float = 0.20
@@ -97,11 +103,15 @@ class Assumptions:
     deep_archive_standard_overhead_kb: float = 8.0
     deep_archive_overhead_kb: float = 32.0
     # Objects a cold study is kept in (0: one per instance, as stored; k: packed into k objects
-    # written when the study is stable, the per-instance objects locked only for a short time).
+    # written when the Standard period ends, the per-instance objects locked only that long); a
+    # packed study is in Glacier IR and Deep Archive only as its packs.
     cold_objects_per_study: float = 0.0
-    # Stored size relative to the received bytes in the cold classes (lossless compression of the
-    # packed objects whose decompression gives the exact stored bytes; 1.0: none).
+    # Stored size of the packs relative to the received bytes (lossless compression whose
+    # decompression gives the exact stored bytes; 1.0: none). Applies only to packed studies.
     cold_size_ratio: float = 1.0
+    # Lambda seconds (at 1,769 MB, one vCPU) per instance to compress it into the pack and check
+    # that it decompresses to the stored bytes (python -m bench.compression prints the figure).
+    pack_seconds_per_instance: float = 0.0
     # S3 lifecycle does not transition objects under 128 KiB by default (since 2024): they stay in
     # Standard for life.
     min_transition_bytes: int = 128 * 1024
@@ -114,7 +124,18 @@ class Assumptions:
     rru_per_instance: float = 1.5
     wru_per_study: float = 4.0  # study claim + commitment transaction item writes
     rru_per_instance_retrieved: float = 0.25  # by_study query, ~1 KB items, 4 KB per RRU (eventual)
-    index_bytes_per_instance: float = 2200.0  # Instance item + its by_study GSI copy
+    # Instance item + its by_study GSI copy, each + 100 bytes: measured 2,080 (CT) and 1,970 (MR)
+    # with 64-character UIDs on items the index function wrote (python -m bench.index_size).
+    index_bytes_per_instance: float = 2100.0
+    # The instance table's class (the CDK default: Standard-Infrequent-Access) and its share of the
+    # requests above: the Instance item (< 1 KB: 2 WRU in the transaction) and its GSI copy (1 WRU);
+    # commitment's consistent read (1 RRU); every retrieval's by_study query.
+    instance_table_infrequent_access: bool = True
+    instance_table_wru_per_instance: float = 3.0
+    instance_table_rru_per_instance: float = 1.0
+    # Bytes per instance left in DynamoDB once the study is in Deep Archive (None: all of them);
+    # moving the instance rows into the pack's offset table leaves a study-level row (proposal).
+    cold_index_bytes_per_instance: float | None = None
     # Lambda: the index function, batch of 10 S3 events, 512 MB, ms of duration per instance.
     lambda_memory_gb: float = 0.5
     lambda_ms_per_instance: float = 60.0
@@ -200,10 +221,14 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     deep_from = a.deep_archive_days / DAYS_PER_MONTH if a.deep_archive_days else months
     deep_months = max(0.0, months - max(deep_from, standard_months)) if transitions else 0.0
     ir_months = months - standard_months - deep_months
-    cold_objects = a.cold_objects_per_study or n
-    cold_gb = gb * a.cold_size_ratio
+    packed = bool(a.cold_objects_per_study) and transitions and (ir_months > 0 or deep_months > 0)
+    cold_objects = a.cold_objects_per_study if packed else n
+    cold_gb = gb * a.cold_size_ratio if packed else gb
     retrieved_gb = gb * workload.retrievals_per_study
     deep_retrievals = workload.retrievals_per_study * a.retrievals_while_deep if deep_months else 0.0
+    if deep_months and not ir_months:
+        # Straight from Standard to Deep Archive: every retrieval after the hot period is a restore.
+        deep_retrievals = workload.retrievals_per_study * (1 - a.retrievals_while_hot)
     ir_retrievals = (
         workload.retrievals_per_study * (1 - a.retrievals_while_hot) - deep_retrievals if transitions else 0.0
     )
@@ -219,7 +244,9 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     )
     add(
         CostLine(
-            "S3 Glacier IR storage", gb * ir_months * p.s3_glacier_ir_gb_month, f"{ir_months:.1f} months"
+            "S3 Glacier IR storage",
+            cold_gb * ir_months * p.s3_glacier_ir_gb_month,
+            f"{ir_months:.1f} months" + (f", packed, {a.cold_size_ratio:g} of the bytes" if packed else ""),
         )
     )
     overhead_gb = cold_objects * 1000 / GB
@@ -237,15 +264,20 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     )
     add(CostLine("S3 PUT (C-STORE)", n / 1000 * p.s3_put_per_1000))
     packing = 0.0
-    if a.cold_objects_per_study and deep_months:
-        # Reading the study's objects once while in Standard, writing the packed objects.
-        packing = n / 1000 * p.s3_get_per_1000 + a.cold_objects_per_study / 1000 * p.s3_put_per_1000
+    if packed:
+        # Reading the study's objects once while in Standard, compressing and checking them in
+        # Lambda, writing the packed objects.
+        packing = (
+            n / 1000 * p.s3_get_per_1000
+            + cold_objects / 1000 * p.s3_put_per_1000
+            + n * a.pack_seconds_per_instance * PACK_LAMBDA_GB * p.lambda_gb_second
+        )
     add(CostLine("S3 packing of the cold study", packing, "" if packing else "not packed"))
     add(
         CostLine(
             "S3 lifecycle transitions",
             (
-                (n / 1000 * p.s3_transition_glacier_ir_per_1000 if ir_months else 0.0)
+                (cold_objects / 1000 * p.s3_transition_glacier_ir_per_1000 if ir_months else 0.0)
                 + (cold_objects / 1000 * p.s3_transition_deep_archive_per_1000 if deep_months else 0.0)
             )
             if transitions
@@ -264,7 +296,8 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
         CostLine(
             "S3 GET + retrieval fee (C-MOVE/C-GET)",
             hot_retrievals * n / 1000 * p.s3_get_per_1000
-            + ir_retrievals * (n / 1000 * p.s3_glacier_ir_get_per_1000 + gb * p.s3_glacier_ir_retrieval_gb),
+            + ir_retrievals
+            * (cold_objects / 1000 * p.s3_glacier_ir_get_per_1000 + cold_gb * p.s3_glacier_ir_retrieval_gb),
             f"{ir_retrievals:.2f} of {workload.retrievals_per_study:g} retrievals from Glacier IR",
         )
     )
@@ -278,10 +311,41 @@ def estimate_ours(workload: Workload, p: Prices, a: Assumptions) -> Estimate:
     )
     wru = n * a.wru_per_instance + a.wru_per_study
     rru = n * a.rru_per_instance + workload.retrievals_per_study * n * a.rru_per_instance_retrieved
-    add(CostLine("DynamoDB writes", wru / 1e6 * p.dynamodb_wru_per_million, f"{wru:.0f} WRU"))
-    add(CostLine("DynamoDB reads", rru / 1e6 * p.dynamodb_rru_per_million, f"{rru:.0f} RRU"))
+    ia = a.instance_table_infrequent_access
+    ia_wru = n * a.instance_table_wru_per_instance if ia else 0.0
+    ia_rru = (
+        n * (a.instance_table_rru_per_instance + workload.retrievals_per_study * a.rru_per_instance_retrieved)
+        if ia
+        else 0.0
+    )
+    add(
+        CostLine(
+            "DynamoDB writes",
+            (wru - ia_wru) / 1e6 * p.dynamodb_wru_per_million + ia_wru / 1e6 * p.dynamodb_ia_wru_per_million,
+            f"{wru:.0f} WRU" + (f", {ia_wru:.0f} of them Infrequent Access" if ia else ""),
+        )
+    )
+    add(
+        CostLine(
+            "DynamoDB reads",
+            (rru - ia_rru) / 1e6 * p.dynamodb_rru_per_million + ia_rru / 1e6 * p.dynamodb_ia_rru_per_million,
+            f"{rru:.0f} RRU" + (f", {ia_rru:.0f} of them Infrequent Access" if ia else ""),
+        )
+    )
     index_gb = n * a.index_bytes_per_instance / GB
-    add(CostLine("DynamoDB storage", index_gb * months * p.dynamodb_gb_month, f"{index_gb * 1e6:.0f} KB"))
+    cold_index_gb = (
+        n * a.cold_index_bytes_per_instance / GB if a.cold_index_bytes_per_instance is not None else index_gb
+    )
+    index_gb_months = index_gb * (months - deep_months) + cold_index_gb * deep_months
+    add(
+        CostLine(
+            "DynamoDB storage",
+            index_gb_months * (p.dynamodb_ia_gb_month if ia else p.dynamodb_gb_month),
+            f"{index_gb * 1e6:.0f} KB"
+            + (f", {cold_index_gb * 1e6:.0f} KB when cold" if cold_index_gb != index_gb else "")
+            + (", Infrequent Access class" if ia else ""),
+        )
+    )
     gb_seconds = n * a.lambda_ms_per_instance / 1000 * a.lambda_memory_gb
     invocations = n / a.lambda_batch
     add(
@@ -362,6 +426,101 @@ def parse_prices(overrides: Sequence[str], base: Prices | None = None) -> Prices
     return replace(prices, **changes)
 
 
+# Measured (bench/results/cost.md): pydicom-data's full-size real CT and MR, original bytes over
+# J2K lossless bytes. HealthImaging-like: the pixel data at Bits Stored, as a transcoding service
+# bills it; ours: the 16-bit words and an lzma'd header, decoded back to the exact file.
+AHI_MEASURED_SIZE_RATIO = 1 / 4.51
+J2K_EXACT_SIZE_RATIO = 1 / 4.72
+# CPU seconds per 512 KB instance to J2K-encode, decode and compare: 0.08 measured on this
+# machine's x86 core; doubled for a Lambda vCPU and the pack's other work.
+PACK_SECONDS_PER_INSTANCE = 0.15
+# A packed cold study keeps a study row and its series rows in DynamoDB; the instance rows live in
+# the pack's offset table (and a copy of it in a small Standard object for C-FIND): ~25 bytes per
+# instance amortised.
+COLD_INDEX_BYTES_PER_INSTANCE = 25.0
+
+
+@dataclass(frozen=True)
+class DesignOption:
+    label: str
+    status: str  # "built" (the CDK defaults of this branch) or "proposed" / "before"
+    access: str  # the service level a retrieval of a cold study gets
+    assumptions: Assumptions
+
+
+def design_options(base: Assumptions | None = None) -> list[DesignOption]:
+    """The designs compared in bench/results/cost.md, each a set of assumptions over ``base``."""
+    a = replace(base or Assumptions(), ahi_size_ratio=AHI_MEASURED_SIZE_RATIO)
+    before = replace(a, instance_table_infrequent_access=False)
+    pack = replace(a, cold_objects_per_study=1.0)
+    compress = replace(
+        pack, cold_size_ratio=J2K_EXACT_SIZE_RATIO, pack_seconds_per_instance=PACK_SECONDS_PER_INSTANCE
+    )
+    deep = "restore 12 h (Standard) / 48 h (Bulk) after 2 years; instant before"
+    deep_90 = "restore 12 h (Standard) / 48 h (Bulk) after 90 days; instant before"
+    return [
+        DesignOption(
+            "Standard table class for the instance index (before this work)", "before", deep, before
+        ),
+        DesignOption("CDK defaults: instance index in Standard-IA", "built", deep, a),
+        DesignOption("+ cold study packed into 1 object at 90 days", "proposed", deep, pack),
+        DesignOption(
+            "+ pack compressed byte-exactly (J2K of the 16-bit words)",
+            "proposed",
+            deep,
+            compress,
+        ),
+        DesignOption(
+            "+ Deep Archive from day 90 (no Glacier IR period)",
+            "proposed",
+            deep_90,
+            replace(compress, deep_archive_days=90.0),
+        ),
+        DesignOption(
+            "+ instance rows out of DynamoDB once packed",
+            "proposed",
+            deep_90,
+            replace(
+                compress,
+                deep_archive_days=90.0,
+                cold_index_bytes_per_instance=COLD_INDEX_BYTES_PER_INSTANCE,
+            ),
+        ),
+        DesignOption(
+            "+ packed at 30 days, straight into Deep Archive",
+            "proposed",
+            "restore 12 h (Standard) / 48 h (Bulk) after 30 days; instant before",
+            replace(
+                compress,
+                standard_days=30.0,
+                deep_archive_days=30.0,
+                cold_index_bytes_per_instance=COLD_INDEX_BYTES_PER_INSTANCE,
+            ),
+        ),
+        DesignOption(
+            "instant access for life: packed, compressed, Glacier IR (no Deep Archive)",
+            "proposed",
+            "instant (milliseconds), as HealthImaging",
+            replace(compress, deep_archive_days=0.0),
+        ),
+    ]
+
+
+def render_options(workload: Workload, prices: Prices, base: Assumptions | None = None) -> str:
+    """The design options side by side: lifetime cost per study against HealthImaging's."""
+    lines = [
+        "| design | status | per study, whole life (USD) | HealthImaging (USD) | ratio | access to a cold study |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for option in design_options(base):
+        ours = estimate_ours(workload, prices, option.assumptions).per_study_total
+        ahi = estimate_healthimaging(workload, prices, option.assumptions).per_study_total
+        lines.append(
+            f"| {option.label} | {option.status} | {ours:.4f} | {ahi:.4f} | {_ratio(ours, ahi)} | {option.access} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render(workload: Workload, prices: Prices, assumptions: Assumptions) -> str:
     """The estimate as markdown: both options side by side, then every price and assumption."""
     ours = estimate_ours(workload, prices, assumptions)
@@ -404,7 +563,7 @@ def render(workload: Workload, prices: Prices, assumptions: Assumptions) -> str:
         "| assumption | value |",
         "|---|---:|",
         *[
-            f"| {name} | {value if isinstance(value, str) else format(value, 'g')} |"
+            f"| {name} | {value if isinstance(value, (str, bool)) or value is None else format(value, 'g')} |"
             for name, value in asdict(assumptions).items()
         ],
     ]
@@ -442,9 +601,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--cold-size-ratio", type=float, default=1.0, help="cold bytes / stored bytes (lossless compression)"
     )
     parser.add_argument(
-        "--ahi-size-ratio", type=float, default=1.0, help="HealthImaging's billed bytes / our bytes"
+        "--ahi-size-ratio",
+        type=float,
+        default=AHI_MEASURED_SIZE_RATIO,
+        help="HealthImaging's billed bytes / our bytes (default: measured J2K lossless on real CT/MR)",
     )
     parser.add_argument("--price", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--options",
+        action="store_true",
+        help="first the design options of bench/results/cost.md side by side",
+    )
     args = parser.parse_args(argv)
     workload = Workload(
         studies_per_day=args.studies_per_day,
@@ -461,7 +628,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         cold_size_ratio=args.cold_size_ratio,
         ahi_size_ratio=args.ahi_size_ratio,
     )
-    print(render(workload, parse_prices(args.price), assumptions))
+    prices = parse_prices(args.price)
+    if args.options:
+        print(render_options(workload, prices))
+    print(render(workload, prices, assumptions))
 
 
 if __name__ == "__main__":

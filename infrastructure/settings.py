@@ -30,6 +30,7 @@ from archive.topology import (
     REGISTER_STUDY,
     REGISTRATION_QUEUE,
     SEND_IAN,
+    TABLE_ENV,
 )
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
@@ -107,6 +108,13 @@ TIER_CLASSES = {
 TIER_MINIMUM_DAYS = {"STANDARD_IA": 30}
 RESTORE_TIER_DEFAULT = "Bulk"
 RESTORE_DAYS_DEFAULT = 7
+# DynamoDB tables in the Standard-Infrequent-Access table class by default (docs/storage.md,
+# "Index storage"): storage 0.10 instead of 0.25 USD/GB-month, reads and writes about 25 % dearer.
+# Worth it where storage outweighs throughput: the instance index (one item and its by_study copy
+# per stored instance, kept for the whole retention time, written once) and the access log (one
+# item per access, read only to answer a disclosure request). Changed per stack with
+# -c infrequentAccessTables=instances,series (or "none").
+INFREQUENT_ACCESS_TABLES_DEFAULT = ("instances", "access_log")
 STORAGE_EVENTS_FUNCTION_TIMEOUT = Duration.seconds(60)
 RESTORE_FUNCTION_TIMEOUT = Duration.minutes(15)  # a large study: one RestoreObject per instance
 TIER_FUNCTION_MEMORY_MB = 256
@@ -246,6 +254,7 @@ CTX_ALARM_EMAIL = "alarmEmail"
 CTX_INSTANCE_TIERS = "instanceTiers"
 CTX_RESTORE_TIER = "restoreTier"
 CTX_RESTORE_DAYS = "restoreDays"
+CTX_INFREQUENT_ACCESS_TABLES = "infrequentAccessTables"
 
 _STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 
@@ -287,6 +296,8 @@ class DeploymentSettings:
     instance_tiers: tuple[tuple[str, int], ...] = (("GLACIER_IR", 90), ("DEEP_ARCHIVE", 730))
     restore_tier: str = RESTORE_TIER_DEFAULT
     restore_days: int = RESTORE_DAYS_DEFAULT
+    # Tables (logical names) in the DynamoDB Standard-Infrequent-Access table class.
+    infrequent_access_tables: tuple[str, ...] = INFREQUENT_ACCESS_TABLES_DEFAULT
 
     def __post_init__(self) -> None:
         if not _STAGE_PATTERN.match(self.stage):
@@ -334,6 +345,12 @@ class DeploymentSettings:
             raise ValueError(f"{CTX_RESTORE_TIER} must be Bulk or Standard, got {self.restore_tier!r}")
         if self.restore_days < 1:
             raise ValueError(f"{CTX_RESTORE_DAYS} must be at least 1, got {self.restore_days}")
+        unknown_tables = sorted(set(self.infrequent_access_tables) - set(TABLE_ENV))
+        if unknown_tables:
+            raise ValueError(
+                f"{CTX_INFREQUENT_ACCESS_TABLES}: no such table(s) {', '.join(unknown_tables)}; "
+                f"tables are {', '.join(TABLE_ENV)}"
+            )
 
     @property
     def lifecycle_transitions(self) -> tuple[tuple[s3.StorageClass, Duration], ...]:
@@ -397,6 +414,9 @@ class DeploymentSettings:
             ),
             restore_tier=str(get(CTX_RESTORE_TIER) or defaults.restore_tier),
             restore_days=int(get(CTX_RESTORE_DAYS) or defaults.restore_days),
+            infrequent_access_tables=_table_list(get(CTX_INFREQUENT_ACCESS_TABLES))
+            if get(CTX_INFREQUENT_ACCESS_TABLES) is not None
+            else defaults.infrequent_access_tables,
         )
 
 
@@ -425,6 +445,13 @@ def parse_tiers(text: str) -> tuple[tuple[str, int], ...]:
             raise ValueError(f"{CTX_INSTANCE_TIERS}: expected CLASS:DAYS, got {part!r}")
         tiers.append((name.strip().upper(), int(days)))
     return tuple(tiers)
+
+
+def _table_list(value: Any) -> tuple[str, ...]:
+    """Table names from the context; ``none`` keeps every table in the Standard class."""
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return ()
+    return _string_list(value)
 
 
 def _flag(value: Any) -> bool:

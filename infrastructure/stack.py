@@ -56,7 +56,13 @@ class ArchiveStack(Stack):
             retention_days=deployment.retention_days,
             tiers=deployment.lifecycle_transitions,
         )
-        tables = ArchiveTables(self, "Tables", specs=table_specs(), env_vars=t.TABLE_ENV)
+        tables = ArchiveTables(
+            self,
+            "Tables",
+            specs=table_specs(),
+            env_vars=t.TABLE_ENV,
+            infrequent_access=deployment.infrequent_access_tables,
+        )
         # Security (docs/security.md): the Object-Locked audit bucket, the listeners' TLS material.
         audit = AuditBucket(
             self,

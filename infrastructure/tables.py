@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from archive.data.schema import KeySpec, TableSpec
 from aws_cdk import RemovalPolicy
@@ -32,7 +32,8 @@ def _attribute(key: KeySpec | None) -> dynamodb.Attribute | None:
 
 
 class ArchiveTables(Construct):
-    """One on-demand table per spec, with PITR, a customer managed key and deletion protection.
+    """One on-demand table per spec, with PITR, a customer managed key and deletion protection;
+    the tables named in ``infrequent_access`` in the Standard-Infrequent-Access table class.
 
     Key schemas and indexes come only from ``specs``; nothing about a table's keys is written here.
     """
@@ -44,11 +45,17 @@ class ArchiveTables(Construct):
         *,
         specs: Sequence[TableSpec],
         env_vars: Mapping[str, str],
+        infrequent_access: Collection[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         missing = [spec.logical_name for spec in specs if spec.logical_name not in env_vars]
         if missing:
             raise ValueError(f"no environment variable for table(s): {', '.join(missing)}")
+        unknown = set(infrequent_access) - {spec.logical_name for spec in specs}
+        if unknown:
+            raise ValueError(
+                f"no such table(s) for the infrequent access class: {', '.join(sorted(unknown))}"
+            )
         self.key = kms.Key(
             self,
             "Key",
@@ -68,6 +75,11 @@ class ArchiveTables(Construct):
                 partition_key=partition_key,
                 sort_key=_attribute(spec.sort_key),
                 billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                table_class=(
+                    dynamodb.TableClass.STANDARD_INFREQUENT_ACCESS
+                    if spec.logical_name in infrequent_access
+                    else dynamodb.TableClass.STANDARD
+                ),
                 point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                     point_in_time_recovery_enabled=True
                 ),

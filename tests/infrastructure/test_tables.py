@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from archive.data.schema import KeySpec, TableSpec, table_specs
 from archive.topology import TABLE_ENV
+from aws_cdk import App
 
-from tests.infrastructure.conftest import Synthesized
+from infrastructure.settings import DeploymentSettings
+from tests.infrastructure.conftest import Synthesized, synthesize
 from tests.infrastructure.template_queries import index_function, resources
 
 SPECS = table_specs()
@@ -95,3 +97,41 @@ def test_append_only_tables_grant_no_update_or_delete(production: Synthesized) -
             )
             puts += "dynamodb:PutItem" in actions
     assert puts > 0
+
+
+def test_large_rarely_read_tables_are_infrequent_access_and_the_rest_standard(
+    production: Synthesized,
+) -> None:
+    # Given the production defaults
+    classes = {
+        spec.logical_name: _table_for(production, spec)["Properties"].get("TableClass") for spec in SPECS
+    }
+
+    # Then the instance index and the access log are billed as Standard-Infrequent-Access
+    assert classes.pop("instances") == "STANDARD_INFREQUENT_ACCESS"
+    assert classes.pop("access_log") == "STANDARD_INFREQUENT_ACCESS"
+    # And every other table (C-FIND's studies and series, configuration) stays Standard
+    assert set(classes.values()) == {"STANDARD"}
+
+
+def test_the_infrequent_access_tables_are_chosen_per_stack() -> None:
+    # Given a stack (one synth more) whose context names only the series table
+    chosen = synthesize(infrequentAccessTables="series")
+
+    # Then the context replaces the default: series is Infrequent Access, the instances Standard
+    classes = {spec.logical_name: _table_for(chosen, spec)["Properties"]["TableClass"] for spec in SPECS}
+    assert {name for name, cls in classes.items() if cls == "STANDARD_INFREQUENT_ACCESS"} == {"series"}
+    assert classes["instances"] == "STANDARD"
+
+
+def test_none_keeps_every_table_standard() -> None:
+    # Given "none" in the context (read without synthesizing)
+    settings = DeploymentSettings.from_context(App(context={"infrequentAccessTables": "none"}).node)
+
+    # Then no table is in the Infrequent Access class
+    assert settings.infrequent_access_tables == ()
+
+
+def test_an_unknown_infrequent_access_table_fails_at_synth() -> None:
+    with pytest.raises(ValueError, match="no such table"):
+        DeploymentSettings.from_context(App(context={"infrequentAccessTables": "instances,instanse"}).node)

@@ -7,16 +7,20 @@ import math
 import pytest
 
 from bench.cost_model import (
+    AHI_MEASURED_SIZE_RATIO,
     GB,
+    PACK_LAMBDA_GB,
     Assumptions,
     Prices,
     Workload,
+    design_options,
     estimate_healthimaging,
     estimate_ours,
     instances_per_study,
     listener_tasks,
     parse_prices,
     render,
+    render_options,
 )
 
 # 1 GiB study of 1,024 instances of 1 MiB-ish, one year, no retrievals: easy numbers by hand.
@@ -75,7 +79,7 @@ def test_small_objects_stay_in_standard_for_life() -> None:
 
 def test_requests_dynamodb_lambda_scale_with_instances() -> None:
     prices = Prices()
-    a = Assumptions()
+    a = Assumptions(instance_table_infrequent_access=False)
     est = estimate_ours(workload(), prices, a)
     n = 1024
     assert line(est.per_study, "S3 PUT (C-STORE)") == pytest.approx(n / 1000 * prices.s3_put_per_1000)
@@ -181,3 +185,104 @@ def test_packing_a_cold_study_into_one_object_removes_per_object_fees() -> None:
     )
     assert line(packed.per_study, "S3 packing of the cold study") > 0
     assert packed.per_study_total < as_stored.per_study_total
+
+
+def test_infrequent_access_instance_table_stores_cheaper_and_writes_dearer() -> None:
+    # Given the same 1 GiB study kept 12 years, the instance table Standard or Infrequent Access
+    prices = Prices()
+    long = workload(retention_years=12.0)
+    standard = estimate_ours(long, prices, Assumptions(instance_table_infrequent_access=False))
+    ia = Assumptions(instance_table_infrequent_access=True)
+    cheap = estimate_ours(long, prices, ia)
+    n = 1024
+
+    # Then storage is billed at the Infrequent Access rate for the whole retention time
+    index_gb = n * ia.index_bytes_per_instance / GB
+    assert line(cheap.per_study, "DynamoDB storage") == pytest.approx(
+        index_gb * 144 * prices.dynamodb_ia_gb_month
+    )
+    assert line(standard.per_study, "DynamoDB storage") == pytest.approx(
+        index_gb * 144 * prices.dynamodb_gb_month
+    )
+    # And the instance table's share of the writes costs the Infrequent Access rate
+    extra = (
+        n
+        * ia.instance_table_wru_per_instance
+        / 1e6
+        * (prices.dynamodb_ia_wru_per_million - prices.dynamodb_wru_per_million)
+    )
+    assert line(cheap.per_study, "DynamoDB writes") - line(
+        standard.per_study, "DynamoDB writes"
+    ) == pytest.approx(extra)
+    assert cheap.per_study_total < standard.per_study_total
+
+
+def test_cold_index_bytes_apply_only_while_the_study_is_in_deep_archive() -> None:
+    # Given a 1 GiB study kept 12 years, Deep Archive from day 365, 100 bytes per instance left when cold
+    prices = Prices()
+    a = Assumptions(deep_archive_days=365.0, cold_index_bytes_per_instance=100.0)
+    est = estimate_ours(workload(retention_years=12.0), prices, a)
+    n = 1024
+    deep_from = 365 / (365 / 12)
+
+    # Then the full index is billed until then and the small one afterwards
+    expected = (
+        n * a.index_bytes_per_instance / GB * deep_from + n * 100.0 / GB * (144 - deep_from)
+    ) * prices.dynamodb_ia_gb_month
+    assert line(est.per_study, "DynamoDB storage") == pytest.approx(expected)
+
+
+def test_packing_and_compression_shrink_the_cold_storage_and_cost_the_packing_work() -> None:
+    # Given a 1 GiB study kept 12 years with Glacier IR from day 90, packed and compressed to a fifth
+    prices = Prices()
+    a = Assumptions(
+        deep_archive_days=0.0, cold_objects_per_study=1.0, cold_size_ratio=0.2, pack_seconds_per_instance=0.1
+    )
+    est = estimate_ours(workload(retention_years=12.0), prices, a)
+    n = 1024
+    ir_months = 144 - 90 / (365 / 12)
+
+    # Then Glacier IR bills a fifth of the bytes, one object is transitioned, and packing costs
+    # reading every instance, writing the pack and the Lambda seconds
+    assert line(est.per_study, "S3 Glacier IR storage") == pytest.approx(
+        0.2 * ir_months * prices.s3_glacier_ir_gb_month
+    )
+    assert line(est.per_study, "S3 lifecycle transitions") == pytest.approx(
+        1 / 1000 * prices.s3_transition_glacier_ir_per_1000
+    )
+    assert line(est.per_study, "S3 packing of the cold study") == pytest.approx(
+        n / 1000 * prices.s3_get_per_1000
+        + 1 / 1000 * prices.s3_put_per_1000
+        + n * 0.1 * PACK_LAMBDA_GB * prices.lambda_gb_second
+    )
+
+
+def test_straight_to_deep_archive_makes_every_cold_retrieval_a_restore() -> None:
+    # Given Deep Archive from day 90 with no Glacier IR period and 2 retrievals, 30 % while hot
+    est = estimate_ours(
+        workload(retention_years=12.0, retrievals_per_study=2),
+        Prices(),
+        Assumptions(deep_archive_days=90.0, retrievals_while_hot=0.3),
+    )
+    # Then the other 1.4 retrievals restore the study from Deep Archive
+    notes = {entry.item: entry.note for entry in est.per_study}
+    assert notes["S3 Deep Archive restores (Bulk)"].startswith("1.40 retrievals")
+    assert notes["S3 GET + retrieval fee (C-MOVE/C-GET)"].startswith("0.00 of 2")
+
+
+def test_design_options_get_cheaper_step_by_step_and_name_their_service_level() -> None:
+    # Given the national workload and the design options of bench/results/cost.md
+    w = Workload(studies_per_day=3000, study_mb=150, retention_years=12, retrievals_per_study=2)
+    options = design_options()
+    costs = [estimate_ours(w, Prices(), o.assumptions).per_study_total for o in options]
+
+    # Then exactly one is what this branch builds, and each Deep Archive step is cheaper than the last
+    assert [o.status for o in options].count("built") == 1
+    deep_steps = [
+        c for o, c in zip(options, costs, strict=True) if "Deep Archive" in o.access or "restore" in o.access
+    ]
+    assert deep_steps == sorted(deep_steps, reverse=True)
+    # And HealthImaging is billed on its measured compressed size in every option
+    assert {o.assumptions.ahi_size_ratio for o in options} == {AHI_MEASURED_SIZE_RATIO}
+    assert "restore" in options[1].access and "instant" in options[-1].access
+    assert "| ratio |" in render_options(w, Prices())
