@@ -196,7 +196,8 @@ def test_operator_death_record_runs_the_job_and_destruction_follows_the_death_ba
     wait_until(lambda: max(_locks(cloud, files)) < datetime.now(UTC), timeout=30)
     run = cloud.run_scheduled("destroy_expired", {"approved_by": "Archivist Aino"})
     # Then it destroys the study, found through its death-based end
-    assert study_uid in run["destroyed"], run
+    destroyed = run["destroyed"]
+    assert isinstance(destroyed, list) and study_uid in destroyed, run
     try:
         Study.get(study_uid, consistent_read=True)
         raise AssertionError("the study is still in the index")
