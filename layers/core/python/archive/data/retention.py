@@ -169,6 +169,7 @@ class RetentionRepository:
             modalities=tuple(sorted(item.modalities or ())),
             visible_instances=int(item.number_of_instances or 0),
             early_destruction_note=item.early_destruction_note,
+            retention_basis=item.retention_basis,
         )
 
     def studies_due(self, until: datetime) -> Iterator[tuple[str, datetime]]:

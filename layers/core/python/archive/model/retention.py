@@ -213,6 +213,7 @@ class StudyRetention:
     modalities: tuple[str, ...] = ()
     visible_instances: int = 0  # not hidden by rejection notes
     early_destruction_note: str | None = None  # a 113039 note asked for early destruction
+    retention_basis: str | None = None  # what the end was counted from (EndBasis)
 
 
 @dataclass(frozen=True)
