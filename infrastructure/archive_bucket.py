@@ -161,12 +161,7 @@ class ArchiveBucket(Construct):
         """Read as above and put new objects (Object Lock refuses overwrites of locked versions)."""
         self.grant_read_objects(grantee)
         self._grant_objects(grantee, _WRITE_OBJECT_ACTIONS)
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["s3:PutObjectLegalHold"],
-            resource_arns=[self.bucket.arn_for_objects("*")],
-            conditions={"StringEquals": {"s3:object-lock-legal-hold": "ON"}},
-        )
+        self.grant_hold_on(grantee)
         self.key.grant_encrypt_decrypt(grantee)
         acknowledge(
             grantee,
@@ -190,6 +185,16 @@ class ArchiveBucket(Construct):
             "Objects are keyed by DICOM UIDs that are only known at run time, so the retention "
             "actions are granted on <archive bucket>/*, with no write or delete.",
             findings=(f"Resource::{arn_reference(self.bucket)}/*",),
+        )
+
+    def grant_hold_on(self, grantee: iam.IRole) -> None:
+        """PutObjectLegalHold only with the condition that the hold is turned ON: a writer (or the
+        indexer, closing the listener's hold-cache window) may hold an object, never release it."""
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["s3:PutObjectLegalHold"],
+            resource_arns=[self.bucket.arn_for_objects("*")],
+            conditions={"StringEquals": {"s3:object-lock-legal-hold": "ON"}},
         )
 
     def grant_restore_objects(self, grantee: iam.IRole) -> None:

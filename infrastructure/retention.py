@@ -18,8 +18,17 @@ from constructs import Construct
 from infrastructure.nag import acknowledge, arn_reference
 from infrastructure.settings import ASSET_EXCLUDES
 
-# Deleting versions whose lock has expired; never s3:BypassGovernanceRetention.
-_DESTROY_OBJECT_ACTIONS = ("s3:DeleteObjectVersion", "s3:DeleteObject", "s3:GetObject", "s3:GetObjectVersion")
+# Deleting versions whose lock has expired; never s3:BypassGovernanceRetention. Reading a version's
+# lock and legal hold (HeadObject returns them only with the two Get actions) lets the job check
+# every version of a study before it deletes any, so that a refusal leaves the study whole.
+_DESTROY_OBJECT_ACTIONS = (
+    "s3:DeleteObjectVersion",
+    "s3:DeleteObject",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectRetention",
+    "s3:GetObjectLegalHold",
+)
 
 
 class DestructionSchedule(Construct):

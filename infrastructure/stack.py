@@ -199,6 +199,7 @@ class ArchiveStack(Stack):
             log_retention=s.LOG_RETENTION,
         )
         storage.grant_read_objects(index_instance.role)
+        storage.grant_hold_on(index_instance.role)  # an object stored into a study just held
         staging.grant_session(index_instance.role)  # releases a staged copy once indexed
         tables.grant(index_instance.role, table_access.INDEX_INSTANCE)
         registration.grant_request(index_instance.role)

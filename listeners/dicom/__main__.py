@@ -9,6 +9,7 @@ import threading
 
 from archive import topology as t
 from archive.config import Settings
+from pynetdicom import _config
 
 from .app import build
 
@@ -21,6 +22,11 @@ def _port(value: str) -> int | None:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    # pynetdicom logs every DIMSE message and C-GET/C-MOVE sub-operation (four lines per instance
+    # sent: a quarter of the CPU of sending one, docs/benchmarks.md); association events, warnings
+    # and errors stay. The audit trail and the access records say what was sent to whom.
+    _config.LOG_HANDLER_LEVEL = "none"
+    logging.getLogger("pynetdicom.service_class").setLevel(logging.WARNING)
     settings = Settings.from_env()
     service = build(
         settings,

@@ -24,7 +24,8 @@ pynetdicom 3.0 leaves four things to the application, each fixed here per associ
    naming its spool file, or carrying the dataset already encoded in the accepted syntax) and are
    sent from the file or from those bytes as they are: nothing is decoded or encoded again.
    Sending bytes repeats the last steps of pynetdicom 3.0's ``send_c_store`` (context lookup,
-   reactor pause, request, response), which offers no public way to hand it encoded data.
+   reactor pause, request, response), which offers no public way to hand it encoded data; the
+   message itself is encoded and fragmented once, into one write (``wire.py``).
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.pdu_primitives import P_DATA, MaximumLengthNotification
+
+from .wire import EncodedMessage, install, p_data_pdus, store_request_command
 
 # Largest PDU the listener accepts (announced in A-ASSOCIATE as Maximum Length). 0 would mean
 # unlimited; 1 MiB keeps the number of PDUs per large object low while bounding what one read holds.
@@ -52,9 +54,14 @@ SEND_WINDOW_BYTES = 8 * 1024 * 1024
 # A sub-operation the archive itself fails (no syntax it can send, unreadable object):
 # 0xC000 (Cannot understand) is counted as failed by pynetdicom's C-MOVE/C-GET service.
 STATUS_NOT_SENT = 0xC000
+PENDING = 0xFF00
+# C-GET/C-MOVE Pending responses: at most one per this many seconds (PendingResponses).
+PENDING_RESPONSE_SECONDS = 1.0
 
 # pynetdicom streams C-STORE datasets given as paths from the file instead of loading them.
 _config.STORE_SEND_CHUNKED_DATASET = True
+# Encoded sub-operations go out as one write per message (wire.py).
+install()
 
 
 class PduTooLarge(OSError):
@@ -198,21 +205,24 @@ class StoreSender:
         context = assoc._get_valid_context(
             sub.SOPClassUID, sub.transfer_syntax, "scu", allow_conversion=False
         )
-        req = C_STORE()
-        req.MessageID = msg_id
-        req.Priority = priority
-        req.MoveOriginatorApplicationEntityTitle = originator_aet
-        req.MoveOriginatorMessageID = originator_id
-        req.AffectedSOPClassUID = sub.SOPClassUID
-        req.AffectedSOPInstanceUID = sub.SOPInstanceUID
-        req.DataSet = BytesIO(sub.encoded)
+        command = store_request_command(
+            message_id=msg_id,
+            sop_class_uid=sub.SOPClassUID,
+            sop_instance_uid=sub.SOPInstanceUID,
+            priority=priority,
+            originator_aet=originator_aet,
+            originator_id=originator_id,
+        )
+        message = EncodedMessage(
+            p_data_pdus(context.context_id, command, sub.encoded, assoc.dimse.maximum_pdu_size or 0)
+        )
         with self._lock:
             self._outstanding = True
         try:
             assoc._reactor_checkpoint.clear()
             while not assoc._is_paused:
                 time.sleep(0.0001)
-            assoc.dimse.send_msg(req, context.context_id)
+            assoc.dul.send_pdu(message)
             _, rsp = assoc.dimse.get_msg(block=True)
             assoc._reactor_checkpoint.set()
         finally:
@@ -236,3 +246,32 @@ class StoreSender:
         """Restore the association's own methods (C-GET: the requester's association lives on)."""
         self._assoc.send_c_store = self._original_send
         self._assoc.dimse.get_msg = self._original_get
+
+
+class PendingResponses:
+    """C-GET and C-MOVE Pending responses on ``assoc`` at most once per ``interval`` seconds.
+
+    pynetdicom answers every sub-operation with a Pending response; PS3.4 makes them optional
+    (C.4.2.3.1, C.4.3.3.1: the SCP "may optionally generate responses ... with status equal to
+    Pending"). Encoding and sending one per instance cost about as much CPU as the C-STORE itself;
+    one a second still shows the requester progress and keeps its association busy. The final
+    response carries the counts and the Error Comment as before. ``close()`` restores the method.
+    """
+
+    def __init__(self, assoc: Any, interval: float = PENDING_RESPONSE_SECONDS) -> None:
+        self._dimse = assoc.dimse
+        self._interval = interval
+        self._last = time.monotonic()
+        self._original = self._dimse.send_msg
+        self._dimse.send_msg = self._send_msg
+
+    def _send_msg(self, primitive: Any, context_id: int) -> None:
+        if isinstance(primitive, (C_GET, C_MOVE)) and primitive.Status == PENDING:
+            now = time.monotonic()
+            if now - self._last < self._interval:
+                return
+            self._last = now
+        self._original(primitive, context_id)
+
+    def close(self) -> None:
+        self._dimse.send_msg = self._original

@@ -5,7 +5,8 @@ Handlers only translate between DIMSE and the core: the core plans lookups
 and the access record is written for every request, refused ones included
 (``archive.data.access_log``); for C-MOVE and C-GET a first record lists what is about to be sent
 before the first object leaves, and a second one completes it. Expected failures map to statuses
-by type; sub-operations are sent from spool files by ``connection.StoreSender``.
+by type; sub-operations are sent from spool files by ``connection.StoreSender``, with Pending
+responses at most once a second (``connection.PendingResponses``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from . import statuses
 from .audit import DicomAudit
-from .connection import SpooledSubOperation, StoreSender, guard_connection, keep_alive
+from .connection import PendingResponses, SpooledSubOperation, StoreSender, guard_connection, keep_alive
 
 LOG = logging.getLogger("archive.dicom.qr")
 
@@ -323,7 +324,11 @@ class QueryRetrieveSCP:
                 if "assoc" in store:
                     keep_alive(store["assoc"])
 
-            yield from self._sub_operations(event, operation, items, accepted, sending, waiting)
+            pending = PendingResponses(event.assoc)
+            try:
+                yield from self._sub_operations(event, operation, items, accepted, sending, waiting)
+            finally:
+                pending.close()
         finally:
             self._record(operation, event)
 
@@ -359,6 +364,7 @@ class QueryRetrieveSCP:
                 return
             yield len(items)
             sender = StoreSender(event.assoc)
+            pending = PendingResponses(event.assoc)
             try:
                 yield from self._sub_operations(
                     event,
@@ -369,6 +375,7 @@ class QueryRetrieveSCP:
                     lambda: keep_alive(event.assoc),
                 )
             finally:
+                pending.close()
                 sender.detach()
         finally:
             self._record(operation, event)

@@ -73,7 +73,7 @@ def test_is_fed_by_the_index_queue_in_batches_with_partial_failures(production: 
     assert queue["Properties"]["VisibilityTimeout"] >= 6 * function["Properties"]["Timeout"]
 
 
-def test_may_read_objects_and_checksums_but_never_write_or_delete_them(production: Synthesized) -> None:
+def test_may_read_objects_and_only_turn_a_legal_hold_on(production: Synthesized) -> None:
     # Given the function's role and the archive bucket
     bucket_id, _ = archive_bucket(production.template)
     _, function = index_function(production.template)
@@ -88,8 +88,15 @@ def test_may_read_objects_and_checksums_but_never_write_or_delete_them(productio
         "s3:GetObjectVersionAttributes",
     }
     assert "s3:ListBucket" in actions_on(statements, arn_of(bucket_id))
-    # And nothing that changes the archive's objects
-    assert not {a for a in all_actions(statements) if a.startswith("s3:") and ("Put" in a or "Delete" in a)}
+    # And nothing that changes the archive's objects, except turning a legal hold ON (an object
+    # stored into a study just held: docs/retention.md), never off
+    assert not {
+        a
+        for a in all_actions(statements)
+        if a.startswith("s3:") and ("Put" in a or "Delete" in a) and a != "s3:PutObjectLegalHold"
+    }
+    held = [s for s in statements if "s3:PutObjectLegalHold" in all_actions([s])]
+    assert held and all(s["Condition"] == {"StringEquals": {"s3:object-lock-legal-hold": "ON"}} for s in held)
 
 
 def test_may_write_the_index_but_not_the_configuration_or_the_records(production: Synthesized) -> None:

@@ -9,23 +9,29 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from archive.data.audit_store import AuditBucket
 from archive.data.destruction import DestructionRepository
+from archive.data.facilities import FacilityRepository
 from archive.data.models import Instance, Registration, Study
-from archive.data.objects import ObjectStore, instance_key
+from archive.data.objects import ObjectStore, instance_key, manifest_key
 from archive.data.rejections import rejection_note_key
 from archive.data.retention import RetentionRepository
 from archive.data.xds_registry import XdsRegistry
 from archive.errors import RetentionLocked
-from archive.model.organisations import AEInfo, OrganisationInfo
+from archive.model.identity import PatientIdentity
+from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo
+from archive.model.registration import STUDY_UID_REFERENCE
 from archive.model.xds import EntryStatus
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 
 from local.cloud import LocalCloud, free_port
 from tests.integration.test_corrections import admin, store_status, uid
 from tests.integration.test_query_retrieve import Customer, customer, hetu, store_study, sub
 from tests.support.audit import wait_for_record
-from tests.support.cloud import storescu, wait_until
+from tests.support.cloud import s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, new_uid, study
+from tests.support.hl7 import TEMP_ISSUER, adt, fresh_id, simple_hl7_send, wait_for_change
 from tests.support.rejection import rejection_note, write_note
 
 
@@ -43,20 +49,31 @@ def test_destruction_job_destroys_due_studies_but_not_held_or_locked_ones(
     assert (
         admin(cloud, "hold", "place", "--study", held, "--by", "Lawyer", "--reason", "case").returncode == 0
     )
-    # And a study of a customer without rules (bucket default lock, one day), marked due by hand
+    # And a study of a customer without rules (bucket default lock, one day), registered (its
+    # manifest is locked like its instance), marked due by hand
     other = customer(cloud)
+    cloud.configure_registration(other.org.oid, stability_seconds=1.0, register_uncommitted=True)
     locked_files = study(sub(workdir, "locked"), 1, patient_id=hetu(), study_date="20000101")
     locked = store_study(cloud, other, locked_files)
     assert RetentionRepository().extend_study(locked, datetime(2000, 1, 2, tzinfo=UTC))
+    manifest = manifest_key(str(wait_until(lambda: _registration(locked), timeout=90).manifest_uid))
     # And a rejection note in that study (the other object type the archive writes)
     note = write_note(rejection_note(locked_files), workdir)
     assert store_status(cloud, note, other.scu) == 0x0000
 
-    # Then no request can delete them early: S3 refuses every version of an instance and of a note
-    for key in (instance_key(uid(locked_files[0])), rejection_note_key(uid(note))):
+    # Then no request can delete them early: S3 refuses every version of an instance, a manifest
+    # and a note
+    for key in (instance_key(uid(locked_files[0])), manifest, rejection_note_key(uid(note))):
+        assert objects.versions_of(key)
         for version in objects.versions_of(key):
             with pytest.raises(RetentionLocked):
                 objects.delete_version(key, version)
+    # And of the audit log's batches (in the audit bucket)
+    audit_bucket = cloud.settings.audit_bucket
+    log_key = AuditBucket(cloud.settings).keys()[0]
+    log_version = s3(cloud).list_object_versions(Bucket=audit_bucket, Prefix=log_key)["Versions"][0]
+    with pytest.raises(ClientError):
+        s3(cloud).delete_object(Bucket=audit_bucket, Key=log_key, VersionId=log_version["VersionId"])
 
     # When the minimum lock of the due studies has run out and the scheduled job runs
     key = instance_key(uid(due_files[0]))
@@ -100,6 +117,26 @@ def test_destruction_job_destroys_due_studies_but_not_held_or_locked_ones(
     assert [o.get("ParticipantObjectID") for o in message.iter("ParticipantObjectIdentification")][
         -1
     ].startswith(f"{patient_id}^^^")
+    # And the refused destruction of the locked study is audited as a failed Delete (outcome 4),
+    # nothing of it was deleted, and the next run tries it again
+    # (the note's own 110103 D record, outcome 0, is about the same study; the assertions below say
+    # which of them this is)
+    refused, message = wait_for_record(
+        cloud,
+        lambda r, doc: (
+            r["event"] == "110103" and r["action"] == "D" and r["outcome"] != 0 and locked in r["xml"]
+        ),
+    )
+    assert refused["outcome"] == 4
+    assert "refused by S3 Object Lock" in (message.findtext(".//EventOutcomeDescription") or "")
+    (erased,) = [
+        o for o in message.iter("ParticipantObjectIdentification") if o.get("ParticipantObjectID") == locked
+    ]
+    assert erased.get("ParticipantObjectDataLifeCycle") == "15"
+    assert DestructionRepository().records_of(locked) == []
+    assert objects.versions_of(rejection_note_key(uid(note)))
+    assert locked in cloud.run_scheduled("destroy_expired", {})["locked"]
+    assert Study.get(locked).number_of_instances == 0 and Study.get(locked).rejected_instances == 1
 
 
 def test_113039_rejection_asks_for_early_destruction_only_where_the_rule_allows_it(
@@ -211,3 +248,81 @@ def _registration(study_uid: str) -> Registration | None:
     except DoesNotExist:
         return None
     return item if item.entry_uuid else None
+
+
+def test_destruction_after_an_hl7_merge_finds_every_registry_entry_and_destroys_manifests_and_notes(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    registry = XdsRegistry(cloud.settings)
+    objects = ObjectStore(cloud.settings)
+    # Given an organisation that registers its studies, with its patient administration system
+    # (HL7 facility DESTROY_PAS, temporary IDs under ADT1) and a one-day rule
+    oid = f"1.2.246.10.{int(new_uid().rsplit('.', 1)[1]) % 10**8}.10"
+    cloud.register(
+        OrganisationInfo(oid, "Merging Clinic", trusted_issuers=(HETU_ISSUER, TEMP_ISSUER)),
+        AEInfo("MERGE_MOD", oid, "127.0.0.1", free_port(), roles=("store",)),
+    )
+    FacilityRepository().add(FacilityInfo("DESTROY_PAS", oid, {"ADT1": TEMP_ISSUER}), replace=True)
+    cloud.configure_registration(oid, stability_seconds=1.0, register_uncommitted=True)
+    assert admin(cloud, "retention", "rule", "set", oid, "*", "--days", "1").returncode == 0
+    # And a study from 2000 under a temporary ID, registered, one instance rejected by a note
+    temp, pid = fresh_id(), hetu()
+    files = study(sub(workdir, "s"), 3, patient_id=temp, issuer=TEMP_ISSUER, study_date="20000101")
+    assert storescu(cloud, files, aet="MERGE_MOD").returncode == 0
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    wait_until(lambda: _version(study_uid) >= 1, timeout=90)
+    kos = rejection_note(files[-1:])
+    kos.IssuerOfPatientID = TEMP_ISSUER  # (highdicom does not copy it; the organisation has no default)
+    note = write_note(kos, workdir)
+    assert store_status(cloud, note, "MERGE_MOD") == 0x0000
+    wait_until(lambda: _version(study_uid) >= 2, timeout=90)  # a version without the rejected one
+    # When the PAS merges the temporary ID into the personal identity code (A40, over MLLP)
+    message = adt(
+        "A40", pid, authority=f"&{HETU_ISSUER}&ISO", prior_id=temp, prior_authority="ADT1",
+        control_id=f"D{temp}", facility="DESTROY_PAS",
+    )  # fmt: skip
+    [ack] = simple_hl7_send(cloud, [message], workdir)
+    assert ack.code == "AA", ack.text
+    wait_for_change(cloud, PatientIdentity(temp, TEMP_ISSUER), f"D{temp}")
+    wait_until(lambda: _version(study_uid) >= 3, timeout=90)  # registered under the surviving ID
+    temp_cx, cx = f"{temp}^^^&{TEMP_ISSUER}&ISO", f"{pid}^^^&{HETU_ISSUER}&ISO"
+    under_temp = registry.study_documents(study_uid)
+    assert {d.patient_id for d in under_temp} == {temp_cx, cx} and len(under_temp) == 3
+    manifests = {manifest_key(d.unique_id) for d in under_temp}
+    note_key = rejection_note_key(uid(note))
+    stored = {key: objects.head(key).sha256 for key in (*manifests, note_key)}  # type: ignore[union-attr]
+
+    # When the locks have run out (the manifests and the note are locked like the instances)
+    def lock_ended(key: str) -> bool:
+        lock = objects.retention(key)
+        return lock is None or datetime.now(UTC) > lock.retain_until
+
+    wait_until(lambda: all(lock_ended(k) for k in [*manifests, note_key, instance_key(uid(files[0]))]), 60)
+    first = cloud.run_scheduled("destroy_expired", {})
+    # Then the study is destroyed with its manifests (every version) and its rejection note
+    assert study_uid in first["destroyed"]
+    for key in (*manifests, note_key, *(instance_key(uid(p)) for p in files)):
+        assert objects.versions_of(key) == []
+    # And the record lists them with their SHA-256 as S3 verified it at store, beside the instances
+    (record,) = DestructionRepository().records_of(study_uid)
+    assert record.instance_count == 3
+    assert {o.key: o.sha256 for o in record.objects if o.key in stored} == stored
+    assert {instance_key(uid(p)) for p in files} <= {o.key for o in record.objects}
+    # And every registry entry of the study is Deprecated, those under the prior ID too
+    entries = {d.entry_uuid for d in under_temp}
+    assert set(record.registry_entries) == entries
+    assert {d.status for d in registry.documents_by_uuid(sorted(entries))} == {EntryStatus.DEPRECATED}
+    # And once the policy's delay has passed, a later run removes all of them
+    wait_until(lambda: datetime.now(UTC) > record.registry_removal_due, timeout=30)  # type: ignore[operator]
+    assert study_uid in cloud.run_scheduled("destroy_expired", {})["registry_removed"]
+    assert registry.documents_by_uuid(sorted(entries)) == []
+    assert registry.study_documents(study_uid) == []
+    assert registry.documents_by_reference_id(temp_cx, [f"{study_uid}^^^^{STUDY_UID_REFERENCE}"]) == []
+
+
+def _version(study_uid: str) -> int:
+    try:
+        return int(Registration.get(study_uid, consistent_read=True).version or 0)
+    except DoesNotExist:
+        return 0

@@ -18,7 +18,7 @@ from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, uid
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
 from tests.integration.test_retention_death import _job_done
-from tests.support.cloud import json_lines, s3
+from tests.support.cloud import json_lines, s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, study
 
 
@@ -181,3 +181,33 @@ def test_a_grown_rule_lengthens_the_locks_of_stored_objects_and_a_shorter_one_ch
     assert _job_done(cloud, json.loads(shorter.stdout)["job_id"])["objects_extended"] == 0
     assert {_retention(cloud, p)[1] for p in ct} == {datetime(2031, 2, 19, tzinfo=UTC)}
     assert Study.get(ct_uid).retention_end == "2031-02-19T00:00:00+00:00"
+
+
+def test_an_object_stored_just_after_a_hold_was_placed_ends_up_held(cloud: LocalCloud, workdir: Path) -> None:
+    assert cloud.settings is not None
+    bucket = cloud.settings.bucket
+    # Given a stored study (the listener now knows it as not held, for a minute)
+    c = customer(cloud)
+    pid = hetu()
+    files = study(sub(workdir, "first"), 1, patient_id=pid)
+    study_uid = store_study(cloud, c, files)
+    # When a legal hold is placed on it and another instance of it is stored at once
+    placed = admin(cloud, "hold", "place", "--study", study_uid, "--by", "Lawyer L", "--reason", "case 8")
+    assert placed.returncode == 0, placed.stderr
+    later = study(sub(workdir, "later"), 1, patient_id=pid, study_uid=study_uid)
+    assert storescu(cloud, later, aet=c.scu).returncode == 0
+    # Then the new object ends up under S3's legal hold (set by the indexer, which reads the
+    # study's hold count, if the listener's cached answer missed it at the PUT)
+    key = instance_key(uid(later[0]))
+
+    def held() -> bool:
+        try:
+            return s3(cloud).get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"].get("Status") == "ON"
+        except ClientError:
+            return False  # not in the locked bucket yet
+
+    wait_until(held, timeout=60)
+    # And S3 refuses to delete it even with governance bypass
+    version = s3(cloud).head_object(Bucket=bucket, Key=key)["VersionId"]
+    with pytest.raises(ClientError):
+        s3(cloud).delete_object(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True)

@@ -30,11 +30,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from local.cloud import DEMO_ARCHIVE, LocalCloud, free_port
 from local.lifecycle import complete_restores, transition_study
 from local.resources import client
+from tests.integration.test_corrections import store_status
 from tests.integration.test_registration import hetu
 from tests.integration.test_xds_interface import assertion
-from tests.support.cloud import admin_records, dcmtk, s3, storescu, wait_until
+from tests.support.cloud import admin_cli, admin_records, dcmtk, s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, ct_dataset, new_uid, study, write
 from tests.support.ian import IanReceiver
+from tests.support.rejection import rejection_note, write_note
 from tests.support.xds_http import RS, SOAP, ZeepXdsClient, error_codes, mime_parts
 
 ORG_OID = "1.2.246.10.55550012.10"
@@ -330,3 +332,52 @@ def test_rad69_of_nearline_instances_answers_busy_with_the_retry_time_and_opens_
     for uid in cold:
         head = s3(cloud).head_object(Bucket=cloud.settings.bucket, Key=Instance.get(uid).s3_key)
         assert "Restore" in head
+
+
+def test_a_rejected_nearline_instance_no_longer_makes_its_study_nearline(
+    cloud: LocalCloud, workdir: Path, customer: tuple[str, str, int, int]
+) -> None:
+    pacs = customer[0]
+    assert cloud.settings is not None
+    (workdir / "s").mkdir()
+    files = study(workdir / "s", 2, patient_id=hetu())
+    study_uid = str(pydicom.dcmread(files[0]).StudyInstanceUID)
+    assert storescu(cloud, files, aet=pacs).returncode == 0
+    wait_until(lambda: (s := Study.get(study_uid)) and s.number_of_instances == 2, timeout=90)
+    # Given a study with one instance in Deep Archive
+    cold = str(pydicom.dcmread(files[0]).SOPInstanceUID)
+    assert transition_study(cloud.settings, study_uid, sop_instance_uids={cold}) == 1
+    wait_until(lambda: Study.get(study_uid, consistent_read=True).nearline_instances == 1, timeout=30)
+
+    def availability(level: str, outdir: str) -> str:
+        (found,) = _findscu(
+            cloud, pacs, workdir / outdir, f"QueryRetrieveLevel={level}", f"StudyInstanceUID={study_uid}",
+            "SeriesInstanceUID", "InstanceAvailability",
+        )  # fmt: skip
+        return str(found.InstanceAvailability)
+
+    assert availability("STUDY", "f1") == "NEARLINE"
+    # When the customer rejects that instance (a KOS rejection note sent by DCMTK storescu)
+    kos = rejection_note([files[0]])
+    kos.IssuerOfPatientID = HETU_ISSUER  # (highdicom does not copy it; the organisation has no default)
+    note = write_note(kos, workdir)
+    assert store_status(cloud, note, pacs) == 0x0000
+    # Then the study and its series count no NEARLINE instance: C-FIND says ONLINE for both
+    assert Study.get(study_uid, consistent_read=True).nearline_instances == 0
+    assert (availability("STUDY", "f2"), availability("SERIES", "f3")) == ("ONLINE", "ONLINE")
+    # And storage events for the rejected instance change its availability but no count
+    assert transition_study(cloud.settings, study_uid, "GLACIER_IR", sop_instance_uids={cold}) == 1
+    wait_until(lambda: Instance.get(cold, consistent_read=True).availability is None, timeout=30)
+    assert Study.get(study_uid, consistent_read=True).nearline_instances == 0
+    assert transition_study(cloud.settings, study_uid, sop_instance_uids={cold}) == 1
+    wait_until(lambda: Instance.get(cold, consistent_read=True).availability == "NEARLINE", timeout=30)
+    assert Study.get(study_uid, consistent_read=True).nearline_instances == 0
+    # And when an operator revokes the rejection, the instance counts as NEARLINE again
+    revoked = admin_cli(cloud, "rejection", "revoke", str(note_uid(note)), "--by", "Olli", "--reason", "t")
+    assert revoked.returncode == 0, revoked.stderr
+    assert Study.get(study_uid, consistent_read=True).nearline_instances == 1
+    assert availability("STUDY", "f4") == "NEARLINE"
+
+
+def note_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)

@@ -145,6 +145,14 @@ class IndexRepository(TransactionConnection):
             for item in Instance.batch_get(unique, consistent_read=True)
         }
 
+    def study_held(self, study_uid: str) -> bool:
+        """Whether a legal hold names the study now (its active holds' count; one GetItem)."""
+        try:
+            study = Study.get(study_uid, consistent_read=True, attributes_to_get=["legal_holds"])
+        except DoesNotExist:
+            return False
+        return int(study.legal_holds or 0) > 0
+
     def record_instance(self, item: IndexedInstance) -> bool:
         """Record an instance and its aggregates; False if it was indexed already.
 

@@ -229,6 +229,9 @@ class Study(Model):
     legal_holds = NumberAttribute(null=True)
     # A 113039 rejection note asked for early destruction: its UID (retention_end was set to then).
     early_destruction_note = UnicodeAttribute(null=True)
+    # The UIDs of the rejection notes that hid instances of the study (kept after a revoke): the
+    # destruction job destroys their objects with the study's.
+    rejection_notes = UnicodeSetAttribute(null=True)
     first_received_at = UTCDateTimeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     # Storage tiers (docs/storage.md): instances whose object needs a restore before a read, kept

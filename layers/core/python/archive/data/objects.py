@@ -14,7 +14,7 @@ import io
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import IO, Any
 from urllib.parse import quote, unquote
@@ -207,6 +207,35 @@ class ObjectStore:
             raise StorageFailure(f"S3 HEAD {key} failed") from exc
         until = response.get("ObjectLockRetainUntilDate")
         return ObjectLock(response["ObjectLockMode"], until.astimezone(UTC)) if until else None
+
+    def lock_like(self, key: str) -> ObjectLock | None:
+        """A lock for an object the archive writes about another one (a study's manifest or
+        rejection note): the Object Lock of ``key``'s current version, but at least the minimum
+        lock from now (S3 takes no retain-until in the past). None when ``key`` has no lock or is
+        not there (the bucket's default then applies)."""
+        try:
+            lock = self.retention(key)
+        except StorageFailure:
+            return None
+        if lock is None:
+            return None
+        floor = datetime.now(UTC) + timedelta(seconds=self._settings.minimum_lock_seconds)
+        return ObjectLock(lock.mode, max(lock.retain_until, floor))
+
+    def deletable(self, key: str, version_id: str, now: datetime) -> bool:
+        """Whether S3 would let this version be deleted now without any bypass: its retain-until
+        has passed and no legal hold is on (one HEAD). The destruction job asks before it deletes
+        anything of a study, so a refusal leaves the study whole."""
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "405"):
+                return True  # a delete marker (no lock), or gone already
+            raise StorageFailure(f"S3 HEAD {key} failed") from exc
+        until = response.get("ObjectLockRetainUntilDate")
+        if until is not None and until.astimezone(UTC) > now:
+            return False
+        return response.get("ObjectLockLegalHoldStatus") != "ON"
 
     def extend_retention(self, key: str, version_id: str | None, lock: ObjectLock) -> None:
         """Set a version's retain-until to ``lock`` (the caller lengthens only: S3 refuses to

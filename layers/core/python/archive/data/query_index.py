@@ -20,6 +20,19 @@ from archive.model.records import InstanceRecord, PatientRecord, SeriesRecord, S
 
 # BatchGetItem takes at most 100 keys.
 BATCH = 100
+# What C-MOVE/C-GET read of each instance to send it (``instance_record`` leaves the rest empty).
+RETRIEVE_ATTRIBUTES = (
+    "sop_instance_uid",
+    "sop_class_uid",
+    "study_uid",
+    "series_uid",
+    "transfer_syntax_uid",
+    "s3_key",
+    "s3_version_id",
+    "sha256",
+    "size",
+    "availability",
+)
 
 
 def _first_sightings(values: Iterable[str]) -> Iterator[str]:
@@ -147,14 +160,23 @@ class QueryIndex:
             (s.study_uid, s.series_uid): _series(s) for s in Series.batch_get(unique) if not _all_rejected(s)
         }
 
-    def instances_of_study(self, study_uid: str, series_uid: str | None = None) -> Iterator[InstanceRecord]:
-        """Instances of a study, or of one series (begins_with on the GSI range key), in series order."""
+    def instances_of_study(
+        self, study_uid: str, series_uid: str | None = None, *, to_send: bool = False
+    ) -> Iterator[InstanceRecord]:
+        """Instances of a study, or of one series (begins_with on the GSI range key), in series order.
+
+        ``to_send``: only what a retrieval needs to send them (``RETRIEVE_ATTRIBUTES``); the
+        C-FIND attributes and dates are neither returned nor parsed (most of a Query's cost).
+        """
         condition = Instance.series_sop.startswith(f"{series_uid}/") if series_uid else None
         # IOCM: instances hidden by a rejection note are not query or retrieve results.
         return (
             instance_record(i)
             for i in Instance.by_study.query(
-                study_uid, range_key_condition=condition, filter_condition=Instance.rejected.does_not_exist()
+                study_uid,
+                range_key_condition=condition,
+                filter_condition=Instance.rejected.does_not_exist(),
+                attributes_to_get=list(RETRIEVE_ATTRIBUTES) if to_send else None,
             )
         )
 

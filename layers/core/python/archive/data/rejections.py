@@ -15,9 +15,11 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
+from archive.data.index import instance_record
 from archive.data.models import Instance, Rejection, Series, Study, TransactionConnection
 from archive.model.records import InstanceRecord
 from archive.model.rejection import InstanceReference, RejectedInstance, RejectionRecord
+from archive.model.tiers import NEARLINE
 
 # Rejection notes are kept beside the instances, outside the prefix the index queue is told of:
 # a note is evidence of a correction, not an instance of the study.
@@ -93,7 +95,8 @@ class RejectionRepository(TransactionConnection):
     # --- the rejected flag on instances ----------------------------------------------------
 
     def hide(self, instance: InstanceRecord, *, code: str, note_uid: str) -> bool:
-        """Mark an instance rejected and take it out of its series' and study's counts.
+        """Mark an instance rejected and take it out of its series' and study's counts (its NEARLINE
+        count too: C-FIND and IAN speak of the visible instances only).
 
         False when it was rejected already (by this note in an earlier attempt, or by another).
         """
@@ -102,6 +105,8 @@ class RejectionRepository(TransactionConnection):
             [Instance.rejected.set(code), Instance.rejected_by.set(note_uid)],
             Instance.sop_instance_uid.exists() & Instance.rejected.does_not_exist(),
             delta=-1,
+            # The study keeps its notes' UIDs (also after a revoke): destroyed with it.
+            study_actions=[Study.rejection_notes.add({note_uid})],
         )
 
     def restore(self, instance: InstanceRecord, *, note_uid: str) -> bool:
@@ -113,31 +118,62 @@ class RejectionRepository(TransactionConnection):
             delta=1,
         )
 
-    def _transact(self, instance: InstanceRecord, actions: list[Any], condition: Any, *, delta: int) -> bool:
+    def _transact(
+        self,
+        instance: InstanceRecord,
+        actions: list[Any],
+        condition: Any,
+        *,
+        delta: int,
+        study_actions: list[Any] | None = None,
+    ) -> bool:
+        # The NEARLINE counters move with the instance's visibility, conditioned on its availability
+        # as read; when a storage event changed it meanwhile, read it again and retry.
+        for _ in range(3):
+            nearline = instance.nearline
+            availability = (
+                Instance.availability == NEARLINE if nearline else Instance.availability.does_not_exist()
+            )
+            series_actions: list[Any] = [
+                Series.number_of_instances.add(delta),
+                Series.rejected_instances.add(-delta),
+            ]
+            counts: list[Any] = [
+                Study.number_of_instances.add(delta),
+                Study.total_bytes.add(delta * instance.size),
+                Study.rejected_instances.add(-delta),
+                *(study_actions or []),
+            ]
+            if nearline:
+                series_actions.append(Series.nearline_instances.add(delta))
+                counts.append(Study.nearline_instances.add(delta))
+            try:
+                with TransactWrite(connection=self._connection()) as tx:
+                    tx.update(
+                        Instance(instance.sop_instance_uid),
+                        actions=actions,
+                        condition=condition & availability,
+                    )
+                    tx.update(Series(instance.study_uid, instance.series_uid), actions=series_actions)
+                    tx.update(Study(instance.study_uid), actions=counts)
+            except TransactWriteError as exc:
+                reasons = [getattr(r, "code", None) for r in (exc.cancellation_reasons or [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    fresh = self._fresh(instance.sop_instance_uid)
+                    if fresh is None or fresh.nearline == nearline:
+                        return False  # the rejection state, not the availability, was not as expected
+                    instance = fresh
+                    continue
+                raise
+            return True
+        return False
+
+    @staticmethod
+    def _fresh(sop_instance_uid: str) -> InstanceRecord | None:
         try:
-            with TransactWrite(connection=self._connection()) as tx:
-                tx.update(Instance(instance.sop_instance_uid), actions=actions, condition=condition)
-                tx.update(
-                    Series(instance.study_uid, instance.series_uid),
-                    actions=[
-                        Series.number_of_instances.add(delta),
-                        Series.rejected_instances.add(-delta),
-                    ],
-                )
-                tx.update(
-                    Study(instance.study_uid),
-                    actions=[
-                        Study.number_of_instances.add(delta),
-                        Study.total_bytes.add(delta * instance.size),
-                        Study.rejected_instances.add(-delta),
-                    ],
-                )
-        except TransactWriteError as exc:
-            reasons = [getattr(r, "code", None) for r in (exc.cancellation_reasons or [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                return False
-            raise
-        return True
+            return instance_record(Instance.get(sop_instance_uid, consistent_read=True))
+        except DoesNotExist:
+            return None
 
     def rejected_in_study(self, study_uid: str) -> list[RejectedInstance]:
         """Every instance of the study a rejection note hides now (GSI by_study, filtered)."""

@@ -115,18 +115,30 @@ class TierIndex(TransactionConnection):
         elif clear_restored:
             instance_actions.append(Instance.restored_until.remove())
         condition = Instance.availability.does_not_exist() if nearline else Instance.availability == NEARLINE
+        # A rejected instance is not counted (C-FIND and IAN speak of the visible ones): its
+        # availability changes alone, conditioned on it still being rejected, and the other way round.
+        rejected = bool(item.rejected)
+        visibility = Instance.rejected.exists() if rejected else Instance.rejected.does_not_exist()
         try:
             with TransactWrite(connection=self._connection()) as transaction:
                 transaction.update(
-                    Instance(item.sop_instance_uid), actions=instance_actions, condition=condition
+                    Instance(item.sop_instance_uid),
+                    actions=instance_actions,
+                    condition=condition & visibility,
                 )
-                transaction.update(Study(item.study_uid), actions=[Study.nearline_instances.add(delta)])
-                transaction.update(
-                    Series(item.study_uid, item.series_uid),
-                    actions=[Series.nearline_instances.add(delta)],
-                )
+                if not rejected:
+                    transaction.update(Study(item.study_uid), actions=[Study.nearline_instances.add(delta)])
+                    transaction.update(
+                        Series(item.study_uid, item.series_uid),
+                        actions=[Series.nearline_instances.add(delta)],
+                    )
         except TransactWriteError as exc:
             if _conditional_failure(exc):
+                fresh = Instance.get(item.sop_instance_uid, consistent_read=True)
+                if bool(fresh.rejected) != rejected:  # rejected or restored meanwhile: once more
+                    return self.set_nearline(
+                        fresh, nearline, restored_until=restored_until, clear_restored=clear_restored
+                    )
                 return False
             raise
         return True

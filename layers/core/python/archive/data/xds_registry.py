@@ -14,6 +14,9 @@ index lookup, never a scan:
   (FindDocumentsByReferenceId: one Query per value).
 - ``A#<entryUUID>`` / ``<association entryUUID>``: each association under both its ends
   (GetAssociations, GetRelatedDocuments: one Query per entryUUID).
+- ``S#<Study Instance UID>`` / ``<entryUUID>``: each document that names a study (a manifest, or any
+  entry with a Study Instance UID referenceIdList value), whatever patient ID it was registered
+  under: the destruction job finds a study's entries here also after an HL7 merge (one Query).
 
 Deprecating a replaced entry changes its ``status`` and ``status_time`` in the same transaction,
 conditioned on it being Approved, so two replacements of one entry cannot both succeed.
@@ -72,6 +75,18 @@ def reference_pk(patient_id: str, reference_id: str) -> str:
 
 def association_pk(entry_uuid: str) -> str:
     return f"A#{entry_uuid}"
+
+
+def study_pk(study_uid: str) -> str:
+    return f"S#{study_uid}"
+
+
+def studies_named(document: DocumentEntry) -> list[str]:
+    """The Study Instance UIDs a document names: its manifest's study and its study references."""
+    suffix = f"^^^^{STUDY_UID_REFERENCE}"
+    found = [document.study_instance_uid] if document.study_instance_uid else []
+    found += [r[: -len(suffix)] for r in document.reference_ids if r.endswith(suffix)]
+    return list(dict.fromkeys(u for u in found if u))
 
 
 def _status_name(status: EntryStatus | str) -> str:
@@ -256,6 +271,17 @@ class XdsRegistry(TransactionConnection):
                         )
                     )
                 )
+            for study_uid in studies_named(document):
+                objects.append(
+                    _Write(
+                        XdsRegistryItem(
+                            study_pk(study_uid),
+                            document.entry_uuid,
+                            kind="Study",
+                            entry_uuid=document.entry_uuid,
+                        )
+                    )
+                )
         writes.append(self._guard(SUBMISSION_SET, submission_set.unique_id, submission_set.entry_uuid))
         objects.append(
             self._object(
@@ -305,11 +331,21 @@ class XdsRegistry(TransactionConnection):
         for start in range(0, len(approved), MAX_TRANSACTION_ITEMS):
             self._transact([self._deprecation(u) for u in approved[start : start + MAX_TRANSACTION_ITEMS]])
 
-    def study_documents(self, patient_id: str, study_uid: str) -> list[DocumentEntry]:
-        """Every DocumentEntry (any status) of a study's manifests, by its Study Instance UID
-        reference under the patient ID they were registered with."""
-        reference = f"{study_uid}^^^^{STUDY_UID_REFERENCE}"
-        return self.documents_by_reference_id(patient_id, [reference])
+    def study_documents(self, study_uid: str, patient_id: str | None = None) -> list[DocumentEntry]:
+        """Every DocumentEntry (any status) that names the study, under whichever patient ID it was
+        registered (the study index), and, for entries registered before that index existed, by its
+        Study Instance UID reference under ``patient_id``."""
+        uuids = [i.sk for i in XdsRegistryItem.query(study_pk(study_uid), consistent_read=True)]
+        found = self._objects(DOCUMENT, DocumentEntry, uuids)
+        if patient_id:
+            known = {d.entry_uuid for d in found}
+            reference = f"{study_uid}^^^^{STUDY_UID_REFERENCE}"
+            found += [
+                d
+                for d in self.documents_by_reference_id(patient_id, [reference])
+                if d.entry_uuid not in known
+            ]
+        return found
 
     def remove_documents(self, entry_uuids: Sequence[str]) -> int:
         """Delete DocumentEntries from the registry for good (a destroyed study's, after the
@@ -326,6 +362,8 @@ class XdsRegistry(TransactionConnection):
             XdsRegistryItem(unique_pk(DOCUMENT, document.unique_id), UNIQUE_SK).delete()
             for reference in document.reference_ids:
                 XdsRegistryItem(reference_pk(document.patient_id, reference), uuid).delete()
+            for study_uid in studies_named(document):
+                XdsRegistryItem(study_pk(study_uid), uuid).delete()
             for association in self.associations_of([uuid]):
                 if association.type is AssociationType.HAS_MEMBER and association.target == uuid:
                     self._remove_submission_set(association.source)

@@ -26,7 +26,7 @@ from typing import IO
 
 from archive.audit import messages as audit
 from archive.data.index import IndexRepository
-from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject
+from archive.data.objects import InstanceMetadata, ObjectExists, ObjectStore, StoredObject, instance_key
 from archive.data.rejections import RejectionRepository, rejection_note_key
 from archive.dicom.instance import InstanceHeader
 from archive.dicom.rejection import may_be_rejection_note, read_rejection_note
@@ -256,7 +256,10 @@ class CorrectionService:
             study_uid=note.study_uid,
         ).as_object_metadata()
         try:
-            return self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata)
+            # Locked like the instances it rejects, so that it is destroyed with their study.
+            first = note.references[0].sop_instance_uid if note.references else None
+            lock = self._objects.lock_like(instance_key(first)) if first else None
+            return self._objects.put_new(key, fp, sha256_hex=sha, size=size, metadata=metadata, lock=lock)
         except ObjectExists:
             existing = self._objects.head(key)
             if existing is not None and existing.sha256 == sha:

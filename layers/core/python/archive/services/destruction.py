@@ -1,9 +1,11 @@
 """Lawful destruction of studies whose retention has ended (docs/retention.md).
 
 The job finds due studies through the retention-end index (never by listing the bucket), skips
-held ones, records what it is about to destroy (every object's SHA-256), deletes every version
-of every object without bypassing anything (S3 refuses a version whose lock has not expired:
-then the study is left whole and reported), removes the index entries and records completion.
+held ones, checks that S3 would let every version of every object of the study go (its instances,
+its manifests and the rejection notes that hid its instances): if not, the study is left whole,
+reported ``locked`` and the refusal audited (outcome 4), to be tried again. Otherwise it records
+what it is about to destroy (every object's SHA-256), deletes every version without bypassing
+anything, removes the index entries and records completion.
 The destruction records are append-only and never destroyed. Each destroyed study is an audit
 event: 110103 DICOM Instances Accessed, action D, the study with its instance count per SOP class
 (life cycle 15, permanent erasure), the patient and who approved it (or the archive's schedule).
@@ -21,12 +23,14 @@ from datetime import UTC, datetime, timedelta
 
 from archive.audit import messages as audit
 from archive.data.destruction import DestructionRepository
-from archive.data.objects import ObjectStore
+from archive.data.objects import ObjectStore, manifest_key
 from archive.data.registration import RegistryRemovals
+from archive.data.rejections import rejection_note_key
 from archive.data.retention import RetentionRepository
 from archive.data.xds_registry import XdsRegistry
 from archive.errors import RetentionLocked
 from archive.model.retention import DestroyedObject, DestructionRecord
+from archive.model.xds import DocumentEntry
 from archive.services.audit import AuditTrail
 
 
@@ -105,14 +109,21 @@ class DestructionService:
         )
         return outcome
 
-    def _deprecate_registry_entries(self, study_uid: str, destroyed_at: datetime) -> dict[str, object]:
-        """Deprecate every registry entry of the study; the record's registry fields."""
+    def _study_documents(self, study_uid: str) -> tuple[list[DocumentEntry], str | None]:
+        """Every registry entry naming the study, under any patient ID it was registered with (the
+        registry's study index; after an HL7 merge the early versions keep the prior ID), and the
+        registration's current entryUUID."""
         if self._registry is None:
-            return {}
+            return [], None
         patient_id, current = self._registry.removals.study_entries(study_uid)
-        if not patient_id:
+        return self._registry.registry.study_documents(study_uid, patient_id), current
+
+    def _deprecate_registry_entries(
+        self, study_uid: str, documents: list[DocumentEntry], current: str | None, destroyed_at: datetime
+    ) -> dict[str, object]:
+        """Deprecate every registry entry of the study; the record's registry fields."""
+        if self._registry is None or not (documents or current):
             return {}
-        documents = self._registry.registry.study_documents(patient_id, study_uid)
         entries = tuple(sorted({d.entry_uuid for d in documents} | ({current} if current else set())))
         self._registry.registry.deprecate([d.entry_uuid for d in documents])
         due = destroyed_at + self._registry.removal_delay
@@ -135,6 +146,23 @@ class DestructionService:
             done.append(study_uid)
         return done
 
+    def _archive_objects(self, study_uid: str, documents: list[DocumentEntry]) -> list[DestroyedObject]:
+        """The other objects the archive wrote for the study: its manifests (every version the
+        registry names, stored in the archive's repository) and the rejection notes that hid its
+        instances. SHA-256 as S3 verified it at store (one HEAD each)."""
+        keys = [manifest_key(d.unique_id) for d in documents]
+        keys += [rejection_note_key(n) for n in self._destruction.rejection_notes_of(study_uid)]
+        found = []
+        for key in dict.fromkeys(keys):
+            versions = tuple(self._objects.versions_of(key))
+            if not versions:
+                continue  # an entry of another repository, or destroyed by an earlier attempt
+            head = self._objects.head(key)
+            found.append(
+                DestroyedObject(key, head.sha256 if head else "", head.size if head else 0, versions)
+            )
+        return found
+
     def _destroy(
         self,
         study_uid: str,
@@ -146,45 +174,95 @@ class DestructionService:
         rejection_note: str | None = None,
     ) -> DestructionRecord:
         instances = self._destruction.instances_of(study_uid)
+        documents, current = self._study_documents(study_uid)
         objects = tuple(
             DestroyedObject(i.s3_key, i.sha256, i.size, tuple(self._objects.versions_of(i.s3_key)))
             for i in instances
-        )
+        ) + tuple(self._archive_objects(study_uid, documents))
+        classes: dict[str, int] = {}
+        for i in instances:
+            classes[i.sop_class_uid] = classes.get(i.sop_class_uid, 0) + 1
+        # Every version is checked before any is deleted: a study S3 would refuse stays whole.
+        now = self._clock()
+        refused = [
+            (o.key, v) for o in objects for v in o.versions if not self._objects.deletable(o.key, v, now)
+        ]
+        if refused:
+            self._audit_delete(
+                study_uid,
+                classes,
+                patient_key,
+                approved_by,
+                audit.Outcome.MINOR_FAILURE,
+                f"destruction refused by S3 Object Lock: {len(refused)} object versions are still "
+                f"locked or under legal hold (first: {refused[0][0]}); the study is kept and tried again",
+            )
+            raise RetentionLocked(f"{len(refused)} object versions of {study_uid} are locked")
         record = DestructionRecord(
             study_uid=study_uid,
             org_oid=org_oid,
             patient_key=patient_key,
             retention_end=end,
-            destroyed_at=self._clock(),
+            destroyed_at=now,
             instance_count=len(instances),
-            total_bytes=sum(i.size for i in instances),
+            total_bytes=sum(o.size for o in objects),
             objects=objects,
             approved_by=approved_by,
             rejection_note=rejection_note,
         )
         self._destruction.record(record, "PLANNED")
-        for obj in objects:
-            for version in obj.versions:
-                self._objects.delete_version(obj.key, version)
-        self._destruction.remove_index_entries(study_uid, instances)
-        record = replace(record, **self._deprecate_registry_entries(study_uid, record.destroyed_at))  # type: ignore[arg-type]
-        self._destruction.record(record, "COMPLETED")
-        if self._audit is not None:
-            classes: dict[str, int] = {}
-            for i in instances:
-                classes[i.sop_class_uid] = classes.get(i.sop_class_uid, 0) + 1
-            self._audit.record(
-                audit.instances_accessed(
-                    source=self._audit.source,
-                    action=audit.Action.DELETE,
-                    outcome=audit.Outcome.SUCCESS,
-                    user=audit.ActiveParticipant(approved_by or self._audit.source.source_id, True),
-                    patient_key=patient_key or "-",
-                    studies=[audit.study(study_uid, classes, lifecycle="15")],
-                    outcome_description=(
-                        f"destroyed at the end of retention ({end.date().isoformat()}): "
-                        f"{len(instances)} instances, {record.total_bytes} bytes"
-                    ),
-                )
+        try:
+            for obj in objects:
+                for version in obj.versions:
+                    self._objects.delete_version(obj.key, version)
+        except RetentionLocked as exc:  # a hold placed since the check: the rest stays, tried again
+            self._audit_delete(
+                study_uid,
+                classes,
+                patient_key,
+                approved_by,
+                audit.Outcome.MINOR_FAILURE,
+                f"destruction refused by S3 Object Lock part-way ({exc}); the study is kept and tried again",
             )
+            raise
+        self._destruction.remove_index_entries(study_uid, instances)
+        record = replace(
+            record,
+            **self._deprecate_registry_entries(study_uid, documents, current, record.destroyed_at),  # type: ignore[arg-type]
+        )
+        self._destruction.record(record, "COMPLETED")
+        self._audit_delete(
+            study_uid,
+            classes,
+            patient_key,
+            approved_by,
+            audit.Outcome.SUCCESS,
+            f"destroyed at the end of retention ({end.date().isoformat()}): "
+            f"{len(instances)} instances, {len(objects) - len(instances)} other objects, "
+            f"{record.total_bytes} bytes",
+        )
         return record
+
+    def _audit_delete(
+        self,
+        study_uid: str,
+        classes: dict[str, int],
+        patient_key: str | None,
+        approved_by: str | None,
+        outcome: audit.Outcome,
+        description: str,
+    ) -> None:
+        """110103 DICOM Instances Accessed, action D (life cycle 15, permanent erasure)."""
+        if self._audit is None:
+            return
+        self._audit.record(
+            audit.instances_accessed(
+                source=self._audit.source,
+                action=audit.Action.DELETE,
+                outcome=outcome,
+                user=audit.ActiveParticipant(approved_by or self._audit.source.source_id, True),
+                patient_key=patient_key or "-",
+                studies=[audit.study(study_uid, classes, lifecycle="15")],
+                outcome_description=description,
+            )
+        )

@@ -58,6 +58,12 @@ def index_object(
         attributes=header.attributes,
     )
     indexed = index.record_instance(item)
+    # The listener decides an object's legal hold at its PUT from a cache (HOLDS_TTL_SECONDS): one
+    # stored just after a hold was placed may miss it. The hold's count on the study row is
+    # authoritative and is raised before the hold's sweep lists the study's instances, so either
+    # that sweep finds this (now indexed) object or this read sees the count (docs/retention.md).
+    if index.study_held(item.study_uid):
+        objects.set_legal_hold(key, reader.head.version_id, on=True)
     if staging is not None:
         staging.delete(key)
     return IndexOutcome(key, indexed, reader.bytes_fetched, item.study_uid, item.org_oid)

@@ -33,7 +33,7 @@ from enum import StrEnum
 from pydicom.uid import generate_uid
 
 from archive.config import Settings
-from archive.data.objects import ObjectExists, ObjectStore, manifest_key
+from archive.data.objects import ObjectExists, ObjectStore, instance_key, manifest_key
 from archive.data.registration import (
     CachedOrganisationRegistration,
     IanQueue,
@@ -414,6 +414,8 @@ class RegistrationService:
             "sop-class-uid": str(ds.SOPClassUID),
             "received-at": now.isoformat(timespec="milliseconds"),
         }
+        # Locked like the study's instances (docs/retention.md), so that it is destroyed with them.
+        lock = self._objects.lock_like(instance_key(content.instances[0].sop_instance_uid))
         try:
             self._objects.put_new(
                 key,
@@ -421,6 +423,7 @@ class RegistrationService:
                 sha256_hex=hashlib.sha256(data).hexdigest(),
                 size=len(data),
                 metadata=metadata,
+                lock=lock,
             )
         except ObjectExists:
             data = self._objects.get_stream(key).read()

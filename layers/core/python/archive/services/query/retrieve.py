@@ -170,7 +170,7 @@ class RetrieveService:
         for study in studies:
             patient = patients.for_study(study)
             for series_uid in series_uids:
-                for instance in self._index.instances_of_study(study.study_uid, series_uid):
+                for instance in self._index.instances_of_study(study.study_uid, series_uid, to_send=True):
                     items.append(_item(instance, patient, study))
         return items
 
