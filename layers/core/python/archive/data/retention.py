@@ -91,6 +91,7 @@ class RetentionRepository:
         basis: EndBasis = EndBasis.STUDY_DATE,
         *,
         over_death: bool = False,
+        existing: bool = False,
     ) -> bool:
         """Set the study's retention end to ``end`` unless it is that late already (never shorten).
 
@@ -98,6 +99,8 @@ class RetentionRepository:
         Two exceptions, both under a death rule: an end counted from the (now known) death replaces
         one counted from birth while the death was unknown, even an earlier one; and an end from
         birth does not replace one from the death unless ``over_death`` (the death was retracted).
+        ``existing``: only a study item that exists (a job must not recreate a destroyed study; the
+        listener's first instance may come before the study item does).
         """
         value = _iso(end)
         later = Study.retention_end.does_not_exist() | (Study.retention_end < value)
@@ -116,7 +119,7 @@ class RetentionRepository:
                     Study.retention_shard.set(retention_shard(study_uid)),
                     Study.retention_basis.set(basis.value),
                 ],
-                condition=condition & Study.study_uid.exists(),
+                condition=condition & Study.study_uid.exists() if existing else condition,
             )
         except UpdateError as exc:
             if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":

@@ -306,7 +306,7 @@ class RetentionService:
         latest = max(ends, key=lambda e: e.end or datetime.min.replace(tzinfo=UTC))
         assert latest.end is not None and latest.basis is not None
         return self._repository.extend_study(
-            plan.facts.study_uid, latest.end, latest.basis, over_death=kind == JOB_PATIENT
+            plan.facts.study_uid, latest.end, latest.basis, over_death=kind == JOB_PATIENT, existing=True
         )
 
     def retention_of(self, study_uid: str) -> StudyRetention | None:
