@@ -25,6 +25,8 @@
     python -m admin retention rule set 1.2.246.10.12345678.10 '*' --years 12
     python -m admin retention show <Study Instance UID>
     python -m admin retention due [--until 2040-01-01T00:00:00+00:00]
+    python -m admin retention job <job id>
+    python -m admin retention death record --patient 020516C903K --issuer 1.2.246.21 --date 20260101 --by ... --reason ...
     python -m admin hold place --study <UID> --by "Lawyer L." --reason "case 7/2026"
     python -m admin hold release <hold id> --study <UID> --by "Lawyer L."
     python -m admin disclosures verify 020516C903K --issuer 1.2.246.21
@@ -64,7 +66,7 @@ from archive.data.registration import (
 )
 from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
-from archive.data.retention import RetentionRepository
+from archive.data.retention import RetentionJobQueue, RetentionRepository
 from archive.data.xds_access import DisclosureDenials, DocumentRepository, XdsAccessConfig
 from archive.errors import ArchiveError
 from archive.model.disclosure import report_csv
@@ -78,16 +80,17 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
-from archive.model.retention import ExpiryRejection, RetentionRule
+from archive.model.retention import ExpiryRejection, RetentionBasis, RetentionRule
 from archive.model.xua import IdentityProvider
 from archive.services.audit import build_audit_trail
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
+from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
-from archive.services.retention import RetentionService
+from archive.services.retention import JOB_PATIENT, RetentionService
 from archive.services.storage_tiers import StorageTiers
-from archive.topology import REGISTRATION_QUEUE
+from archive.topology import REGISTRATION_QUEUE, RETENTION_QUEUE
 
 from local.resources import AUDIT_BUCKET as LOCAL_AUDIT_BUCKET
 from local.resources import local_queue_name, local_settings
@@ -307,8 +310,37 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="under EARLY: days from the study date that S3 locks and no early destruction shortens",
     )
+    rule_set.add_argument(
+        "--from",
+        dest="basis",
+        choices=["study-date", "death"],
+        default="study-date",
+        help="count the years from the study date, or from the patient's death when known",
+    )
+    rule_set.add_argument(
+        "--unknown-death-years-from-birth",
+        type=int,
+        default=0,
+        help="under --from death: while the death is not known, the end is this many years from "
+        "birth (e.g. 120); without it (or a birth date) such a study is never due",
+    )
+    rule_set.add_argument("--by", help="who set the rule (recorded on the lengthening job)")
     rule_list = rule_actions.add_parser("list")
     rule_list.add_argument("org_oid")
+    job = retention_actions.add_parser("job", help="a retention job's progress")
+    job.add_argument("job_id")
+    death = retention_actions.add_parser(
+        "death", help="record or retract a patient's death; the patient's studies are recomputed"
+    )
+    death_actions = death.add_subparsers(dest="death_action", required=True)
+    for name in ("record", "retract"):
+        action = death_actions.add_parser(name)
+        action.add_argument("--patient", required=True, help="Patient ID")
+        action.add_argument("--issuer", required=True, help="assigning authority OID of the Patient ID")
+        if name == "record":
+            action.add_argument("--date", required=True, help="the day of death, YYYYMMDD")
+        action.add_argument("--by", required=True, help="who records it")
+        action.add_argument("--reason", required=True, help="why, or the source (death register, ...)")
     show = retention_actions.add_parser("show", help="a study's retention end and holds")
     show.add_argument("study_uid")
     due = retention_actions.add_parser("due", help="studies whose retention has ended (from the index)")
@@ -465,18 +497,40 @@ def _commitment(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _retention_service(settings: Settings) -> RetentionService:
+def _retention_service(settings: Settings, *, jobs: bool = False) -> RetentionService:
+    if jobs and not settings.retention_queue_url:
+        settings = replace(
+            settings, retention_queue_url=queue_url_by_name(settings, local_queue_name(RETENTION_QUEUE))
+        )
     return RetentionService(
         RetentionRepository(),
         ObjectStore(settings),
         lock_mode=settings.object_lock_mode,
         minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+        jobs=RetentionJobQueue(settings) if jobs else None,
     )
 
 
 def _retention(args: argparse.Namespace, settings: Settings) -> None:
-    service = _retention_service(settings)
-    if args.action == "rule":
+    changes = args.action == "death" or (args.action == "rule" and args.rule_action == "set")
+    service = _retention_service(settings, jobs=changes)
+    if args.action == "death":
+        identity = PatientIdentity(args.patient, args.issuer)
+        PatientService(PatientRepository(settings)).record_death(
+            identity,
+            args.date if args.death_action == "record" else "",
+            by=args.by,
+            reason=args.reason,
+            at=datetime.now(UTC),
+        )
+        job = service.start_job(JOB_PATIENT, identity.key, by=args.by, reason=args.reason)
+        print(json.dumps({"job_id": job.job_id, "patient": identity.key}))
+    elif args.action == "job":
+        found_job = service.job(args.job_id)
+        if found_job is None:
+            raise ArchiveError(f"no retention job {args.job_id}")
+        print(json.dumps(asdict(found_job), default=str))
+    elif args.action == "rule":
         if args.rule_action == "set":
             service.set_rule(
                 RetentionRule(
@@ -488,10 +542,14 @@ def _retention(args: argparse.Namespace, settings: Settings) -> None:
                     if args.allow_early_destruction
                     else ExpiryRejection(args.expiry_rejection),
                     minimum_days=args.minimum_days,
+                    basis=RetentionBasis.DEATH if args.basis == "death" else RetentionBasis.STUDY_DATE,
+                    unknown_death_years_from_birth=args.unknown_death_years_from_birth,
                 )
             )
-            # Lengthen what the rule covers already (never shortens: a shorter rule changes nothing).
-            print(json.dumps(service.extend_locks(args.org_oid, args.study_type)))
+            # Lengthen what the rule covers already, as a job (never shortens: a shorter rule
+            # changes nothing); `retention job <id>` shows its progress.
+            job = service.grow_rule(args.org_oid, args.study_type, by=args.by)
+            print(json.dumps({"job_id": job.job_id}))
         else:
             for rule in service.rules_of(args.org_oid):
                 print(json.dumps(asdict(rule)))

@@ -171,6 +171,22 @@ class ArchiveBucket(Construct):
             findings=("Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*"),
         )
 
+    def grant_extend_retention(self, grantee: iam.IRole) -> None:
+        """Read an object version's lock (HEAD) and lengthen it (PutObjectRetention: under
+        COMPLIANCE S3 refuses any shortening, and without s3:BypassGovernanceRetention so under
+        GOVERNANCE); no read of the content, no write, no delete (docs/retention.md)."""
+        self._grant_objects(
+            grantee, ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:PutObjectRetention")
+        )
+        self.key.grant_decrypt(grantee)
+        acknowledge(
+            grantee,
+            "AwsSolutions-IAM5",
+            "Objects are keyed by DICOM UIDs that are only known at run time, so the retention "
+            "actions are granted on <archive bucket>/*, with no write or delete.",
+            findings=(f"Resource::{arn_reference(self.bucket)}/*",),
+        )
+
     def grant_hold_on(self, grantee: iam.IRole) -> None:
         """PutObjectLegalHold only with the condition that the hold is turned ON: a writer (or the
         indexer, closing the listener's hold-cache window) may hold an object, never release it."""

@@ -118,6 +118,8 @@ INFREQUENT_ACCESS_TABLES_DEFAULT = ("instances", "access_log")
 STORAGE_EVENTS_FUNCTION_TIMEOUT = Duration.seconds(60)
 RESTORE_FUNCTION_TIMEOUT = Duration.minutes(15)  # a large study: one RestoreObject per instance
 TIER_FUNCTION_MEMORY_MB = 256
+# A retention job page: at most services.retention.JOB_PAGE_OBJECTS HEAD + PutObjectRetention calls.
+RETENTION_JOB_FUNCTION_TIMEOUT = Duration.minutes(5)
 INDEX_FUNCTION_TIMEOUT = Duration.seconds(60)
 # The staging tier (docs/storage.md, "Two tiers"): an S3 Express One Zone directory bucket in this
 # Availability Zone (a zone ID, the same physical zone in every account) of DEFAULT_REGION, where

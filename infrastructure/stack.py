@@ -29,6 +29,7 @@ from infrastructure.queue_consumer import QueueConsumerFunction
 from infrastructure.queues import DeadLetteredQueue
 from infrastructure.registration import StudyRegistration
 from infrastructure.retention import DestructionSchedule
+from infrastructure.retention_jobs import RetentionJobs
 from infrastructure.staging_bucket import StagingBucket
 from infrastructure.storage_tiers import StorageTiers
 from infrastructure.tables import ArchiveTables
@@ -228,6 +229,13 @@ class ArchiveStack(Stack):
         staging.grant_session(lock_instance.role)
         storage.grant_read_write_objects(lock_instance.role)
 
+        # Retention jobs: a grown rule or a recorded death lengthens locks, a page per message.
+        retention_jobs = RetentionJobs(
+            self, "RetentionJobs", layers=[layers.deps, layers.core], environment=archive_env, alarms=alarms
+        )
+        tables.grant(retention_jobs.consumer.role, table_access.EXTEND_RETENTION)
+        storage.grant_extend_retention(retention_jobs.consumer.role)
+
         destruction = DestructionSchedule(
             self,
             "Destruction",
@@ -320,7 +328,7 @@ class ArchiveStack(Stack):
             runtime=s.LAMBDA_RUNTIME,
             architecture=s.LAMBDA_ARCHITECTURE,
             layers=[layers.deps, layers.core],
-            environment={**archive_env, **s.powertools_env("patient-update")},
+            environment={**archive_env, **retention_jobs.environment, **s.powertools_env("patient-update")},
             queue=patient_updates.queue,
             batch_size=s.PATIENT_UPDATE_BATCH_SIZE,
             timeout=s.PATIENT_UPDATE_FUNCTION_TIMEOUT,
@@ -329,6 +337,7 @@ class ArchiveStack(Stack):
         )
         tables.grant(patient_update.role, table_access.PATIENT_UPDATE)
         registration.grant_request(patient_update.role)
+        retention_jobs.grant_start(patient_update.role)
         may_audit(patient_update.role)
         hl7 = TcpListenerService(
             self,

@@ -104,6 +104,7 @@ PATIENT_UPDATE: TableAccess = {
     "patients": Access.WRITE,
     "studies": Access.WRITE,
     "patient_history": Access.APPEND,
+    "retention_jobs": Access.APPEND,  # a death recorded or retracted (PID-29/30) starts a job
 }
 
 # Reading a study's content for a manifest or an IAN (archive.data.registration.StudyContentReader).
@@ -151,6 +152,18 @@ STORAGE_EVENTS: TableAccess = {
 RESTORE_STUDY: TableAccess = {
     "studies": Access.WRITE,
     "instances": Access.READ,
+}
+
+# functions/extend_retention: a retention job's page: studies through the patient / organisation
+# indexes, their patient's death and birth, the organisation's rules; raises the studies'
+# retention ends and counts the job's progress.
+EXTEND_RETENTION: TableAccess = {
+    "patients": Access.READ,
+    "studies": Access.WRITE,
+    "series": Access.READ,
+    "instances": Access.READ,
+    "retention_rules": Access.READ,
+    "retention_jobs": Access.WRITE,
 }
 
 # functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes

@@ -22,6 +22,7 @@ from archive.topology import (
     QUEUES,
     REGISTRATION_QUEUE,
     RESTORE_QUEUE,
+    RETENTION_QUEUE,
     STORAGE_EVENTS_QUEUE,
     TABLE_ENV,
     QueueSpec,
@@ -242,6 +243,7 @@ def provision(
         ian_queue_url=queues[IAN_QUEUE.name].url,
         storage_events_queue_url=queues[STORAGE_EVENTS_QUEUE.name].url,
         restore_queue_url=queues[RESTORE_QUEUE.name].url,
+        retention_queue_url=queues[RETENTION_QUEUE.name].url,
         **overrides,
     )
     create_tables(settings)

@@ -42,6 +42,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
             # Audit batches and TLS rotation within a test's patience.
             "audit_flush_seconds": 0.5,
             "tls_check_seconds": 1.0,
+            # Retention jobs go three objects a page, so that their continuation pages run.
+            "retention_page_objects": 3,
         },
         registration_stability_seconds=1.5,
     )

@@ -9,16 +9,20 @@ a failure to retry; so are the records of messages the listener refused (``kind`
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from archive.config import Settings
 from archive.data.models import bind_models
+from archive.data.objects import ObjectStore
 from archive.data.patients import PatientRepository
+from archive.data.retention import RetentionJobQueue, RetentionRepository
 from archive.model.patients import ListenerRefusal, Outcome, PatientChangeRequest
 from archive.services.audit import build_audit_trail
 from archive.services.patient_audit import audit_patient_change
 from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
+from archive.services.retention import JOB_PATIENT, RetentionService
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -31,6 +35,18 @@ service = PatientService(PatientRepository(settings))
 audit_trail = build_audit_trail(settings, background=False)
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
+# A death recorded or retracted (PID-29/30) recomputes the patient's studies' retention (a job).
+retention = (
+    RetentionService(
+        RetentionRepository(),
+        ObjectStore(settings),
+        lock_mode=settings.object_lock_mode,
+        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+        jobs=RetentionJobQueue(settings),
+    )
+    if settings.retention_queue_url
+    else None
+)
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -54,6 +70,19 @@ def record_handler(record: SQSRecord) -> None:
             "studies_updated": result.studies_updated,
         },
     )
+    # Also on a redelivery (DUPLICATE): the job may not have been queued before; a job is idempotent.
+    if (
+        retention is not None
+        and request.demographics.death_date is not None
+        and result.outcome in (Outcome.APPLIED, Outcome.DUPLICATE)
+    ):
+        job = retention.start_job(
+            JOB_PATIENT,
+            request.patient.key,
+            by=request.sender,
+            reason=f"HL7 {request.event.value} {request.message_control_id}",
+        )
+        logger.info("retention job", extra={"job_id": job.job_id, "patient": request.patient.key})
     if registration is not None and result.outcome is Outcome.APPLIED:
         registration.patient_changed([request.patient.key, *([request.prior.key] if request.prior else [])])
 

@@ -65,6 +65,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "patients": WRITE,
         "studies": WRITE,
         "patient_history": APPEND,
+        "retention_jobs": APPEND,  # a death recorded or retracted (PID-29/30) starts a job
         **REQUESTS_REGISTRATION,  # studies of merged or renamed patients
     },
     "register-study": {
@@ -91,6 +92,15 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "ian_notifications": APPEND,
     },
     "restore-study": {"studies": WRITE, "instances": READ},
+    # Retention jobs: raises studies' retention ends (never writes series or instances), counts pages
+    "extend-retention": {
+        "patients": READ,  # the death and birth a death rule counts from
+        "studies": WRITE,
+        "series": READ,
+        "instances": READ,
+        "retention_rules": READ,
+        "retention_jobs": WRITE,
+    },
     # Deletes the index entries of studies whose retention ended, never writes them
     "destroy-expired": {
         "studies": REMOVE,

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, uid
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
+from tests.integration.test_retention_death import _job_done
 from tests.support.cloud import json_lines, s3, storescu, wait_until
 from tests.support.dicom import HETU_ISSUER, study
 
@@ -166,16 +167,18 @@ def test_a_grown_rule_lengthens_the_locks_of_stored_objects_and_a_shorter_one_ch
     grown = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "400")
     assert grown.returncode == 0, grown.stderr
     # Then every CT object's retain-until and the study's retention end are 400 days from its date
-    assert json.loads(grown.stdout) == {"studies": 2, "objects_extended": 2}
+    job = _job_done(cloud, json.loads(grown.stdout)["job_id"])
+    assert (job["studies"], job["objects_extended"]) == (2, 2)
     assert {_retention(cloud, p)[1] for p in ct} == {datetime(2031, 2, 19, tzinfo=UTC)}
     assert Study.get(ct_uid).retention_end == "2031-02-19T00:00:00+00:00"
     # And the MR object, under its own rule, keeps its lock
     assert _retention(cloud, mr[0])[1] == datetime(2030, 2, 14, tzinfo=UTC)
     # When the rule is set again, or shortened, nothing changes (never shortened; resumable, idempotent)
     again = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "400")
-    assert json.loads(again.stdout) == {"studies": 2, "objects_extended": 0}
+    job = _job_done(cloud, json.loads(again.stdout)["job_id"])
+    assert (job["studies"], job["objects_extended"]) == (2, 0)
     shorter = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "10")
-    assert json.loads(shorter.stdout)["objects_extended"] == 0
+    assert _job_done(cloud, json.loads(shorter.stdout)["job_id"])["objects_extended"] == 0
     assert {_retention(cloud, p)[1] for p in ct} == {datetime(2031, 2, 19, tzinfo=UTC)}
     assert Study.get(ct_uid).retention_end == "2031-02-19T00:00:00+00:00"
 

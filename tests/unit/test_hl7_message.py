@@ -259,3 +259,39 @@ def test_broken_segments_or_delimiters_are_malformed(raw: bytes) -> None:
 def test_a_v27_truncation_character_in_msh2_is_accepted() -> None:
     raw = adt08().replace(b"MSH|^~\\&|", b"MSH|^~\\&#|")
     assert parse_adt(raw).header.encoding_characters == "^~\\&"
+
+
+def _pid_death(death: str, indicator: str = "") -> str:
+    """A PID with PID-29 (death date/time) and PID-30 (death indicator)."""
+    return "PID|||T1^^^ADT1||Doe^John||19160502|M" + "|" * 21 + f"{death}|{indicator}"
+
+
+@pytest.mark.parametrize(
+    ("death", "indicator", "expected"),
+    [
+        ("20260101", "Y", "20260101"),
+        ("202601011230+0200", "", "20260101"),  # a DTM: the day is kept
+        ('""', "", ""),  # HL7 null: the death is retracted
+        ("", "N", ""),  # not dead: retracted
+        ("", "Y", None),  # dead, the day unknown: nothing to count from, nothing changes
+        ("", "", None),  # not sent: left as it is
+    ],
+)
+def test_pid29_and_pid30_give_the_death_date(death: str, indicator: str, expected: str | None) -> None:
+    assert parse_adt(adt08(_pid_death(death, indicator))).demographics.death_date == expected
+
+
+@pytest.mark.parametrize(
+    ("death", "indicator", "location"),
+    [
+        ("2026", "Y", "PID^1^29"),  # a year is not a day to count from
+        ("20261302", "Y", "PID^1^29"),
+        ("yesterday", "", "PID^1^29"),
+        ("20260101", "N", "PID^1^30"),  # a death date and "not dead"
+        ("", "X", "PID^1^30"),
+    ],
+)
+def test_an_unusable_death_is_refused_at_its_field(death: str, indicator: str, location: str) -> None:
+    with pytest.raises(InvalidFieldValue) as caught:
+        parse_adt(adt08(_pid_death(death, indicator)))
+    assert caught.value.location == location

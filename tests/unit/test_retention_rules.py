@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from archive.model.retention import (
+    EndBasis,
     ExpiryRejection,
     ExpiryVerdict,
+    RetentionBasis,
+    RetentionEnds,
     RetentionRule,
     expiry_rejection_verdict,
     parse_study_date,
+    retention_ends,
     rule_for,
 )
 
@@ -67,3 +71,42 @@ def test_early_destruction_rules_lock_only_their_minimum() -> None:
     early = RetentionRule("o", "*", 10, expiry_rejection=ExpiryRejection.EARLY, minimum_days=30)
     assert early.end_for(study_date) == datetime(2036, 1, 15, tzinfo=UTC)
     assert early.lock_end_for(study_date) == datetime(2026, 2, 14, tzinfo=UTC)
+
+
+def test_a_death_rule_counts_from_the_death_once_known() -> None:
+    # Given Finland's rule: 12 years from the death, 120 years from birth while the death is unknown
+    rule = RetentionRule("o", "*", 12, basis=RetentionBasis.DEATH, unknown_death_years_from_birth=120)
+    study_day, birth = date(2020, 3, 1), date(1950, 6, 30)
+    # When the death is not known: the index end is 120 years from birth; the lock only covers the
+    # years from the study (the earliest a death-based end can be), so it can never be too long
+    unknown = retention_ends(rule, study_day, birth=birth)
+    assert unknown == RetentionEnds(
+        datetime(2070, 6, 30, tzinfo=UTC), EndBasis.BIRTH, datetime(2032, 3, 1, tzinfo=UTC)
+    )
+    # When the death is known: 12 years from it, lock and index alike
+    known = retention_ends(rule, study_day, death=date(2025, 5, 5), birth=birth)
+    assert known == RetentionEnds(
+        datetime(2037, 5, 5, tzinfo=UTC), EndBasis.DEATH, datetime(2037, 5, 5, tzinfo=UTC)
+    )
+    # And imaging after death never ends before the years from the study (what locks hold already)
+    post_mortem = retention_ends(rule, study_day, death=date(2020, 2, 1))
+    assert post_mortem.end == post_mortem.lock_end == datetime(2032, 3, 1, tzinfo=UTC)
+
+
+def test_a_death_rule_without_death_or_birth_is_never_due_and_a_study_date_rule_ignores_both() -> None:
+    death_rule = RetentionRule("o", "*", 12, basis=RetentionBasis.DEATH, unknown_death_years_from_birth=120)
+    never = retention_ends(death_rule, date(2020, 3, 1))
+    assert (never.end, never.basis, never.lock_end) == (None, None, datetime(2032, 3, 1, tzinfo=UTC))
+    without_fallback = RetentionRule("o", "*", 12, basis=RetentionBasis.DEATH)
+    assert retention_ends(without_fallback, date(2020, 3, 1), birth=date(1950, 1, 1)).end is None
+    plain = retention_ends(RetentionRule("o", "*", 12), date(2020, 3, 1), death=date(2021, 1, 1))
+    assert (plain.end, plain.basis) == (datetime(2032, 3, 1, tzinfo=UTC), EndBasis.STUDY_DATE)
+
+
+def test_under_an_early_rule_the_death_rule_locks_only_the_minimum() -> None:
+    rule = RetentionRule(
+        "o", "*", 12, expiry_rejection=ExpiryRejection.EARLY, minimum_days=30, basis=RetentionBasis.DEATH
+    )
+    ends = retention_ends(rule, date(2020, 3, 1), death=date(2025, 5, 5))
+    assert ends.end == datetime(2037, 5, 5, tzinfo=UTC)
+    assert ends.lock_end == datetime(2020, 3, 31, tzinfo=UTC)

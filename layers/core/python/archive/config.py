@@ -61,6 +61,9 @@ class Settings:
     # retrieval tier (Bulk: cheapest, Standard: faster) and how many days the copy stays.
     storage_events_queue_url: str | None = None
     restore_queue_url: str | None = None
+    retention_queue_url: str | None = None
+    # The most object versions one retention job message handles before it queues the next page.
+    retention_page_objects: int = 200
     restore_tier: str = "Bulk"
     restore_days: int = 7
     # ITI-18: a LeafClass answer over this many objects is refused with XDSTooManyResults
@@ -112,6 +115,8 @@ class Settings:
             ian_timeout_seconds=float(env.get(t.ENV_IAN_TIMEOUT, "30")),
             storage_events_queue_url=env.get(t.ENV_STORAGE_EVENTS_QUEUE_URL) or None,
             restore_queue_url=env.get(t.ENV_RESTORE_QUEUE_URL) or None,
+            retention_queue_url=env.get(t.ENV_RETENTION_QUEUE_URL) or None,
+            retention_page_objects=int(env.get(t.ENV_RETENTION_PAGE_OBJECTS, "200")),
             restore_tier=env.get(t.ENV_RESTORE_TIER) or "Bulk",
             restore_days=int(env.get(t.ENV_RESTORE_DAYS, "7")),
             xds_max_leaf_class=int(env.get(t.ENV_XDS_MAX_LEAF_CLASS, "1000")),
@@ -164,6 +169,9 @@ class Settings:
             env[t.ENV_STORAGE_EVENTS_QUEUE_URL] = self.storage_events_queue_url
         if self.restore_queue_url:
             env[t.ENV_RESTORE_QUEUE_URL] = self.restore_queue_url
+        if self.retention_queue_url:
+            env[t.ENV_RETENTION_QUEUE_URL] = self.retention_queue_url
+        env[t.ENV_RETENTION_PAGE_OBJECTS] = str(self.retention_page_objects)
         env[t.ENV_RESTORE_TIER] = self.restore_tier
         env[t.ENV_RESTORE_DAYS] = str(self.restore_days)
         env[t.ENV_AUDIT_SOURCE_ID] = self.audit_source_id

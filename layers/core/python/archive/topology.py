@@ -57,6 +57,9 @@ ENV_STORAGE_EVENTS_QUEUE_URL = "STORAGE_EVENTS_QUEUE_URL"
 ENV_RESTORE_QUEUE_URL = "RESTORE_QUEUE_URL"
 ENV_RESTORE_TIER = "RESTORE_TIER"
 ENV_RESTORE_DAYS = "RESTORE_DAYS"
+# Retention jobs (docs/retention.md): a grown rule or a recorded death lengthens locks page by page.
+ENV_RETENTION_QUEUE_URL = "RETENTION_QUEUE_URL"
+ENV_RETENTION_PAGE_OBJECTS = "RETENTION_PAGE_OBJECTS"
 # Read by listeners/dicom/__main__.py:
 ENV_DICOM_HOST = "DICOM_HOST"
 ENV_DICOM_PORT = "DICOM_PORT"
@@ -90,6 +93,7 @@ TABLE_ENV = {
     "patient_history": "TABLE_PATIENT_HISTORY",
     "rejections": "TABLE_REJECTIONS",
     "retention_rules": "TABLE_RETENTION_RULES",
+    "retention_jobs": "TABLE_RETENTION_JOBS",
     "legal_holds": "TABLE_LEGAL_HOLDS",
     "destruction_records": "TABLE_DESTRUCTION_RECORDS",
     "xds_registry": "TABLE_XDS_REGISTRY",
@@ -157,6 +161,8 @@ RESTORE_QUEUE = QueueSpec("restore", fifo=False, max_receive_count=5, url_env=EN
 # Staged instances to copy into the Object-Locked bucket (docs/storage.md). Each failed copy hides
 # its message for a growing backoff, so this many receives span hours of an outage before the DLQ.
 LOCK_QUEUE = QueueSpec("lock", fifo=False, max_receive_count=20, url_env=ENV_LOCK_QUEUE_URL)
+# Retention jobs: one message per page of studies; each page queues the next (a continuation).
+RETENTION_QUEUE = QueueSpec("retention", fifo=False, max_receive_count=5, url_env=ENV_RETENTION_QUEUE_URL)
 QUEUES = (
     INDEX_QUEUE,
     PATIENT_UPDATE_QUEUE,
@@ -165,6 +171,7 @@ QUEUES = (
     STORAGE_EVENTS_QUEUE,
     RESTORE_QUEUE,
     LOCK_QUEUE,
+    RETENTION_QUEUE,
 )
 
 INDEX_INSTANCE = ConsumerSpec(
@@ -201,6 +208,14 @@ RESTORE_STUDY = ConsumerSpec(
 LOCK_INSTANCE = ConsumerSpec(
     "lock_instance", "functions/lock_instance", "handler.handler", queue=LOCK_QUEUE.name, batch_size=10
 )
+# One page per invocation: a page is bounded (RETENTION_PAGE studies) and queues the next.
+EXTEND_RETENTION = ConsumerSpec(
+    "extend_retention",
+    "functions/extend_retention",
+    "handler.handler",
+    queue=RETENTION_QUEUE.name,
+    batch_size=1,
+)
 CONSUMERS = (
     INDEX_INSTANCE,
     PATIENT_UPDATE,
@@ -209,6 +224,7 @@ CONSUMERS = (
     STORAGE_EVENTS,
     RESTORE_STUDY,
     LOCK_INSTANCE,
+    EXTEND_RETENTION,
 )
 
 

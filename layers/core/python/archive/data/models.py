@@ -129,6 +129,8 @@ class Patient(Model):
     patient_name = UnicodeAttribute(null=True)
     birth_date = UnicodeAttribute(null=True)
     sex = UnicodeAttribute(null=True)
+    # YYYYMMDD: the patient's death, from HL7 PID-29 or an operator (docs/retention.md).
+    death_date = UnicodeAttribute(null=True)
     org_oid = UnicodeAttribute(null=True)
     # Set when this identity was merged into another one (HL7 A40); the survivor's key.
     merged_into = UnicodeAttribute(null=True)
@@ -222,6 +224,8 @@ class Study(Model):
     # shard in the by_retention_end index, and how many legal holds name the study or its patient.
     retention_end = UnicodeAttribute(null=True)
     retention_shard = UnicodeAttribute(null=True)
+    # What retention_end was counted from (model.retention.EndBasis); absent: the study date.
+    retention_basis = UnicodeAttribute(null=True)
     legal_holds = NumberAttribute(null=True)
     # A 113039 rejection note asked for early destruction: its UID (retention_end was set to then).
     early_destruction_note = UnicodeAttribute(null=True)
@@ -367,7 +371,33 @@ class RetentionRuleItem(Model):
     allow_early_destruction = BooleanAttribute(default=False)  # before expiry_rejection: EARLY
     expiry_rejection = UnicodeAttribute(null=True)  # ExpiryRejection; absent: EXPIRED
     minimum_days = NumberAttribute(null=True)
+    basis = UnicodeAttribute(null=True)  # RetentionBasis; absent: STUDY_DATE
+    unknown_death_years_from_birth = NumberAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
+
+
+class RetentionJobItem(Model):
+    """A retention job (docs/retention.md): lengthening what a grown rule covers, or recomputing a
+    patient's studies after their death was recorded; its progress, page by page."""
+
+    class Meta(_Unbound):
+        logical_name = "retention_jobs"
+
+    job_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()  # "rule" | "patient"
+    target = UnicodeAttribute()  # "<organisation OID>|<study type>" | "<patient key>"
+    state = UnicodeAttribute()  # RUNNING | DONE
+    requested_by = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    started_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute(null=True)
+    finished_at = UTCDateTimeAttribute(null=True)
+    pages = NumberAttribute(default=0)
+    studies = NumberAttribute(default=0)
+    studies_changed = NumberAttribute(default=0)
+    objects_extended = NumberAttribute(default=0)
+    # The pages done, so a redelivered page message is not counted twice.
+    pages_done = UnicodeSetAttribute(null=True)
 
 
 class LegalHoldItem(Model):
@@ -760,6 +790,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     PatientChange,
     Rejection,
     RetentionRuleItem,
+    RetentionJobItem,
     LegalHoldItem,
     DestructionRecordItem,
     XdsRegistryItem,

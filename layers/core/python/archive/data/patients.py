@@ -63,13 +63,14 @@ def _state(item: Patient) -> PatientState:
         sex=item.sex,
         merged_into=item.merged_into,
         org_oid=item.org_oid,
+        death_date=item.death_date,
     )
 
 
 def _demographic_actions(state: PatientState) -> list[Any]:
     """SET the demographics of ``state``; REMOVE those it has not (HL7 null or never known)."""
     actions: list[Any] = []
-    for name in ("patient_name", "name_charset", "birth_date", "sex"):
+    for name in ("patient_name", "name_charset", "birth_date", "sex", "death_date"):
         attribute = getattr(Patient, name)
         value = getattr(state, name)
         actions.append(attribute.set(value) if value else attribute.remove())

@@ -77,6 +77,7 @@ class Demographics:
     patient_name: str | None = None  # as a DICOM PN: family^given^middle^prefix^suffix
     birth_date: str | None = None  # YYYYMMDD
     sex: str | None = None
+    death_date: str | None = None  # YYYYMMDD from PID-29; "" retracts (PID-29 null or PID-30 "N")
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,36 @@ def _birth_date(value: str | None) -> str | None:
     return day
 
 
+def _death_date(value: str | None, indicator: str | None) -> str | None:
+    """PID-29 (DTM) and PID-30 (Y/N) -> the death date (DICOM DA), "" to retract a recorded death,
+    None to leave it as it is. A death without a day (PID-30 "Y" alone, or PID-29 of a year or a
+    month only) cannot start a retention: the first is left as is, the second refused."""
+    flag = (indicator or "").upper()
+    if flag not in ("", "Y", "N"):
+        raise InvalidFieldValue(
+            f"patient death indicator {(indicator or '')[:10]!r} is not Y or N (HL7 table 0136)",
+            location="PID^1^30",
+        )
+    if value:
+        day = value[:8]
+        try:
+            if not (len(day) == 8 and day.isdigit()):
+                raise ValueError(day)
+            date(int(day[:4]), int(day[4:6]), int(day[6:8]))
+        except ValueError as exc:
+            raise InvalidFieldValue(
+                f"patient death date {value[:20]!r} is not a date YYYYMMDD", location="PID^1^29"
+            ) from exc
+        if flag == "N":
+            raise InvalidFieldValue(
+                "patient death indicator N with a death date in PID-29", location="PID^1^30"
+            )
+        return day
+    if value == "" or flag == "N":
+        return ""
+    return None
+
+
 def _sex(value: str | None) -> str | None:
     if not value:
         return value
@@ -411,6 +442,7 @@ def parse_adt(raw: bytes) -> AdtMessage:
             patient_name=reader.person_name(pid, 5),
             birth_date=_birth_date(reader.scalar(pid, 7, "PID^1^7")),
             sex=_sex(reader.scalar(pid, 8, "PID^1^8")),
+            death_date=_death_date(reader.scalar(pid, 29, "PID^1^29"), reader.scalar(pid, 30, "PID^1^30")),
         )
     prior_ids = reader.identifiers(mrg, "MRG", 1) if mrg is not None else ()
     return AdtMessage(

@@ -39,6 +39,8 @@ class NewDemographics:
     name_charset: str | None = None  # DICOM Specific Character Set the name needs, if non-ASCII
     birth_date: str | None = None
     sex: str | None = None
+    # PID-29 (or PID-30 "N": "" retracts a recorded death); YYYYMMDD. Retention counts from it.
+    death_date: str | None = None
 
     @property
     def sent(self) -> frozenset[str]:
@@ -49,6 +51,7 @@ class NewDemographics:
                 ("patient_name", self.patient_name),
                 ("birth_date", self.birth_date),
                 ("sex", self.sex),
+                ("death_date", self.death_date),
             )
             if value is not None
         )
@@ -62,6 +65,8 @@ class NewDemographics:
             values["birth_date"] = self.birth_date or None
         if self.sex is not None:
             values["sex"] = self.sex or None
+        if self.death_date is not None:
+            values["death_date"] = self.death_date or None
         return replace(state, **values)
 
 
@@ -109,6 +114,7 @@ class PatientChangeRequest:
                     ("name_charset", self.demographics.name_charset),
                     ("birth_date", self.demographics.birth_date),
                     ("sex", self.demographics.sex),
+                    ("death_date", self.demographics.death_date),
                 )
                 if v is not None
             },
@@ -211,6 +217,7 @@ class PatientState:
     sex: str | None = None
     merged_into: str | None = None
     org_oid: str | None = None
+    death_date: str | None = None
 
     @property
     def identity(self) -> PatientIdentity:

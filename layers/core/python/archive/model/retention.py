@@ -22,6 +22,23 @@ class ExpiryRejection(StrEnum):
     EARLY = "EARLY"  # also before: early destruction (the Object Lock covers only the rule's minimum)
 
 
+class RetentionBasis(StrEnum):
+    """What a rule counts its years from."""
+
+    STUDY_DATE = "STUDY_DATE"
+    # The patient's death when known (e.g. Finland: 12 years after death, 120 years from birth
+    # while the death is not known); see ``retention_ends``.
+    DEATH = "DEATH"
+
+
+class EndBasis(StrEnum):
+    """What a study's retention end in the index was counted from (Study.retention_basis)."""
+
+    STUDY_DATE = "STUDY_DATE"
+    DEATH = "DEATH"
+    BIRTH = "BIRTH"  # a death rule, the death unknown: the years from birth stand in
+
+
 class ExpiryVerdict(StrEnum):
     ACCEPTED = "ACCEPTED"
     NOT_ALLOWED = "NOT_ALLOWED"  # 0xA775
@@ -41,6 +58,10 @@ class RetentionRule:
     # Under an EARLY rule: the days from the study date no early destruction can shorten (the
     # Object Lock's retain-until; at least the archive's minimum lock from the time of storing).
     minimum_days: int = 0
+    basis: RetentionBasis = RetentionBasis.STUDY_DATE
+    # Under a death rule: while the death is not known, the end is this many years from birth
+    # (0: none; a study of a patient without a known death or birth date is then never due).
+    unknown_death_years_from_birth: int = 0
 
     @property
     def allow_early_destruction(self) -> bool:
@@ -62,6 +83,50 @@ class RetentionRule:
             return self.end_for(study_date)
         end = study_date + timedelta(days=self.minimum_days)
         return datetime(end.year, end.month, end.day, tzinfo=UTC)
+
+
+def _plus_years(start: date, years: int, days: int = 0) -> datetime:
+    try:
+        moved = start.replace(year=start.year + years)
+    except ValueError:  # 29 February into a year without one
+        moved = start.replace(year=start.year + years, day=28)
+    end = moved + timedelta(days=days)
+    return datetime(end.year, end.month, end.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RetentionEnds:
+    """What a rule gives one study: its retention end in the index (None: never due) with what
+    the end was counted from, and the retain-until of its objects' Object Lock."""
+
+    end: datetime | None
+    basis: EndBasis | None
+    lock_end: datetime
+
+
+def retention_ends(
+    rule: RetentionRule, study_date: date, *, death: date | None = None, birth: date | None = None
+) -> RetentionEnds:
+    """The retention of a study under ``rule``, from what is known of its patient now.
+
+    A death rule with the death known: the years from the death, but never before the years from
+    the study date (what a lock set while the death was unknown already holds; this only matters
+    for imaging after death). The death not known: the Object Lock covers the years from the study
+    date (as if the death were at the study, the earliest a death-based end can be: a COMPLIANCE
+    lock set longer could never be shortened when the death becomes known), and the index end is
+    the rule's years from birth, or none (never due) without them or a birth date."""
+    if rule.basis is RetentionBasis.STUDY_DATE:
+        return RetentionEnds(rule.end_for(study_date), EndBasis.STUDY_DATE, rule.lock_end_for(study_date))
+    floor = rule.end_for(study_date)
+    if death is not None:
+        end = max(_plus_years(death, rule.years, rule.days), floor)
+        lock = end if not rule.allow_early_destruction else rule.lock_end_for(study_date)
+        return RetentionEnds(end, EndBasis.DEATH, lock)
+    lock = rule.lock_end_for(study_date)
+    if birth is not None and rule.unknown_death_years_from_birth > 0:
+        end = max(_plus_years(birth, rule.unknown_death_years_from_birth), floor)
+        return RetentionEnds(end, EndBasis.BIRTH, lock)
+    return RetentionEnds(None, None, lock)
 
 
 def expiry_rejection_verdict(
@@ -148,6 +213,7 @@ class StudyRetention:
     modalities: tuple[str, ...] = ()
     visible_instances: int = 0  # not hidden by rejection notes
     early_destruction_note: str | None = None  # a 113039 note asked for early destruction
+    retention_basis: str | None = None  # what the end was counted from (EndBasis)
 
 
 @dataclass(frozen=True)
@@ -180,3 +246,42 @@ class DestructionRecord:
     registry_entries: tuple[str, ...] = ()
     registry_removal_due: datetime | None = None
     registry_removed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """What a study's retention is computed from, as the index holds it now."""
+
+    study_uid: str
+    org_oid: str | None
+    patient_key: str | None
+    study_date: str  # DICOM DA, or "0" / "" when the study has none
+    received_on: date | None  # the day its first instance came: the start without a Study Date
+    modalities: tuple[str, ...]
+    birth_date: str | None
+    death_date: str | None
+
+    @property
+    def start(self) -> date | None:
+        """What a study-date rule counts from: the Study Date, else the day of receipt (as at store)."""
+        return parse_study_date(self.study_date) or self.received_on
+
+
+@dataclass(frozen=True)
+class RetentionJob:
+    """A retention job: a grown rule (kind "rule", target "<org>|<study type>") or a patient whose
+    death was recorded or retracted (kind "patient", target the patient key), run page by page."""
+
+    job_id: str
+    kind: str
+    target: str
+    state: str
+    started_at: datetime
+    requested_by: str | None = None
+    reason: str | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    pages: int = 0
+    studies: int = 0
+    studies_changed: int = 0
+    objects_extended: int = 0

@@ -175,7 +175,7 @@ class StoreService:
                 # Stored as received; what was irregular stays on record with the object.
                 tolerated=structure.tolerated,
             ).as_object_metadata()
-            lock = self._retention.lock_for(header, org) if self._retention is not None else None
+            lock = self._retention.lock_for(header, org, patient.key) if self._retention is not None else None
             held = (
                 self._retention.held(header.study_uid, patient.key) if self._retention is not None else False
             )

@@ -196,7 +196,7 @@ class AdtIntake:
             event=event,
             patient=patient,
             prior=prior,
-            demographics=NewDemographics(d.patient_name, name_charset, d.birth_date, d.sex),
+            demographics=NewDemographics(d.patient_name, name_charset, d.birth_date, d.sex, d.death_date),
             org_oid=sender.org.oid,
             sender=header.sender,
             message_control_id=header.control_id,

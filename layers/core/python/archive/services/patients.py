@@ -22,6 +22,7 @@ however late it is re-sent: a marker item is written in the same transaction as 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from archive.data.patients import (
     MESSAGE_MARKER_CHANGE,
@@ -31,6 +32,7 @@ from archive.data.patients import (
 )
 from archive.errors import (
     ChangeConflict,
+    ConfigurationError,
     DuplicatePatient,
     InvalidMerge,
     NotControlledBySender,
@@ -125,6 +127,40 @@ class PatientService:
             state.org_oid if state is not None and not owner else ", ".join(sorted(map(str, controllers)))
         )
         raise NotControlledBySender(f"{org} controls nothing of {key}: it is held by {holder}")
+
+    # --- an operator ------------------------------------------------------------------------
+
+    def record_death(
+        self, identity: PatientIdentity, death_date: str, *, by: str, reason: str, at: datetime
+    ) -> PatientState:
+        """An operator records a patient's death (YYYYMMDD) or retracts it (""), with who and why
+        in the patient's history. Retention is then recomputed by a job (services.retention)."""
+        patient = self._repository.get(identity.key)
+        if patient is None:
+            raise ConfigurationError(f"no patient {identity.key} in the index")
+        if patient.merged_into:
+            raise PatientMerged(f"patient {patient.patient_key} was merged into {patient.merged_into}")
+        after = replace(patient, death_date=death_date or None)
+        self._repository.write(
+            changes=[(patient, after, False)],
+            entries=[
+                ChangeEntry(
+                    patient_key=patient.patient_key,
+                    change_id=f"{at.astimezone(UTC).isoformat(timespec='milliseconds')}#operator",
+                    event="DEATH" if death_date else "DEATH-RETRACTED",
+                    outcome=Outcome.APPLIED.value if after != patient else Outcome.UNCHANGED.value,
+                    message_control_id="",
+                    sender=f"operator {by}",
+                    org_oid=patient.org_oid or "",
+                    received_at=at,
+                    message=reason,
+                    before=patient,
+                    after=after,
+                    reason=reason,
+                )
+            ],
+        )
+        return after
 
     # --- in the Lambda ---------------------------------------------------------------------
 

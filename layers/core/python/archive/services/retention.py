@@ -14,23 +14,28 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from archive.data.objects import ObjectStore
-from archive.data.retention import RetentionRepository
+from archive.data.retention import RetentionJobQueue, RetentionRepository
 from archive.dicom.instance import InstanceHeader
 from archive.errors import ConfigurationError
 from archive.model.organisations import OrganisationInfo
 from archive.model.retention import (
-    ANY_STUDY_TYPE,
     LOCK_MODES,
     ExpiryVerdict,
     LegalHold,
     ObjectLock,
+    RetentionBasis,
+    RetentionEnds,
+    RetentionJob,
     RetentionRule,
+    StudyFacts,
     StudyRetention,
     expiry_rejection_verdict,
     parse_study_date,
     patient_target,
+    retention_ends,
     rule_for,
     study_target,
 )
@@ -40,6 +45,14 @@ RULES_TTL_SECONDS = 60.0
 # reaches objects stored from this long after on at PUT; place_hold itself covers those indexed.
 HOLDS_TTL_SECONDS = 60.0
 KNOWN_ENDS = 10_000
+# How long the listener trusts what it read of a patient's death and birth (death rules only).
+PATIENT_DATES_TTL_SECONDS = 60.0
+# The most object versions (or studies without objects) one retention job message handles by
+# default (Settings.retention_page_objects); the rest goes on in a continuation message, so no
+# invocation does unbounded work.
+JOB_PAGE_OBJECTS = 200
+JOB_RULE = "rule"
+JOB_PATIENT = "patient"
 
 
 class RetentionService:
@@ -51,6 +64,8 @@ class RetentionService:
         lock_mode: str,
         minimum_lock: timedelta,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        jobs: RetentionJobQueue | None = None,
+        page_objects: int = JOB_PAGE_OBJECTS,
     ) -> None:
         if lock_mode not in LOCK_MODES:
             raise ConfigurationError(f"Object Lock mode must be one of {LOCK_MODES}, not {lock_mode!r}")
@@ -64,6 +79,9 @@ class RetentionService:
         # The retention end this process has written per study: later instances skip the write.
         self._ends: dict[str, datetime] = {}
         self._holds: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._patient_dates: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
+        self._jobs = jobs
+        self._page_objects = max(1, page_objects)
 
     # --- at store time ---------------------------------------------------------------------
 
@@ -78,7 +96,9 @@ class RetentionService:
             self._rules[org_oid] = (now, rules)
         return rules
 
-    def lock_for(self, header: InstanceHeader, org: OrganisationInfo) -> ObjectLock | None:
+    def lock_for(
+        self, header: InstanceHeader, org: OrganisationInfo, patient_key: str | None = None
+    ) -> ObjectLock | None:
         """The Object Lock for this object's PUT, or None (the bucket default) without a rule."""
         rule = rule_for(self.rules_of(org.oid), header.attributes.get("Modality"))
         if rule is None:
@@ -87,17 +107,37 @@ class RetentionService:
         study_date = parse_study_date(header.attributes.get("StudyDate")) or date(
             now.year, now.month, now.day
         )
-        end = rule.end_for(study_date)
-        lock_end = rule.lock_end_for(study_date)
+        death = birth = None
+        if rule.basis is RetentionBasis.DEATH:
+            death_value, birth_value = self._dates_of(patient_key)
+            death = parse_study_date(death_value)
+            birth = parse_study_date(birth_value or header.attributes.get("PatientBirthDate"))
+        ends = retention_ends(rule, study_date, death=death, birth=birth)
         with self._lock:
             known = self._ends.get(header.study_uid)
-        if known is None or known < end:
-            self._repository.extend_study(header.study_uid, end)
+        if ends.end is not None and ends.basis is not None and (known is None or known < ends.end):
+            self._repository.extend_study(header.study_uid, ends.end, ends.basis)
             with self._lock:
-                self._ends[header.study_uid] = end
+                self._ends[header.study_uid] = ends.end
                 while len(self._ends) > KNOWN_ENDS:
                     self._ends.pop(next(iter(self._ends)))
-        return ObjectLock(self._lock_mode, max(lock_end, now + self._minimum_lock))
+        return ObjectLock(self._lock_mode, max(ends.lock_end, now + self._minimum_lock))
+
+    def _dates_of(self, patient_key: str | None) -> tuple[str | None, str | None]:
+        """(death, birth) of the patient, cached PATIENT_DATES_TTL_SECONDS (death rules only)."""
+        if patient_key is None:
+            return None, None
+        now = time.monotonic()
+        with self._lock:
+            cached = self._patient_dates.get(patient_key)
+        if cached is not None and now - cached[0] < PATIENT_DATES_TTL_SECONDS:
+            return cached[1]
+        dates = self._repository.patient_dates(patient_key)
+        with self._lock:
+            self._patient_dates[patient_key] = (now, dates)
+            while len(self._patient_dates) > KNOWN_ENDS:
+                self._patient_dates.pop(next(iter(self._patient_dates)))
+        return dates
 
     def held(self, study_uid: str, patient_key: str) -> bool:
         """Whether a legal hold names the study or its patient now: the PUT of an object stored
@@ -145,34 +185,129 @@ class RetentionService:
             raise ConfigurationError("a retention rule needs a positive number of years or days")
         self._repository.set_rule(rule)
 
-    def extend_locks(self, org_oid: str, study_type: str) -> dict[str, int]:
-        """Lengthen, never shorten, what a (grown) rule covers: each study's retention end and each
-        stored object version's retain-until. The studies come from indexes (per organisation and
-        study type); an object already locked as long is left alone, so a rerun after a stop
-        resumes where it stopped and a second run changes nothing."""
-        rules = self._repository.rules_of(org_oid)
-        rule = next((r for r in rules if r.study_type == study_type), None)
-        if rule is None:
+    def grow_rule(self, org_oid: str, study_type: str, *, by: str | None = None) -> RetentionJob:
+        """Start the job that lengthens, never shortens, what a (grown) rule covers already."""
+        if not any(r.study_type == study_type for r in self._repository.rules_of(org_oid)):
             raise ConfigurationError(f"no rule for {study_type} of {org_oid}")
-        own_types = {r.study_type for r in rules} - {ANY_STUDY_TYPE}
-        studies = extended = 0
-        for study_uid, study_date in self._repository.studies_under_rule(org_oid, study_type):
-            start = parse_study_date(study_date)
-            if start is None:
-                continue  # not in the date indexes' terms; its objects keep their lock
-            studies += 1
-            self._repository.extend_study(study_uid, rule.end_for(start))
-            lock_end = rule.lock_end_for(start)
-            for key, version, modality in self._repository.objects_by_modality(study_uid):
-                if study_type == ANY_STUDY_TYPE and modality in own_types:
-                    continue  # its own modality's rule decides
+        return self.start_job(JOB_RULE, f"{org_oid}|{study_type}", by=by, reason="rule set")
+
+    def start_job(self, kind: str, target: str, *, by: str | None, reason: str | None) -> RetentionJob:
+        """Record a retention job and queue its first page (run by the extend_retention function)."""
+        if self._jobs is None:
+            raise ConfigurationError("retention jobs need the retention queue (RETENTION_QUEUE_URL)")
+        job = RetentionJob(uuid.uuid4().hex, kind, target, "RUNNING", self._clock(), by, reason)
+        self._repository.start_job(job)
+        self._jobs.send({"job_id": job.job_id, "kind": kind, "target": target, "page": 0, "cursor": None})
+        return job
+
+    def job(self, job_id: str) -> RetentionJob | None:
+        return self._repository.job(job_id)
+
+    def run_job_page(self, message: dict[str, Any]) -> dict[str, Any]:
+        """One page of a retention job: up to ``page_objects`` object versions (or studies without
+        any) from the message's cursor; each study's retention end is raised (never lowered, but
+        see ``RetentionRepository.extend_study`` for death rules) and each object's retain-until
+        lengthened to its rule's lock end, keeping its mode. The next page goes out as a new
+        message before this one is counted; a page counted already (a redelivery) does nothing,
+        and the work itself is idempotent (an object locked as long is skipped after one HEAD)."""
+        job_id, kind, target, page = message["job_id"], message["kind"], message["target"], message["page"]
+        job = self._repository.job(job_id)
+        if job is None or job.pages > page:
+            return {"job_id": job_id, "page": page, "skipped": True}
+        cursor = message.get("cursor") or {}
+        index_cursor, study_uid, object_cursor = (
+            cursor.get("index"),
+            cursor.get("study"),
+            cursor.get("objects"),
+        )
+        # No cursor after a study means the index has no more (not "from the start").
+        exhausted = bool(cursor.get("exhausted"))
+        budget = self._page_objects
+        studies = changed = extended = 0
+        done = False
+        plan: _StudyPlan | None = None
+        while budget > 0:
+            if study_uid is None:
+                if exhausted:
+                    done = True
+                    break
+                study_uid, index_cursor = self._repository.next_study(kind, target, index_cursor)
+                exhausted = index_cursor is None
+                if study_uid is None:
+                    done = True
+                    break
+                object_cursor = None
+                plan = self._plan(kind, target, study_uid)
+                if plan is None:
+                    study_uid = None
+                    budget -= 1
+                    continue
+                studies += 1
+                changed += int(self._apply_end(kind, plan))
+            elif plan is None:
+                plan = self._plan(kind, target, study_uid)
+                if plan is None:
+                    study_uid = None
+                    continue
+            objects, object_cursor = self._repository.objects_page(study_uid, object_cursor, budget)
+            budget -= max(1, len(objects))
+            for key, version, modality in objects:
+                ends = plan.ends_for(modality)
+                if ends is None:
+                    continue
                 current = self._objects.retention(key, version)
-                if current is not None and current.retain_until >= lock_end:
+                if current is not None and current.retain_until >= ends.lock_end:
                     continue
                 mode = current.mode if current is not None else self._lock_mode
-                self._objects.extend_retention(key, version, ObjectLock(mode, lock_end))
+                self._objects.extend_retention(key, version, ObjectLock(mode, ends.lock_end))
                 extended += 1
-        return {"studies": studies, "objects_extended": extended}
+            if object_cursor is None:
+                study_uid, plan = None, None
+        if not done:
+            assert self._jobs is not None
+            next_cursor = {
+                "index": index_cursor,
+                "exhausted": exhausted,
+                "study": study_uid,
+                "objects": object_cursor,
+            }
+            self._jobs.send({**message, "page": page + 1, "cursor": next_cursor})
+        self._repository.count_page(
+            job_id, page, studies=studies, changed=changed, objects=extended, done=done, at=self._clock()
+        )
+        return {
+            "job_id": job_id,
+            "page": page,
+            "studies": studies,
+            "objects_extended": extended,
+            "done": done,
+        }
+
+    def _plan(self, kind: str, target: str, study_uid: str) -> _StudyPlan | None:
+        facts = self._repository.study_facts(study_uid)
+        if facts is None or not facts.org_oid or facts.start is None:
+            return None
+        rules = self._repository.rules_of(facts.org_oid)
+        only = target.split("|", 1)[1] if kind == JOB_RULE else None
+        return _StudyPlan(facts, rules, only)
+
+    def _apply_end(self, kind: str, plan: _StudyPlan) -> bool:
+        """Raise the study's retention end to what its rules give now; True when it changed."""
+        ends = plan.study_ends()
+        if not ends:
+            return False
+        if any(e.end is None for e in ends):
+            # Never due (a death rule, the death and the birth unknown): a study whose end came
+            # from a death that was retracted leaves the index; no other end is touched.
+            death_rules = any(r.basis is RetentionBasis.DEATH for r in plan.applying())
+            if kind == JOB_PATIENT and death_rules:
+                return self._repository.forget_death_end(plan.facts.study_uid)
+            return False
+        latest = max(ends, key=lambda e: e.end or datetime.min.replace(tzinfo=UTC))
+        assert latest.end is not None and latest.basis is not None
+        return self._repository.extend_study(
+            plan.facts.study_uid, latest.end, latest.basis, over_death=kind == JOB_PATIENT, existing=True
+        )
 
     def retention_of(self, study_uid: str) -> StudyRetention | None:
         return self._repository.study_retention(study_uid)
@@ -233,3 +368,39 @@ class RetentionService:
         assert patient_key is not None
         studies = self._repository.studies_of_patient(patient_key) if resolve else []
         return patient_target(patient_key), studies
+
+
+class _StudyPlan:
+    """The rules that apply to one study's objects (per modality) and their ends, for a job."""
+
+    def __init__(self, facts: StudyFacts, rules: list[RetentionRule], only: str | None) -> None:
+        self.facts = facts
+        self._rules = rules
+        self._only = only  # a rule job: the study type of its rule; objects under others are left
+        self._death = parse_study_date(facts.death_date)
+        self._birth = parse_study_date(facts.birth_date)
+        self._ends: dict[str | None, RetentionEnds | None] = {}
+
+    def rule_of(self, modality: str | None) -> RetentionRule | None:
+        rule = rule_for(self._rules, modality)
+        if rule is None or (self._only is not None and rule.study_type != self._only):
+            return None
+        return rule
+
+    def ends_for(self, modality: str | None) -> RetentionEnds | None:
+        if modality not in self._ends:
+            rule = self.rule_of(modality)
+            start = self.facts.start
+            assert start is not None
+            self._ends[modality] = (
+                None if rule is None else retention_ends(rule, start, death=self._death, birth=self._birth)
+            )
+        return self._ends[modality]
+
+    def applying(self) -> list[RetentionRule]:
+        found = (self.rule_of(m) for m in (self.facts.modalities or (None,)))
+        return [r for r in found if r is not None]
+
+    def study_ends(self) -> list[RetentionEnds]:
+        found = (self.ends_for(m) for m in (self.facts.modalities or (None,)))
+        return [e for e in found if e is not None]
