@@ -209,13 +209,21 @@ def test_destruction_deprecates_the_studys_registry_entries_and_removes_them_aft
     assert entry.status is EntryStatus.APPROVED
     cx = f"{pid}^^^&{HETU_ISSUER}&ISO"
 
-    # When its minimum lock has run out and the destruction job runs
-    wait_until(
-        lambda: datetime.now(UTC) > objects.retention(instance_key(uid(files[-1]))).retain_until, timeout=30
-    )  # type: ignore[union-attr]
+    # When the minimum locks have run out (the instances' and the manifest's, which is written at
+    # registration, after the instances) and the destruction job runs
+    keys = [*(instance_key(uid(p)) for p in files), manifest_key(entry.unique_id)]
+
+    def lock_ended(key: str) -> bool:
+        lock = objects.retention(key)
+        return lock is None or datetime.now(UTC) > lock.retain_until
+
+    wait_until(lambda: all(lock_ended(k) for k in keys), timeout=30)
     first = cloud.run_scheduled("destroy_expired", {})
     # Then the study is destroyed and its entry is Deprecated, not yet removed
-    assert study_uid in first["destroyed"] and study_uid not in first["registry_removed"]
+    assert study_uid in first["destroyed"] and study_uid not in first["registry_removed"], (
+        first,
+        {k: objects.retention(k) for k in keys},
+    )
     [entry] = registry.documents_by_uuid([entry_uuid])
     assert entry.status is EntryStatus.DEPRECATED
     assert [d.entry_uuid for d in registry.documents_by_patient(cx, [EntryStatus.APPROVED])] == []
