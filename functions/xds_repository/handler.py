@@ -8,7 +8,7 @@ from typing import Any
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.services.audit import build_audit_trail
-from archive.services.xds_app import XdsApplication, proxy_response, request_body, request_peer
+from archive.services.xds_app import XdsApplication, answer_proxy_event
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,8 +23,4 @@ xds = XdsApplication(settings, audit_trail=audit_trail)
 @logger.inject_lambda_context
 @event_source(data_class=APIGatewayProxyEvent)
 def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, Any]:
-    body, content_type = request_body(event.raw_event)
-    try:
-        return proxy_response(xds.repository(body, content_type, request_peer(event.raw_event)))
-    finally:
-        audit_trail.flush()
+    return answer_proxy_event(xds.repository, event.raw_event, audit_trail)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, BinaryIO
 
@@ -117,6 +117,21 @@ class XdsApplication:
 
 
 # --- API Gateway proxy events (REST API, Lambda proxy integration) ------------------------------
+
+Endpoint = Callable[[BinaryIO, str, Peer], HttpAnswer]
+
+
+def answer_proxy_event(
+    endpoint: Endpoint, event: Mapping[str, Any], audit_trail: AuditTrail
+) -> dict[str, Any]:
+    """One proxy event through one endpoint (``XdsApplication.registry`` or ``.repository``): its
+    body and caller in, a buffered proxy response out; the transaction's audit messages are flushed
+    before the Lambda returns, whatever the answer."""
+    body, content_type = request_body(event)
+    try:
+        return proxy_response(endpoint(body, content_type, request_peer(event)))
+    finally:
+        audit_trail.flush()
 
 
 def request_body(event: Mapping[str, Any]) -> tuple[BinaryIO, str]:
