@@ -14,19 +14,23 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from local.cloud import DEMO_ORG
 
-from .data import StudyFiles, StudyRecord, query_corpus
+from .data import ISSUER, StudyFiles, StudyRecord, query_corpus
 from .environment import MODALITY_AE, MODES, RECEIVER_AE, BenchEnvironment
 from .ingest import Workload, ingest_once
+from .iti18 import QUERIES, measure_iti18, requests_for, seed_registry
 from .measure import ProcessMeter
 from .netns import in_private_namespace, reexec_in_private_namespace
 from .peers import Target
@@ -46,6 +50,7 @@ from .report import Results, write_report
 from .retrieve import RetrieveSample, retrieve_once
 
 LOG = logging.getLogger("bench")
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -70,7 +75,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=100_000,
         help="then grow our index to this many studies and query again (0: skip)",
     )
-    parser.add_argument("--large-queries", type=int, default=5, help="C-FINDs per kind and mode there")
+    parser.add_argument(
+        "--large-queries", type=int, default=5, help="C-FINDs (and ITI-18s) per kind and mode there"
+    )
+    parser.add_argument(
+        "--large-query-budget",
+        type=float,
+        default=150.0,
+        help="seconds per query kind and mode at the large size; no new query starts after it",
+    )
+    parser.add_argument("--skip-iti18", action="store_true", help="C-FIND only in the query phase")
+    parser.add_argument(
+        "--iti18-queries",
+        type=int,
+        default=30,
+        help="ITI-18 queries per kind and mode at the first size (each is a few seconds on moto)",
+    )
+    parser.add_argument(
+        "--query-budget",
+        type=float,
+        default=240.0,
+        help="seconds per query kind and mode at the first size; no new query starts after it",
+    )
     parser.add_argument("--retrieve-runs", type=int, default=2)
     parser.add_argument("--skip", default="", help="comma-separated: ingest,retrieve,query,profile")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -84,7 +110,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         args.runs, args.small_instances, args.large_instances = 1, 50, 4
         args.query_studies, args.queries, args.retrieve_runs = 500, 20, 1
-        args.large_query_studies, args.large_queries = 2_000, 10
+        args.large_query_studies, args.large_queries, args.iti18_queries = 2_000, 10, 10
     args.modes = tuple(m for m in str(args.modes).split(",") if m)
     unknown = [m for m in args.modes if m not in MODES]
     if unknown or not args.modes:
@@ -188,6 +214,8 @@ def run_ingest(env: BenchEnvironment, args: argparse.Namespace, results: Results
                     )
                 shutil.rmtree(scratch / "ingest", ignore_errors=True)
         # The commitment run: the index Lambda runs alongside, as deployed; our processes profiled.
+        # First the throughput runs' copies in flight go (they would queue before this study's).
+        results.dropped_backlog[workload.name] = env.drop_throughput_backlog()
         env.attach_index_events()
         env.resume_indexing()
         studies = _studies_per_target(workload, targets, scratch / f"commit-{workload.name}", "C", 99)
@@ -380,25 +408,94 @@ def run_query(env: BenchEnvironment, args: argparse.Namespace, results: Results)
     records = list(query_corpus(args.query_studies))
     env.pause_indexing()  # nothing to index; keeps the local runner's polling out of the latencies
     results.seeding.append(seed_ours(records, DEMO_ORG.oid))
+    if not args.skip_iti18:
+        results.seeding.append(seed_registry(records, DEMO_ORG.oid))
     results.seeding.append(seed_orthanc(env.orthanc, records))
     for seed in results.seeding:
         LOG.info(
             "seeded %s with %d studies in %.1fs (%s)", seed.system, seed.studies, seed.seconds, seed.method
         )
-    _measure_queries(env, args, results, records, env.targets(), args.queries, profile=True)
+    ours = [t for t in env.targets() if t.latency_profile]
+    _measure_queries(
+        env, args, results, records, env.targets(), args.queries, profile=True, budget=args.query_budget
+    )
+    if not args.skip_iti18:
+        _measure_stored_queries(
+            env, results, records, ours, args.iti18_queries, warmup=3, budget=args.query_budget
+        )
     if args.large_query_studies > args.query_studies:
         more = list(query_corpus(args.large_query_studies - args.query_studies, start=args.query_studies))
-        seeded = seed_ours(more, DEMO_ORG.oid)
-        results.seeding.append(seeded)
-        LOG.info("seeded ours with %d more studies in %.1fs", seeded.studies, seeded.seconds)
+        for seeded in (
+            seed_ours(more, DEMO_ORG.oid),
+            *([] if args.skip_iti18 else [seed_registry(more, DEMO_ORG.oid)]),
+        ):
+            results.seeding.append(seeded)
+            LOG.info("seeded %s with %d more studies in %.1fs", seeded.system, seeded.studies, seeded.seconds)
         records += more
-        ours = [t for t in env.targets() if t.latency_profile]
+        # moto walks the whole GSI per Query: at 100,000 studies one query takes seconds to over a
+        # minute on a busy machine, so this phase asks few and stops asking at its time budget.
+        budget = args.large_query_budget
         try:
-            _measure_queries(env, args, results, records, ours, args.large_queries, profile=False, warmup=1)
+            _measure_queries(
+                env, args, results, records, ours, args.large_queries, profile=False, warmup=0, budget=budget
+            )
+            if not args.skip_iti18:
+                _measure_stored_queries(
+                    env, results, records, ours, args.large_queries, warmup=0, budget=budget
+                )
         except (RuntimeError, OSError) as error:
-            # moto walks the whole GSI per Query: on a loaded machine one C-FIND at 100,000 studies
-            # took longer than the DIMSE timeout. The run's other figures must still be reported.
-            LOG.error("C-FIND at %d studies failed (%s); reported without it", len(records), error)
+            # The run's other figures must still be reported.
+            LOG.error("queries at %d studies failed (%s); reported without them", len(records), error)
+            results.failures.append(f"query at {len(records):,} studies: {type(error).__name__}: {error}")
+    for q in results.query:
+        if q.queries < q.planned:
+            results.failures.append(
+                f"{q.system} {q.kind} at {q.studies:,} studies: {q.queries} of {q.planned} queries "
+                "measured before the time budget ran out"
+            )
+
+
+def _measure_stored_queries(
+    env: BenchEnvironment,
+    results: Results,
+    records: list[StudyRecord],
+    targets: list[Target],
+    queries: int,
+    *,
+    warmup: int,
+    budget: float = 600.0,
+) -> None:
+    """ITI-18 FindDocuments and FindSubmissionSets by the same random patients as C-FIND."""
+    assert env.cloud is not None
+    patients = [f"{pid}^^^&{ISSUER}&ISO" for pid in query_values(records, queries)["PatientID"]]
+    for kind in QUERIES:
+        signed = requests_for(kind, patients, DEMO_ORG.oid)
+        for target in targets:
+            env.use(target)
+            latency = measure_iti18(
+                target.name,
+                f"{env.cloud.xds_url}/xds/registry",
+                kind,
+                signed,
+                warmup=warmup,
+                reads=lambda: env.proxy_stats(reset=True),
+                studies=len(records),
+                budget_seconds=budget,
+            )
+            results.query.append(latency)
+            LOG.info(
+                "%s %-8s at %d studies: p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures, "
+                "DynamoDB examined %d returned %d)",
+                kind,
+                target.name,
+                len(records),
+                latency.p50_ms,
+                latency.p99_ms,
+                latency.matches_per_query,
+                latency.failures,
+                latency.examined,
+                latency.returned,
+            )
 
 
 def _measure_queries(
@@ -411,6 +508,7 @@ def _measure_queries(
     *,
     profile: bool,
     warmup: int = 5,
+    budget: float = 600.0,
 ) -> None:
     values = query_values(records, queries)
     prof = args.work_dir / "profiles"
@@ -428,7 +526,14 @@ def _measure_queries(
             reads = (lambda: env.proxy_stats(reset=True)) if target.latency_profile else None
             with ProcessMeter(target.pid) as meter:
                 latency = measure_find(
-                    env.use(target), RECEIVER_AE, kind, keys, warmup=warmup, reads=reads, studies=len(records)
+                    env.use(target),
+                    RECEIVER_AE,
+                    kind,
+                    keys,
+                    warmup=warmup,
+                    reads=reads,
+                    studies=len(records),
+                    budget_seconds=budget,
                 )
             for recording in recordings:
                 recording.stop()
@@ -464,11 +569,31 @@ def _measure_queries(
             )
 
 
+def _phase(results: Results, name: str, run: Callable[[], T]) -> T | None:
+    """Run one phase; a failure is recorded in the report (and the log) and the next phase runs.
+
+    Every wait inside a phase is bounded (storescu, getscu/movescu, the commitment report, each
+    C-FIND, the large-index query budget), so a phase ends; this keeps one that ends in an error
+    from taking the others' figures with it."""
+    started = time.monotonic()
+    try:
+        return run()
+    except Exception as error:
+        LOG.exception("phase %s failed", name)
+        results.failures.append(f"{name}: {type(error).__name__}: {error}")
+        return None
+    finally:
+        results.phase_seconds[name] = time.monotonic() - started
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not in_private_namespace():
         reexec_in_private_namespace(argv)
     args = parse_args(argv)
+    # SIGTERM (an outer timeout, or a background run, where SIGINT is ignored) ends the run through
+    # the archives' teardown instead of leaving moto, the listener and Orthanc behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("botocore", "urllib3", "pynetdicom", "archive", "pynamodb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -482,11 +607,15 @@ def main(argv: list[str] | None = None) -> None:
         results.versions = env.versions()
         committed = None
         if "ingest" not in args.skip:
-            committed = run_ingest(env, args, results)
+            committed = _phase(results, "ingest", lambda: run_ingest(env, args, results))
         if "retrieve" not in args.skip:
-            run_retrieve(env, args, results, committed or store_for_retrieve(env, args))
+            _phase(
+                results,
+                "retrieve",
+                lambda: run_retrieve(env, args, results, committed or store_for_retrieve(env, args)),
+            )
         if "query" not in args.skip:
-            run_query(env, args, results)
+            _phase(results, "query", lambda: run_query(env, args, results))
         # Written before the archives are torn down, so a slow teardown cannot lose the figures.
         stop_sampling.set()
         results.load_after = load()

@@ -40,8 +40,9 @@ class CommitmentOutcome:
 class CommitmentRequester:
     """One requester AE with its own SCP for reports that come on a new association."""
 
-    def __init__(self, ae_title: str, port: int) -> None:
+    def __init__(self, ae_title: str, port: int, report_timeout: float = 600.0) -> None:
         self.ae_title = ae_title
+        self.report_timeout = report_timeout  # no report by then: event type 0, the run goes on
         self.reports: queue.Queue[tuple[float, bool, int, Dataset]] = queue.Queue()
         self.ae = AE(ae_title=ae_title)
         self.ae.network_timeout = 120
@@ -67,9 +68,15 @@ class CommitmentRequester:
         return 0x0000, None
 
     def request(
-        self, host: str, port: int, called: str, references: Sequence[tuple[str, str]], timeout: float = 600
+        self,
+        host: str,
+        port: int,
+        called: str,
+        references: Sequence[tuple[str, str]],
+        timeout: float | None = None,
     ) -> CommitmentOutcome:
         """Send the N-ACTION for ``references`` and wait for the report; the clock starts now."""
+        timeout = self.report_timeout if timeout is None else timeout
         while not self.reports.empty():
             self.reports.get_nowait()
         start = time.monotonic()

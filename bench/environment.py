@@ -35,6 +35,11 @@ MODES = {"local": ("ours", "none"), "aws": ("ours-aws", "aws")}
 # Buckets that get S3 Express One Zone latency besides names ending in --x-s3: comma-separated
 # regular expressions (a low-latency tier whose local bucket is named otherwise).
 EXPRESS_BUCKETS_ENV = "ARCHIVE_BENCH_EXPRESS_BUCKETS"
+# The listener's commitment wait in the benchmark; an instance received (staged) before it gets as
+# long again for its locked copy, so the report comes within twice this. The requester waits a
+# little longer than that, then records "no report" (event type 0) and the run goes on.
+COMMITMENT_WAIT = 240.0
+COMMITMENT_REPORT_TIMEOUT = 2 * COMMITMENT_WAIT + 60.0
 
 
 class SqsCallTimer:
@@ -105,14 +110,19 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         if self.work_dir.exists():
             shutil.rmtree(self.work_dir)
         self.work_dir.mkdir(parents=True)
-        self.requester = CommitmentRequester(MODALITY_AE, free_port())
+        self.requester = CommitmentRequester(MODALITY_AE, free_port(), COMMITMENT_REPORT_TIMEOUT)
         self.receiver_port = free_port()
         self.cloud = LocalCloud(
             dicom_port=free_port(),
             log_dir=self.work_dir / "cloud-logs",
             # Indexing 500 instances through moto takes a while; a commitment must not time out
             # into failures while it is merely slow. The report says how long it took.
-            settings_overrides={"commitment_wait_seconds": 900.0, "spool_dir": str(self.work_dir)},
+            # Bounded all the same (COMMITMENT_WAIT below): a commitment that stalls is reported
+            # as failed, and the run goes on.
+            settings_overrides={
+                "commitment_wait_seconds": COMMITMENT_WAIT,
+                "spool_dir": str(self.work_dir),
+            },
             # Every call of every process goes through the delaying proxy; "none" until a target
             # of the AWS mode is measured (see use()).
             latency_profile="none",
@@ -294,6 +304,41 @@ class BenchEnvironment(AbstractContextManager["BenchEnvironment"]):
         for url in urls:
             sqs.purge_queue(QueueUrl=url)
         self._last_purge = time.monotonic()
+
+    def drop_throughput_backlog(self) -> dict[str, int]:
+        """After the throughput runs, before everything runs again: drop their copies in flight.
+
+        With the copier paused, every instance of the throughput runs (8 x 500 CT images in a
+        full run, several GB of 20 MiB ones) is left staged with a message on the lock queue.
+        Resumed, the copier would work through that whole backlog (a GET, a PUT into the locked
+        bucket, a HEAD, then an S3 event and an index transaction each) before it reached the
+        commitment study's instances, which are queued behind it: on the stand-in that took longer
+        than the commitment's wait, the stall of the 2026-11-30 run. Those instances are never
+        queried or committed, so their messages are purged and their staged copies deleted
+        (nothing else is staged then: every earlier commitment study was copied and its staged
+        copies released by the indexer). Returns what was dropped, for the log and the report.
+        """
+        assert self.cloud is not None and self.cloud.settings is not None
+        sqs = client("sqs", self.cloud.stand_in_endpoint)
+        dropped: dict[str, int] = {}
+        attributes = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        for name in ("index", LOCK_INSTANCE.queue):
+            url = self.cloud.queues[name].url
+            counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=attributes)["Attributes"]
+            dropped[f"{name} queue messages"] = sum(int(counts[a]) for a in attributes)
+        self.empty_index_queue()
+        staging = self.cloud.settings.staging_bucket
+        if staging:
+            s3 = client("s3", self.cloud.stand_in_endpoint)
+            deleted = 0
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=staging):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    s3.delete_objects(Bucket=staging, Delete={"Objects": keys, "Quiet": True})
+                    deleted += len(keys)
+            dropped["staged copies"] = deleted
+        LOG.info("dropped the throughput runs' backlog: %s", dropped)
+        return dropped
 
     def timed_index_receives(self) -> SqsCallTimer:
         """Time every index poller's SQS calls to moto (ReceiveMessage, DeleteMessageBatch)."""

@@ -39,12 +39,19 @@ class SendResult:
 
 
 def storescu_parallel(
-    target: Target, files: Sequence[Path], *, calling_ae: str, associations: int
+    target: Target,
+    files: Sequence[Path],
+    *,
+    calling_ae: str,
+    associations: int,
+    timeout: float = 900.0,
 ) -> SendResult:
     """Send ``files`` with ``associations`` DCMTK storescu processes at once, one association each.
 
     Files are dealt round-robin, so each association carries the same mix. The clock runs from the
     first process start to the last exit (each exits after its last C-STORE response and release).
+    A process still sending ``timeout`` seconds after the start is killed and counts as failed
+    (return code -9), so a stuck archive costs the run a bounded time and shows in the report.
     """
     chunks = [list(files[i::associations]) for i in range(associations)]
     start = time.monotonic()
@@ -71,7 +78,12 @@ def storescu_parallel(
     errors = []
     codes = []
     for process in processes:
-        _, err = process.communicate(timeout=1800)
+        try:
+            _, err = process.communicate(timeout=max(1.0, start + timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+            err = (err or b"") + f"\nkilled: still sending after {timeout:.0f} s".encode()
         codes.append(process.returncode)
         if err:
             errors.append(err.decode(errors="replace")[-2000:])

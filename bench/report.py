@@ -38,6 +38,11 @@ class Results:
     profiles: dict[str, list[Breakdown]] = field(default_factory=dict)
     # The local runner's SQS calls to moto in each commitment run: {workload: {call: {calls, seconds}}}
     runner_sqs: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Per workload: the throughput runs' copies in flight dropped before its commitment run.
+    dropped_backlog: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Phases (or steps) that failed or ran out of their time bound: "phase: what happened".
+    failures: list[str] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase
 
 
 # --- aggregation ------------------------------------------------------------------------------
@@ -282,6 +287,51 @@ def view(results: Results, mode: str) -> Results:
     )
 
 
+def _run_outcome(results: Results) -> list[str]:
+    """Whether every phase completed, each phase's wall time, and what was dropped between phases."""
+    lines = ["## How the run went", ""]
+    if results.failures:
+        lines += ["**Not everything completed.** Each wait is bounded; these ran out or failed:", ""]
+        lines += [f"- {failure}" for failure in results.failures]
+    else:
+        lines.append("Every phase completed.")
+    commitments = [s for s in results.ingest if s.commitment is not None]
+    unreported = [s for s in commitments if s.commitment is not None and s.commitment.event_type != 1]
+    if commitments:
+        lines.append(
+            f"Storage commitment: {len(commitments) - len(unreported)} of {len(commitments)} "
+            "requests reported all committed"
+            + (
+                "; not: "
+                + ", ".join(
+                    f"{s.system} {s.workload} (event type {s.commitment.event_type}, "
+                    f"{s.commitment.failed} failed, after {s.commitment.seconds:.0f} s)"
+                    for s in unreported
+                    if s.commitment is not None
+                )
+                if unreported
+                else ""
+            )
+            + "."
+        )
+    if results.phase_seconds:
+        lines += [
+            "",
+            "Wall time per phase: "
+            + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in results.phase_seconds.items())
+            + ".",
+        ]
+    for workload, dropped in results.dropped_backlog.items():
+        lines += [
+            "",
+            f"Before the {workload} commitment run the throughput runs' copies in flight were dropped "
+            "(the copier is paused during throughput runs; their instances are never committed): "
+            + ", ".join(f"{count:,} {what}" for what, count in dropped.items())
+            + ".",
+        ]
+    return [*lines, ""]
+
+
 def write_report(results: Results, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.png"), *out.glob("*/*.png")]:
@@ -304,6 +354,7 @@ def write_report(results: Results, out: Path) -> Path:
         "latency, CPU and memory.",
         "",
     ]
+    lines += _run_outcome(results)
     lines += _headline(results, modes, out)
     lines += _machine(results)
     for mode in modes:
@@ -800,13 +851,14 @@ def _query_scaling(results: Results, out: Path) -> list[str]:
     sizes = sorted({q.studies for q in ours})
     rows = []
     differ = []
-    for q in sorted(ours, key=lambda q: (q.kind != "PatientID", q.studies, q.system)):
+    kinds = sorted({q.kind for q in ours}, key=_kind_order)
+    for q in sorted(ours, key=lambda q: (_kind_order(q.kind), q.studies, q.system)):
         mode = next((m for m, name in MODE_SYSTEM.items() if name == q.system), q.system)
         if q.examined != q.returned:
             differ.append(q)
         rows.append(
             [
-                f"by {q.kind}",
+                _kind_label(q.kind),
                 f"{q.studies:,}",
                 mode,
                 str(q.queries),
@@ -828,7 +880,8 @@ def _query_scaling(results: Results, out: Path) -> list[str]:
         if not differ
         else "**Some queries examined more than they returned:** "
         + "; ".join(
-            f"by {q.kind} at {q.studies:,} ({q.system}): {q.examined} vs {q.returned}" for q in differ
+            f"{_kind_label(q.kind)} at {q.studies:,} ({q.system}): {q.examined} vs {q.returned}"
+            for q in differ
         )
     )
     lines = [
@@ -842,13 +895,18 @@ def _query_scaling(results: Results, out: Path) -> list[str]:
         "bigger corpus is queried fewer times (moto answers a GSI Query by walking the whole index, "
         "so its latency there is moto's, not DynamoDB's). Reads by other threads of the listener "
         "in the same moment are counted too: `archive-commitments/pending` is its storage "
-        "commitment worker polling, not part of the C-FIND.",
+        "commitment worker polling, not part of the query. ITI-18 (FindDocuments, FindSubmissionSets) "
+        "is asked over HTTP of the XDS endpoint with a signed XUA assertion, by the same random "
+        "patients as C-FIND by PatientID; its registry was seeded with each study's manifest "
+        "submission (DocumentEntry, SubmissionSet, association) the same way. Its reads include "
+        "the patient check (`archive-patients`, a GetItem, not counted) and the `by_patient` index "
+        "of `archive-xds_registry`; ITI-18 has no Orthanc counterpart.",
         "",
         verdict,
         "",
         *_table(
             [
-                "C-FIND",
+                "query",
                 "studies",
                 "mode",
                 "queries",
@@ -866,10 +924,10 @@ def _query_scaling(results: Results, out: Path) -> list[str]:
         "",
     ]
     series: dict[str, list[float]] = {}
-    labels = [f"by {kind}\n{n:,} studies" for kind in ("PatientID", "AccessionNumber") for n in sizes]
+    labels = [f"{_kind_label(kind)}\n{n:,} studies" for kind in kinds for n in sizes]
     for name in MODE_SYSTEM.values():
         values = []
-        for kind in ("PatientID", "AccessionNumber"):
+        for kind in kinds:
             for n in sizes:
                 match = [q.p50_ms for q in ours if q.system == name and q.kind == kind and q.studies == n]
                 values.append(match[0] if match else math.nan)
@@ -878,13 +936,22 @@ def _query_scaling(results: Results, out: Path) -> list[str]:
     (out / "both").mkdir(exist_ok=True)
     chart = _bars(
         out / "both" / "cfind_scaling_p50.png",
-        "C-FIND p50 as the index grows",
+        "C-FIND and ITI-18 p50 as the index grows",
         labels,
         series,
         "ms",
         log=True,
     )
-    return [*lines, f"![C-FIND p50 by index size]({chart})", ""]
+    return [*lines, f"![query p50 by index size]({chart})", ""]
+
+
+def _kind_order(kind: str) -> tuple[int, str]:
+    """C-FIND by PatientID, by AccessionNumber, then the ITI-18 queries."""
+    return ({"PatientID": 0, "AccessionNumber": 1}.get(kind, 2), kind)
+
+
+def _kind_label(kind: str) -> str:
+    return kind if kind.startswith("ITI-") else f"C-FIND by {kind}"
 
 
 def _latency_profile(results: Results) -> list[str]:

@@ -57,6 +57,7 @@ def retrieve_once(
     instances: int,
     total_bytes: int,
     run: int,
+    timeout: float = 600.0,
 ) -> RetrieveSample:
     keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
     if operation == "C-GET":
@@ -77,7 +78,13 @@ def retrieve_once(
     argv += ["-aec", target.ae_title, *keys, target.host, str(target.port)]
     with ProcessMeter(target.pid) as meter:
         start = time.monotonic()
-        done = subprocess.run(argv, capture_output=True, text=True, env=dcmtk_env(), timeout=1800)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, env=dcmtk_env(), timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            # Bounded: a stuck retrieval is recorded (return code -9, what arrived), not waited on.
+            output = expired.stdout or ""
+            output = output.decode(errors="replace") if isinstance(output, bytes) else output
+            done = subprocess.CompletedProcess(argv, -9, output, "")
         seconds = time.monotonic() - start
     return RetrieveSample(
         system=target.name,

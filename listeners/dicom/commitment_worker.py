@@ -45,7 +45,10 @@ NEW_ASSOCIATION = "NEW_ASSOCIATION"
 # these bounds (a 10,000-reference transaction is 100 index reads a pass).
 RECHECK_MIN_SECONDS = 0.5
 RECHECK_MAX_SECONDS = 10.0
-IDLE_POLL_SECONDS = 2.0
+# With nothing due the worker sleeps until the earliest pending transaction's next check, or a new
+# N-ACTION on this task wakes it, and polls at least this often for transactions other tasks
+# received (taken over only after their deadline and a grace) or that are leased elsewhere.
+IDLE_POLL_SECONDS = 10.0
 # Transactions whose references a worker keeps in memory between checks: up to ~10 MB each for
 # 40,000 references, so a few hundred MB at worst; more pending ones are re-read, not lost.
 CHECKING_CACHE = 16
@@ -127,6 +130,8 @@ class CommitmentWorker:
         self.staged_grace_seconds = staged_grace_seconds if staging is not None else 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # When the earliest pending transaction not due at the last pass will be (None: none).
+        self._upcoming: float | None = None
         # Per transaction this worker is checking: its references (they never change) and the
         # instances already decided. Bounded: a transaction another task took over is forgotten.
         self._checking: OrderedDict[str, tuple[list[Reference], dict[Reference, int]]] = OrderedDict()
@@ -141,12 +146,15 @@ class CommitmentWorker:
 
     def stop(self) -> None:
         self._stop.set()
+        self.live.arrivals.set()
         if self._thread:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        # Poll fast while there is work, back off to IDLE_POLL_SECONDS when there is none: an idle
-        # listener then costs a few DynamoDB queries a second, not dozens.
+        # Poll fast while there is work. Without: sleep until the earliest pending transaction's
+        # next check or a new N-ACTION on this task (LiveAssociations.arrivals), backing off to
+        # IDLE_POLL_SECONDS: an idle listener costs a few DynamoDB queries every ten seconds, not
+        # several a second (they were a sixth of an otherwise idle listener's CPU during C-FINDs).
         wait = self.poll_seconds
         while not self._stop.is_set():
             try:
@@ -155,12 +163,17 @@ class CommitmentWorker:
                 LOG.exception("commitment worker pass failed")
                 busy = False
             wait = self.poll_seconds if busy else min(wait * 2, IDLE_POLL_SECONDS)
-            self._stop.wait(wait)
+            if self._upcoming is not None:
+                wait = min(wait, max(self.poll_seconds, self._upcoming - time.time()))
+            if self.live.arrivals.wait(wait):
+                self.live.arrivals.clear()
+                wait = self.poll_seconds
 
     def run_once(self) -> int:
         """Work every due transaction this worker can lease, once; returns how many."""
         count = 0
-        for transaction_uid in list(self.repository.due(time.time())):
+        due, self._upcoming = self.repository.due_and_next(time.time())
+        for transaction_uid in due:
             if self._stop.is_set():
                 break
             transaction = self.repository.lease(

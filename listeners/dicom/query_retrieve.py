@@ -4,9 +4,12 @@ Handlers only translate between DIMSE and the core: the core plans lookups
 (``archive.services.query.find``), prepares objects to send (``archive.services.query.retrieve``)
 and the access record is written for every request, refused ones included
 (``archive.data.access_log``); for C-MOVE and C-GET a first record lists what is about to be sent
-before the first object leaves, and a second one completes it. Expected failures map to statuses
-by type; sub-operations are sent from spool files by ``connection.StoreSender``, with Pending
-responses at most once a second (``connection.PendingResponses``).
+before the first object leaves, and a second one completes it. A C-FIND's record is written after
+its last match has left (docs/disclosure-log.md), on a background thread while the final response
+goes out, so the requester does not wait for it; ``close`` waits for those still being written.
+Expected failures map to statuses by type; sub-operations are sent from spool files by
+``connection.StoreSender``, with Pending responses at most once a second
+(``connection.PendingResponses``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +117,10 @@ def move_contexts(items: list[RetrieveItem]) -> list[PresentationContext]:
     return [build_context(sop, list(syntaxes)) for sop, syntaxes in ordered[:MAX_PRESENTATION_CONTEXTS]]
 
 
+# Threads writing C-FIND access records (one PutItem per patient-study each).
+ACCESS_RECORD_WRITERS = 4
+
+
 @dataclass
 class _Operation:
     """Book-keeping of one request for its access record."""
@@ -154,6 +162,14 @@ class QueryRetrieveSCP:
         # Instances in a cold storage class: their study's restore is started, they fail with
         # an Error Comment saying when to retry (docs/conformance-query-retrieve.md).
         self._restores = restores
+        # C-FIND access records, written while the final response is sent (see the module doc).
+        self._records = ThreadPoolExecutor(
+            max_workers=ACCESS_RECORD_WRITERS, thread_name_prefix="access-record"
+        )
+
+    def close(self) -> None:
+        """Wait for every C-FIND access record still being written (the listener is stopping)."""
+        self._records.shutdown(wait=True)
 
     def handlers(self) -> list[Any]:
         return [
@@ -206,7 +222,9 @@ class QueryRetrieveSCP:
             LOG.exception("access record of %s by %s not written", operation.name, operation.calling_title)
             raise AccessRecordNotWritten("access record could not be written; nothing sent") from exc
 
-    def _record(self, operation: _Operation, dimse: Any = None) -> None:
+    def _record(self, operation: _Operation, dimse: Any = None, *, in_background: bool = False) -> None:
+        """The audit message (buffered) and the access record; with ``in_background`` the access
+        record is written by a background thread and this returns at once."""
         if self._audit is not None and dimse is not None:
             try:
                 if operation.name == "C-FIND":
@@ -226,6 +244,15 @@ class QueryRetrieveSCP:
             except Exception:
                 LOG.exception("AUDIT RECORD LOST: %s by %s", operation.name, operation.calling_title)
         event = self._event(operation, operation.outcome)
+        if in_background:
+            try:
+                self._records.submit(self._write_record, operation, event)
+                return
+            except RuntimeError:  # closing: write it here instead
+                pass
+        self._write_record(operation, event)
+
+    def _write_record(self, operation: _Operation, event: AccessEvent) -> None:
         try:
             self._access_log.record(event, operation.disclosed)
         except Exception:
@@ -268,7 +295,8 @@ class QueryRetrieveSCP:
             operation.outcome = f"FAILED: {type(exc).__name__}"
             yield _status(STATUS_UNABLE_TO_PROCESS, f"processing failure: {type(exc).__name__}"), None
         finally:
-            self._record(operation, event)
+            # Every match has left: the record is written while the final response goes out.
+            self._record(operation, event, in_background=True)
 
     # --- C-MOVE ----------------------------------------------------------------------------
 

@@ -126,10 +126,13 @@ class LiveAssociations:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_transaction: dict[str, Any] = {}
+        # Set on every N-ACTION: wakes the commitment worker, which otherwise sleeps when idle.
+        self.arrivals = threading.Event()
 
     def add(self, transaction_uid: str, assoc: Any) -> None:
         with self._lock:
             self._by_transaction[transaction_uid] = assoc
+        self.arrivals.set()
 
     def pop(self, transaction_uid: str) -> Any | None:
         with self._lock:
@@ -239,6 +242,8 @@ class DicomListener:
                 server.shutdown()
                 server.server_close()
         self._server = self._tls_server = None
+        if self.deps.query_retrieve is not None:
+            self.deps.query_retrieve.close()  # C-FIND access records still being written
 
     # --- association -----------------------------------------------------------------------
 

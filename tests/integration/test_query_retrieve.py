@@ -187,10 +187,16 @@ def test_find_study_root_matches_and_returns_aggregates(cloud: LocalCloud, workd
     assert answer.ModalitiesInStudy == "CT"
     assert answer.AccessionNumber == "A-1"
     assert answer.IssuerOfPatientID == HETU_ISSUER
-    # And the query is in the access record of that patient
+    # And the query is in the access record of that patient (written while the final response
+    # goes out, so it may land a moment after findscu has its answer)
     key = f"{pid}^^^{HETU_ISSUER}"
-    finds = records(key, "C-FIND")
-    assert any(r.study_uid == first and r.calling_ae == c.scu and r.org_oid == c.org.oid for r in finds)
+    wait_until(
+        lambda: any(
+            r.study_uid == first and r.calling_ae == c.scu and r.org_oid == c.org.oid
+            for r in records(key, "C-FIND")
+        ),
+        timeout=30,
+    )
 
 
 def test_find_series_image_and_patient_levels(cloud: LocalCloud, workdir: Path) -> None:

@@ -89,3 +89,33 @@ def test_the_report_has_both_modes_as_ratios_and_flags_excess_reads(tmp_path: Pa
     ):
         assert f"]({chart})" in report
         assert (tmp_path / chart).stat().st_size > 0
+
+
+def test_the_report_says_what_did_not_complete_and_shows_iti18_beside_c_find(tmp_path: Path) -> None:
+    # Given a run whose 100,000-study FindDocuments ran out of its budget after 2 of 5 queries,
+    # whose ours-aws commitment got no report, and which dropped a throughput backlog
+    results = _results()
+    results.ingest[-2] = IngestSample(
+        "ours-aws", "ct-500", 1, 0, "commitment", 100, 50_000_000, 2.0, 0, USAGE, {},
+        CommitmentOutcome(0, 0, 0, 540.0, False),
+    )  # fmt: skip
+    iti18 = _find("ours", 900.0, 100_000, 4, 4)
+    results.query.append(
+        QueryLatency(**{**iti18.__dict__, "kind": "ITI-18 FindDocuments", "queries": 2, "planned": 5})
+    )
+    results.failures = ["ours ITI-18 FindDocuments at 100,000 studies: 2 of 5 queries measured"]
+    results.dropped_backlog = {"ct-500": {"lock queue messages": 4000, "staged copies": 4000}}
+    results.phase_seconds = {"ingest": 600.0, "query": 1200.0}
+    # When the report is written
+    report = write_report(results, tmp_path).read_text()
+    # Then its first section lists the failure, the unreported commitment and the phase times
+    outcome = report.split("## How the run went", 1)[1].split("\n## ", 1)[0]
+    assert "**Not everything completed.**" in outcome
+    assert "- ours ITI-18 FindDocuments at 100,000 studies: 2 of 5 queries measured" in outcome
+    assert "ours-aws ct-500 (event type 0, 0 failed, after 540 s)" in outcome
+    assert "ingest 10.0 min, query 20.0 min" in outcome
+    assert "4,000 lock queue messages, 4,000 staged copies" in outcome
+    # And ITI-18 has its own row in the examined-vs-returned table, labelled apart from C-FIND
+    scaling = report.split("## Queries as the index grows", 1)[1].split("\n## ", 1)[0]
+    assert "| ITI-18 FindDocuments | 100,000 | local | 2 |" in scaling
+    assert "| C-FIND by AccessionNumber | 100,000 | aws |" in scaling

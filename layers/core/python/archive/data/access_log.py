@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 
 from pynamodb.exceptions import PutError
 
@@ -22,6 +24,8 @@ LOG = logging.getLogger("archive.access")
 NO_PATIENT = "-"  # the key of the record of an operation that matched nothing
 # DynamoDB items are at most 400 KB; a part lists at most this many SOP Instance UIDs.
 UIDS_PER_RECORD = 2000
+# Items of one access record written at once.
+PARALLEL_WRITES = 8
 
 
 @dataclass
@@ -51,40 +55,63 @@ class AccessLog:
     """Writes access records; one item per patient-study part of an event."""
 
     def record(self, event: AccessEvent, disclosed: Iterable[Disclosed]) -> int:
-        """Append the event's records; returns how many items were written."""
+        """Append the event's records; returns how many items were written.
+
+        The items (one per patient-study part) are written concurrently, so a request that
+        disclosed several studies waits for about one PutItem, not one per study; this returns
+        only when every one is written, and raises the first failure after all were tried."""
         parts = list(_merge(disclosed)) or [Disclosed(NO_PATIENT, None)]
-        written = 0
         stamp = event.at.astimezone(UTC).isoformat(timespec="milliseconds")
-        for index, (part, uids) in enumerate(_chunks(parts)):
-            item = AccessRecord(
-                part.patient_key,
-                f"{stamp}#{event.event_id}#{index:05d}",
-                event_id=event.event_id,
-                at=event.at,
-                operation=event.operation,
-                calling_ae=event.calling_ae,
-                org_oid=event.org_oid,
-                controller_oid=part.controller_oid,
-                disclosure=bool(part.controller_oid and part.controller_oid != event.org_oid),
-                destination_ae=event.destination_ae,
-                level=event.level,
-                query_keys=event.query or None,
-                study_uid=part.study_uid,
-                instances=uids or None,
-                number_of_instances=len(uids),
-                outcome=event.outcome,
-            )
-            try:
-                item.save(condition=AccessRecord.patient_key.does_not_exist())
-            except PutError:
-                LOG.exception("access record %s part %d not written", event.event_id, index)
-                raise
-            written += 1
-        return written
+        items = [
+            self._item(event, stamp, index, part, uids) for index, (part, uids) in enumerate(_chunks(parts))
+        ]
+        if len(items) == 1:
+            self._write(event, 0, items[0])
+            return 1
+        futures = [_writers().submit(self._write, event, index, item) for index, item in enumerate(items)]
+        wait(futures)
+        for future in futures:
+            future.result()  # the first failure, in part order
+        return len(items)
+
+    @staticmethod
+    def _write(event: AccessEvent, index: int, item: AccessRecord) -> None:
+        try:
+            item.save(condition=AccessRecord.patient_key.does_not_exist())
+        except PutError:
+            LOG.exception("access record %s part %d not written", event.event_id, index)
+            raise
+
+    @staticmethod
+    def _item(event: AccessEvent, stamp: str, index: int, part: Disclosed, uids: list[str]) -> AccessRecord:
+        return AccessRecord(
+            part.patient_key,
+            f"{stamp}#{event.event_id}#{index:05d}",
+            event_id=event.event_id,
+            at=event.at,
+            operation=event.operation,
+            calling_ae=event.calling_ae,
+            org_oid=event.org_oid,
+            controller_oid=part.controller_oid,
+            disclosure=bool(part.controller_oid and part.controller_oid != event.org_oid),
+            destination_ae=event.destination_ae,
+            level=event.level,
+            query_keys=event.query or None,
+            study_uid=part.study_uid,
+            instances=uids or None,
+            number_of_instances=len(uids),
+            outcome=event.outcome,
+        )
 
     def for_patient(self, patient_key: str) -> Iterator[AccessRecord]:
         """Everything recorded about one patient, oldest first."""
         return AccessRecord.query(patient_key)
+
+
+@cache
+def _writers() -> ThreadPoolExecutor:
+    """One small pool per process for the parts of access records (threads start on first use)."""
+    return ThreadPoolExecutor(max_workers=PARALLEL_WRITES, thread_name_prefix="access-log")
 
 
 def _merge(disclosed: Iterable[Disclosed]) -> Iterator[Disclosed]:

@@ -177,13 +177,22 @@ class CommitmentRepository(TransactionConnection):
             outcomes.extend(int(o) for o in part.outcomes or [])
         return CommitmentResult.from_outcomes(references, outcomes)
 
-    def due(self, now: float, limit: int = 50) -> Iterator[str]:
-        """Transaction UIDs whose next check is due, oldest first."""
+    def due_and_next(self, now: float, limit: int = 50) -> tuple[list[str], float | None]:
+        """The transactions due now (oldest first per shard) and the earliest time a pending one
+        not due yet will be (None: none is pending). One Query per shard reads at most ``limit``
+        due keys and one more, so a worker can sleep until then instead of polling."""
+        due: list[str] = []
+        upcoming: float | None = None
         for shard in range(SHARDS):
             for item in StorageCommitment.pending_index.query(
-                f"P{shard}", StorageCommitment.next_attempt_at <= now, limit=limit
+                f"P{shard}", limit=limit + 1, page_size=limit + 1
             ):
-                yield item.transaction_uid
+                at = float(item.next_attempt_at)
+                if at > now:
+                    upcoming = at if upcoming is None else min(upcoming, at)
+                    break
+                due.append(item.transaction_uid)
+        return due, upcoming
 
     def undeliverable(self) -> Iterator[CommitmentTransaction]:
         """Transactions given up on, oldest first (sparse GSI; for the operator)."""

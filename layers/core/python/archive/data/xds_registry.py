@@ -255,11 +255,45 @@ class XdsRegistry(TransactionConnection):
         so conflicts are found before anything is written; a later chunk that fails has the chunks
         before it deleted again. Raises DuplicateUniqueId or RegistryConflict.
         """
+        writes = self._submission_writes(documents, submission_set, folders, associations)
+        guards = sum(1 for w in writes if w.guard == "unique")
+        writes[guards:guards] = [self._deprecation(uuid) for uuid in deprecate]
+        chunks = [writes[i : i + MAX_TRANSACTION_ITEMS] for i in range(0, len(writes), MAX_TRANSACTION_ITEMS)]
+        done: list[_Write] = []
+        for chunk in chunks:
+            try:
+                self._transact(chunk)
+            except (DuplicateUniqueId, RegistryConflict):
+                self._undo(done)
+                raise
+            done += chunk
+
+    @classmethod
+    def submission_items(
+        cls,
+        documents: Sequence[DocumentEntry],
+        submission_set: SubmissionSet,
+        folders: Sequence[Folder] = (),
+        associations: Sequence[Association] = (),
+    ) -> list[XdsRegistryItem]:
+        """The items ``register`` writes for a new submission (no deprecations), unconditioned:
+        for bulk loading a registry whose uniqueIds are known to be new (the benchmark's corpus)."""
+        return [w.item for w in cls._submission_writes(documents, submission_set, folders, associations)]
+
+    @classmethod
+    def _submission_writes(
+        cls,
+        documents: Sequence[DocumentEntry],
+        submission_set: SubmissionSet,
+        folders: Sequence[Folder],
+        associations: Sequence[Association],
+    ) -> list[_Write]:
+        """The uniqueId guards first, then the objects and their reference/association items."""
         writes: list[_Write] = []
         objects: list[_Write] = []
         for document in documents:
-            writes.append(self._guard(DOCUMENT, document.unique_id, document.entry_uuid))
-            objects.append(self._object(DOCUMENT, document, document.patient_id, document.creation_time))
+            writes.append(cls._guard(DOCUMENT, document.unique_id, document.entry_uuid))
+            objects.append(cls._object(DOCUMENT, document, document.patient_id, document.creation_time))
             for reference in document.reference_ids:
                 objects.append(
                     _Write(
@@ -282,17 +316,17 @@ class XdsRegistry(TransactionConnection):
                         )
                     )
                 )
-        writes.append(self._guard(SUBMISSION_SET, submission_set.unique_id, submission_set.entry_uuid))
+        writes.append(cls._guard(SUBMISSION_SET, submission_set.unique_id, submission_set.entry_uuid))
         objects.append(
-            self._object(
+            cls._object(
                 SUBMISSION_SET, submission_set, submission_set.patient_id, submission_set.submission_time
             )
         )
         for folder in folders:
-            writes.append(self._guard(FOLDER, folder.unique_id, folder.entry_uuid))
-            objects.append(self._object(FOLDER, folder, folder.patient_id, folder.last_update_time))
+            writes.append(cls._guard(FOLDER, folder.unique_id, folder.entry_uuid))
+            objects.append(cls._object(FOLDER, folder, folder.patient_id, folder.last_update_time))
         for association in associations:
-            objects.append(self._object(ASSOCIATION, association, None, None))
+            objects.append(cls._object(ASSOCIATION, association, None, None))
             for end in dict.fromkeys((association.source, association.target)):
                 objects.append(
                     _Write(
@@ -306,18 +340,7 @@ class XdsRegistry(TransactionConnection):
                         )
                     )
                 )
-        for uuid in deprecate:
-            writes.append(self._deprecation(uuid))
-        writes += objects
-        chunks = [writes[i : i + MAX_TRANSACTION_ITEMS] for i in range(0, len(writes), MAX_TRANSACTION_ITEMS)]
-        done: list[_Write] = []
-        for chunk in chunks:
-            try:
-                self._transact(chunk)
-            except (DuplicateUniqueId, RegistryConflict):
-                self._undo(done)
-                raise
-            done += chunk
+        return [*writes, *objects]
 
     def deprecate(self, entry_uuids: Sequence[str]) -> None:
         """Mark Approved entries Deprecated without a replacement (IOCM: every instance of the
@@ -387,7 +410,8 @@ class XdsRegistry(TransactionConnection):
         XdsRegistryItem(unique_pk(SUBMISSION_SET, found[0].unique_id), UNIQUE_SK).delete()
         XdsRegistryItem(object_pk(entry_uuid), OBJECT_SK).delete()
 
-    def _guard(self, kind: str, unique_id: str, entry_uuid: str) -> _Write:
+    @staticmethod
+    def _guard(kind: str, unique_id: str, entry_uuid: str) -> _Write:
         return _Write(
             XdsRegistryItem(unique_pk(kind, unique_id), UNIQUE_SK, kind=kind, entry_uuid=entry_uuid),
             condition=XdsRegistryItem.pk.does_not_exist(),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import BinaryIO
 
 from archive.audit.messages import Outcome
@@ -121,6 +123,12 @@ def disclosed_items(
     return list(grouped.values())
 
 
+@cache
+def _lookups() -> ThreadPoolExecutor:
+    """Reads that run beside a stored query (one process-wide pool, threads start on first use)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="xds-lookup")
+
+
 class DocumentRegistryService:
     """ITI-18 and ITI-42 over the registry; ITI-43 for the manifests this archive stores."""
 
@@ -162,6 +170,8 @@ class DocumentRegistryService:
             return soap_answer(body, action=ns.ACTION_ITI18_RESPONSE, relates_to=relates)  # type: ignore[arg-type]
 
         patient: str | None = None
+        # The patient's denials depend only on the assertion: read them while the query runs.
+        denials = _lookups().submit(self._denials.denied, normalised_patient(exchange.user.resource_id or ""))
         try:
             query = decode_query_request(request.body)
             patient = queried_patient(query.query)
@@ -180,7 +190,7 @@ class DocumentRegistryService:
                 description=f"{exc.code}: {exc}",
             )
             return answer(adhoc_query_response(None, errors=[exc]))
-        denied = self._denials.denied(normalised_patient(exchange.user.resource_id or ""))
+        denied = denials.result()
         visible = visible_part(result, caller, denied)
         shown = visible.result
         record_disclosure(
