@@ -569,12 +569,30 @@ def _measure_queries(
             )
 
 
+class Stopped(Exception):
+    """SIGTERM during a run: the current phase ends here, the later ones are skipped, and the report
+    is still written with what was measured."""
+
+
+_stopping = threading.Event()
+
+
+def _stop(*_: object) -> None:
+    if _stopping.is_set():
+        sys.exit(143)  # a second SIGTERM: no report, just the archives' teardown
+    _stopping.set()
+    raise Stopped("stopped by SIGTERM")
+
+
 def _phase(results: Results, name: str, run: Callable[[], T]) -> T | None:
     """Run one phase; a failure is recorded in the report (and the log) and the next phase runs.
 
     Every wait inside a phase is bounded (storescu, getscu/movescu, the commitment report, each
     C-FIND, the large-index query budget), so a phase ends; this keeps one that ends in an error
-    from taking the others' figures with it."""
+    from taking the others' figures with it. After a SIGTERM no further phase starts."""
+    if _stopping.is_set():
+        results.failures.append(f"{name}: not run (the run was stopped by SIGTERM)")
+        return None
     started = time.monotonic()
     try:
         return run()
@@ -591,9 +609,10 @@ def main(argv: list[str] | None = None) -> None:
     if not in_private_namespace():
         reexec_in_private_namespace(argv)
     args = parse_args(argv)
-    # SIGTERM (an outer timeout, or a background run, where SIGINT is ignored) ends the run through
-    # the archives' teardown instead of leaving moto, the listener and Orthanc behind.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM (an outer timeout, or a background run, where SIGINT is ignored) ends the current
+    # phase, writes the report of what was measured, and tears the archives down instead of leaving
+    # moto, the listener and Orthanc behind; a second SIGTERM skips the report.
+    signal.signal(signal.SIGTERM, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("botocore", "urllib3", "pynetdicom", "archive", "pynamodb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
