@@ -27,6 +27,8 @@
     python -m admin retention due [--until 2040-01-01T00:00:00+00:00]
     python -m admin retention job <job id>
     python -m admin retention death record --patient 020516C903K --issuer 1.2.246.21 --date 20260101 --by ... --reason ...
+    python -m admin destruction approve <Study Instance UID> --by "Archivist A." --reason "decision 3/2026"
+    python -m admin destruction show <Study Instance UID>
     python -m admin hold place --study <UID> --by "Lawyer L." --reason "case 7/2026"
     python -m admin hold release <hold id> --study <UID> --by "Lawyer L."
     python -m admin disclosures verify 020516C903K --issuer 1.2.246.21
@@ -54,6 +56,7 @@ from pathlib import Path
 from archive.config import Settings
 from archive.data.access_log import AccessLog
 from archive.data.commitments import CommitmentRepository
+from archive.data.destruction import DestructionRepository
 from archive.data.facilities import FacilityRepository
 from archive.data.index import IndexRepository
 from archive.data.models import bind_models
@@ -85,6 +88,7 @@ from archive.model.xua import IdentityProvider
 from archive.services.audit import build_audit_trail
 from archive.services.availability import AvailabilityService
 from archive.services.corrections import CorrectionService
+from archive.services.destruction import DestructionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
 from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
@@ -324,6 +328,11 @@ def parser() -> argparse.ArgumentParser:
         help="under --from death: while the death is not known, the end is this many years from "
         "birth (e.g. 120); without it (or a birth date) such a study is never due",
     )
+    rule_set.add_argument(
+        "--approval-required",
+        action="store_true",
+        help="destruction of such a study waits for an operator's approval (destruction approve)",
+    )
     rule_set.add_argument("--by", help="who set the rule (recorded on the lengthening job)")
     rule_list = rule_actions.add_parser("list")
     rule_list.add_argument("org_oid")
@@ -345,6 +354,17 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("study_uid")
     due = retention_actions.add_parser("due", help="studies whose retention has ended (from the index)")
     due.add_argument("--until", help="UTC ISO time; default now")
+
+    destruction = sub.add_parser("destruction", help="approvals and records of lawful destruction")
+    destruction_actions = destruction.add_subparsers(dest="action", required=True)
+    approve = destruction_actions.add_parser(
+        "approve", help="approve destroying a study whose rule requires approval, once it is due"
+    )
+    approve.add_argument("study_uid")
+    approve.add_argument("--by", required=True, help="who approves")
+    approve.add_argument("--reason", required=True, help="why (decision, ticket)")
+    records = destruction_actions.add_parser("show", help="a study's approval and destruction records")
+    records.add_argument("study_uid")
 
     hold = sub.add_parser("hold", help="legal holds on a study or a patient")
     hold_actions = hold.add_subparsers(dest="action", required=True)
@@ -544,6 +564,7 @@ def _retention(args: argparse.Namespace, settings: Settings) -> None:
                     minimum_days=args.minimum_days,
                     basis=RetentionBasis.DEATH if args.basis == "death" else RetentionBasis.STUDY_DATE,
                     unknown_death_years_from_birth=args.unknown_death_years_from_birth,
+                    approval_required=args.approval_required,
                 )
             )
             # Lengthen what the rule covers already, as a job (never shortens: a shorter rule
@@ -562,6 +583,19 @@ def _retention(args: argparse.Namespace, settings: Settings) -> None:
         until = datetime.fromisoformat(args.until) if args.until else datetime.now(UTC)
         for study_uid, end in service.studies_due(until):
             print(json.dumps({"study_uid": study_uid, "retention_end": end.isoformat()}))
+
+
+def _destruction(args: argparse.Namespace, settings: Settings) -> None:
+    repository = DestructionRepository()
+    if args.action == "approve":
+        service = DestructionService(RetentionRepository(), repository, ObjectStore(settings))
+        approved = service.approve(args.study_uid, by=args.by, reason=args.reason)
+        print(json.dumps(asdict(approved), default=str))
+    else:
+        approval = repository.approval_of(args.study_uid)
+        print(json.dumps({"approval": asdict(approval) if approval else None}, default=str))
+        for record in repository.records_of(args.study_uid):
+            print(json.dumps(asdict(record), default=str))
 
 
 def _hold(args: argparse.Namespace, settings: Settings) -> None:
@@ -715,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _rejection(args, settings)
         elif args.kind == "retention":
             _retention(args, settings)
+        elif args.kind == "destruction":
+            _destruction(args, settings)
         elif args.kind == "hold":
             _hold(args, settings)
         elif args.kind == "restore":

@@ -169,8 +169,10 @@ EXTEND_RETENTION: TableAccess = {
 # functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes
 # their object versions, records each destruction and removes the studies' index entries; marks
 # their XDS registry entries Deprecated and removes them after the policy's delay (the study's
-# registration item says which and when).
+# registration item says which and when). Reads the organisation's rules (which need an
+# operator's approval, and what the record names) and the approvals among the destruction records.
 DESTROY_EXPIRED: TableAccess = {
+    "retention_rules": Access.READ,
     "studies": Access.REMOVE,
     "series": Access.REMOVE,
     "instances": Access.REMOVE,

@@ -103,6 +103,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     },
     # Deletes the index entries of studies whose retention ended, never writes them
     "destroy-expired": {
+        "retention_rules": READ,  # which rules want an approval, and what the record names
         "studies": REMOVE,
         "series": REMOVE,
         "instances": REMOVE,

@@ -334,3 +334,49 @@ def _version(study_uid: str) -> int:
         return int(Registration.get(study_uid, consistent_read=True).version or 0)
     except DoesNotExist:
         return 0
+
+
+def test_a_rule_requiring_approval_destroys_only_after_an_operator_approved(
+    cloud: LocalCloud, workdir: Path
+) -> None:
+    assert cloud.settings is not None
+    objects = ObjectStore(cloud.settings)
+    # Given an organisation whose one-day rule requires an approval, and a study of it from 2000
+    c = customer(cloud)
+    result = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "1", "--approval-required")
+    assert result.returncode == 0, result.stderr
+    files = study(sub(workdir, "approval"), 2, patient_id=hetu(), study_date="20000101")
+    due = store_study(cloud, c, files)
+    keys = [instance_key(uid(p)) for p in files]
+
+    def unlocked() -> bool:
+        return all(datetime.now(UTC) > objects.retention(k).retain_until for k in keys)  # type: ignore[union-attr]
+
+    wait_until(unlocked, timeout=30)
+    # When the destruction job runs (even invoked with an approver's name)
+    first = cloud.run_scheduled("destroy_expired", {"approved_by": "Scheduler Sam"})
+    # Then the study waits for an operator's approval and nothing of it is deleted
+    assert due in first["awaiting_approval"] and due not in first["destroyed"]
+    assert all(objects.versions_of(k) for k in keys)
+    assert DestructionRepository().records_of(due) == []
+    # And an approval needs who and why, for a study the index holds
+    assert admin(cloud, "destruction", "approve", due, "--by", "Archivist Aino").returncode != 0
+    unknown = admin(cloud, "destruction", "approve", new_uid(), "--by", "Archivist Aino", "--reason", "x")
+    assert unknown.returncode != 0 and "no study" in unknown.stderr
+    # When an operator approves it and the job runs again
+    approved = admin(
+        cloud, "destruction", "approve", due, "--by", "Archivist Aino", "--reason", "board 3/2026"
+    )
+    assert approved.returncode == 0, approved.stderr
+    second = cloud.run_scheduled("destroy_expired", {"approved_by": "Scheduler Sam"})
+    # Then it is destroyed, and its record names the approver (not the invocation's) and the rule
+    assert due in second["destroyed"] and due not in second["awaiting_approval"]
+    assert all(objects.versions_of(k) == [] for k in keys)
+    (record,) = DestructionRepository().records_of(due)
+    assert record.approved_by == "Archivist Aino"
+    assert record.rules == (
+        f"{c.org.oid} *: 0 years 1 days from the study date; 113039 EXPIRED, approval required",
+    )
+    shown = admin(cloud, "destruction", "show", due)
+    assert shown.returncode == 0, shown.stderr
+    assert '"reason": "board 3/2026"' in shown.stdout and '"approved_by": "Archivist Aino"' in shown.stdout

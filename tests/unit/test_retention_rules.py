@@ -110,3 +110,24 @@ def test_under_an_early_rule_the_death_rule_locks_only_the_minimum() -> None:
     ends = retention_ends(rule, date(2020, 3, 1), death=date(2025, 5, 5))
     assert ends.end == datetime(2037, 5, 5, tzinfo=UTC)
     assert ends.lock_end == datetime(2020, 3, 31, tzinfo=UTC)
+
+
+def test_a_destruction_record_names_the_rules_that_govern_the_study() -> None:
+    from archive.model.retention import StudyRetention
+    from archive.services.destruction import _applying_rules
+
+    org = "1.2.246.10.1"
+    default = RetentionRule(org, "*", 12)
+    mammo = RetentionRule(
+        org, "MG", 50, basis=RetentionBasis.DEATH, unknown_death_years_from_birth=120, approval_required=True
+    )
+    study = StudyRetention("1.2.3", org, None, None, 0, modalities=("CT", "MG", "SR"))
+    # One rule per modality (the default for CT and SR, once), as at the PUTs
+    assert _applying_rules([default, mammo], study) == [default, mammo]
+    assert _applying_rules([default, mammo], StudyRetention("1.2.4", org, None, None, 0)) == [default]
+    assert _applying_rules([mammo], StudyRetention("1.2.5", org, None, None, 0, modalities=("CT",))) == []
+    assert default.describe() == f"{org} *: 12 years from the study date; 113039 EXPIRED"
+    assert mammo.describe() == (
+        f"{org} MG: 50 years from the patient's death (120 years from birth while not known); "
+        "113039 EXPIRED, approval required"
+    )

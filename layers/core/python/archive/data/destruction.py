@@ -9,7 +9,7 @@ from datetime import datetime
 from archive.data.index import instance_record
 from archive.data.models import DestructionRecordItem, Instance, Series, Study
 from archive.model.records import InstanceRecord
-from archive.model.retention import DestroyedObject, DestructionRecord
+from archive.model.retention import DestroyedObject, DestructionApproval, DestructionRecord
 
 
 class DestructionRepository:
@@ -37,10 +37,34 @@ class DestructionRepository:
             total_bytes=record.total_bytes,
             objects=[asdict(o) for o in record.objects],
             approved_by=record.approved_by,
+            rules=set(record.rules) or None,
             rejection_note=record.rejection_note,
             registry_entries=set(record.registry_entries) or None,
             registry_removal_due=record.registry_removal_due,
         ).save(condition=DestructionRecordItem.event.does_not_exist())
+
+    def approve(self, approval: DestructionApproval, retention_end: datetime) -> None:
+        """Append an operator's approval to destroy the study (event ``<time>#APPROVED``)."""
+        DestructionRecordItem(
+            approval.study_uid,
+            f"{approval.at.isoformat()}#APPROVED",
+            retention_end=retention_end,
+            at=approval.at,
+            instance_count=0,
+            total_bytes=0,
+            objects=[],
+            approved_by=approval.approved_by,
+            approval_reason=approval.reason,
+        ).save(condition=DestructionRecordItem.event.does_not_exist())
+
+    def approval_of(self, study_uid: str) -> DestructionApproval | None:
+        """The study's latest recorded approval, if any (its records are a handful of items)."""
+        approvals = [
+            DestructionApproval(study_uid, str(i.approved_by), str(i.approval_reason or ""), i.at)
+            for i in DestructionRecordItem.query(study_uid, consistent_read=True)
+            if i.event.endswith("#APPROVED")
+        ]
+        return max(approvals, key=lambda a: a.at) if approvals else None
 
     def registry_removed(self, record: DestructionRecord, at: datetime) -> None:
         """Append that the record's registry entries were removed (stage REGISTRY_REMOVED, at ``at``)."""
@@ -74,6 +98,7 @@ class DestructionRepository:
                     for o in item.objects or []
                 ),
                 approved_by=item.approved_by,
+                rules=tuple(sorted(item.rules or ())),
                 rejection_note=item.rejection_note,
                 registry_entries=tuple(sorted(item.registry_entries or ())),
                 registry_removal_due=item.registry_removal_due,

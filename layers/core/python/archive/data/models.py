@@ -373,6 +373,7 @@ class RetentionRuleItem(Model):
     minimum_days = NumberAttribute(null=True)
     basis = UnicodeAttribute(null=True)  # RetentionBasis; absent: STUDY_DATE
     unknown_death_years_from_birth = NumberAttribute(null=True)
+    approval_required = BooleanAttribute(null=True)  # destruction waits for a recorded approval
     updated_at = UTCDateTimeAttribute()
 
 
@@ -424,7 +425,7 @@ class DestructionRecordItem(Model):
         append_only = True
 
     study_uid = UnicodeAttribute(hash_key=True)
-    event = UnicodeAttribute(range_key=True)  # "<UTC ISO time>#PLANNED|COMPLETED"
+    event = UnicodeAttribute(range_key=True)  # "<UTC ISO time>#PLANNED|COMPLETED|APPROVED|..."
     org_oid = UnicodeAttribute(null=True)
     patient_key = UnicodeAttribute(null=True)
     retention_end = UTCDateTimeAttribute()
@@ -434,6 +435,8 @@ class DestructionRecordItem(Model):
     # [{"key", "sha256", "size", "versions"}, ...]
     objects = JSONAttribute()
     approved_by = UnicodeAttribute(null=True)
+    approval_reason = UnicodeAttribute(null=True)  # APPROVED items: why the operator approved
+    rules = UnicodeSetAttribute(null=True)  # the retention rules the study was kept under
     rejection_note = UnicodeAttribute(null=True)  # the 113039 note that asked for early destruction
     # The study's XDS registry entries, Deprecated at destruction, removed at registry_removal_due
     # (the REGISTRY_REMOVED item of the record says when they were).

@@ -61,6 +61,7 @@ class RetentionRepository:
                 minimum_days=int(item.minimum_days or 0),
                 basis=RetentionBasis(item.basis or RetentionBasis.STUDY_DATE),
                 unknown_death_years_from_birth=int(item.unknown_death_years_from_birth or 0),
+                approval_required=bool(item.approval_required),
             )
             for item in RetentionRuleItem.query(org_oid)
         ]
@@ -76,6 +77,7 @@ class RetentionRepository:
             minimum_days=rule.minimum_days,
             basis=rule.basis.value,
             unknown_death_years_from_birth=rule.unknown_death_years_from_birth,
+            approval_required=rule.approval_required,
             updated_at=datetime.now(UTC),
         ).save()
 

@@ -62,10 +62,26 @@ class RetentionRule:
     # Under a death rule: while the death is not known, the end is this many years from birth
     # (0: none; a study of a patient without a known death or birth date is then never due).
     unknown_death_years_from_birth: int = 0
+    # Destruction of such a study waits for an operator's recorded approval (who and why).
+    approval_required: bool = False
 
     @property
     def allow_early_destruction(self) -> bool:
         return self.expiry_rejection is ExpiryRejection.EARLY
+
+    def describe(self) -> str:
+        """The rule as a destruction record names it, e.g. ``1.2.3 CT: 12 years from the study date``."""
+        span = f"{self.years} years" + (f" {self.days} days" if self.days else "")
+        if self.basis is RetentionBasis.DEATH:
+            span += " from the patient's death"
+            if self.unknown_death_years_from_birth:
+                span += f" ({self.unknown_death_years_from_birth} years from birth while not known)"
+        else:
+            span += " from the study date"
+        flags = [f"113039 {self.expiry_rejection.value}"]
+        if self.approval_required:
+            flags.append("approval required")
+        return f"{self.org_oid} {self.study_type}: {span}; {', '.join(flags)}"
 
     def end_for(self, study_date: date) -> datetime:
         """The retention end of a study of this type with this study date (midnight UTC)."""
@@ -239,6 +255,8 @@ class DestructionRecord:
     total_bytes: int
     objects: tuple[DestroyedObject, ...]
     approved_by: str | None = None
+    # The rules the study was kept under (``RetentionRule.describe``), when the organisation has any.
+    rules: tuple[str, ...] = ()
     # The 113039 rejection note that asked for early destruction, if one did.
     rejection_note: str | None = None
     # The study's XDS registry entries: Deprecated at destruction, removed from the registry at
@@ -285,3 +303,14 @@ class RetentionJob:
     studies: int = 0
     studies_changed: int = 0
     objects_extended: int = 0
+
+
+@dataclass(frozen=True)
+class DestructionApproval:
+    """An operator's approval to destroy a study whose rule requires one: who, why, when (UTC).
+    Kept forever with the study's destruction records."""
+
+    study_uid: str
+    approved_by: str
+    reason: str
+    at: datetime

@@ -28,8 +28,15 @@ from archive.data.registration import RegistryRemovals
 from archive.data.rejections import rejection_note_key
 from archive.data.retention import RetentionRepository
 from archive.data.xds_registry import XdsRegistry
-from archive.errors import RetentionLocked
-from archive.model.retention import DestroyedObject, DestructionRecord
+from archive.errors import ArchiveError, RetentionLocked
+from archive.model.retention import (
+    DestroyedObject,
+    DestructionApproval,
+    DestructionRecord,
+    RetentionRule,
+    StudyRetention,
+    rule_for,
+)
 from archive.model.xds import DocumentEntry
 from archive.services.audit import AuditTrail
 
@@ -39,6 +46,7 @@ class DestructionRun:
     destroyed: list[DestructionRecord] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
+    awaiting_approval: list[str] = field(default_factory=list)  # due, but their rule wants an approval
     registry_removed: list[str] = field(default_factory=list)  # studies whose entries left the registry
 
     def summary(self) -> dict[str, object]:
@@ -46,6 +54,7 @@ class DestructionRun:
             "destroyed": [r.study_uid for r in self.destroyed],
             "held": self.held,
             "locked": self.locked,
+            "awaiting_approval": self.awaiting_approval,
             "registry_removed": self.registry_removed,
         }
 
@@ -78,9 +87,12 @@ class DestructionService:
         self._clock = clock
 
     def run(self, *, approved_by: str | None = None, limit: int = 100) -> DestructionRun:
-        """Destroy up to ``limit`` due, unheld studies; the rest wait for the next run."""
+        """Destroy up to ``limit`` due, unheld studies; the rest wait for the next run. A study
+        whose rule requires approval waits for an operator's recorded approval (``approve``), and its
+        record names that approver instead of the invocation's ``approved_by``."""
         outcome = DestructionRun()
         now = self._clock()
+        rules_by_org: dict[str | None, list[RetentionRule]] = {}
         for study_uid, end in self._retention.studies_due(now):
             if len(outcome.destroyed) >= limit:
                 break
@@ -90,6 +102,16 @@ class DestructionService:
             if study.legal_holds > 0:
                 outcome.held.append(study_uid)
                 continue
+            if study.org_oid not in rules_by_org:
+                rules_by_org[study.org_oid] = self._retention.rules_of(study.org_oid) if study.org_oid else []
+            rules = _applying_rules(rules_by_org[study.org_oid], study)
+            approver = approved_by
+            if any(r.approval_required for r in rules):
+                approval = self._destruction.approval_of(study_uid)
+                if approval is None:
+                    outcome.awaiting_approval.append(study_uid)
+                    continue
+                approver = approval.approved_by
             try:
                 outcome.destroyed.append(
                     self._destroy(
@@ -97,8 +119,9 @@ class DestructionService:
                         end,
                         study.org_oid,
                         study.patient_key,
-                        approved_by,
+                        approver,
                         rejection_note=study.early_destruction_note,
+                        rules=tuple(r.describe() for r in rules),
                     )
                 )
             except RetentionLocked:
@@ -108,6 +131,18 @@ class DestructionService:
             skip={r.study_uid for r in outcome.destroyed}
         )
         return outcome
+
+    def approve(self, study_uid: str, *, by: str, reason: str) -> DestructionApproval:
+        """Record an operator's approval to destroy the study once it is due (append-only, kept with
+        its destruction records); only a study the index holds can be approved."""
+        study = self._retention.study_retention(study_uid)
+        if study is None:
+            raise ArchiveError(f"no study {study_uid} in the index")
+        if not by.strip() or not reason.strip():
+            raise ArchiveError("an approval needs who approves and why")
+        approval = DestructionApproval(study_uid, by.strip(), reason.strip(), self._clock())
+        self._destruction.approve(approval, study.retention_end or approval.at)
+        return approval
 
     def _study_documents(self, study_uid: str) -> tuple[list[DocumentEntry], str | None]:
         """Every registry entry naming the study, under any patient ID it was registered with (the
@@ -172,6 +207,7 @@ class DestructionService:
         approved_by: str | None,
         *,
         rejection_note: str | None = None,
+        rules: tuple[str, ...] = (),
     ) -> DestructionRecord:
         instances = self._destruction.instances_of(study_uid)
         documents, current = self._study_documents(study_uid)
@@ -208,6 +244,7 @@ class DestructionService:
             total_bytes=sum(o.size for o in objects),
             objects=objects,
             approved_by=approved_by,
+            rules=rules,
             rejection_note=rejection_note,
         )
         self._destruction.record(record, "PLANNED")
@@ -266,3 +303,10 @@ class DestructionService:
                 outcome_description=description,
             )
         )
+
+
+def _applying_rules(rules: list[RetentionRule], study: StudyRetention) -> list[RetentionRule]:
+    """The organisation's rules that govern the study: one per modality in it (else the ``*`` rule),
+    as at its PUTs."""
+    found = [rule_for(rules, m) for m in study.modalities or (None,)]
+    return list({(r.org_oid, r.study_type): r for r in found if r is not None}.values())
