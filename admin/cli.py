@@ -71,6 +71,7 @@ from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
 from archive.data.retention import RetentionJobQueue, RetentionRepository
 from archive.data.xds_access import DisclosureDenials, DocumentRepository, XdsAccessConfig
+from archive.data.xds_registry import XdsRegistry
 from archive.errors import ArchiveError
 from archive.model.disclosure import report_csv
 from archive.model.identity import PatientIdentity
@@ -528,6 +529,7 @@ def _retention_service(settings: Settings, *, jobs: bool = False) -> RetentionSe
         lock_mode=settings.object_lock_mode,
         minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
         jobs=RetentionJobQueue(settings) if jobs else None,
+        registry=XdsRegistry(settings),  # a hold also holds the studies' manifests
     )
 
 

@@ -156,7 +156,7 @@ RESTORE_STUDY: TableAccess = {
 
 # functions/extend_retention: a retention job's page: studies through the patient / organisation
 # indexes, their patient's death and birth, the organisation's rules; raises the studies'
-# retention ends and counts the job's progress.
+# retention ends and counts the job's progress; finds the studies' manifests in the XDS registry.
 EXTEND_RETENTION: TableAccess = {
     "patients": Access.READ,
     "studies": Access.WRITE,
@@ -164,6 +164,7 @@ EXTEND_RETENTION: TableAccess = {
     "instances": Access.READ,
     "retention_rules": Access.READ,
     "retention_jobs": Access.WRITE,
+    "xds_registry": Access.READ,
 }
 
 # functions/destroy_expired: finds studies whose retention has ended (and no legal hold), deletes

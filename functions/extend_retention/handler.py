@@ -14,6 +14,7 @@ from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.retention import RetentionJobQueue, RetentionRepository
+from archive.data.xds_registry import XdsRegistry
 from archive.services.retention import RetentionService
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -30,6 +31,7 @@ service = RetentionService(
     minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
     jobs=RetentionJobQueue(settings),
     page_objects=settings.retention_page_objects,
+    registry=XdsRegistry(settings),  # the studies' manifests grow with them
 )
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -100,6 +100,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
         "instances": READ,
         "retention_rules": READ,
         "retention_jobs": WRITE,
+        "xds_registry": READ,  # the studies' manifests, lengthened with them
     },
     # Deletes the index entries of studies whose retention ended, never writes them
     "destroy-expired": {

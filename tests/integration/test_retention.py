@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from archive.data.models import Study
-from archive.data.objects import ObjectStore, instance_key
+from archive.data.objects import ObjectStore, instance_key, manifest_key
 from archive.data.retention import RetentionRepository
 from botocore.exceptions import ClientError
 
 from local.cloud import LocalCloud
 from tests.integration.test_corrections import admin, uid
+from tests.integration.test_destruction import _registration
 from tests.integration.test_query_retrieve import customer, hetu, store_study, sub
 from tests.integration.test_retention_death import _job_done
 from tests.support.cloud import json_lines, s3, storescu, wait_until
@@ -211,3 +212,37 @@ def test_an_object_stored_just_after_a_hold_was_placed_ends_up_held(cloud: Local
     version = s3(cloud).head_object(Bucket=bucket, Key=key)["VersionId"]
     with pytest.raises(ClientError):
         s3(cloud).delete_object(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True)
+
+
+def test_a_studys_manifest_grows_and_is_held_with_its_instances(cloud: LocalCloud, workdir: Path) -> None:
+    assert cloud.settings is not None
+    objects = ObjectStore(cloud.settings)
+    # Given a customer that registers its studies, a 30-day rule, and a study dated 2030, registered
+    c = customer(cloud)
+    cloud.configure_registration(c.org.oid, stability_seconds=1.0, register_uncommitted=True)
+    assert admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "30").returncode == 0
+    files = study(sub(workdir, "reg"), 1, patient_id=hetu(), study_date="20300115")
+    study_uid = store_study(cloud, c, files)
+    manifest = manifest_key(str(wait_until(lambda: _registration(study_uid), timeout=90).manifest_uid))
+    lock = objects.retention(manifest)
+    assert lock is not None and lock.retain_until == datetime(2030, 2, 14, tzinfo=UTC)
+    # When the rule grows to 400 days
+    grown = admin(cloud, "retention", "rule", "set", c.org.oid, "*", "--days", "400")
+    assert grown.returncode == 0, grown.stderr
+    job = _job_done(cloud, json.loads(grown.stdout)["job_id"])
+    # Then the manifest's lock grows with the instance's (both counted by the job)
+    assert (job["studies"], job["objects_extended"]) == (1, 2)
+    assert _retention(cloud, files[0])[1] == datetime(2031, 2, 19, tzinfo=UTC)
+    lock = objects.retention(manifest)
+    assert lock is not None and lock.retain_until == datetime(2031, 2, 19, tzinfo=UTC)
+    # When a legal hold is placed on the study, S3 holds the manifest too; released, it lets go
+    placed = admin(
+        cloud, "hold", "place", "--study", study_uid, "--by", "Lawyer L.", "--reason", "case 9/2026"
+    )
+    assert placed.returncode == 0, placed.stderr
+    assert json.loads(placed.stdout)["objects_held"] == 2
+    assert objects.legal_hold(manifest) and objects.legal_hold(instance_key(uid(files[0])))
+    hold_id = json.loads(placed.stdout)["hold_id"]
+    released = admin(cloud, "hold", "release", hold_id, "--study", study_uid, "--by", "Lawyer L.")
+    assert released.returncode == 0, released.stderr
+    assert not objects.legal_hold(manifest) and not objects.legal_hold(instance_key(uid(files[0])))

@@ -20,7 +20,10 @@ from archive.data.models import (
     Series,
     Study,
 )
+from archive.data.objects import manifest_key
 from archive.data.registration import _Queue
+from archive.data.rejections import rejection_note_key
+from archive.data.xds_registry import XdsRegistry
 from archive.model.retention import (
     ANY_STUDY_TYPE,
     EndBasis,
@@ -263,6 +266,19 @@ class RetentionRepository:
             (i.s3_key, i.s3_version_id, modalities.get(i.series_uid))
             for i in Instance.by_study.query(study_uid)
         ]
+
+    def archive_object_keys(self, study_uid: str, registry: XdsRegistry | None) -> list[str]:
+        """Keys of the other objects the archive wrote for the study: the manifests of the registry
+        entries naming it (its study items; an entry whose document is stored elsewhere has no
+        object here) and the rejection notes that hid its instances. Each is written once."""
+        keys = [manifest_key(d.unique_id) for d in registry.study_documents(study_uid)] if registry else []
+        try:
+            study = Study.get(study_uid, consistent_read=True, attributes_to_get=["rejection_notes"])
+            notes = sorted(study.rejection_notes or ())
+        except DoesNotExist:
+            notes = []
+        keys += [rejection_note_key(n) for n in notes]
+        return list(dict.fromkeys(keys))
 
     def objects_of_study(self, study_uid: str) -> list[tuple[str, str | None]]:
         """(key, version) of every instance object of the study, rejected ones included."""

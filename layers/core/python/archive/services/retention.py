@@ -18,8 +18,9 @@ from typing import Any
 
 from archive.data.objects import ObjectStore
 from archive.data.retention import RetentionJobQueue, RetentionRepository
+from archive.data.xds_registry import XdsRegistry
 from archive.dicom.instance import InstanceHeader
-from archive.errors import ConfigurationError
+from archive.errors import ConfigurationError, StorageFailure
 from archive.model.organisations import OrganisationInfo
 from archive.model.retention import (
     LOCK_MODES,
@@ -66,6 +67,7 @@ class RetentionService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         jobs: RetentionJobQueue | None = None,
         page_objects: int = JOB_PAGE_OBJECTS,
+        registry: XdsRegistry | None = None,
     ) -> None:
         if lock_mode not in LOCK_MODES:
             raise ConfigurationError(f"Object Lock mode must be one of {LOCK_MODES}, not {lock_mode!r}")
@@ -82,6 +84,8 @@ class RetentionService:
         self._patient_dates: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
         self._jobs = jobs
         self._page_objects = max(1, page_objects)
+        # Where a study's manifests are named (their locks grow and are held with the study's).
+        self._registry = registry
 
     # --- at store time ---------------------------------------------------------------------
 
@@ -262,6 +266,8 @@ class RetentionService:
                 self._objects.extend_retention(key, version, ObjectLock(mode, ends.lock_end))
                 extended += 1
             if object_cursor is None:
+                # The study's instances are done: its manifests and rejection notes follow them.
+                extended += self._extend_archive_objects(study_uid, plan)
                 study_uid, plan = None, None
         if not done:
             assert self._jobs is not None
@@ -282,6 +288,37 @@ class RetentionService:
             "objects_extended": extended,
             "done": done,
         }
+
+    def _extend_archive_objects(self, study_uid: str, plan: _StudyPlan) -> int:
+        """Lengthen the study's manifests and rejection notes to the longest lock its rules give
+        its instances (they were locked like the study's first instance); how many changed."""
+        ends = plan.study_ends()
+        if not ends:
+            return 0
+        lock_end = max(e.lock_end for e in ends)
+        extended = 0
+        for key in self._repository.archive_object_keys(study_uid, self._registry):
+            try:
+                current = self._objects.retention(key)
+            except StorageFailure:
+                continue  # not stored here (a document of another repository)
+            if current is not None and current.retain_until >= lock_end:
+                continue
+            mode = current.mode if current is not None else self._lock_mode
+            self._objects.extend_retention(key, None, ObjectLock(mode, lock_end))
+            extended += 1
+        return extended
+
+    def _hold_archive_objects(self, study_uid: str, *, on: bool) -> int:
+        """S3's legal hold on (or off) the study's manifests and rejection notes; how many."""
+        changed = 0
+        for key in self._repository.archive_object_keys(study_uid, self._registry):
+            try:
+                self._objects.set_legal_hold(key, None, on=on)
+            except StorageFailure:
+                continue  # not stored here
+            changed += 1
+        return changed
 
     def _plan(self, kind: str, target: str, study_uid: str) -> _StudyPlan | None:
         facts = self._repository.study_facts(study_uid)
@@ -335,6 +372,7 @@ class RetentionService:
             for key, version in self._repository.objects_of_study(uid):
                 self._objects.set_legal_hold(key, version, on=True)
                 objects += 1
+            objects += self._hold_archive_objects(uid, on=True)
         return hold, objects
 
     def release_hold(
@@ -352,6 +390,7 @@ class RetentionService:
             for key, version in self._repository.objects_of_study(uid):
                 self._objects.set_legal_hold(key, version, on=False)
                 released += 1
+            released += self._hold_archive_objects(uid, on=False)
         return released
 
     def holds_on(self, *, study_uid: str | None = None, patient_key: str | None = None) -> list[LegalHold]:
