@@ -45,8 +45,7 @@ from local.cloud import DEMO_ARCHIVE
 from local.demo_idp import DEMO_IDP_DIR, DEMO_ISSUER, ensure_demo_idp, mint_assertion, soap_request
 
 from .data import ISSUER, StudyRecord
-from .measure import percentile
-from .query import QueryLatency, SeedResult
+from .query import QueryLatency, QueryTally, SeedResult
 
 LOG = logging.getLogger("bench.iti18")
 QUERY_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
@@ -209,17 +208,14 @@ def measure_iti18(
     match_tag = f"{{{RIM}}}{QUERIES[kind][3]}"
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
-    latencies: list[float] = []
-    matches = failures = 0
-    examined = returned = worst = 0
-    per_index: dict[str, dict[str, int]] = {}
+    tally = QueryTally(reads)
     began = time.monotonic()
     try:
         for i, body in enumerate([*requests[:warmup], *requests]):
             if time.monotonic() - began > budget_seconds:
                 break
-            if reads is not None and i >= warmup:
-                reads()
+            if i >= warmup:
+                tally.before()
             start = time.perf_counter()
             connection.request(
                 "POST", parts.path or "/", body=body, headers={"Content-Type": "application/soap+xml"}
@@ -230,37 +226,10 @@ def measure_iti18(
             if i < warmup:
                 continue
             found, ok = _answer(payload, response.status, match_tag)
-            if reads is not None:
-                counts: dict[str, dict[str, int]] = reads()["reads"]
-                scanned = sum(c["scanned"] for c in counts.values())
-                got = sum(c["returned"] for c in counts.values())
-                examined, returned, worst = examined + scanned, returned + got, max(worst, scanned - got)
-                for where, c in counts.items():
-                    total = per_index.setdefault(where, {"requests": 0, "scanned": 0, "returned": 0})
-                    for name in total:
-                        total[name] += c[name]
-            latencies.append(elapsed * 1000)
-            matches += found
-            if not ok or found == 0:
-                failures += 1
+            tally.add(elapsed, found, ok)
     finally:
         connection.close()
-    return QueryLatency(
-        system=system,
-        kind=kind,
-        queries=len(latencies),
-        matches_per_query=matches / max(1, len(latencies)),
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        mean_ms=sum(latencies) / max(1, len(latencies)),
-        failures=failures,
-        studies=studies,
-        examined=examined if reads is not None else -1,
-        returned=returned if reads is not None else -1,
-        worst_excess=worst if reads is not None else -1,
-        reads=per_index,
-        planned=len(requests),
-    )
+    return tally.result(system, kind, studies=studies, planned=len(requests))
 
 
 def _answer(payload: bytes, status: int, match_tag: str) -> tuple[int, bool]:

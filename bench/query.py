@@ -69,6 +69,60 @@ class QueryLatency:
     planned: int = 0
 
 
+class QueryTally:
+    """What the queries of one kind gave, query by query: latencies, matches, failures, and (with
+    ``reads``, the latency proxy's counters) the DynamoDB items examined and returned."""
+
+    def __init__(self, reads: Callable[[], dict[str, Any]] | None) -> None:
+        self.reads = reads
+        self.latencies: list[float] = []
+        self.matches = self.failures = 0
+        self.examined = self.returned = self.worst = 0
+        self.per_index: dict[str, dict[str, int]] = {}
+
+    def before(self) -> None:
+        """Reset the proxy's counters just before a counted query."""
+        if self.reads is not None:
+            self.reads()
+
+    def add(self, elapsed_seconds: float, found: int, ok: bool) -> None:
+        if self.reads is not None:
+            counts: dict[str, dict[str, int]] = self.reads()["reads"]
+            scanned = sum(c["scanned"] for c in counts.values())
+            got = sum(c["returned"] for c in counts.values())
+            self.examined += scanned
+            self.returned += got
+            self.worst = max(self.worst, scanned - got)
+            for where, c in counts.items():
+                total = self.per_index.setdefault(where, {"requests": 0, "scanned": 0, "returned": 0})
+                for name in total:
+                    total[name] += c[name]
+        self.latencies.append(elapsed_seconds * 1000)
+        self.matches += found
+        if not ok or found == 0:
+            self.failures += 1
+
+    def result(self, system: str, kind: str, *, studies: int, planned: int) -> QueryLatency:
+        counted = self.reads is not None
+        queries = len(self.latencies)
+        return QueryLatency(
+            system=system,
+            kind=kind,
+            queries=queries,
+            matches_per_query=self.matches / max(1, queries),
+            p50_ms=percentile(self.latencies, 50),
+            p99_ms=percentile(self.latencies, 99),
+            mean_ms=sum(self.latencies) / max(1, queries),
+            failures=self.failures,
+            studies=studies,
+            examined=self.examined if counted else -1,
+            returned=self.returned if counted else -1,
+            worst_excess=self.worst if counted else -1,
+            reads=self.per_index,
+            planned=planned,
+        )
+
+
 def seed_ours(records: Sequence[StudyRecord], org_oid: str, threads: int = 4) -> SeedResult:
     """Patient and Study items, bulk-written through the archive's models (see module doc).
 
@@ -199,18 +253,14 @@ def measure_find(
     )
     if not assoc.is_established:
         raise RuntimeError(f"C-FIND association to {target.name} refused")
-    latencies: list[float] = []
-    matches = 0
-    failures = 0
-    examined = returned = worst = 0
-    per_index: dict[str, dict[str, int]] = {}
+    tally = QueryTally(reads)
     began = time.monotonic()
     try:
         for i, value in enumerate([*values[:warmup], *values]):
             if time.monotonic() - began > budget_seconds:
                 break
-            if reads is not None and i >= warmup:
-                reads()
+            if i >= warmup:
+                tally.before()
             start = time.perf_counter()
             found = 0
             final = None
@@ -225,37 +275,10 @@ def measure_find(
             elapsed = time.perf_counter() - start
             if i < warmup:
                 continue
-            if reads is not None:
-                counts: dict[str, dict[str, int]] = reads()["reads"]
-                scanned = sum(c["scanned"] for c in counts.values())
-                got = sum(c["returned"] for c in counts.values())
-                examined, returned, worst = examined + scanned, returned + got, max(worst, scanned - got)
-                for where, c in counts.items():
-                    total = per_index.setdefault(where, {"requests": 0, "scanned": 0, "returned": 0})
-                    for name in total:
-                        total[name] += c[name]
-            latencies.append(elapsed * 1000)
-            matches += found
-            if final != 0x0000 or found == 0:
-                failures += 1
+            tally.add(elapsed, found, final == 0x0000)
     finally:
         assoc.release()
-    return QueryLatency(
-        system=target.name,
-        kind=kind,
-        queries=len(latencies),
-        matches_per_query=matches / max(1, len(latencies)),
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        mean_ms=sum(latencies) / max(1, len(latencies)),
-        failures=failures,
-        studies=studies,
-        examined=examined if reads is not None else -1,
-        returned=returned if reads is not None else -1,
-        worst_excess=worst if reads is not None else -1,
-        reads=per_index,
-        planned=len(values),
-    )
+    return tally.result(target.name, kind, studies=studies, planned=len(values))
 
 
 def query_values(records: Sequence[StudyRecord], count: int, seed: int = 7) -> dict[str, list[str]]:

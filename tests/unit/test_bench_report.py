@@ -119,3 +119,32 @@ def test_the_report_says_what_did_not_complete_and_shows_iti18_beside_c_find(tmp
     scaling = report.split("## Queries as the index grows", 1)[1].split("\n## ", 1)[0]
     assert "| ITI-18 FindDocuments | 100,000 | local | 2 |" in scaling
     assert "| C-FIND by AccessionNumber | 100,000 | aws |" in scaling
+
+
+def test_a_query_tally_counts_examined_against_returned_and_failures() -> None:
+    from bench.query import QueryTally
+
+    counters = iter(
+        [
+            {"reads": {}},  # reset before the first query
+            {"reads": {"Query studies/by_patient": {"requests": 1, "scanned": 4, "returned": 4}}},
+            {"reads": {}},
+            {"reads": {"Query studies/by_patient": {"requests": 2, "scanned": 7, "returned": 5}}},
+        ]
+    )
+    tally = QueryTally(lambda: next(counters))
+    tally.before()
+    tally.add(0.010, found=4, ok=True)
+    tally.before()
+    tally.add(0.030, found=0, ok=True)  # no match counts as a failure
+    result = tally.result("ours", "PatientID", studies=10, planned=3)
+    assert (result.queries, result.failures, result.planned, result.studies) == (2, 1, 3, 10)
+    assert (result.examined, result.returned, result.worst_excess) == (11, 9, 2)
+    assert result.reads == {"Query studies/by_patient": {"requests": 3, "scanned": 11, "returned": 9}}
+    assert result.matches_per_query == 2.0 and result.mean_ms == 20.0
+    untallied = QueryTally(None)
+    untallied.add(0.005, found=1, ok=False)
+    assert (untallied.result("orthanc", "PatientID", studies=0, planned=1).examined, untallied.failures) == (
+        -1,
+        1,
+    )

@@ -351,20 +351,24 @@ class _Reader:
         return value or None
 
 
-def _birth_date(value: str | None) -> str | None:
-    """PID-7 (DTM) -> DICOM DA: a full calendar date is required; the time part is dropped."""
-    if not value:
-        return value
+def _calendar_day(value: str, what: str, location: str) -> str:
+    """The day of an HL7 DTM as DICOM DA (YYYYMMDD): a full calendar date is required, the time
+    part is dropped; else InvalidFieldValue naming ``what`` at ``location``."""
     day = value[:8]
     try:
         if not (len(day) == 8 and day.isdigit()):
             raise ValueError(day)
         date(int(day[:4]), int(day[4:6]), int(day[6:8]))
     except ValueError as exc:
-        raise InvalidFieldValue(
-            f"birth date {value[:20]!r} is not a date YYYYMMDD", location="PID^1^7"
-        ) from exc
+        raise InvalidFieldValue(f"{what} {value[:20]!r} is not a date YYYYMMDD", location=location) from exc
     return day
+
+
+def _birth_date(value: str | None) -> str | None:
+    """PID-7 (DTM) -> DICOM DA: a full calendar date is required; the time part is dropped."""
+    if not value:
+        return value
+    return _calendar_day(value, "birth date", "PID^1^7")
 
 
 def _death_date(value: str | None, indicator: str | None) -> str | None:
@@ -378,15 +382,7 @@ def _death_date(value: str | None, indicator: str | None) -> str | None:
             location="PID^1^30",
         )
     if value:
-        day = value[:8]
-        try:
-            if not (len(day) == 8 and day.isdigit()):
-                raise ValueError(day)
-            date(int(day[:4]), int(day[4:6]), int(day[6:8]))
-        except ValueError as exc:
-            raise InvalidFieldValue(
-                f"patient death date {value[:20]!r} is not a date YYYYMMDD", location="PID^1^29"
-            ) from exc
+        day = _calendar_day(value, "patient death date", "PID^1^29")
         if flag == "N":
             raise InvalidFieldValue(
                 "patient death indicator N with a death date in PID-29", location="PID^1^30"
