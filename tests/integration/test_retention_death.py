@@ -165,6 +165,12 @@ def test_operator_death_record_runs_the_job_and_destruction_follows_the_death_ba
     assert _end(study_uid) == (None, None)
     due = admin(cloud, "retention", "due")
     assert study_uid not in due.stdout
+    # When an operator gives a death date that is not YYYYMMDD, it is refused and nothing changes
+    death = ("retention", "death", "record", "--patient", patient, "--issuer", HETU_ISSUER)
+    why = ("--by", "Registrar Riikka", "--reason", "population register")
+    refused = admin(cloud, *death, "--date", "2000-01-20", *why)
+    assert refused.returncode != 0 and "not a date YYYYMMDD" in refused.stderr
+    assert _end(study_uid) == (None, None)
     # When an operator records the death (2000-01-20) with who and why
     recorded = admin(
         cloud,

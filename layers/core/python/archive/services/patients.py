@@ -49,6 +49,7 @@ from archive.model.patients import (
     PatientEvent,
     PatientState,
 )
+from archive.model.retention import parse_study_date
 
 MAX_ATTEMPTS = 4
 
@@ -135,6 +136,10 @@ class PatientService:
     ) -> PatientState:
         """An operator records a patient's death (YYYYMMDD) or retracts it (""), with who and why
         in the patient's history. Retention is then recomputed by a job (services.retention)."""
+        if death_date and not (
+            len(death_date) == 8 and death_date.isdigit() and parse_study_date(death_date) is not None
+        ):
+            raise ConfigurationError(f"death date {death_date[:20]!r} is not a date YYYYMMDD")
         patient = self._repository.get(identity.key)
         if patient is None:
             raise ConfigurationError(f"no patient {identity.key} in the index")
