@@ -17,14 +17,6 @@ class DestructionRepository:
         """Every instance row of the study, rejected ones included (GSI by_study)."""
         return [instance_record(i) for i in Instance.by_study.query(study_uid)]
 
-    def rejection_notes_of(self, study_uid: str) -> list[str]:
-        """The UIDs of the rejection notes that hid instances of the study (revoked ones too)."""
-        try:
-            study = Study.get(study_uid, consistent_read=True, attributes_to_get=["rejection_notes"])
-        except Study.DoesNotExist:
-            return []
-        return sorted(study.rejection_notes or ())
-
     def record(self, record: DestructionRecord, stage: str) -> None:
         DestructionRecordItem(
             record.study_uid,

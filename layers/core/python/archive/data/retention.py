@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from archive.model.retention import (
     StudyFacts,
     StudyRetention,
 )
+from archive.model.xds import DocumentEntry
 
 RETENTION_SHARDS = 8
 
@@ -268,17 +269,8 @@ class RetentionRepository:
         ]
 
     def archive_object_keys(self, study_uid: str, registry: XdsRegistry | None) -> list[str]:
-        """Keys of the other objects the archive wrote for the study: the manifests of the registry
-        entries naming it (its study items; an entry whose document is stored elsewhere has no
-        object here) and the rejection notes that hid its instances. Each is written once."""
-        keys = [manifest_key(d.unique_id) for d in registry.study_documents(study_uid)] if registry else []
-        try:
-            study = Study.get(study_uid, consistent_read=True, attributes_to_get=["rejection_notes"])
-            notes = sorted(study.rejection_notes or ())
-        except DoesNotExist:
-            notes = []
-        keys += [rejection_note_key(n) for n in notes]
-        return list(dict.fromkeys(keys))
+        """``study_archive_keys`` of the registry entries naming the study (its study items)."""
+        return study_archive_keys(study_uid, registry.study_documents(study_uid) if registry else [])
 
     def objects_of_study(self, study_uid: str) -> list[tuple[str, str | None]]:
         """(key, version) of every instance object of the study, rejected ones included."""
@@ -415,3 +407,17 @@ class RetentionJobQueue(_Queue):
 
     def send(self, page: dict[str, Any]) -> None:
         self._send(page, 0)
+
+
+def study_archive_keys(study_uid: str, documents: Iterable[DocumentEntry]) -> list[str]:
+    """Keys of the other objects the archive wrote for a study: the manifests of ``documents``
+    (registry entries naming it; one whose document is stored elsewhere has no object here) and the
+    rejection notes that hid its instances (revoked ones too), as the study row lists them. Each is
+    written once; the retention job, legal holds and destruction all treat them as the study's."""
+    keys = [manifest_key(d.unique_id) for d in documents]
+    try:
+        study = Study.get(study_uid, consistent_read=True, attributes_to_get=["rejection_notes"])
+        keys += [rejection_note_key(n) for n in sorted(study.rejection_notes or ())]
+    except DoesNotExist:
+        pass
+    return list(dict.fromkeys(keys))

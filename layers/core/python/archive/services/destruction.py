@@ -23,10 +23,9 @@ from datetime import UTC, datetime, timedelta
 
 from archive.audit import messages as audit
 from archive.data.destruction import DestructionRepository
-from archive.data.objects import ObjectStore, manifest_key
+from archive.data.objects import ObjectStore
 from archive.data.registration import RegistryRemovals
-from archive.data.rejections import rejection_note_key
-from archive.data.retention import RetentionRepository
+from archive.data.retention import RetentionRepository, study_archive_keys
 from archive.data.xds_registry import XdsRegistry
 from archive.errors import ArchiveError, RetentionLocked
 from archive.model.retention import (
@@ -185,10 +184,8 @@ class DestructionService:
         """The other objects the archive wrote for the study: its manifests (every version the
         registry names, stored in the archive's repository) and the rejection notes that hid its
         instances. SHA-256 as S3 verified it at store (one HEAD each)."""
-        keys = [manifest_key(d.unique_id) for d in documents]
-        keys += [rejection_note_key(n) for n in self._destruction.rejection_notes_of(study_uid)]
         found = []
-        for key in dict.fromkeys(keys):
+        for key in study_archive_keys(study_uid, documents):
             versions = tuple(self._objects.versions_of(key))
             if not versions:
                 continue  # an entry of another repository, or destroyed by an earlier attempt
