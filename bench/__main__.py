@@ -45,7 +45,7 @@ from .profile import (
     read_folded,
     start_recording,
 )
-from .query import measure_find, query_values, seed_orthanc, seed_ours
+from .query import QueryLatency, measure_find, query_values, seed_orthanc, seed_ours
 from .report import Results, write_report
 from .retrieve import RetrieveSample, retrieve_once
 
@@ -483,19 +483,7 @@ def _measure_stored_queries(
                 budget_seconds=budget,
             )
             results.query.append(latency)
-            LOG.info(
-                "%s %-8s at %d studies: p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures, "
-                "DynamoDB examined %d returned %d)",
-                kind,
-                target.name,
-                len(records),
-                latency.p50_ms,
-                latency.p99_ms,
-                latency.matches_per_query,
-                latency.failures,
-                latency.examined,
-                latency.returned,
-            )
+            _log_latency(f"{kind} {target.name:<8}", latency)
 
 
 def _measure_queries(
@@ -554,19 +542,22 @@ def _measure_queries(
                 ]
             results.query.append(latency)
             results.query_usage[f"{target.name}/{kind}/{len(records)}"] = meter.usage
-            LOG.info(
-                "C-FIND %-8s by %-15s at %d studies: p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures, "
-                "DynamoDB examined %d returned %d)",
-                target.name,
-                kind,
-                len(records),
-                latency.p50_ms,
-                latency.p99_ms,
-                latency.matches_per_query,
-                latency.failures,
-                latency.examined,
-                latency.returned,
-            )
+            _log_latency(f"C-FIND {target.name:<8} by {kind:<15}", latency)
+
+
+def _log_latency(what: str, latency: QueryLatency) -> None:
+    LOG.info(
+        "%s at %d studies: p50 %.1f ms p99 %.1f ms (%.1f matches, %d failures, "
+        "DynamoDB examined %d returned %d)",
+        what,
+        latency.studies,
+        latency.p50_ms,
+        latency.p99_ms,
+        latency.matches_per_query,
+        latency.failures,
+        latency.examined,
+        latency.returned,
+    )
 
 
 class Stopped(Exception):
