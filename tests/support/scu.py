@@ -90,9 +90,12 @@ class Modality:
         self, port: int, ae_title: str = "DEMO_MOD", called: str = "ARCHIVE", tls_args: Any = None
     ) -> None:
         self.reports: queue.Queue[Report] = queue.Queue()
-        # A report is handed to the test only once its response is sent: a release started while
-        # pynetdicom still sends the N-EVENT-REPORT-RSP kills its reactor (Evt9 in Sta7) and hangs.
+        # A report is handed to the test only once its response is on the wire: a release started
+        # while pynetdicom still sends the N-EVENT-REPORT-RSP kills its reactor (Evt9 in Sta7) and
+        # the archive never hears the answer. EVT_DIMSE_SENT is not late enough: pynetdicom fires
+        # it before queueing the message's P-DATA, so the first P-DATA-TF sent after it is the one.
         self._answering: queue.Queue[Report] = queue.Queue()
+        self._answered: queue.Queue[Report] = queue.Queue()
         ae = AE(ae_title=ae_title)
         ae.network_timeout = 30
         ae.dimse_timeout = 60
@@ -110,6 +113,7 @@ class Modality:
                 (evt.EVT_CONN_OPEN, _nodelay),
                 (evt.EVT_N_EVENT_REPORT, self._on_report),
                 (evt.EVT_DIMSE_SENT, self._on_sent),
+                (evt.EVT_PDU_SENT, self._on_pdu_sent),
             ],
             tls_args=tls_args,
         )
@@ -120,7 +124,12 @@ class Modality:
 
     def _on_sent(self, event: Any) -> None:
         if type(event.message).__name__ == "N_EVENT_REPORT_RSP":
-            self.reports.put(self._answering.get_nowait())
+            self._answered.put(self._answering.get_nowait())
+
+    def _on_pdu_sent(self, event: Any) -> None:
+        # The response is a command set alone: one P-DATA-TF.
+        if type(event.pdu).__name__ == "P_DATA_TF" and not self._answered.empty():
+            self.reports.put(self._answered.get_nowait())
 
     def store(self, dataset: Dataset | Path) -> int:
         status = self.assoc.send_c_store(dataset)
