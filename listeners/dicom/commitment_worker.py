@@ -9,11 +9,16 @@ SCP), retried with exponential backoff, and given up as UNDELIVERABLE (metric, a
 No transaction is reported twice: a worker leases it for longer than one delivery attempt can
 take (every network wait of an attempt is bounded), and renews the lease (a conditional write
 that fails if another worker took over) immediately before sending.
+
+Transactions are worked on by a few threads at once (WORKING_THREADS): a requester that never
+answers its N-EVENT-REPORT holds one thread for up to ``attempt_bound()`` (minutes), and every
+other organisation's reports must not wait behind it.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 import time
@@ -58,6 +63,9 @@ CHECKING_CACHE = 16
 ORIGIN_GRACE_SECONDS = 5.0
 # Network waits of one new association: connect, A-ASSOCIATE, N-EVENT-REPORT response, A-RELEASE.
 WAITS_PER_ASSOCIATION = 4
+# Transactions checked and reported at once by one listener task. Each may hold a thread for the
+# whole of a delivery attempt to a requester that does not answer.
+WORKING_THREADS = 8
 
 
 class DeliveryFailed(Exception):
@@ -135,6 +143,13 @@ class CommitmentWorker:
         # Per transaction this worker is checking: its references (they never change) and the
         # instances already decided. Bounded: a transaction another task took over is forgotten.
         self._checking: OrderedDict[str, tuple[list[Reference], dict[Reference, int]]] = OrderedDict()
+        self._checking_lock = threading.Lock()
+        # Leased transactions waiting for a working thread, and those queued or being worked on
+        # (not leased again meanwhile: the lease admits its own owner).
+        self._work: queue.Queue[CommitmentTransaction] = queue.Queue()
+        self._in_hand: set[str] = set()
+        self._in_hand_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
 
     def attempt_bound(self) -> float:
         """The longest one delivery attempt can take: the same association, then a new one."""
@@ -170,12 +185,16 @@ class CommitmentWorker:
                 wait = self.poll_seconds
 
     def run_once(self) -> int:
-        """Work every due transaction this worker can lease, once; returns how many."""
+        """Lease every due transaction not already in hand and pass it to the working threads, once;
+        returns how many were passed on (their checks and reports run on those threads)."""
         count = 0
         due, self._upcoming = self.repository.due_and_next(time.time())
         for transaction_uid in due:
             if self._stop.is_set():
                 break
+            with self._in_hand_lock:
+                if transaction_uid in self._in_hand:
+                    continue
             transaction = self.repository.lease(
                 transaction_uid,
                 self.owner,
@@ -185,21 +204,48 @@ class CommitmentWorker:
             )
             if transaction is None:
                 continue
+            with self._in_hand_lock:
+                if transaction_uid in self._in_hand:
+                    continue
+                self._in_hand.add(transaction_uid)
             count += 1
+            self._ensure_threads()
+            self._work.put(transaction)
+        return count
+
+    def _ensure_threads(self) -> None:
+        with self._in_hand_lock:
+            while len(self._threads) < WORKING_THREADS:
+                thread = threading.Thread(
+                    target=self._working, name=f"commitment-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _working(self) -> None:
+        while not self._stop.is_set():
+            try:
+                transaction = self._work.get(timeout=1.0)
+            except queue.Empty:
+                continue
             try:
                 self.work(transaction)
             except Exception:
                 # One transaction's failure (e.g. DynamoDB throttling) must not hold up the others;
                 # its lease runs out and it is taken up again.
-                LOG.exception("commitment %s: pass failed", transaction_uid)
-        return count
+                LOG.exception("commitment %s: pass failed", transaction.transaction_uid)
+            finally:
+                with self._in_hand_lock:
+                    self._in_hand.discard(transaction.transaction_uid)
+                # The loop recomputes what is due next (this one may be due again soon, or done).
+                self.live.arrivals.set()
 
     def work(self, transaction: CommitmentTransaction) -> None:
         """Check a leased transaction, and report it once settled."""
         uid = transaction.transaction_uid
         references, settled = self._checked(uid)
         if transaction.result_saved:
-            self._checking.pop(uid, None)
+            self._forget(uid)
             result = self.repository.result(uid, references)
         else:
             now = time.time()
@@ -219,9 +265,9 @@ class CommitmentWorker:
                     due += self.staged_grace_seconds
                 at = min(due, time.time() + self._recheck_delay(transaction, now))
                 if not self.repository.recheck_later(uid, self.owner, now=time.time(), at=at):
-                    self._checking.pop(uid, None)
+                    self._forget(uid)
                 return
-            self._checking.pop(uid, None)
+            self._forget(uid)
             if not self.repository.save_result(
                 uid, self.owner, now=time.time(), references=references, result=result
             ):
@@ -256,12 +302,23 @@ class CommitmentWorker:
 
     def _checked(self, transaction_uid: str) -> tuple[list[Reference], dict[Reference, int]]:
         """The transaction's references and decided instances, read from DynamoDB once per worker."""
-        if transaction_uid not in self._checking:
-            self._checking[transaction_uid] = (self.repository.references(transaction_uid), {})
+        with self._checking_lock:
+            held = self._checking.get(transaction_uid)
+            if held is not None:
+                self._checking.move_to_end(transaction_uid)
+                return held
+        # Read outside the lock: 10,000 references are 100 reads, and other threads check meanwhile.
+        held = (self.repository.references(transaction_uid), {})
+        with self._checking_lock:
+            held = self._checking.setdefault(transaction_uid, held)
+            self._checking.move_to_end(transaction_uid)
             while len(self._checking) > CHECKING_CACHE:
                 self._checking.popitem(last=False)
-        self._checking.move_to_end(transaction_uid)
-        return self._checking[transaction_uid]
+        return held
+
+    def _forget(self, transaction_uid: str) -> None:
+        with self._checking_lock:
+            self._checking.pop(transaction_uid, None)
 
     @staticmethod
     def _recheck_delay(transaction: CommitmentTransaction, now: float) -> float:

@@ -495,3 +495,42 @@ def test_before_its_deadline_a_transaction_is_left_to_the_task_that_received_it(
         assert receiver.wait_report(timeout=10).event_type == 1
     finally:
         receiver.stop()
+
+
+def test_a_requester_that_does_not_answer_holds_up_no_other_organisations_report(cloud: LocalCloud) -> None:
+    # Given organisation A's requester, whose SCP takes 20 s to answer a report, and a worker
+    # whose delivery waits outlast that (so A's attempt holds whatever works on it for 20 s)
+    slow_port, quick_port = free_port(), free_port()
+    slow, quick = organisation(cloud, port=slow_port), organisation(cloud, port=quick_port)
+    slow_receiver = CommitmentReceiver(slow, port=slow_port, answer_after=20.0)
+    quick_receiver = CommitmentReceiver(quick, port=quick_port)
+    worker = _worker(cloud, "task-hol", delivery_timeout=40.0)
+    # (received by this worker's task and not past their deadlines: the listener's own worker
+    # leaves them alone, so only this one can report them)
+    slow_uid = _stored_transaction(cloud, slow, origin="task-hol", deadline_in=300.0)
+    done = threading.Event()
+
+    def keep_working() -> None:
+        while not done.is_set():
+            worker.run_once()
+            done.wait(0.05)
+
+    thread = threading.Thread(target=keep_working)
+    thread.start()
+    try:
+        # While A's report is on its way and unanswered
+        assert slow_receiver.wait_report(timeout=30).event_type == 1
+        # When organisation B's transaction settles
+        quick_uid = _stored_transaction(cloud, quick, origin="task-hol", deadline_in=300.0)
+        # Then B's report arrives without waiting for A's answer
+        assert quick_receiver.wait_report(timeout=12).event_type == 1
+        assert StorageCommitment.get(slow_uid).state == "PENDING"
+        wait_until(lambda: StorageCommitment.get(quick_uid).state == "REPORTED", timeout=10)
+        # And A's is reported once it answers
+        wait_until(lambda: StorageCommitment.get(slow_uid).state == "REPORTED", timeout=40)
+    finally:
+        done.set()
+        thread.join(30)
+        slow_receiver.stop()
+        quick_receiver.stop()
+    assert slow_receiver.reports.empty() and quick_receiver.reports.empty()
