@@ -50,9 +50,14 @@ CANDIDATES = (
         lambda port, _data: [sys.executable, "-m", "moto.server", "-p", str(port)],
         frozenset({"s3", "dynamodb", "sqs"}),
     ),
-    Candidate("moto (local.moto_server, in memory)", _moto(), frozenset({"s3", "dynamodb", "sqs"})),
     Candidate(
-        "moto (local.moto_server --data-dir, persistent)",
+        "moto (local.moto_server, werkzeug, in memory)",
+        _moto("--http-server", "werkzeug"),
+        frozenset({"s3", "dynamodb", "sqs"}),
+    ),
+    Candidate("moto (local.moto_server, cheroot, in memory)", _moto(), frozenset({"s3", "dynamodb", "sqs"})),
+    Candidate(
+        "moto (local.moto_server, cheroot, --data-dir, persistent)",
         lambda port, data: [*_moto()(port, data), "--data-dir", str(data)],
         frozenset({"s3", "dynamodb", "sqs"}),
     ),
@@ -210,7 +215,7 @@ def measure(candidate: Candidate, port: int, n: int) -> dict[str, Any]:
         _wait(port)
         endpoint = f"http://127.0.0.1:{port}"
         for name, count, op in _operations(endpoint, candidate.services, n):
-            cpu, started = _cpu_seconds(process.pid), time.perf_counter()
+            cpu, started, ours = _cpu_seconds(process.pid), time.perf_counter(), time.process_time()
             try:
                 for i in range(count):
                     op(i)
@@ -221,6 +226,8 @@ def measure(candidate: Candidate, port: int, n: int) -> dict[str, Any]:
             figures[name] = {
                 "ops_per_s": round(count / wall, 1),
                 "server_cpu_ms_per_op": round(1000 * cpu / count, 2),
+                # boto3's side of the same calls (signing, HTTP, parsing), in this process
+                "client_cpu_ms_per_op": round(1000 * (time.process_time() - ours) / count, 2),
             }
     finally:
         process.terminate()
