@@ -172,8 +172,8 @@ MOTO_RULES: list[Rule] = [
     ("S3", _has("moto/s3")),
     ("SQS", _has("moto/sqs")),
     (
-        "HTTP server and request routing (werkzeug/flask)",
-        _has("werkzeug", "flask", "socketserver", "http/server"),
+        "HTTP server and request routing (cheroot or werkzeug, flask)",
+        _has("cheroot", "werkzeug", "flask", "socketserver", "http/server"),
     ),
     ("other", lambda frames: True),
 ]
