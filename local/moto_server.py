@@ -1,4 +1,7 @@
-"""moto's server as the local cloud runs it (``python -m local.moto_server``), with three changes.
+"""moto's server as the local cloud runs it (``python -m local.moto_server``), with these changes.
+
+It is served by cheroot, which keeps HTTP/1.1 connections open, instead of werkzeug's development
+server, which closes every one (``--http-server werkzeug`` brings that back for comparison).
 
 moto rolls a DynamoDB transaction back by deep-copying every table the transaction touches before
 it starts. That costs time in proportion to the tables' size: with a few thousand history items a
