@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from archive.services.directory import _TtlCache
+from archive.services.cache import TtlCache
 
 
 def test_cache_keeps_at_most_its_size_evicting_the_least_recently_used() -> None:
     # Given a cache of 100 names and a peer presenting 10,000 distinct unknown AE titles
-    cache: _TtlCache[str] = _TtlCache(ttl=60, negative_ttl=60, max_entries=100)
+    cache: TtlCache[str, str] = TtlCache(ttl=60, negative_ttl=60, max_entries=100)
     loads: list[str] = []
 
     def load(name: str) -> str | None:
@@ -27,7 +27,7 @@ def test_cache_keeps_at_most_its_size_evicting_the_least_recently_used() -> None
 
 
 def test_unknown_names_expire_quickly() -> None:
-    cache: _TtlCache[str] = _TtlCache(ttl=60, negative_ttl=0)
+    cache: TtlCache[str, str] = TtlCache(ttl=60, negative_ttl=0)
     loads: list[str] = []
     cache.get("NEW_AE", lambda n: loads.append(n))  # type: ignore[func-returns-value]
     cache.get("NEW_AE", lambda n: loads.append(n))  # type: ignore[func-returns-value]

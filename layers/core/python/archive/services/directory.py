@@ -9,50 +9,11 @@ recently used out first): a peer cycling through names cannot grow the listener'
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import Generic, TypeVar
-
 from archive.data.facilities import FacilityRepository
 from archive.data.registry import Registry
 from archive.errors import UnknownApplicationEntity, UnknownOrganisation
 from archive.model.organisations import AEInfo, FacilityInfo, OrganisationInfo, SendingFacility
-
-V = TypeVar("V")
-
-
-MAX_ENTRIES = 4096
-
-
-class _TtlCache(Generic[V]):
-    """Name -> value (or None: not found), each kept for a while; at most ``max_entries`` names."""
-
-    def __init__(self, ttl: float, negative_ttl: float, max_entries: int = MAX_ENTRIES) -> None:
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._max_entries = max_entries
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[float, V | None]] = OrderedDict()
-
-    def get(self, name: str, load: Callable[[str], V | None]) -> V | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._items.get(name)
-            if hit and hit[0] > now:
-                self._items.move_to_end(name)
-                return hit[1]
-        value = load(name)
-        with self._lock:
-            self._items[name] = (now + (self._ttl if value is not None else self._negative_ttl), value)
-            self._items.move_to_end(name)
-            while len(self._items) > self._max_entries:
-                self._items.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._items)
+from archive.services.cache import TtlCache
 
 
 class CachedRegistry:
@@ -67,9 +28,9 @@ class CachedRegistry:
     ) -> None:
         self._registry = registry
         self._facilities = facilities
-        self._aes: _TtlCache[AEInfo] = _TtlCache(ttl, negative_ttl)
-        self._orgs: _TtlCache[OrganisationInfo] = _TtlCache(ttl, negative_ttl)
-        self._facility_items: _TtlCache[FacilityInfo] = _TtlCache(ttl, negative_ttl)
+        self._aes: TtlCache[str, AEInfo] = TtlCache(ttl, negative_ttl)
+        self._orgs: TtlCache[str, OrganisationInfo] = TtlCache(ttl, negative_ttl)
+        self._facility_items: TtlCache[str, FacilityInfo] = TtlCache(ttl, negative_ttl)
 
     def find_ae(self, ae_title: str) -> AEInfo | None:
         return self._aes.get(ae_title, self._load_ae)

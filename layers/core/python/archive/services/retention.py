@@ -10,7 +10,6 @@ A study without a rule keeps the bucket's default retention and no retention end
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -40,6 +39,7 @@ from archive.model.retention import (
     rule_for,
     study_target,
 )
+from archive.services.cache import TtlCache
 
 RULES_TTL_SECONDS = 60.0
 # How long the listener trusts what it read about a study's (or its patient's) holds: a hold placed
@@ -77,11 +77,13 @@ class RetentionService:
         self._minimum_lock = minimum_lock
         self._clock = clock
         self._lock = threading.Lock()
-        self._rules: dict[str, tuple[float, list[RetentionRule]]] = {}
+        self._rules: TtlCache[str, list[RetentionRule]] = TtlCache(RULES_TTL_SECONDS, max_entries=KNOWN_ENDS)
         # The retention end this process has written per study: later instances skip the write.
         self._ends: dict[str, datetime] = {}
-        self._holds: dict[tuple[str, str], tuple[float, bool]] = {}
-        self._patient_dates: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
+        self._holds: TtlCache[tuple[str, str], bool] = TtlCache(HOLDS_TTL_SECONDS, max_entries=KNOWN_ENDS)
+        self._patient_dates: TtlCache[str, tuple[str | None, str | None]] = TtlCache(
+            PATIENT_DATES_TTL_SECONDS, max_entries=KNOWN_ENDS
+        )
         self._jobs = jobs
         self._page_objects = max(1, page_objects)
         # Where a study's manifests are named (their locks grow and are held with the study's).
@@ -90,14 +92,8 @@ class RetentionService:
     # --- at store time ---------------------------------------------------------------------
 
     def rules_of(self, org_oid: str) -> list[RetentionRule]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._rules.get(org_oid)
-        if cached is not None and now - cached[0] < RULES_TTL_SECONDS:
-            return cached[1]
-        rules = self._repository.rules_of(org_oid)
-        with self._lock:
-            self._rules[org_oid] = (now, rules)
+        rules = self._rules.get(org_oid, self._repository.rules_of)
+        assert rules is not None
         return rules
 
     def lock_for(
@@ -131,33 +127,19 @@ class RetentionService:
         """(death, birth) of the patient, cached PATIENT_DATES_TTL_SECONDS (death rules only)."""
         if patient_key is None:
             return None, None
-        now = time.monotonic()
-        with self._lock:
-            cached = self._patient_dates.get(patient_key)
-        if cached is not None and now - cached[0] < PATIENT_DATES_TTL_SECONDS:
-            return cached[1]
-        dates = self._repository.patient_dates(patient_key)
-        with self._lock:
-            self._patient_dates[patient_key] = (now, dates)
-            while len(self._patient_dates) > KNOWN_ENDS:
-                self._patient_dates.pop(next(iter(self._patient_dates)))
+        dates = self._patient_dates.get(patient_key, self._repository.patient_dates)
+        assert dates is not None
         return dates
 
     def held(self, study_uid: str, patient_key: str) -> bool:
         """Whether a legal hold names the study or its patient now: the PUT of an object stored
         into a held study sets S3's legal hold on it (cached HOLDS_TTL_SECONDS per study)."""
-        key = (study_uid, patient_key)
-        now = time.monotonic()
-        with self._lock:
-            cached = self._holds.get(key)
-        if cached is not None and now - cached[0] < HOLDS_TTL_SECONDS:
-            return cached[1]
-        held = self._repository.has_active_hold([study_target(study_uid), patient_target(patient_key)])
-        with self._lock:
-            self._holds[key] = (now, held)
-            while len(self._holds) > KNOWN_ENDS:
-                self._holds.pop(next(iter(self._holds)))
-        return held
+        return bool(
+            self._holds.get(
+                (study_uid, patient_key),
+                lambda key: self._repository.has_active_hold([study_target(key[0]), patient_target(key[1])]),
+            )
+        )
 
     # --- 113039 rejection notes (IOCM) -----------------------------------------------------
 
