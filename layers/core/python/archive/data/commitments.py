@@ -22,7 +22,12 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import StorageCommitment, StorageCommitmentPart, TransactionConnection
+from archive.data.models import (
+    StorageCommitment,
+    StorageCommitmentPart,
+    TransactionConnection,
+    conditional_check_failed,
+)
 from archive.errors import StorageFailure
 from archive.model.commitment import (
     PENDING,
@@ -62,10 +67,6 @@ def _condition_failed(exc: TransactWriteError) -> bool:
     (pynamodb orders a transaction's items by kind, so its position is not fixed).
     """
     return any(getattr(r, "code", None) == _CONDITIONAL_FAILURE for r in exc.cancellation_reasons or [])
-
-
-def _conditional_failure(exc: PynamoDBException) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def _transaction(item: StorageCommitment) -> CommitmentTransaction:
@@ -229,7 +230,7 @@ class CommitmentRepository(TransactionConnection):
                 ),
             )
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return None
             raise
         return _transaction(item)
@@ -246,7 +247,7 @@ class CommitmentRepository(TransactionConnection):
         try:
             StorageCommitment(transaction_uid).update(actions=actions, condition=self._held(owner, now))
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -338,7 +339,7 @@ class CommitmentRepository(TransactionConnection):
                 condition=StorageCommitment.state == PENDING,
             )
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -361,7 +362,7 @@ class CommitmentRepository(TransactionConnection):
                 condition=StorageCommitment.state == UNDELIVERABLE,
             )
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True

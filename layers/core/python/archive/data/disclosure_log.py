@@ -22,7 +22,7 @@ from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.index import IndexRepository
-from archive.data.models import DisclosureEntry, TransactionConnection
+from archive.data.models import DisclosureEntry, TransactionConnection, conditional_check_failed
 from archive.data.query_index import QueryIndex
 from archive.errors import ArchiveError, StorageFailure
 from archive.model.disclosure import GENESIS, Anchor, ChainEntry, utc_text
@@ -54,7 +54,7 @@ def _entry(item: DisclosureEntry) -> ChainEntry:
 
 
 def _conditional(exc: Exception) -> bool:
-    if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+    if conditional_check_failed(exc):
         return True
     reasons = getattr(exc, "cancellation_reasons", None) or []
     return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)

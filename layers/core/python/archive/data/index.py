@@ -17,7 +17,14 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import Instance, Patient, Series, Study, TransactionConnection
+from archive.data.models import (
+    Instance,
+    Patient,
+    Series,
+    Study,
+    TransactionConnection,
+    conditional_check_failed,
+)
 from archive.errors import PatientIdConflict, StudyOfAnotherOrganisation
 from archive.model.records import IndexedInstance, InstanceRecord, StudyRecord
 from archive.model.tiers import NEARLINE
@@ -93,7 +100,7 @@ class IndexRepository(TransactionConnection):
                 & (Study.org_oid.does_not_exist() | (Study.org_oid == org_oid)),
             )
         except UpdateError as exc:
-            if _is_conditional_failure(exc):
+            if conditional_check_failed(exc):
                 existing = Study.get(study_uid, consistent_read=True)
                 if existing.org_oid and existing.org_oid != org_oid:
                     raise StudyOfAnotherOrganisation(
@@ -117,7 +124,7 @@ class IndexRepository(TransactionConnection):
                 condition=(Study.patient_key == from_key) | (Study.patient_key == to_key),
             )
         except UpdateError as exc:
-            if _is_conditional_failure(exc):
+            if conditional_check_failed(exc):
                 raise PatientIdConflict(f"study {study_uid} changed patient concurrently") from exc
             raise
 
@@ -343,8 +350,3 @@ def _int(value: Any) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
-
-
-def _is_conditional_failure(exc: Exception) -> bool:
-    cause = getattr(exc, "cause_response_code", None)
-    return cause == "ConditionalCheckFailedException"

@@ -26,6 +26,11 @@ from pynamodb.models import Model
 from archive.config import Settings
 
 
+def conditional_check_failed(exc: Exception) -> bool:
+    """Whether a pynamodb write failed on its condition (and not on anything else)."""
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
 class TransactionConnection:
     """One pynamodb Connection (one botocore client) for a repository's transactions, made on first
     use: creating a client costs 0.1-0.6 s, which made every transaction that slow (the local HL7

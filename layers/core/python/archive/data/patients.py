@@ -14,7 +14,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, Upda
 from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
-from archive.data.models import Patient, PatientChange, Study, TransactionConnection
+from archive.data.models import Patient, PatientChange, Study, TransactionConnection, conditional_check_failed
 from archive.errors import ChangeConflict
 from archive.model.patients import ChangeEntry, PatientState
 
@@ -182,7 +182,7 @@ class PatientRepository(TransactionConnection):
             try:
                 _change_item(entry, now).save(condition=PatientChange.change_id.does_not_exist())
             except PutError as exc:
-                if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+                if not conditional_check_failed(exc):
                     raise
 
     # --- studies ---------------------------------------------------------------------------
@@ -225,6 +225,6 @@ class PatientRepository(TransactionConnection):
                 )
                 count += 1
             except UpdateError as exc:
-                if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+                if not conditional_check_failed(exc):
                     raise
         return count

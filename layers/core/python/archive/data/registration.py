@@ -26,6 +26,7 @@ from archive.data.models import (
     RegistrationConfig,
     Series,
     Study,
+    conditional_check_failed,
 )
 from archive.errors import QueueFailure, RegistrationNotConfigured, RegistryConflict
 from archive.model.registration import (
@@ -47,10 +48,6 @@ from archive.model.tiers import NEARLINE
 ARCHIVE_SCOPE = "archive"
 MAX_MERGE_CHAIN = 16
 SQS_MAX_DELAY = 900
-
-
-def _conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -207,7 +204,7 @@ class RegistrationRepository:
             )
             return True
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
 
@@ -247,7 +244,7 @@ class RegistrationRepository:
                 condition=Registration.version.does_not_exist() | (Registration.version == previous_version),
             )
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 raise RegistryConflict(f"study {study_uid} was registered concurrently") from exc
             raise
 
@@ -433,7 +430,7 @@ class NotificationRepository:
             item.save(condition=IanNotification.key.does_not_exist())
             return True
         except PutError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
 

@@ -16,7 +16,14 @@ from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.index import instance_record
-from archive.data.models import Instance, Rejection, Series, Study, TransactionConnection
+from archive.data.models import (
+    Instance,
+    Rejection,
+    Series,
+    Study,
+    TransactionConnection,
+    conditional_check_failed,
+)
 from archive.model.records import InstanceRecord
 from archive.model.rejection import InstanceReference, RejectedInstance, RejectionRecord
 from archive.model.tiers import NEARLINE
@@ -61,7 +68,7 @@ class RejectionRepository(TransactionConnection):
         try:
             item.save(condition=Rejection.note_uid.does_not_exist())
         except PutError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -87,7 +94,7 @@ class RejectionRepository(TransactionConnection):
         try:
             Rejection(note_uid).update(actions=actions, condition=Rejection.state == expected)
         except UpdateError as exc:
-            if _conditional_failure(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -205,7 +212,3 @@ def _record(item: Rejection) -> RejectionRecord:
         revoked_by=item.revoked_by,
         revoke_reason=item.revoke_reason,
     )
-
-
-def _conditional_failure(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"

@@ -19,6 +19,7 @@ from archive.data.models import (
     RetentionRuleItem,
     Series,
     Study,
+    conditional_check_failed,
 )
 from archive.data.objects import manifest_key
 from archive.data.registration import _Queue
@@ -128,7 +129,7 @@ class RetentionRepository:
                 condition=condition & Study.study_uid.exists() if existing else condition,
             )
         except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -146,7 +147,7 @@ class RetentionRepository:
                 condition=Study.retention_basis == EndBasis.DEATH.value,
             )
         except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -209,7 +210,7 @@ class RetentionRepository:
                 condition=LegalHoldItem.placed_by.exists() & LegalHoldItem.released_at.does_not_exist(),
             )
         except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -393,7 +394,7 @@ class RetentionRepository:
         try:
             RetentionJobItem(job_id).update(actions=actions, condition=RetentionJobItem.pages == page)
         except UpdateError as exc:
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            if conditional_check_failed(exc):
                 return False
             raise
         return True

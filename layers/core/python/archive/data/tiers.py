@@ -18,7 +18,7 @@ from pynamodb.transactions import TransactWrite
 
 from archive.config import Settings
 from archive.data.index import instance_record
-from archive.data.models import Instance, Series, Study, TransactionConnection
+from archive.data.models import Instance, Series, Study, TransactionConnection, conditional_check_failed
 from archive.data.registration import _Queue
 from archive.model.records import InstanceRecord
 from archive.model.tiers import NEARLINE, RestoreTicket, needs_restore
@@ -73,7 +73,7 @@ def _conditional_failure(exc: Exception) -> bool:
     if isinstance(exc, TransactWriteError):
         reasons = getattr(exc, "cancellation_reasons", None) or []
         return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+    return conditional_check_failed(exc)
 
 
 class TierIndex(TransactionConnection):
