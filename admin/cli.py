@@ -84,7 +84,7 @@ from archive.model.registration import (
     OrganisationRegistration,
     parse_code,
 )
-from archive.model.retention import ExpiryRejection, RetentionBasis, RetentionRule
+from archive.model.retention import JOB_PATIENT, ExpiryRejection, RetentionBasis, RetentionRule
 from archive.model.xua import IdentityProvider
 from archive.services.audit import build_audit_trail
 from archive.services.availability import AvailabilityService
@@ -93,7 +93,7 @@ from archive.services.destruction import DestructionService
 from archive.services.disclosure import build_disclosure_log, normalised_patient
 from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
-from archive.services.retention import JOB_PATIENT, RetentionService
+from archive.services.retention import RetentionService
 from archive.services.storage_tiers import StorageTiers
 from archive.topology import REGISTRATION_QUEUE, RETENTION_QUEUE
 

@@ -18,11 +18,12 @@ from archive.data.objects import ObjectStore
 from archive.data.patients import PatientRepository
 from archive.data.retention import RetentionJobQueue, RetentionRepository
 from archive.model.patients import ListenerRefusal, Outcome, PatientChangeRequest
+from archive.model.retention import JOB_PATIENT
 from archive.services.audit import build_audit_trail
 from archive.services.patient_audit import audit_patient_change
 from archive.services.patients import PatientService
 from archive.services.registration import RegistrationRequests
-from archive.services.retention import JOB_PATIENT, RetentionService
+from archive.services.retention import RetentionService
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord

@@ -27,6 +27,7 @@ from archive.data.rejections import rejection_note_key
 from archive.data.xds_registry import XdsRegistry
 from archive.model.retention import (
     ANY_STUDY_TYPE,
+    JOB_PATIENT,
     EndBasis,
     ExpiryRejection,
     LegalHold,
@@ -286,7 +287,7 @@ class RetentionRepository:
         the start), from indexes (no scan): a patient's studies, an organisation's studies by date
         (those without a Study Date are in it too, under "0") or its series of a modality. With
         the cursor after it, None when the index has no more; (None, None) at the end."""
-        if kind == "patient":
+        if kind == JOB_PATIENT:
             results: Any = Study.by_patient.query(target, limit=1, last_evaluated_key=cursor)
         else:
             org_oid, study_type = target.split("|", 1)

@@ -285,10 +285,15 @@ class StudyFacts:
         return parse_study_date(self.study_date) or self.received_on
 
 
+# Kinds of retention job (RetentionJob.kind).
+JOB_RULE = "rule"
+JOB_PATIENT = "patient"
+
+
 @dataclass(frozen=True)
 class RetentionJob:
-    """A retention job: a grown rule (kind "rule", target "<org>|<study type>") or a patient whose
-    death was recorded or retracted (kind "patient", target the patient key), run page by page."""
+    """A retention job: a grown rule (kind JOB_RULE, target "<org>|<study type>") or a patient whose
+    death was recorded or retracted (kind JOB_PATIENT, target the patient key), run page by page."""
 
     job_id: str
     kind: str

@@ -22,6 +22,8 @@ from archive.dicom.instance import InstanceHeader
 from archive.errors import ConfigurationError, StorageFailure
 from archive.model.organisations import OrganisationInfo
 from archive.model.retention import (
+    JOB_PATIENT,
+    JOB_RULE,
     LOCK_MODES,
     ExpiryVerdict,
     LegalHold,
@@ -52,8 +54,6 @@ PATIENT_DATES_TTL_SECONDS = 60.0
 # default (Settings.retention_page_objects); the rest goes on in a continuation message, so no
 # invocation does unbounded work.
 JOB_PAGE_OBJECTS = 200
-JOB_RULE = "rule"
-JOB_PATIENT = "patient"
 
 
 class RetentionService:
