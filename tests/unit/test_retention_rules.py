@@ -113,8 +113,7 @@ def test_under_an_early_rule_the_death_rule_locks_only_the_minimum() -> None:
 
 
 def test_a_destruction_record_names_the_rules_that_govern_the_study() -> None:
-    from archive.model.retention import StudyRetention
-    from archive.services.destruction import _applying_rules
+    from archive.model.retention import StudyRetention, rules_for_study
 
     org = "1.2.246.10.1"
     default = RetentionRule(org, "*", 12)
@@ -123,9 +122,14 @@ def test_a_destruction_record_names_the_rules_that_govern_the_study() -> None:
     )
     study = StudyRetention("1.2.3", org, None, None, 0, modalities=("CT", "MG", "SR"))
     # One rule per modality (the default for CT and SR, once), as at the PUTs
-    assert _applying_rules([default, mammo], study) == [default, mammo]
-    assert _applying_rules([default, mammo], StudyRetention("1.2.4", org, None, None, 0)) == [default]
-    assert _applying_rules([mammo], StudyRetention("1.2.5", org, None, None, 0, modalities=("CT",))) == []
+    assert rules_for_study([default, mammo], study.modalities) == [default, mammo]
+    assert rules_for_study([default, mammo], StudyRetention("1.2.4", org, None, None, 0).modalities) == [
+        default
+    ]
+    assert (
+        rules_for_study([mammo], StudyRetention("1.2.5", org, None, None, 0, modalities=("CT",)).modalities)
+        == []
+    )
     assert default.describe() == f"{org} *: 12 years from the study date; 113039 EXPIRED"
     assert mammo.describe() == (
         f"{org} MG: 50 years from the patient's death (120 years from birth while not known); "

@@ -173,6 +173,13 @@ def rule_for(rules: list[RetentionRule], study_type: str | None) -> RetentionRul
     return (study_type and by_type.get(study_type)) or by_type.get(ANY_STUDY_TYPE)
 
 
+def rules_for_study(rules: list[RetentionRule], modalities: tuple[str, ...] | None) -> list[RetentionRule]:
+    """The rules that govern a study's objects: one per modality in it (else the ``*`` rule), as at
+    their PUTs; each rule once."""
+    found = (rule_for(rules, m) for m in modalities or (None,))
+    return list({(r.org_oid, r.study_type): r for r in found if r is not None}.values())
+
+
 def parse_study_date(value: str | None) -> date | None:
     """DICOM DA (YYYYMMDD) to a date; None when absent or not a valid date."""
     if not value or len(value) < 8:

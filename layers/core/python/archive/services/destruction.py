@@ -33,8 +33,7 @@ from archive.model.retention import (
     DestructionApproval,
     DestructionRecord,
     RetentionRule,
-    StudyRetention,
-    rule_for,
+    rules_for_study,
 )
 from archive.model.xds import DocumentEntry
 from archive.services.audit import AuditTrail
@@ -103,7 +102,7 @@ class DestructionService:
                 continue
             if study.org_oid not in rules_by_org:
                 rules_by_org[study.org_oid] = self._retention.rules_of(study.org_oid) if study.org_oid else []
-            rules = _applying_rules(rules_by_org[study.org_oid], study)
+            rules = rules_for_study(rules_by_org[study.org_oid], study.modalities)
             approver = approved_by
             if any(r.approval_required for r in rules):
                 approval = self._destruction.approval_of(study_uid)
@@ -300,10 +299,3 @@ class DestructionService:
                 outcome_description=description,
             )
         )
-
-
-def _applying_rules(rules: list[RetentionRule], study: StudyRetention) -> list[RetentionRule]:
-    """The organisation's rules that govern the study: one per modality in it (else the ``*`` rule),
-    as at its PUTs."""
-    found = [rule_for(rules, m) for m in study.modalities or (None,)]
-    return list({(r.org_oid, r.study_type): r for r in found if r is not None}.values())

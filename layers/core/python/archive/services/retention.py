@@ -39,6 +39,7 @@ from archive.model.retention import (
     patient_target,
     retention_ends,
     rule_for,
+    rules_for_study,
     study_target,
 )
 from archive.services.cache import TtlCache
@@ -419,8 +420,8 @@ class _StudyPlan:
         return self._ends[modality]
 
     def applying(self) -> list[RetentionRule]:
-        found = (self.rule_of(m) for m in (self.facts.modalities or (None,)))
-        return [r for r in found if r is not None]
+        found = rules_for_study(self._rules, self.facts.modalities)
+        return [r for r in found if self._only is None or r.study_type == self._only]
 
     def study_ends(self) -> list[RetentionEnds]:
         found = (self.ends_for(m) for m in (self.facts.modalities or (None,)))
