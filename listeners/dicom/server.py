@@ -213,27 +213,25 @@ class DicomListener:
 
     def start(self) -> None:
         if self.port is not None:
-            self._server = self.ae.start_server(
-                (self.host, self.port), block=False, evt_handlers=self.handlers()
+            self._server = tuned(
+                self.ae.start_server((self.host, self.port), block=False, evt_handlers=self.handlers())
             )
-            share_contexts(self._server)
             self.port = self._server.server_address[1]
-            without_forced_collections(self._server)
             LOG.info("DICOM listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.port)
         if self.tls_port is not None:
             if self.deps.tls is None:
                 raise RuntimeError("a TLS port needs TLS material (TLS_SECRET_ID)")
             authenticator = self.deps.authenticator
-            self._tls_server = start_tls_server(
-                self.ae,
-                (self.host, self.tls_port),
-                tls=self.deps.tls,
-                evt_handlers=self.handlers(),
-                on_refused=authenticator.tls_refused if authenticator else None,
+            self._tls_server = tuned(
+                start_tls_server(
+                    self.ae,
+                    (self.host, self.tls_port),
+                    tls=self.deps.tls,
+                    evt_handlers=self.handlers(),
+                    on_refused=authenticator.tls_refused if authenticator else None,
+                )
             )
-            share_contexts(self._tls_server)
             self.tls_port = self._tls_server.server_address[1]
-            without_forced_collections(self._tls_server)
             LOG.info("DICOM TLS listener %s on %s:%s", self.deps.archive_ae_title, self.host, self.tls_port)
 
     def stop(self) -> None:
@@ -435,15 +433,18 @@ def _close(assoc: Any, *, send_abort: bool) -> None:
         sock.close()
 
 
-def without_forced_collections(server: Any) -> None:
-    """Stop pynetdicom's server loop from forcing a full garbage collection every 60 polls.
+def tuned(server: Any) -> Any:
+    """The server, its associations sharing its presentation contexts (``SharedContexts``) and its
+    loop no longer forcing a full garbage collection every 60 polls.
 
     pynetdicom's ``AssociationServer.service_actions`` calls ``gc.collect()`` about every 30 s;
     the listener holds some 450,000 objects (mostly botocore's service models), so each forced
     pass walks all of them (0.1-0.3 s of CPU with the GIL held, stalling every association).
     Python's own generational collector still frees the cycles of ended associations.
     """
+    server.contexts = SharedContexts(server.contexts)
     server.service_actions = lambda: None
+    return server
 
 
 class SharedContexts(list[Any]):
@@ -457,10 +458,6 @@ class SharedContexts(list[Any]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
         return list(self)
-
-
-def share_contexts(server: Any) -> None:
-    server.contexts = SharedContexts(server.contexts)
 
 
 def set_nodelay(event: Any) -> None:
