@@ -523,11 +523,9 @@ def _retention_service(settings: Settings, *, jobs: bool = False) -> RetentionSe
         settings = replace(
             settings, retention_queue_url=queue_url_by_name(settings, local_queue_name(RETENTION_QUEUE))
         )
-    return RetentionService(
-        RetentionRepository(),
+    return RetentionService.configured(
+        settings,
         ObjectStore(settings),
-        lock_mode=settings.object_lock_mode,
-        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
         jobs=RetentionJobQueue(settings) if jobs else None,
         registry=XdsRegistry(settings),  # a hold also holds the studies' manifests
     )

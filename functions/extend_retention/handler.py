@@ -7,13 +7,12 @@ recorded (HL7 PID-29/30 or an operator). Each message is one bounded page; it qu
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
-from archive.data.retention import RetentionJobQueue, RetentionRepository
+from archive.data.retention import RetentionJobQueue
 from archive.data.xds_registry import XdsRegistry
 from archive.services.retention import RetentionService
 from aws_lambda_powertools import Logger
@@ -24,11 +23,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 logger = Logger(service="extend-retention")
 settings = Settings.from_env()
 bind_models(settings)
-service = RetentionService(
-    RetentionRepository(),
+service = RetentionService.configured(
+    settings,
     ObjectStore(settings),
-    lock_mode=settings.object_lock_mode,
-    minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
     jobs=RetentionJobQueue(settings),
     page_objects=settings.retention_page_objects,
     registry=XdsRegistry(settings),  # the studies' manifests grow with them

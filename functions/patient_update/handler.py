@@ -9,14 +9,13 @@ a failure to retry; so are the records of messages the listener refused (``kind`
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from archive.config import Settings
 from archive.data.models import bind_models
 from archive.data.objects import ObjectStore
 from archive.data.patients import PatientRepository
-from archive.data.retention import RetentionJobQueue, RetentionRepository
+from archive.data.retention import RetentionJobQueue
 from archive.model.patients import ListenerRefusal, Outcome, PatientChangeRequest
 from archive.model.retention import JOB_PATIENT
 from archive.services.audit import build_audit_trail
@@ -38,13 +37,7 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
 # A death recorded or retracted (PID-29/30) recomputes the patient's studies' retention (a job).
 retention = (
-    RetentionService(
-        RetentionRepository(),
-        ObjectStore(settings),
-        lock_mode=settings.object_lock_mode,
-        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
-        jobs=RetentionJobQueue(settings),
-    )
+    RetentionService.configured(settings, ObjectStore(settings), jobs=RetentionJobQueue(settings))
     if settings.retention_queue_url
     else None
 )

@@ -6,7 +6,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from archive.config import Settings
@@ -19,7 +18,6 @@ from archive.data.query_index import QueryIndex
 from archive.data.queues import LockQueue
 from archive.data.registry import Registry
 from archive.data.rejections import RejectionRepository
-from archive.data.retention import RetentionRepository
 from archive.data.secrets import SecretTlsMaterial
 from archive.dicom.transport import tls_arguments
 from archive.model.organisations import AEInfo
@@ -108,12 +106,7 @@ def build(
         restores=StorageTiers.from_settings(settings, objects) if settings.restore_queue_url else None,
     )
     registration = RegistrationRequests.from_settings(settings) if settings.registration_queue_url else None
-    retention = RetentionService(
-        RetentionRepository(),
-        objects,
-        lock_mode=settings.object_lock_mode,
-        minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
-    )
+    retention = RetentionService.configured(settings, objects)
     deps = ListenerDeps(
         registry=registry,
         store=StoreService(

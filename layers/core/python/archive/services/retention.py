@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from archive.config import Settings
 from archive.data.objects import ObjectStore
 from archive.data.retention import RetentionJobQueue, RetentionRepository
 from archive.data.xds_registry import XdsRegistry
@@ -89,6 +90,27 @@ class RetentionService:
         self._page_objects = max(1, page_objects)
         # Where a study's manifests are named (their locks grow and are held with the study's).
         self._registry = registry
+
+    @classmethod
+    def configured(
+        cls,
+        settings: Settings,
+        objects: ObjectStore,
+        *,
+        jobs: RetentionJobQueue | None = None,
+        page_objects: int = JOB_PAGE_OBJECTS,
+        registry: XdsRegistry | None = None,
+    ) -> RetentionService:
+        """The service with the deployment's Object Lock mode and minimum lock (``settings``)."""
+        return cls(
+            RetentionRepository(),
+            objects,
+            lock_mode=settings.object_lock_mode,
+            minimum_lock=timedelta(seconds=settings.minimum_lock_seconds),
+            jobs=jobs,
+            page_objects=page_objects,
+            registry=registry,
+        )
 
     # --- at store time ---------------------------------------------------------------------
 
